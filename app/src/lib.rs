@@ -1,0 +1,1 @@
+//! The Leptos web app lands with the web-app issue; this crate only reserves its place.

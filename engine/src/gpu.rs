@@ -1,0 +1,137 @@
+//! Device setup: pick an adapter, ask for the limits the model needs, report what we got.
+
+use std::sync::{Arc, Mutex};
+
+use crate::pipelines::PipelineCache;
+use crate::pool::BufferPool;
+use crate::{Error, Result};
+
+/// How to choose the device.
+#[derive(Clone, Debug)]
+pub struct GpuOptions {
+    /// Use `shader-f16` kernels when the adapter has the feature. Off forces the f32 fallbacks.
+    pub allow_f16: bool,
+}
+
+impl Default for GpuOptions {
+    fn default() -> Self {
+        Self { allow_f16: true }
+    }
+}
+
+/// A device, its queue, and the caches every op shares.
+pub struct Gpu {
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub info: wgpu::AdapterInfo,
+    pub limits: wgpu::Limits,
+    /// The device has `shader-f16` and the options allow it.
+    pub f16: bool,
+    pub(crate) pipelines: PipelineCache,
+    pub(crate) pool: Arc<BufferPool>,
+    errors: Arc<Mutex<Vec<String>>>,
+}
+
+impl Gpu {
+    pub async fn new() -> Result<Self> {
+        Self::with_options(GpuOptions::default()).await
+    }
+
+    pub async fn with_options(options: GpuOptions) -> Result<Self> {
+        // WGPU_BACKEND and friends still let a user pick a backend on native.
+        let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+        let adapter = instance
+            .request_adapter(&wgpu::RequestAdapterOptions {
+                power_preference: wgpu::PowerPreference::HighPerformance,
+                force_fallback_adapter: false,
+                compatible_surface: None,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| Error::NoAdapter(e.to_string()))?;
+
+        let info = adapter.get_info();
+        let offered = adapter.limits();
+        let has_f16 = adapter.features().contains(wgpu::Features::SHADER_F16);
+        let f16 = has_f16 && options.allow_f16;
+        // Ask for everything the adapter offers where the model is limited by it: the largest
+        // tensor (BERT's word embeddings) needs ~65 MB bindings in f32.
+        let required_limits = wgpu::Limits {
+            max_storage_buffer_binding_size: offered.max_storage_buffer_binding_size,
+            max_buffer_size: offered.max_buffer_size,
+            max_storage_buffers_per_shader_stage: offered.max_storage_buffers_per_shader_stage,
+            max_compute_workgroup_storage_size: offered.max_compute_workgroup_storage_size,
+            max_compute_invocations_per_workgroup: offered.max_compute_invocations_per_workgroup,
+            max_compute_workgroup_size_x: offered.max_compute_workgroup_size_x,
+            max_compute_workgroup_size_y: offered.max_compute_workgroup_size_y,
+            ..wgpu::Limits::downlevel_defaults()
+        };
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("brivl"),
+                required_features: if f16 { wgpu::Features::SHADER_F16 } else { wgpu::Features::empty() },
+                required_limits: required_limits.clone(),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| Error::Device(e.to_string()))?;
+
+        let errors = Arc::new(Mutex::new(Vec::new()));
+        let sink = errors.clone();
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            sink.lock().unwrap().push(e.to_string());
+        }));
+
+        Ok(Self {
+            pool: Arc::new(BufferPool::default()),
+            pipelines: PipelineCache::default(),
+            device,
+            queue,
+            info,
+            limits: required_limits,
+            f16,
+            errors,
+        })
+    }
+
+    /// One line naming the adapter, for logs and benchmark tables.
+    pub fn describe(&self) -> String {
+        format!(
+            "{} ({:?}, {:?}, driver {} {}), shader-f16: {}, max storage binding {} MiB",
+            self.info.name,
+            self.info.backend,
+            self.info.device_type,
+            self.info.driver,
+            self.info.driver_info,
+            if self.f16 { "yes" } else { "no" },
+            self.limits.max_storage_buffer_binding_size >> 20
+        )
+    }
+
+    /// Refuses a buffer the adapter cannot bind, with the limit that stops it.
+    pub fn check_fits(&self, bytes: u64) -> Result<()> {
+        let binding = self.limits.max_storage_buffer_binding_size as u64;
+        if bytes > binding {
+            return Err(Error::TooLarge { bytes, limit_name: "maxStorageBufferBindingSize", limit: binding });
+        }
+        if bytes > self.limits.max_buffer_size {
+            return Err(Error::TooLarge { bytes, limit_name: "maxBufferSize", limit: self.limits.max_buffer_size });
+        }
+        Ok(())
+    }
+
+    /// Errors the device reported since the last call (validation, out of memory).
+    pub fn take_errors(&self) -> Result<()> {
+        let mut errors = self.errors.lock().unwrap();
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Gpu(std::mem::take(&mut *errors).join("; ")))
+        }
+    }
+
+    /// Buffers kept for reuse by intermediate tensors, in bytes.
+    pub fn pooled_bytes(&self) -> u64 {
+        self.pool.pooled_bytes()
+    }
+}

@@ -1,0 +1,148 @@
+//! Linear layers and pointwise convolutions: `y = act(x · wᵀ + b)` with `w` as `[N, K]`
+//! (PyTorch's `[out, in]`) in f32, f16 or q8. Kernel: `shaders/matmul.wgsl`.
+
+use crate::error::ensure_shape;
+use crate::ops::Activation;
+use crate::pipelines::Kernel;
+use crate::quant::row_words;
+use crate::{DType, Pass, Result, Tensor};
+
+crate::uniform_struct! {
+    /// Shapes for `matmul.wgsl`.
+    pub struct MatmulParams { pub m: u32, pub n: u32, pub k: u32, pub row_words: u32, pub act: u32 }
+}
+
+const KERNEL: Kernel = crate::kernel!("matmul", "main");
+const TILE: usize = 64;
+
+/// `x [..., K] · w[N, K]ᵀ (+ bias[N]) -> act -> [..., N]`.
+pub fn linear(pass: &mut Pass, x: &Tensor, w: &Tensor, bias: Option<&Tensor>, act: Activation) -> Result<Tensor> {
+    let (n, k) = match w.shape() {
+        &[n, k] => (n, k),
+        s => return Err(crate::Error::Shape(format!("linear weight must be [N, K], got {s:?}"))),
+    };
+    ensure_shape!(x.shape().last() == Some(&k), "linear: x {:?} does not end in K = {k}", x.shape());
+    ensure_shape!(x.dtype() == DType::F32, "linear: x must be f32");
+    if let Some(b) = bias {
+        ensure_shape!(b.shape() == [n], "linear: bias {:?} is not [{n}]", b.shape());
+    }
+    let m = x.numel() / k.max(1);
+    let rows_tiles = m.div_ceil(TILE);
+    ensure_shape!(rows_tiles <= crate::pass::MAX_WORKGROUPS_PER_DIM as usize, "linear: {m} rows exceed one dispatch");
+
+    let mut out_shape = x.shape().to_vec();
+    *out_shape.last_mut().unwrap() = n;
+    let y = Tensor::uninit(pass.gpu(), &out_shape)?;
+
+    let mut defines = vec![match w.dtype() {
+        DType::F32 => "WF32",
+        DType::F16 => "WF16",
+        DType::Q8 => "WQ8",
+        DType::U32 => return Err(crate::Error::Shape("linear: u32 weights".into())),
+    }];
+    // Native f16 reads need the adapter feature; without it the packed words are unpacked.
+    if w.dtype() == DType::F16 && pass.gpu().f16 {
+        defines.push("F16");
+    }
+    let params = MatmulParams {
+        m: m as u32,
+        n: n as u32,
+        k: k as u32,
+        row_words: row_words(w.dtype(), k) as u32,
+        act: act as u32,
+    };
+    let groups = [n.div_ceil(TILE) as u32, rows_tiles as u32, 1];
+    match bias {
+        Some(b) => {
+            defines.push("BIAS");
+            pass.dispatch(&KERNEL, &defines, &params, &[x, w, b, &y], groups);
+        }
+        None => pass.dispatch(&KERNEL, &defines, &params, &[x, w, &y], groups),
+    }
+    Ok(y)
+}
+
+/// CPU twin: `x` is `[M, K]` row-major, `w` the dequantised `[N, K]`.
+pub fn linear_cpu(x: &[f32], w: &[f32], bias: Option<&[f32]>, k: usize, act: Activation) -> Vec<f32> {
+    let n = w.len() / k.max(1);
+    let m = x.len() / k.max(1);
+    let mut y = vec![0f32; m * n];
+    for (xr, yr) in x.chunks_exact(k).zip(y.chunks_exact_mut(n)) {
+        for (j, (wr, out)) in w.chunks_exact(k).zip(yr.iter_mut()).enumerate() {
+            let dot: f32 = xr.iter().zip(wr).map(|(a, b)| a * b).sum();
+            *out = act.apply(dot + bias.map_or(0.0, |b| b[j]));
+        }
+    }
+    y
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quant::Packed;
+    use crate::testing::{assert_close, gpu_test, random};
+    use crate::Gpu;
+
+    async fn check(gpu: &Gpu, m: usize, n: usize, k: usize, dtype: DType, bias: bool, act: Activation) {
+        let x = random(m * k, 1 + m as u64, 1.0);
+        let wf = random(n * k, 2 + n as u64, 1.0 / (k as f32).sqrt());
+        let b = random(n, 3, 0.5);
+        let packed = Packed::new(&wf, n, k, dtype).unwrap();
+        // The reference uses exactly the weights the kernel sees, so only arithmetic differs.
+        let want = linear_cpu(&x, &packed.dequantize(), bias.then_some(&b[..]), k, act);
+
+        let xt = Tensor::from_f32(gpu, &[m, k], &x).unwrap();
+        let wt = Tensor::from_packed(gpu, &packed).unwrap();
+        let bt = Tensor::from_f32(gpu, &[n], &b).unwrap();
+        let mut pass = Pass::new(gpu);
+        let y = linear(&mut pass, &xt, &wt, bias.then_some(&bt), act).unwrap();
+        pass.submit().unwrap();
+        let got = y.read_f32(gpu).await.unwrap();
+        // f32 sums of K terms in a different order: error grows like sqrt(K) * eps * |terms|.
+        // q8 applies the row scale after the sum instead of to each weight: same bound.
+        let atol = 2e-6 * (k as f32).sqrt();
+        assert_close(&got, &want, atol, 1e-5, &format!("linear {m}x{k} by {n}x{k} {dtype:?} bias={bias} {act:?}"));
+    }
+
+    gpu_test!(linear_f32_ragged_shapes, |gpu| {
+        // None of these is a multiple of the 64x64x16 tile.
+        for (m, n, k) in [(1, 1, 1), (37, 70, 33), (65, 129, 17), (3, 5, 100)] {
+            check(gpu, m, n, k, DType::F32, true, Activation::None).await;
+        }
+        check(gpu, 64, 64, 64, DType::F32, false, Activation::None).await;
+    });
+
+    gpu_test!(linear_fused_activations, |gpu| {
+        for act in Activation::ALL {
+            check(gpu, 33, 47, 29, DType::F32, true, act).await;
+        }
+    });
+
+    gpu_test!(linear_int8_per_channel, |gpu| {
+        for (m, n, k) in [(37, 70, 33), (2, 9, 7), (70, 65, 130)] {
+            check(gpu, m, n, k, DType::Q8, true, Activation::Gelu).await;
+        }
+    });
+
+    gpu_test!(linear_f16_weights, |gpu| {
+        // Runs the shader-f16 variant where the adapter has it, the unpacking fallback otherwise.
+        for (m, n, k) in [(37, 70, 33), (5, 3, 7)] {
+            check(gpu, m, n, k, DType::F16, true, Activation::Relu).await;
+        }
+    });
+
+    #[cfg(not(target_arch = "wasm32"))]
+    #[test]
+    fn linear_f16_fallback_without_shader_f16() {
+        let gpu = pollster::block_on(Gpu::with_options(crate::gpu::GpuOptions { allow_f16: false })).unwrap();
+        assert!(!gpu.f16);
+        pollster::block_on(check(&gpu, 37, 70, 33, DType::F16, true, Activation::None));
+    }
+
+    gpu_test!(linear_refuses_mismatched_shapes, |gpu| {
+        let x = Tensor::from_f32(gpu, &[2, 3], &[0.0; 6]).unwrap();
+        let w = Tensor::from_f32(gpu, &[4, 5], &[0.0; 20]).unwrap();
+        let mut pass = Pass::new(gpu);
+        assert!(matches!(linear(&mut pass, &x, &w, None, Activation::None), Err(crate::Error::Shape(_))));
+    });
+}

@@ -1,0 +1,169 @@
+//! Tensors: a GPU buffer, a shape and a dtype.
+
+use std::sync::Arc;
+
+use wgpu::util::DeviceExt;
+
+use crate::pool::{BufferPool, STORAGE_USAGE};
+use crate::quant::Packed;
+use crate::{Error, Gpu, Result};
+
+/// Element types. `F16` and `Q8` are weight formats for `[rows, cols]` matrices, stored as
+/// packed `u32` words row by row (see `quant.rs`), so they bind on adapters without `shader-f16`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DType {
+    F32,
+    /// Two halves per word, rows padded to whole words.
+    F16,
+    /// Four signed bytes per word, rows padded to whole words, then one f32 scale per row.
+    Q8,
+    /// Token ids, masks, packed RGBA8 pixels.
+    U32,
+}
+
+struct Storage {
+    buffer: Option<wgpu::Buffer>,
+    /// Set for intermediate tensors: their buffer goes back to the pool when dropped.
+    pool: Option<Arc<BufferPool>>,
+}
+
+impl Drop for Storage {
+    fn drop(&mut self) {
+        if let (Some(pool), Some(buffer)) = (&self.pool, self.buffer.take()) {
+            pool.give_back(buffer);
+        }
+    }
+}
+
+/// A tensor on the GPU. Cloning shares the buffer.
+#[derive(Clone)]
+pub struct Tensor {
+    storage: Arc<Storage>,
+    shape: Vec<usize>,
+    dtype: DType,
+}
+
+impl std::fmt::Debug for Tensor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Tensor({:?}, {:?})", self.dtype, self.shape)
+    }
+}
+
+fn byte_len(words: usize) -> u64 {
+    (words.max(1) * 4) as u64
+}
+
+impl Tensor {
+    /// An f32 tensor for a kernel to write, from the pool. Its contents are undefined.
+    pub fn uninit(gpu: &Gpu, shape: &[usize]) -> Result<Self> {
+        let bytes = byte_len(shape.iter().product());
+        gpu.check_fits(bytes)?;
+        let buffer = gpu.pool.take(&gpu.device, bytes);
+        Ok(Self {
+            storage: Arc::new(Storage { buffer: Some(buffer), pool: Some(gpu.pool.clone()) }),
+            shape: shape.to_vec(),
+            dtype: DType::F32,
+        })
+    }
+
+    fn from_words(gpu: &Gpu, shape: &[usize], dtype: DType, bytes: &[u8]) -> Result<Self> {
+        gpu.check_fits(bytes.len() as u64)?;
+        let padded;
+        let contents = if bytes.is_empty() {
+            padded = [0u8; 4];
+            &padded[..]
+        } else {
+            bytes
+        };
+        let buffer = gpu.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some("brivl tensor"),
+            contents,
+            usage: STORAGE_USAGE,
+        });
+        Ok(Self { storage: Arc::new(Storage { buffer: Some(buffer), pool: None }), shape: shape.to_vec(), dtype })
+    }
+
+    pub fn from_f32(gpu: &Gpu, shape: &[usize], data: &[f32]) -> Result<Self> {
+        check_len(shape, data.len())?;
+        Self::from_words(gpu, shape, DType::F32, bytemuck::cast_slice(data))
+    }
+
+    pub fn from_u32(gpu: &Gpu, shape: &[usize], data: &[u32]) -> Result<Self> {
+        check_len(shape, data.len())?;
+        Self::from_words(gpu, shape, DType::U32, bytemuck::cast_slice(data))
+    }
+
+    /// Uploads a packed `[rows, cols]` weight matrix (f32, f16 or q8).
+    pub fn from_packed(gpu: &Gpu, packed: &Packed) -> Result<Self> {
+        Self::from_words(gpu, &[packed.rows, packed.cols], packed.dtype, bytemuck::cast_slice(&packed.words))
+    }
+
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    /// The same buffer seen with another shape of as many elements.
+    pub fn reshape(&self, shape: &[usize]) -> Result<Self> {
+        check_len(shape, self.numel())?;
+        Ok(Self { storage: self.storage.clone(), shape: shape.to_vec(), dtype: self.dtype })
+    }
+
+    pub(crate) fn buffer(&self) -> &wgpu::Buffer {
+        self.storage.buffer.as_ref().expect("tensor buffer is present until drop")
+    }
+
+    /// Copies the buffer back to the host as raw words. Submit the pass that writes it first.
+    pub async fn read_words(&self, gpu: &Gpu) -> Result<Vec<u32>> {
+        let size = self.buffer().size();
+        let staging = gpu.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("brivl readback"),
+            size,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut encoder = gpu.device.create_command_encoder(&Default::default());
+        encoder.copy_buffer_to_buffer(self.buffer(), 0, &staging, 0, size);
+        gpu.queue.submit([encoder.finish()]);
+        let (tx, rx) = futures_channel::oneshot::channel();
+        staging.map_async(wgpu::MapMode::Read, .., move |r| {
+            let _ = tx.send(r);
+        });
+        #[cfg(not(target_arch = "wasm32"))]
+        gpu.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| Error::Readback(e.to_string()))?;
+        rx.await
+            .map_err(|_| Error::Readback("the device dropped the mapping".into()))?
+            .map_err(|e| Error::Readback(e.to_string()))?;
+        gpu.take_errors()?;
+        let view = staging.get_mapped_range(..).map_err(|e| Error::Readback(e.to_string()))?;
+        let words: Vec<u32> = bytemuck::cast_slice(&view).to_vec();
+        drop(view);
+        staging.unmap();
+        Ok(words)
+    }
+
+    /// Reads an f32 tensor back to the host.
+    pub async fn read_f32(&self, gpu: &Gpu) -> Result<Vec<f32>> {
+        if self.dtype != DType::F32 {
+            return Err(Error::Shape(format!("read_f32 on a {:?} tensor", self.dtype)));
+        }
+        let mut words = self.read_words(gpu).await?;
+        words.truncate(self.numel());
+        Ok(bytemuck::cast_vec(words))
+    }
+}
+
+fn check_len(shape: &[usize], len: usize) -> Result<()> {
+    let n: usize = shape.iter().product();
+    if n != len {
+        return Err(Error::Shape(format!("shape {shape:?} holds {n} elements, data has {len}")));
+    }
+    Ok(())
+}
