@@ -27,11 +27,13 @@ const TM: u32 = 64u;
 const TN: u32 = 64u;
 const TK: u32 = 16u;
 
-var<workgroup> xs: array<f32, 1024>; // [TK][TM]
+// Tiles hold four consecutive rows (x) or columns (w) per vec4 so the inner product is four
+// vec4 FMAs on registers; plain arrays indexed in loops spill on some compilers (lavapipe).
+var<workgroup> xs: array<vec4<f32>, 256>; // [TK][TM / 4]
 #ifdef F16
-var<workgroup> ws: array<f16, 1024>; // [TK][TN]
+var<workgroup> ws: array<vec4<f16>, 256>; // [TK][TN / 4]
 #else
-var<workgroup> ws: array<f32, 1024>; // [TK][TN]
+var<workgroup> ws: array<vec4<f32>, 256>; // [TK][TN / 4]
 #endif
 
 fn weight(n: u32, k: u32) -> f32 {
@@ -60,49 +62,56 @@ fn scale(n: u32) -> f32 {
 #endif
 }
 
+fn x_at(r: u32, k: u32) -> f32 {
+    if (r < params.m && k < params.k) {
+        return x[r * params.k + k];
+    }
+    return 0.0;
+}
+
+fn w_at(n: u32, k: u32) -> f32 {
+    if (n < params.n && k < params.k) {
+        return weight(n, k);
+    }
+    return 0.0;
+}
+
 @compute @workgroup_size(16, 16)
 fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
     let row0 = wid.y * TM;
     let col0 = wid.x * TN;
-    let tid = lid.y * 16u + lid.x;
-    var acc: array<array<f32, 4>, 4>;
+    // Loader role: thread t fetches k = t % 16 for four rows (and four columns) 4 * (t / 16)...
+    let t = lid.y * 16u + lid.x;
+    let lk = t % TK;
+    let lq = t / TK;
+    var acc0 = vec4<f32>();
+    var acc1 = vec4<f32>();
+    var acc2 = vec4<f32>();
+    var acc3 = vec4<f32>();
     for (var k0 = 0u; k0 < params.k; k0 += TK) {
-        for (var i = 0u; i < 4u; i++) {
-            let e = tid + i * 256u;
-            let r = e / TK;
-            let kk = e % TK;
-            let gk = k0 + kk;
-            var xv = 0.0;
-            if (row0 + r < params.m && gk < params.k) {
-                xv = x[(row0 + r) * params.k + gk];
-            }
-            xs[kk * TM + r] = xv;
-            var wv = 0.0;
-            if (col0 + r < params.n && gk < params.k) {
-                wv = weight(col0 + r, gk);
-            }
+        let gk = k0 + lk;
+        let r = row0 + lq * 4u;
+        xs[lk * 16u + lq] = vec4<f32>(x_at(r, gk), x_at(r + 1u, gk), x_at(r + 2u, gk), x_at(r + 3u, gk));
+        let n = col0 + lq * 4u;
+        let wv = vec4<f32>(w_at(n, gk), w_at(n + 1u, gk), w_at(n + 2u, gk), w_at(n + 3u, gk));
 #ifdef F16
-            ws[kk * TN + r] = f16(wv);
+        ws[lk * 16u + lq] = vec4<f16>(wv);
 #else
-            ws[kk * TN + r] = wv;
+        ws[lk * 16u + lq] = wv;
 #endif
-        }
         workgroupBarrier();
         for (var kk = 0u; kk < TK; kk++) {
-            var a: array<f32, 4>;
-            var b: array<f32, 4>;
-            for (var i = 0u; i < 4u; i++) {
-                a[i] = xs[kk * TM + lid.y * 4u + i];
-                b[i] = f32(ws[kk * TN + lid.x * 4u + i]);
-            }
-            for (var i = 0u; i < 4u; i++) {
-                for (var j = 0u; j < 4u; j++) {
-                    acc[i][j] = fma(a[i], b[j], acc[i][j]);
-                }
-            }
+            let a = xs[kk * 16u + lid.y];
+            let b = vec4<f32>(ws[kk * 16u + lid.x]);
+            acc0 = fma(vec4<f32>(a.x), b, acc0);
+            acc1 = fma(vec4<f32>(a.y), b, acc1);
+            acc2 = fma(vec4<f32>(a.z), b, acc2);
+            acc3 = fma(vec4<f32>(a.w), b, acc3);
         }
         workgroupBarrier();
     }
+    // ...and computer role: thread (x, y) owns rows 4y..4y+3 and columns 4x..4x+3 of the tile.
+    let accs = array<vec4<f32>, 4>(acc0, acc1, acc2, acc3);
     for (var j = 0u; j < 4u; j++) {
         let c = col0 + lid.x * 4u + j;
         if (c >= params.n) {
@@ -116,7 +125,7 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
         for (var i = 0u; i < 4u; i++) {
             let r = row0 + lid.y * 4u + i;
             if (r < params.m) {
-                y[r * params.n + c] = activate(acc[i][j] * s + b, params.act);
+                y[r * params.n + c] = activate(accs[i][j] * s + b, params.act);
             }
         }
     }

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Runs every test: native kernel and unit tests on the machine's Vulkan adapter (lavapipe on CI),
+# then the same kernel tests compiled to wasm in headless Chromium on WebGPU (SwiftShader).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash tests/setup.sh
+
+export CARGO_TERM_COLOR=never
+export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-$(mktemp -d)}"
+export CHROMEDRIVER=/usr/bin/chromedriver
+
+echo "== native tests (Vulkan)"
+# --nocapture so the log names the adapter ("kernel tests on: ...").
+cargo test --workspace -- --nocapture
+
+echo "== kernel tests in headless Chromium (WebGPU)"
+cargo test -p brivl-engine --target wasm32-unknown-unknown -- --nocapture
