@@ -1,1 +1,247 @@
-//! (being written)
+//! Image preprocessing on the GPU (BriVL image tower step 1, after decoding): RGBA8 pixels ->
+//! [0, 1] -> bilinear resize like PyTorch `F.interpolate(mode='bilinear', align_corners=False)`
+//! (no antialias) -> ImageNet normalisation, channels-last. Kernel: `shaders/preprocess.wgsl`.
+
+use crate::error::ensure_shape;
+use crate::pipelines::Kernel;
+use crate::{DType, Pass, Result, Tensor};
+
+crate::uniform_struct! {
+    /// Shapes for `preprocess.wgsl`. `scale_*` is `in / out`, computed in f32 as PyTorch does.
+    pub struct PreprocessParams {
+        pub in_h: u32, pub in_w: u32, pub out_h: u32, pub out_w: u32,
+        pub scale_h: f32, pub scale_w: f32, pub offset: u32,
+    }
+}
+
+const KERNEL: Kernel = crate::kernel!("preprocess", "main");
+const WORKGROUP: usize = 256;
+
+/// The normalisation of the release (ImageNet statistics).
+pub const MEAN: [f32; 3] = [0.485, 0.456, 0.406];
+pub const STD: [f32; 3] = [0.229, 0.224, 0.225];
+
+/// Preprocesses the image `rgba` (u32 `[h, w]`, one RGBA8 pixel per word, R in the low byte,
+/// alpha ignored) into image `index` of `out` (f32 `[B, S_h, S_w, 3]`), so a batch is
+/// assembled in place.
+pub fn preprocess_into(pass: &mut Pass, rgba: &Tensor, out: &Tensor, index: usize) -> Result<()> {
+    let (in_h, in_w) = match rgba.shape() {
+        &[h, w] => (h, w),
+        s => return Err(crate::Error::Shape(format!("preprocess: image must be [h, w], got {s:?}"))),
+    };
+    let (batch, out_h, out_w) = match out.shape() {
+        &[b, h, w, 3] => (b, h, w),
+        s => return Err(crate::Error::Shape(format!("preprocess: out must be [B, S_h, S_w, 3], got {s:?}"))),
+    };
+    ensure_shape!(rgba.dtype() == DType::U32, "preprocess: image must be u32 RGBA8 words");
+    ensure_shape!(out.dtype() == DType::F32, "preprocess: out must be f32");
+    ensure_shape!(in_h > 0 && in_w > 0 && out_h > 0 && out_w > 0, "preprocess: empty image or output");
+    ensure_shape!(index < batch, "preprocess: index {index} outside a batch of {batch}");
+    ensure_shape!(out.numel() <= u32::MAX as usize, "preprocess: output exceeds 32-bit indexing");
+
+    let pixels = out_h * out_w;
+    let params = PreprocessParams {
+        in_h: in_h as u32,
+        in_w: in_w as u32,
+        out_h: out_h as u32,
+        out_w: out_w as u32,
+        scale_h: in_h as f32 / out_h as f32,
+        scale_w: in_w as f32 / out_w as f32,
+        offset: (index * pixels * 3) as u32,
+    };
+    pass.dispatch(&KERNEL, &[], &params, &[rgba, out], Pass::grid(pixels.div_ceil(WORKGROUP) as u32));
+    Ok(())
+}
+
+/// One image into a new `[1, out_h, out_w, 3]` tensor.
+pub fn preprocess(pass: &mut Pass, rgba: &Tensor, out_h: usize, out_w: usize) -> Result<Tensor> {
+    ensure_shape!(out_h > 0 && out_w > 0, "preprocess: empty output {out_h}x{out_w}");
+    let out = Tensor::uninit(pass.gpu(), &[1, out_h, out_w, 3])?;
+    preprocess_into(pass, rgba, &out, 0)?;
+    Ok(out)
+}
+
+/// Packs interleaved 8-bit RGB (`channels` 3) or RGBA (`channels` 4) bytes into the words
+/// [`preprocess`] reads (alpha, if any, is kept but ignored there).
+pub fn pack_rgba(bytes: &[u8], channels: usize) -> Result<Vec<u32>> {
+    ensure_shape!(channels == 3 || channels == 4, "pack_rgba: {channels} channels, expected 3 or 4");
+    ensure_shape!(bytes.len().is_multiple_of(channels), "pack_rgba: {} bytes is not whole pixels", bytes.len());
+    Ok(bytes
+        .chunks_exact(channels)
+        .map(|p| u32::from_le_bytes([p[0], p[1], p[2], if channels == 4 { p[3] } else { 255 }]))
+        .collect())
+}
+
+/// PyTorch's bilinear source taps for one output index (align_corners=False):
+/// `(i0, i1, lambda1)` with `src = max((dst + 0.5) * scale - 0.5, 0)`.
+fn taps(dst: usize, scale: f32, size: usize) -> (usize, usize, f32) {
+    let src = (scale * (dst as f32 + 0.5) - 0.5).max(0.0);
+    let i0 = (src as usize).min(size - 1); // src >= 0, so truncation is floor
+    (i0, (i0 + 1).min(size - 1), src - i0 as f32)
+}
+
+/// CPU twin: `rgba` is `[h, w]`; returns `[out_h, out_w, 3]`.
+pub fn preprocess_cpu(rgba: &[u32], h: usize, w: usize, out_h: usize, out_w: usize) -> Vec<f32> {
+    let rgb = |r: usize, c: usize| -> [f32; 3] {
+        let p = rgba[r * w + c];
+        [0, 8, 16].map(|s| ((p >> s) & 0xff) as f32 / 255.0)
+    };
+    let (scale_h, scale_w) = (h as f32 / out_h as f32, w as f32 / out_w as f32);
+    let mut y = Vec::with_capacity(out_h * out_w * 3);
+    for oy in 0..out_h {
+        let (y0, y1, h1) = taps(oy, scale_h, h);
+        let h0 = 1.0 - h1;
+        for ox in 0..out_w {
+            let (x0, x1, w1) = taps(ox, scale_w, w);
+            let w0 = 1.0 - w1;
+            let (a, b, c, d) = (rgb(y0, x0), rgb(y0, x1), rgb(y1, x0), rgb(y1, x1));
+            for ch in 0..3 {
+                let v = h0 * (w0 * a[ch] + w1 * b[ch]) + h1 * (w0 * c[ch] + w1 * d[ch]);
+                y.push((v - MEAN[ch]) / STD[ch]);
+            }
+        }
+    }
+    y
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{assert_close, gpu_test, random};
+    use crate::Gpu;
+
+    /// Deterministic random RGBA words (alpha random too: it must be ignored).
+    fn random_image(h: usize, w: usize, seed: u64) -> Vec<u32> {
+        random(h * w, seed, 1.0).iter().map(|v| (v.to_bits() as u64 * 2_654_435_761) as u32).collect()
+    }
+
+    /// Undoes the normalisation, so hand-computed [0, 1] values can be compared.
+    fn unnormalise(y: &[f32]) -> Vec<f32> {
+        y.iter().enumerate().map(|(i, v)| v * STD[i % 3] + MEAN[i % 3]).collect()
+    }
+
+    /// A grey image: R = G = B = v, alpha 255.
+    fn grey(values: &[u8]) -> Vec<u32> {
+        values.iter().map(|&v| u32::from_le_bytes([v, v, v, 255])).collect()
+    }
+
+    #[test]
+    fn twin_upscale_2x2_to_4x4_by_hand() {
+        // Scale 0.5: src = 0.5*dst - 0.25 -> -0.25 (clamped to 0), 0.25, 0.75, 1.25 (x1 clamped
+        // to the last pixel). Along one axis [a, b] becomes [a, 0.75a+0.25b, 0.25a+0.75b, b].
+        let px = grey(&[0, 255, 51, 102]); // [[0, 1], [0.2, 0.4]]
+        let got = unnormalise(&preprocess_cpu(&px, 2, 2, 4, 4));
+        let row = |a: f32, b: f32| [a, 0.75 * a + 0.25 * b, 0.25 * a + 0.75 * b, b];
+        let (top, bottom) = (row(0.0, 1.0), row(0.2, 0.4));
+        let want: Vec<f32> = [0.0f32, 0.25, 0.75, 1.0]
+            .iter()
+            .flat_map(|&l| (0..4).map(move |c| (1.0 - l) * top[c] + l * bottom[c]))
+            .flat_map(|v| [v; 3])
+            .collect();
+        // Hand values in f64-ish decimal vs the f32 twin, then normalised and undone: ~1e-6.
+        assert_close(&got, &want, 2e-6, 0.0, "2x2 -> 4x4");
+        // Spot checks: corners are the input pixels, (1, 1) mixes 0.75^2 of pixel (0, 0).
+        assert!((got[0] - 0.0).abs() < 2e-6 && (got[3 * 3] - 1.0).abs() < 2e-6);
+        assert!(
+            (got[(4 + 1) * 3] - (0.75 * 0.75 * 0.0 + 0.75 * 0.25 * 1.0 + 0.25 * 0.75 * 0.2 + 0.25 * 0.25 * 0.4)).abs()
+                < 2e-6
+        );
+    }
+
+    #[test]
+    fn twin_downscale_4x4_to_2x2_by_hand() {
+        // Scale 2: src = 2*dst + 0.5 -> 0.5, 2.5: each output is the mean of a 2x2 block (no
+        // antialias, so the other pixels don't count).
+        let v: Vec<u8> = (0..16).map(|i| (i * 10) as u8).collect(); // pixel (r, c) = 40r + 10c
+        let got = unnormalise(&preprocess_cpu(&grey(&v), 4, 4, 2, 2));
+        let want: Vec<f32> = [25.0f32, 45.0, 105.0, 125.0].iter().flat_map(|m| [m / 255.0; 3]).collect();
+        assert_close(&got, &want, 2e-6, 0.0, "4x4 -> 2x2");
+    }
+
+    #[test]
+    fn twin_normalises_each_channel_and_ignores_alpha() {
+        let px = [u32::from_le_bytes([255, 0, 51, 7])];
+        let got = preprocess_cpu(&px, 1, 1, 3, 2);
+        assert_eq!(got.len(), 3 * 2 * 3);
+        let want = [(1.0 - 0.485) / 0.229, (0.0 - 0.456) / 0.224, (0.2 - 0.406) / 0.225];
+        for px in got.chunks(3) {
+            assert_close(px, &want, 1e-6, 1e-6, "1x1 -> 3x2");
+        }
+    }
+
+    #[test]
+    fn twin_shapes() {
+        assert_eq!(preprocess_cpu(&random_image(3, 5, 1), 3, 5, 456, 456).len(), 456 * 456 * 3);
+        assert_eq!(pack_rgba(&[1, 2, 3, 4, 5, 6], 3).unwrap(), vec![0xff03_0201, 0xff06_0504]);
+        assert_eq!(pack_rgba(&[1, 2, 3, 4], 4).unwrap(), vec![0x0403_0201]);
+        assert!(pack_rgba(&[1, 2, 3, 4], 3).is_err());
+        assert!(pack_rgba(&[1, 2], 2).is_err());
+    }
+
+    async fn check(gpu: &Gpu, h: usize, w: usize, out_h: usize, out_w: usize) {
+        let px = random_image(h, w, (h * 100 + w) as u64);
+        let t = Tensor::from_u32(gpu, &[h, w], &px).unwrap();
+        let mut pass = Pass::new(gpu);
+        let y = preprocess(&mut pass, &t, out_h, out_w).unwrap();
+        pass.submit().unwrap();
+        let got = y.read_f32(gpu).await.unwrap();
+        // Same f32 formulas; the GPU may fuse multiply-adds and its divisions (/255, /std) may
+        // be off by ~2 ulp. Outputs are within about [-2.2, 2.7], so a few ulp is < 1e-6.
+        assert_close(
+            &got,
+            &preprocess_cpu(&px, h, w, out_h, out_w),
+            2e-6,
+            2e-6,
+            &format!("{h}x{w} -> {out_h}x{out_w}"),
+        );
+    }
+
+    gpu_test!(preprocess_matches_twin, |gpu| {
+        // Up, down, mixed, identity and degenerate sizes; none a multiple of 256 pixels.
+        for (h, w, oh, ow) in
+            [(17, 23, 31, 29), (31, 29, 17, 23), (17, 23, 9, 40), (13, 13, 13, 13), (1, 1, 5, 3), (3, 5, 456, 456)]
+        {
+            check(gpu, h, w, oh, ow).await;
+        }
+    });
+
+    gpu_test!(preprocess_into_fills_one_image_of_a_batch, |gpu| {
+        let (a, b) = (random_image(17, 23, 1), random_image(9, 30, 2));
+        let ta = Tensor::from_u32(gpu, &[17, 23], &a).unwrap();
+        let tb = Tensor::from_u32(gpu, &[9, 30], &b).unwrap();
+        let out = Tensor::from_f32(gpu, &[3, 11, 7, 3], &vec![-9.0; 3 * 11 * 7 * 3]).unwrap();
+        let mut pass = Pass::new(gpu);
+        preprocess_into(&mut pass, &ta, &out, 2).unwrap();
+        preprocess_into(&mut pass, &tb, &out, 0).unwrap();
+        pass.submit().unwrap();
+        let got = out.read_f32(gpu).await.unwrap();
+        let mut want = preprocess_cpu(&b, 9, 30, 11, 7);
+        want.extend(vec![-9.0; 11 * 7 * 3]); // image 1 untouched
+        want.extend(preprocess_cpu(&a, 17, 23, 11, 7));
+        // As in preprocess_matches_twin.
+        assert_close(&got, &want, 2e-6, 2e-6, "batch of 3");
+    });
+
+    gpu_test!(preprocess_refuses_bad_shapes, |gpu| {
+        let img = Tensor::from_u32(gpu, &[4, 4], &[0; 16]).unwrap();
+        let img3 = Tensor::from_u32(gpu, &[4, 4, 1], &[0; 16]).unwrap();
+        let img_f = Tensor::from_f32(gpu, &[4, 4], &[0.0; 16]).unwrap();
+        let img_empty = Tensor::from_u32(gpu, &[0, 4], &[]).unwrap();
+        let out = Tensor::from_f32(gpu, &[2, 3, 3, 3], &[0.0; 54]).unwrap();
+        let out4 = Tensor::from_f32(gpu, &[2, 3, 3, 4], &[0.0; 72]).unwrap();
+        let out_u = Tensor::from_u32(gpu, &[2, 3, 3, 3], &[0; 54]).unwrap();
+        let mut pass = Pass::new(gpu);
+        for r in [
+            preprocess_into(&mut pass, &img3, &out, 0),
+            preprocess_into(&mut pass, &img_f, &out, 0),
+            preprocess_into(&mut pass, &img_empty, &out, 0),
+            preprocess_into(&mut pass, &img, &out4, 0),
+            preprocess_into(&mut pass, &img, &out_u, 0),
+            preprocess_into(&mut pass, &img, &out, 2),
+            preprocess(&mut pass, &img, 0, 5).map(|_| ()),
+        ] {
+            assert!(matches!(r, Err(crate::Error::Shape(_))), "{r:?}");
+        }
+        assert!(preprocess_into(&mut pass, &img, &out, 1).is_ok());
+    });
+}
