@@ -96,9 +96,11 @@ impl Gpu {
 
     /// One line naming the adapter, for logs and benchmark tables.
     pub fn describe(&self) -> String {
+        // Browsers hide adapter names; say what kind of adapter it is instead.
+        let name = if self.info.name.is_empty() { "unnamed adapter" } else { &self.info.name };
         format!(
             "{} ({:?}, {:?}, driver {} {}), shader-f16: {}, max storage binding {} MiB",
-            self.info.name,
+            name,
             self.info.backend,
             self.info.device_type,
             self.info.driver,
