@@ -1,1 +1,394 @@
-//! (being written)
+//! General 2-D convolution (groups = 1), channels-last, TensorFlow "SAME" padding, with a fused
+//! bias and activation; and BatchNorm folding for load time. Kernel: `shaders/conv2d.wgsl`.
+//! Pointwise (1x1) convs should go through `matmul::linear` instead; this is for the stem.
+
+use crate::error::ensure_shape;
+use crate::ops::Activation;
+use crate::pipelines::Kernel;
+use crate::{DType, Pass, Result, Tensor};
+
+crate::uniform_struct! {
+    /// Shapes for `conv2d.wgsl`.
+    pub struct Conv2dParams {
+        pub batch: u32, pub in_h: u32, pub in_w: u32, pub cin: u32,
+        pub out_h: u32, pub out_w: u32, pub cout: u32,
+        pub kh: u32, pub kw: u32, pub stride: u32, pub pad_top: u32, pub pad_left: u32, pub act: u32,
+    }
+}
+
+const KERNEL: Kernel = crate::kernel!("conv2d", "main");
+/// Threads per workgroup in `conv2d.wgsl` and `depthwise.wgsl`.
+pub(crate) const WORKGROUP: usize = 64;
+
+/// TensorFlow SAME padding along one axis: `(output size, padding before)`.
+/// `out = ceil(in / s)`, `total = max((out - 1) * s + k - in, 0)`, `before = total / 2`; the rest
+/// (one more at odd totals, e.g. at stride 2) goes after. `stride` must be at least 1 (a 0 is
+/// treated as 1 here; the conv functions refuse it).
+pub fn same_padding(input: usize, k: usize, stride: usize) -> (usize, usize) {
+    let s = stride.max(1);
+    let out = input.div_ceil(s);
+    let total = (out.saturating_sub(1) * s + k).saturating_sub(input);
+    (out, total / 2)
+}
+
+/// Checked geometry shared by `conv2d` and `depthwise` and their CPU twins.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ConvGeometry {
+    pub batch: usize,
+    pub in_h: usize,
+    pub in_w: usize,
+    pub cin: usize,
+    pub cout: usize,
+    pub kh: usize,
+    pub kw: usize,
+    pub stride: usize,
+    pub out_h: usize,
+    pub out_w: usize,
+    pub pad_top: usize,
+    pub pad_left: usize,
+}
+
+impl ConvGeometry {
+    /// `x` is `[B, H, W, Cin]`; `w` is `[Cout, Cin, KH, KW]`, or `[C, 1, KH, KW]` when `depthwise`.
+    pub(crate) fn new(
+        op: &str,
+        x: &[usize],
+        w: &[usize],
+        bias: Option<&[usize]>,
+        stride: usize,
+        depthwise: bool,
+    ) -> Result<Self> {
+        let &[batch, in_h, in_w, cin] = x else {
+            return Err(crate::Error::Shape(format!("{op}: x must be [B, H, W, C], got {x:?}")));
+        };
+        let &[cout, w_in, kh, kw] = w else {
+            return Err(crate::Error::Shape(format!("{op}: weight must be [Cout, Cin/groups, KH, KW], got {w:?}")));
+        };
+        ensure_shape!(x.iter().chain(w).all(|&d| d > 0), "{op}: zero-sized x {x:?} or weight {w:?}");
+        ensure_shape!(stride >= 1, "{op}: stride must be at least 1");
+        if depthwise {
+            ensure_shape!(cout == cin && w_in == 1, "{op}: weight {w:?} is not [{cin}, 1, KH, KW]");
+        } else {
+            ensure_shape!(w_in == cin, "{op}: weight {w:?} does not take Cin = {cin}");
+        }
+        if let Some(b) = bias {
+            ensure_shape!(b == [cout], "{op}: bias {b:?} is not [{cout}]");
+        }
+        let (out_h, pad_top) = same_padding(in_h, kh, stride);
+        let (out_w, pad_left) = same_padding(in_w, kw, stride);
+        Ok(Self { batch, in_h, in_w, cin, cout, kh, kw, stride, out_h, out_w, pad_top, pad_left })
+    }
+
+    pub(crate) fn out_shape(&self) -> [usize; 4] {
+        [self.batch, self.out_h, self.out_w, self.cout]
+    }
+
+    /// Input row/column of tap `k` for output position `o` along an axis, if inside the image.
+    fn tap(o: usize, k: usize, stride: usize, pad: usize, size: usize) -> Option<usize> {
+        (o * stride + k).checked_sub(pad).filter(|&i| i < size)
+    }
+
+    /// Workgroups for `threads` invocations of a 64-wide kernel that indexes them in u32.
+    pub(crate) fn workgroups(op: &str, threads: usize) -> Result<[u32; 3]> {
+        let max = crate::pass::MAX_WORKGROUPS_PER_DIM as usize;
+        let groups = threads.div_ceil(WORKGROUP);
+        ensure_shape!(
+            threads <= u32::MAX as usize && groups <= max * max,
+            "{op}: {threads} invocations exceed one dispatch"
+        );
+        Ok(Pass::grid(groups as u32))
+    }
+}
+
+fn check_f32(op: &str, tensors: &[Option<&Tensor>]) -> Result<()> {
+    for t in tensors.iter().flatten() {
+        ensure_shape!(t.dtype() == DType::F32, "{op}: {t:?} must be f32");
+    }
+    Ok(())
+}
+
+/// `act(conv(x, w) + bias)` with SAME padding: `x [B, H, W, Cin]`, `w [Cout, Cin, KH, KW]`
+/// (PyTorch layout, f32), `bias [Cout]` -> `[B, ceil(H/s), ceil(W/s), Cout]`.
+pub fn conv2d(
+    pass: &mut Pass,
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    stride: usize,
+    act: Activation,
+) -> Result<Tensor> {
+    let g = ConvGeometry::new("conv2d", x.shape(), w.shape(), bias.map(|b| b.shape()), stride, false)?;
+    check_f32("conv2d", &[Some(x), Some(w), bias])?;
+    let groups = ConvGeometry::workgroups("conv2d", g.batch * g.out_h * g.out_w * g.cout.div_ceil(4))?;
+    let y = Tensor::uninit(pass.gpu(), &g.out_shape())?;
+    let params = Conv2dParams {
+        batch: g.batch as u32,
+        in_h: g.in_h as u32,
+        in_w: g.in_w as u32,
+        cin: g.cin as u32,
+        out_h: g.out_h as u32,
+        out_w: g.out_w as u32,
+        cout: g.cout as u32,
+        kh: g.kh as u32,
+        kw: g.kw as u32,
+        stride: g.stride as u32,
+        pad_top: g.pad_top as u32,
+        pad_left: g.pad_left as u32,
+        act: act as u32,
+    };
+    match bias {
+        Some(b) => pass.dispatch(&KERNEL, &["BIAS"], &params, &[x, w, b, &y], groups),
+        None => pass.dispatch(&KERNEL, &[], &params, &[x, w, &y], groups),
+    }
+    Ok(y)
+}
+
+fn check_len(op: &str, what: &str, data: &[f32], shape: &[usize]) -> Result<()> {
+    let n: usize = shape.iter().product();
+    ensure_shape!(data.len() == n, "{op}: {what} has {} values, shape {shape:?} needs {n}", data.len());
+    Ok(())
+}
+
+/// CPU twin of [`conv2d`]: same shapes, as row-major slices. Returns `[B, Ho, Wo, Cout]`.
+pub fn conv2d_cpu(
+    x: &[f32],
+    x_shape: [usize; 4],
+    w: &[f32],
+    w_shape: [usize; 4],
+    bias: Option<&[f32]>,
+    stride: usize,
+    act: Activation,
+) -> Result<Vec<f32>> {
+    let blen = bias.map(|b| [b.len()]);
+    let g = ConvGeometry::new("conv2d_cpu", &x_shape, &w_shape, blen.as_ref().map(|b| &b[..]), stride, false)?;
+    check_len("conv2d_cpu", "x", x, &x_shape)?;
+    check_len("conv2d_cpu", "weight", w, &w_shape)?;
+    let taps = g.kh * g.kw;
+    let mut y = Vec::with_capacity(g.out_shape().iter().product());
+    for b in 0..g.batch {
+        for oy in 0..g.out_h {
+            for ox in 0..g.out_w {
+                for co in 0..g.cout {
+                    let mut acc = 0f32;
+                    for ky in 0..g.kh {
+                        let Some(iy) = ConvGeometry::tap(oy, ky, g.stride, g.pad_top, g.in_h) else { continue };
+                        for kx in 0..g.kw {
+                            let Some(ix) = ConvGeometry::tap(ox, kx, g.stride, g.pad_left, g.in_w) else { continue };
+                            let xs = &x[((b * g.in_h + iy) * g.in_w + ix) * g.cin..][..g.cin];
+                            for (ci, xv) in xs.iter().enumerate() {
+                                acc += xv * w[(co * g.cin + ci) * taps + ky * g.kw + kx];
+                            }
+                        }
+                    }
+                    y.push(act.apply(acc + bias.map_or(0.0, |b| b[co])));
+                }
+            }
+        }
+    }
+    Ok(y)
+}
+
+/// Folds an inference BatchNorm that follows a conv into the conv: scales `w` in place per
+/// output channel (its leading dimension, `out_channels` rows) by `gamma / sqrt(var + eps)` and
+/// returns the folded bias `(bias - mean) * scale + beta` (`bias` 0 when the conv has none).
+/// BriVL's BatchNorm eps is 1e-3. Works for `[Cout, Cin, KH, KW]`, `[C, 1, K, K]` and `[N, K]`.
+#[allow(clippy::too_many_arguments)] // the BatchNorm's four vectors, as the checkpoint names them
+pub fn fold_batch_norm(
+    w: &mut [f32],
+    bias: Option<&[f32]>,
+    out_channels: usize,
+    gamma: &[f32],
+    beta: &[f32],
+    mean: &[f32],
+    var: &[f32],
+    eps: f32,
+) -> Result<Vec<f32>> {
+    let n = out_channels;
+    ensure_shape!(n > 0 && w.len().is_multiple_of(n), "fold_batch_norm: {} weights are not {n} rows", w.len());
+    ensure_shape!(
+        [gamma.len(), beta.len(), mean.len(), var.len()] == [n; 4] && bias.is_none_or(|b| b.len() == n),
+        "fold_batch_norm: BatchNorm / bias vectors must all have {n} values"
+    );
+    let row = w.len() / n;
+    let mut folded = Vec::with_capacity(n);
+    for (c, wr) in w.chunks_exact_mut(row).enumerate() {
+        // In f64 so that folding adds no error beyond the final rounding to f32.
+        let scale = gamma[c] as f64 / (var[c] as f64 + eps as f64).sqrt();
+        for v in wr.iter_mut() {
+            *v = (*v as f64 * scale) as f32;
+        }
+        let b = bias.map_or(0.0, |b| b[c] as f64);
+        folded.push(((b - mean[c] as f64) * scale + beta[c] as f64) as f32);
+    }
+    Ok(folded)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{assert_close, gpu_test, random};
+    use crate::Gpu;
+
+    #[test]
+    fn same_padding_matches_tensorflow() {
+        // (in, k, stride) -> (out, before), by hand from TF's rule.
+        let cases = [
+            ((456, 3, 2), (228, 0)), // stem: total 1, all of it after
+            ((15, 5, 2), (8, 2)),    // total 14 + 5 - 15 = 4, symmetric
+            ((16, 5, 2), (8, 1)),    // total 3: 1 before, 2 after
+            ((29, 5, 1), (29, 2)),   // total 4, symmetric
+            ((228, 3, 1), (228, 1)),
+            ((57, 5, 2), (29, 2)), // odd input at stride 2: total 4
+            ((58, 3, 2), (29, 0)), // even input at stride 2: total 1
+            ((13, 3, 2), (7, 1)),  // total 2
+            ((1, 1, 1), (1, 0)),
+            ((2, 5, 1), (2, 2)), // kernel wider than the input
+            ((4, 1, 2), (2, 0)), // 1x1 stride 2: total would be negative, clamped to 0
+        ];
+        for ((i, k, s), want) in cases {
+            assert_eq!(same_padding(i, k, s), want, "in={i} k={k} s={s}");
+        }
+    }
+
+    gpu_test!(conv2d_pads_bottom_right_at_stride_2, |gpu| {
+        // x = 1..16 in a 4x4 image, 3x3 box filter, stride 2: SAME pads 0 before and 1 after, so
+        // the windows are rows/cols {0,1,2} and {2,3}. (Symmetric padding would give other sums.)
+        let x: Vec<f32> = (1..=16).map(|v| v as f32).collect();
+        let want = [54.0, 45.0, 72.0, 54.0];
+        let cpu = conv2d_cpu(&x, [1, 4, 4, 1], &[1.0; 9], [1, 1, 3, 3], None, 2, Activation::None).unwrap();
+        assert_eq!(cpu, want);
+        let xt = Tensor::from_f32(gpu, &[1, 4, 4, 1], &x).unwrap();
+        let wt = Tensor::from_f32(gpu, &[1, 1, 3, 3], &[1.0; 9]).unwrap();
+        let mut pass = Pass::new(gpu);
+        let y = conv2d(&mut pass, &xt, &wt, None, 2, Activation::None).unwrap();
+        pass.submit().unwrap();
+        // Small integers: exact in f32.
+        assert_eq!(y.read_f32(gpu).await.unwrap(), want);
+    });
+
+    async fn check(gpu: &Gpu, x_shape: [usize; 4], w_shape: [usize; 4], stride: usize, bias: bool, act: Activation) {
+        let [_, cin, kh, kw] = w_shape;
+        let fan_in = cin * kh * kw;
+        let seed = x_shape.iter().chain(&w_shape).fold(stride as u64, |s, &d| s * 31 + d as u64);
+        let x = random(x_shape.iter().product(), seed, 1.0);
+        let w = random(w_shape.iter().product(), seed + 1, 1.0 / (fan_in as f32).sqrt());
+        let b = random(w_shape[0], seed + 2, 0.5);
+        let bias = bias.then_some(&b[..]);
+        let want = conv2d_cpu(&x, x_shape, &w, w_shape, bias, stride, act).unwrap();
+
+        let xt = Tensor::from_f32(gpu, &x_shape, &x).unwrap();
+        let wt = Tensor::from_f32(gpu, &w_shape, &w).unwrap();
+        let bt = Tensor::from_f32(gpu, &[w_shape[0]], &b).unwrap();
+        let mut pass = Pass::new(gpu);
+        let y = conv2d(&mut pass, &xt, &wt, bias.map(|_| &bt), stride, act).unwrap();
+        pass.submit().unwrap();
+        let (oh, _) = same_padding(x_shape[1], kh, stride);
+        let (ow, _) = same_padding(x_shape[2], kw, stride);
+        assert_eq!(y.shape(), [x_shape[0], oh, ow, w_shape[0]]);
+        let got = y.read_f32(gpu).await.unwrap();
+        // f32 sums of Cin*KH*KW terms (|x| <= 1, |w| <= 1/sqrt(fan_in)) in a different order (and
+        // with fma): error grows like sqrt(fan_in) * eps. rtol covers exp in SiLU differing by ulps.
+        let atol = 2e-6 * (fan_in as f32).sqrt();
+        let what = format!("conv2d x{x_shape:?} w{w_shape:?} s{stride} bias={} {act:?}", bias.is_some());
+        assert_close(&got, &want, atol, 1e-5, &what);
+    }
+
+    gpu_test!(conv2d_ragged_shapes, |gpu| {
+        // H, W, Cout not multiples of 64 or 4; odd and even sizes exercise asymmetric padding.
+        for (h, w) in [(13, 11), (12, 10)] {
+            for k in [3, 5] {
+                for stride in [1, 2] {
+                    for bias in [false, true] {
+                        check(gpu, [2, h, w, 5], [37, 5, k, k], stride, bias, Activation::Silu).await;
+                    }
+                }
+            }
+        }
+    });
+
+    gpu_test!(conv2d_general_kernels, |gpu| {
+        // Non-square kernels, 1x1, even kernels, a kernel wider than the image, stride 3.
+        check(gpu, [1, 9, 14, 6], [7, 6, 3, 1], 1, true, Activation::None).await;
+        check(gpu, [1, 9, 14, 6], [7, 6, 1, 1], 2, true, Activation::Relu).await;
+        check(gpu, [2, 10, 7, 3], [9, 3, 4, 2], 2, false, Activation::None).await;
+        check(gpu, [1, 3, 2, 4], [5, 4, 5, 5], 1, true, Activation::Silu).await;
+        check(gpu, [1, 16, 17, 2], [3, 2, 3, 3], 3, true, Activation::Gelu).await;
+        check(gpu, [3, 5, 5, 1], [1, 1, 3, 3], 1, true, Activation::Sigmoid).await;
+    });
+
+    gpu_test!(conv2d_stem_shape, |gpu| {
+        // The EfficientNet stem (3 -> 48, 3x3 stride 2) on an even input like 456, smaller.
+        check(gpu, [2, 58, 58, 3], [48, 3, 3, 3], 2, true, Activation::Silu).await;
+    });
+
+    gpu_test!(conv2d_folds_large_grids, |gpu| {
+        // 2100 * 2100 threads / 64 > 65,535 workgroups, so the grid folds into y.
+        check(gpu, [1, 2100, 2100, 1], [1, 1, 3, 3], 1, true, Activation::None).await;
+    });
+
+    gpu_test!(conv2d_refuses_bad_shapes, |gpu| {
+        let t = |shape: &[usize]| Tensor::from_f32(gpu, shape, &vec![0.0; shape.iter().product()]).unwrap();
+        let x = t(&[1, 5, 5, 3]);
+        let w = t(&[4, 3, 3, 3]);
+        let mut pass = Pass::new(gpu);
+        let mut bad = |x: &Tensor, w: &Tensor, b: Option<&Tensor>, s: usize| {
+            matches!(conv2d(&mut pass, x, w, b, s, Activation::None), Err(crate::Error::Shape(_)))
+        };
+        assert!(bad(&x, &t(&[4, 2, 3, 3]), None, 1), "Cin mismatch");
+        assert!(bad(&x, &t(&[4, 3, 3]), None, 1), "3-d weight");
+        assert!(bad(&t(&[5, 5, 3]), &w, None, 1), "3-d x");
+        assert!(bad(&x, &w, Some(&t(&[5])), 1), "bias length");
+        assert!(bad(&x, &w, None, 0), "stride 0");
+        assert!(bad(&x, &t(&[4, 3, 0, 3]), None, 1), "empty kernel");
+        let ids = Tensor::from_u32(gpu, &[1, 5, 5, 3], &[0; 75]).unwrap();
+        assert!(bad(&ids, &w, None, 1), "u32 x");
+        assert!(!bad(&x, &w, None, 1), "the good shapes pass");
+        assert!(conv2d_cpu(&[0.0; 74], [1, 5, 5, 3], &[0.0; 108], [4, 3, 3, 3], None, 1, Activation::None).is_err());
+    });
+
+    /// Reference: conv, then BatchNorm per output channel, all on the CPU.
+    fn conv_then_bn(x: &[f32], xs: [usize; 4], w: &[f32], ws: [usize; 4], bias: Option<&[f32]>, bn: &[Vec<f32>; 4], eps: f32) -> Vec<f32> {
+        let [gamma, beta, mean, var] = bn;
+        let y = conv2d_cpu(x, xs, w, ws, bias, 1, Activation::None).unwrap();
+        let c = ws[0];
+        y.iter()
+            .enumerate()
+            .map(|(i, &v)| (v - mean[i % c]) / (var[i % c] + eps).sqrt() * gamma[i % c] + beta[i % c])
+            .collect()
+    }
+
+    #[test]
+    fn fold_batch_norm_matches_conv_then_bn() {
+        let (xs, ws) = ([2, 7, 6, 4], [9, 4, 3, 3]);
+        let c = ws[0];
+        let x = random(xs.iter().product(), 11, 1.0);
+        let w = random(ws.iter().product(), 12, 1.0 / 6.0);
+        let b = random(c, 13, 0.5);
+        let gamma: Vec<f32> = random(c, 14, 0.5).iter().map(|g| g + 1.0).collect();
+        let beta = random(c, 15, 0.3);
+        let mean = random(c, 16, 0.2);
+        // Variances from tiny (where eps matters) to large.
+        let var: Vec<f32> = (0..c).map(|i| [1e-4, 0.01, 0.5, 2.0, 30.0][i % 5]).collect();
+        let bn = [gamma.clone(), beta.clone(), mean.clone(), var.clone()];
+        let eps = 1e-3;
+        for bias in [None, Some(&b[..])] {
+            let want = conv_then_bn(&x, xs, &w, ws, bias, &bn, eps);
+            let mut wf = w.clone();
+            let bf = fold_batch_norm(&mut wf, bias, c, &gamma, &beta, &mean, &var, eps).unwrap();
+            let got = conv2d_cpu(&x, xs, &wf, ws, Some(&bf), 1, Activation::None).unwrap();
+            // Same math reassociated: the BN scale (up to 1.5 / sqrt(1.1e-3) ~ 45) multiplies the
+            // f32 rounding of a 36-term conv sum (~36 * 6e-8 at |sum| ~ 1) either before or after
+            // the sum, and (conv - mean) can cancel, so the bound is absolute: 45 * 2e-6 ~ 1e-4.
+            assert_close(&got, &want, 1e-4, 1e-5, &format!("fold_batch_norm bias={}", bias.is_some()));
+        }
+        // Folding with the wrong eps must be detectably different (the test can fail).
+        let mut wf = w.clone();
+        let bf = fold_batch_norm(&mut wf, None, c, &gamma, &beta, &mean, &var, 1e-5).unwrap();
+        let got = conv2d_cpu(&x, xs, &wf, ws, Some(&bf), 1, Activation::None).unwrap();
+        let want = conv_then_bn(&x, xs, &w, ws, None, &bn, eps);
+        assert!(got.iter().zip(&want).any(|(g, w)| (g - w).abs() > 1e-2));
+        // Mismatched lengths are errors, not panics.
+        assert!(fold_batch_norm(&mut wf, None, c, &gamma[1..], &beta, &mean, &var, eps).is_err());
+        assert!(fold_batch_norm(&mut wf, None, 7, &gamma, &beta, &mean, &var, eps).is_err());
+    }
+}

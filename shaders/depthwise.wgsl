@@ -1,0 +1,57 @@
+// y[B, Ho, Wo, C] = act(depthwise_conv(x[B, H, W, C], w[C, 1, KH, KW]) + bias[C]), groups = C,
+// TensorFlow SAME padding (pad_top / pad_left from the host; the rest falls off the bottom /
+// right edge by the bounds check).
+//
+// One thread per output element with the channel fastest: in channels-last memory neighbouring
+// threads then load neighbouring x words for every tap and store neighbouring y words.
+// Defines: BIAS adds a bias.
+
+@group(0) @binding(0) var<uniform> params: DepthwiseParams;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read> w: array<f32>;
+#ifdef BIAS
+@group(0) @binding(3) var<storage, read> bias: array<f32>;
+@group(0) @binding(4) var<storage, read_write> y: array<f32>;
+#else
+@group(0) @binding(3) var<storage, read_write> y: array<f32>;
+#endif
+
+@compute @workgroup_size(64)
+fn main(
+    @builtin(local_invocation_index) lid: u32,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let t = linear_workgroup(wid, nwg) * 64u + lid;
+    if (t >= params.batch * params.out_h * params.out_w * params.channels) {
+        return;
+    }
+    let c = t % params.channels;
+    let pix = t / params.channels;
+    let ox = pix % params.out_w;
+    let oy = (pix / params.out_w) % params.out_h;
+    let b = pix / (params.out_w * params.out_h);
+
+    let wbase = c * params.kh * params.kw;
+    var acc = 0.0;
+    let iy0 = i32(oy * params.stride) - i32(params.pad_top);
+    let ix0 = i32(ox * params.stride) - i32(params.pad_left);
+    for (var ky = 0u; ky < params.kh; ky++) {
+        let iy = iy0 + i32(ky);
+        if (iy < 0 || iy >= i32(params.in_h)) {
+            continue;
+        }
+        let row = (b * params.in_h + u32(iy)) * params.in_w;
+        for (var kx = 0u; kx < params.kw; kx++) {
+            let ix = ix0 + i32(kx);
+            if (ix < 0 || ix >= i32(params.in_w)) {
+                continue;
+            }
+            acc = fma(x[(row + u32(ix)) * params.channels + c], w[wbase + ky * params.kw + kx], acc);
+        }
+    }
+#ifdef BIAS
+    acc += bias[c];
+#endif
+    y[t] = activate(acc, params.act);
+}
