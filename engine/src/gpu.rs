@@ -112,7 +112,7 @@ impl Gpu {
 
     /// Refuses a buffer the adapter cannot bind, with the limit that stops it.
     pub fn check_fits(&self, bytes: u64) -> Result<()> {
-        let binding = self.limits.max_storage_buffer_binding_size as u64;
+        let binding = self.limits.max_storage_buffer_binding_size;
         if bytes > binding {
             return Err(Error::TooLarge { bytes, limit_name: "maxStorageBufferBindingSize", limit: binding });
         }

@@ -81,7 +81,7 @@ pub(crate) fn preprocess(source: &str, defines: &[&str]) -> String {
     let mut out = String::with_capacity(source.len());
     // Each level: (this branch is active, the enclosing level is active).
     let mut stack: Vec<(bool, bool)> = Vec::new();
-    let active = |stack: &Vec<(bool, bool)>| stack.last().map_or(true, |&(a, p)| a && p);
+    let active = |stack: &Vec<(bool, bool)>| stack.last().is_none_or(|&(a, p)| a && p);
     for line in source.lines() {
         let t = line.trim_start();
         if let Some(name) = t.strip_prefix("#ifdef ") {
