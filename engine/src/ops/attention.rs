@@ -1,1 +1,204 @@
-//! (being written)
+//! Multi-head scaled dot-product attention over the packed `q|k|v` output of one in_proj linear
+//! (the out_proj is a separate linear). Kernel: `shaders/attention.wgsl`.
+
+use crate::error::ensure_shape;
+use crate::pipelines::Kernel;
+use crate::{DType, Pass, Result, Tensor};
+
+crate::uniform_struct! {
+    /// Shapes for `attention.wgsl`.
+    pub struct AttentionParams { pub batch: u32, pub seq: u32, pub d: u32, pub heads: u32, pub dh: u32, pub scale: f32 }
+}
+
+const KERNEL: Kernel = crate::kernel!("attention", "main");
+
+/// The longest sequence the kernel holds scores for (its workgroup array).
+pub const MAX_SEQ: usize = 512;
+
+/// `softmax(q kᵀ / sqrt(dh)) v` per head, from `qkv [B, S, 3D]` (q, k, v side by side; head `h`
+/// on columns `h*dh..(h+1)*dh` of each) to `[B, S, D]`. `key_mask [B, S]` (u32, 1 = real token,
+/// 0 = padding) keeps padded keys out of every softmax; a query whose keys are all padding
+/// gets zeros.
+pub fn attention(pass: &mut Pass, qkv: &Tensor, heads: usize, key_mask: Option<&Tensor>) -> Result<Tensor> {
+    let (b, s, d3) = match qkv.shape() {
+        &[b, s, d3] => (b, s, d3),
+        sh => return Err(crate::Error::Shape(format!("attention: qkv must be [B, S, 3D], got {sh:?}"))),
+    };
+    ensure_shape!(qkv.dtype() == DType::F32, "attention: qkv must be f32");
+    ensure_shape!(d3 > 0 && d3 % 3 == 0, "attention: last axis {d3} of qkv is not 3D");
+    let d = d3 / 3;
+    ensure_shape!(heads > 0 && d % heads == 0, "attention: D = {d} does not split into {heads} heads");
+    ensure_shape!(s <= MAX_SEQ, "attention: sequence length {s} exceeds {MAX_SEQ}");
+    ensure_shape!(qkv.numel() <= u32::MAX as usize, "attention: qkv exceeds u32 indexing");
+    if let Some(m) = key_mask {
+        ensure_shape!(
+            m.shape() == [b, s] && m.dtype() == DType::U32,
+            "attention: key_mask must be u32 [{b}, {s}], got {:?} {:?}",
+            m.dtype(),
+            m.shape()
+        );
+    }
+    let out = Tensor::uninit(pass.gpu(), &[b, s, d])?;
+    let groups = b * heads * s;
+    if groups == 0 {
+        return Ok(out);
+    }
+    ensure_shape!(groups <= u32::MAX as usize, "attention: too many rows");
+    let dh = d / heads;
+    let params = AttentionParams {
+        batch: b as u32,
+        seq: s as u32,
+        d: d as u32,
+        heads: heads as u32,
+        dh: dh as u32,
+        scale: 1.0 / (dh as f32).sqrt(),
+    };
+    let grid = Pass::grid(groups as u32);
+    match key_mask {
+        Some(m) => pass.dispatch(&KERNEL, &["MASK"], &params, &[qkv, m, &out], grid),
+        None => pass.dispatch(&KERNEL, &[], &params, &[qkv, &out], grid),
+    }
+    Ok(out)
+}
+
+/// CPU twin: `qkv` is `[batch, seq, 3d]` row-major, `key_mask` `[batch, seq]`; returns `[batch, seq, d]`.
+pub fn attention_cpu(
+    qkv: &[f32],
+    batch: usize,
+    seq: usize,
+    d: usize,
+    heads: usize,
+    key_mask: Option<&[u32]>,
+) -> Vec<f32> {
+    let dh = d / heads;
+    let scale = 1.0 / (dh as f32).sqrt();
+    let row = |b: usize, j: usize| &qkv[(b * seq + j) * 3 * d..(b * seq + j + 1) * 3 * d];
+    let mut out = vec![0f32; batch * seq * d];
+    let mut p = vec![0f32; seq];
+    for b in 0..batch {
+        let real = |j: usize| key_mask.is_none_or(|m| m[b * seq + j] != 0);
+        for h in 0..heads {
+            let cols = h * dh..(h + 1) * dh;
+            for i in 0..seq {
+                let q = &row(b, i)[cols.clone()];
+                let mut mx = f32::MIN;
+                for (j, pj) in p.iter_mut().enumerate() {
+                    let k = &row(b, j)[d + h * dh..d + (h + 1) * dh];
+                    *pj = q.iter().zip(k).map(|(a, c)| a * c).sum::<f32>() * scale;
+                    if real(j) {
+                        mx = mx.max(*pj);
+                    }
+                }
+                let mut sum = 0.0;
+                for (j, pj) in p.iter_mut().enumerate() {
+                    *pj = if real(j) { (*pj - mx).exp() } else { 0.0 };
+                    sum += *pj;
+                }
+                let inv = if sum > 0.0 { 1.0 / sum } else { 0.0 };
+                let o = &mut out[(b * seq + i) * d + h * dh..][..dh];
+                for (j, pj) in p.iter().enumerate() {
+                    let v = &row(b, j)[2 * d + h * dh..2 * d + (h + 1) * dh];
+                    for (oc, vc) in o.iter_mut().zip(v) {
+                        *oc += pj * vc;
+                    }
+                }
+                o.iter_mut().for_each(|v| *v *= inv);
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{assert_close, gpu_test, random};
+    use crate::Gpu;
+
+    async fn run(gpu: &Gpu, qkv: &[f32], b: usize, s: usize, d: usize, heads: usize, mask: Option<&[u32]>) -> Vec<f32> {
+        let qt = Tensor::from_f32(gpu, &[b, s, 3 * d], qkv).unwrap();
+        let mt = mask.map(|m| Tensor::from_u32(gpu, &[b, s], m).unwrap());
+        let mut pass = Pass::new(gpu);
+        let y = attention(&mut pass, &qt, heads, mt.as_ref()).unwrap();
+        pass.submit().unwrap();
+        y.read_f32(gpu).await.unwrap()
+    }
+
+    /// Batch `b` has its last `b` positions padded (batch 0 none).
+    fn padding_mask(batch: usize, seq: usize) -> Vec<u32> {
+        (0..batch * seq).map(|t| u32::from(t % seq + t / seq < seq)).collect()
+    }
+
+    async fn check(gpu: &Gpu, b: usize, s: usize, d: usize, heads: usize, masked: bool, scale: f32) {
+        let qkv = random(b * s * 3 * d, (b * s + d) as u64, scale);
+        let mask = masked.then(|| padding_mask(b, s));
+        let want = attention_cpu(&qkv, b, s, d, heads, mask.as_deref());
+        let got = run(gpu, &qkv, b, s, d, heads, mask.as_deref()).await;
+        // Scores are f32 dots of dh terms (|q||k| ~ dh * scale^2 / 3) in another order, so their
+        // error is ~ sqrt(dh) * scale^2 * 6e-8 before the 1/sqrt(dh); outputs are convex
+        // combinations of v (|v| <= scale), and exp differs from libm by a few ulp.
+        let atol = 2e-6 * scale * scale.max(1.0).powi(2);
+        assert_close(
+            &got,
+            &want,
+            atol,
+            1e-5,
+            &format!("attention B={b} S={s} D={d} heads={heads} mask={masked} scale={scale}"),
+        );
+    }
+
+    gpu_test!(attention_matches_cpu_ragged, |gpu| {
+        check(gpu, 2, 37, 45, 3, false, 1.0).await; // dh = 15, S not a multiple of 64
+        check(gpu, 3, 5, 45, 3, true, 1.0).await;
+        check(gpu, 1, 70, 64, 1, true, 2.0).await; // two keys per thread
+        check(gpu, 2, 9, 1200, 2, false, 0.3).await; // dh = 600: two q chunks
+    });
+
+    gpu_test!(attention_model_shapes, |gpu| {
+        check(gpu, 2, 37, 2048, 4, false, 1.0).await; // imgAtt, dh = 512
+        check(gpu, 3, 32, 768, 4, true, 1.0).await; // textAtt, dh = 192
+        check(gpu, 2, 80, 768, 4, true, 1.0).await; // textAtt at L = 80
+        check(gpu, 2, 32, 768, 12, false, 3.0).await; // BERT, dh = 64, peaky softmax
+    });
+
+    gpu_test!(attention_longest_sequence, |gpu| {
+        check(gpu, 1, MAX_SEQ, 16, 2, true, 2.0).await;
+    });
+
+    gpu_test!(attention_ignores_padding_and_zeroes_all_masked_rows, |gpu| {
+        let (b, s, d, heads) = (3, 7, 12, 2);
+        // Batch 0: all real; batch 1: last 3 padded; batch 2: nothing real.
+        let mask: Vec<u32> = (0..b * s).map(|t| u32::from(t / s == 0 || (t / s == 1 && t % s < 4))).collect();
+        let qkv = random(b * s * 3 * d, 5, 1.0);
+        // Garbage (large) keys and values at padded positions must not change anything.
+        let mut dirty = qkv.clone();
+        for t in (0..b * s).filter(|&t| mask[t] == 0) {
+            for c in d..3 * d {
+                dirty[t * 3 * d + c] = 1e3 * (1.0 + c as f32);
+            }
+        }
+        let clean_out = run(gpu, &qkv, b, s, d, heads, Some(&mask)).await;
+        let dirty_out = run(gpu, &dirty, b, s, d, heads, Some(&mask)).await;
+        let tail = s * d; // batch 2
+        assert_eq!(clean_out[..2 * tail], dirty_out[..2 * tail], "padded keys leaked into the output");
+        assert!(dirty_out[2 * tail..].iter().all(|&v| v == 0.0), "all-masked rows must be zeros");
+        let want = attention_cpu(&dirty, b, s, d, heads, Some(&mask));
+        assert_close(&dirty_out, &want, 2e-6, 1e-5, "masked attention vs cpu"); // as in `check`
+    });
+
+    gpu_test!(attention_refuses_bad_shapes, |gpu| {
+        let z = |n| vec![0f32; n];
+        let t = |shape: &[usize]| Tensor::from_f32(gpu, shape, &z(shape.iter().product())).unwrap();
+        let mut pass = Pass::new(gpu);
+        let is_shape = |r: Result<Tensor>| matches!(r, Err(crate::Error::Shape(_)));
+        assert!(is_shape(attention(&mut pass, &t(&[2, 5, 45]), 4, None)), "15 does not split into 4 heads");
+        assert!(is_shape(attention(&mut pass, &t(&[2, 5, 44]), 2, None)), "44 is not 3D");
+        assert!(is_shape(attention(&mut pass, &t(&[10, 45]), 3, None)), "rank 2");
+        assert!(is_shape(attention(&mut pass, &t(&[1, MAX_SEQ + 1, 6]), 1, None)), "too long");
+        assert!(is_shape(attention(&mut pass, &t(&[2, 5, 6]), 0, None)), "no heads");
+        let wrong_shape = Tensor::from_u32(gpu, &[2, 4], &[1; 8]).unwrap();
+        assert!(is_shape(attention(&mut pass, &t(&[2, 5, 6]), 1, Some(&wrong_shape))));
+        assert!(is_shape(attention(&mut pass, &t(&[2, 5, 6]), 1, Some(&t(&[2, 5])))), "f32 mask");
+        assert!(attention(&mut pass, &t(&[2, 5, 6]), 2, None).is_ok());
+    });
+}
