@@ -3,7 +3,9 @@
 
 use std::time::Instant;
 
-use brivl_engine::ops::{matmul, Activation};
+use brivl_engine::ops::{
+    conv2d, depthwise, elementwise, grid_sample, l2_norm, masked_mean, matmul, preprocess, squeeze_excite, Activation,
+};
 use brivl_engine::quant::Packed;
 use brivl_engine::{DType, Gpu, Pass, Tensor};
 
@@ -42,7 +44,94 @@ fn bench_linear(gpu: &Gpu, rows: &mut Vec<Row>, m: usize, n: usize, k: usize, dt
         matmul::linear(p, &x, &w, Some(&b), Activation::Gelu).unwrap();
     });
     let flop = 2.0 * (m * n * k) as f64;
-    rows.push(Row { name: format!("linear {m}x{k} by {n}x{k} {dtype:?}"), ms, rate: format!("{:.1} GFLOP/s", flop / ms / 1e6) });
+    rows.push(Row {
+        name: format!("linear {m}x{k} by {n}x{k} {dtype:?}"),
+        ms,
+        rate: format!("{:.1} GFLOP/s", flop / ms / 1e6),
+    });
+}
+
+fn tensor(gpu: &Gpu, shape: &[usize]) -> Tensor {
+    Tensor::from_f32(gpu, shape, &random(shape.iter().product())).unwrap()
+}
+
+/// Memory-bound kernels: `bytes` read and written once per call.
+fn bandwidth(rows: &mut Vec<Row>, name: String, ms: f64, bytes: usize) {
+    rows.push(Row { name, ms, rate: format!("{:.2} GB/s", bytes as f64 / ms / 1e6) });
+}
+
+fn bench_image_kernels(gpu: &Gpu, rows: &mut Vec<Row>, reps: usize) {
+    // Stem: 456x456x3 -> 228x228x48, 3x3 stride 2 (B5).
+    let x = tensor(gpu, &[1, 456, 456, 3]);
+    let w = tensor(gpu, &[48, 3, 3, 3]);
+    let b = tensor(gpu, &[48]);
+    let ms = time(gpu, reps, |p| {
+        conv2d::conv2d(p, &x, &w, Some(&b), 2, Activation::Silu).unwrap();
+    });
+    let flop = 2.0 * (228 * 228 * 48 * 27) as f64;
+    rows.push(Row {
+        name: "conv2d stem 456x456x3 -> 228x228x48".into(),
+        ms,
+        rate: format!("{:.1} GFLOP/s", flop / ms / 1e6),
+    });
+
+    // Depthwise 5x5 on 1056 channels at 29x29 (stage 4 of B5).
+    let x = tensor(gpu, &[1, 29, 29, 1056]);
+    let w = tensor(gpu, &[1056, 1, 5, 5]);
+    let b = tensor(gpu, &[1056]);
+    let ms = time(gpu, reps, |p| {
+        depthwise::depthwise(p, &x, &w, Some(&b), 1, Activation::Silu).unwrap();
+    });
+    bandwidth(rows, "depthwise 5x5 s1 29x29x1056".into(), ms, 2 * 29 * 29 * 1056 * 4);
+
+    // Squeeze-excite at the first stage's largest map: 228x228x48, reduced to 12.
+    let x = tensor(gpu, &[1, 228, 228, 48]);
+    let (w1, b1, w2, b2) = (tensor(gpu, &[12, 48]), tensor(gpu, &[12]), tensor(gpu, &[48, 12]), tensor(gpu, &[48]));
+    let ms = time(gpu, reps, |p| {
+        squeeze_excite::squeeze_excite(p, &x, &w1, &b1, &w2, &b2).unwrap();
+    });
+    // Reads x twice (pool, scale) and writes it once.
+    bandwidth(rows, "squeeze_excite 228x228x48".into(), ms, 3 * 228 * 228 * 48 * 4);
+
+    let a = tensor(gpu, &[1, 114, 114, 144]);
+    let c = tensor(gpu, &[1, 114, 114, 144]);
+    let ms = time(gpu, reps, |p| {
+        elementwise::add(p, &a, &c).unwrap();
+    });
+    bandwidth(rows, "residual add 114x114x144".into(), ms, 3 * 114 * 114 * 144 * 4);
+
+    // 37-box patch pooling on the 15x15x2048 head output, 4x4 samples per box.
+    let x = tensor(gpu, &[1, 15, 15, 2048]);
+    let thetas: Vec<f32> = grid_sample::brivl_box_thetas(456.0, 15, 15, 6).into_iter().flatten().collect();
+    let thetas = Tensor::from_f32(gpu, &[37, 6], &thetas).unwrap();
+    let ms = time(gpu, reps, |p| {
+        grid_sample::grid_sample(p, &x, &thetas, 4).unwrap();
+    });
+    bandwidth(rows, "grid_sample 37 boxes x 4x4 on 15x15x2048".into(), ms, 37 * 16 * 2048 * 4 * 5);
+
+    let x = tensor(gpu, &[37, 16, 2048]);
+    let ms = time(gpu, reps, |p| {
+        masked_mean::masked_mean(p, &x, None).unwrap();
+    });
+    bandwidth(rows, "masked_mean 37x16x2048".into(), ms, 37 * 17 * 2048 * 4);
+
+    let x = tensor(gpu, &[37, 2048]);
+    let ms = time(gpu, reps, |p| {
+        l2_norm::l2_normalize(p, &x).unwrap();
+    });
+    bandwidth(rows, "l2_normalize 37x2048".into(), ms, 2 * 37 * 2048 * 4);
+
+    // A 12-megapixel photo resized to the model's input.
+    let (h, w) = (3000, 4000);
+    let rgba = Tensor::from_u32(gpu, &[h, w], &vec![0x8040_c0ffu32; h * w]).unwrap();
+    let ms = time(gpu, reps, |p| {
+        preprocess::preprocess(p, &rgba, 456, 456).unwrap();
+    });
+    rows.push(Row {
+        name: "preprocess 4000x3000 RGBA8 -> 456x456x3".into(),
+        ms,
+        rate: format!("{:.1} images/s", 1e3 / ms),
+    });
 }
 
 fn main() {
@@ -61,6 +150,8 @@ fn main() {
     // Backbone pointwise convs as matmuls: stage-2 expand at 57x57, head at 15x15.
     bench_linear(&gpu, &mut rows, 57 * 57, 240, 40, DType::F32, reps);
     bench_linear(&gpu, &mut rows, 15 * 15, 2048, 512, DType::F32, reps);
+
+    bench_image_kernels(&gpu, &mut rows, reps);
 
     println!("\n| kernel | ms | rate |\n|---|---:|---:|");
     for r in rows {

@@ -14,6 +14,8 @@ pub enum Error {
     Shape(String),
     #[error("GPU error: {0}")]
     Gpu(String),
+    #[error("model: {0}")]
+    Model(String),
     #[error("reading results back from the GPU failed: {0}")]
     Readback(String),
 }

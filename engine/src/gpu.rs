@@ -19,7 +19,8 @@ impl Default for GpuOptions {
     }
 }
 
-/// A device, its queue, and the caches every op shares.
+/// A device, its queue, and the caches every op shares. Cloning shares them all.
+#[derive(Clone)]
 pub struct Gpu {
     pub device: wgpu::Device,
     pub queue: wgpu::Queue,
@@ -27,7 +28,7 @@ pub struct Gpu {
     pub limits: wgpu::Limits,
     /// The device has `shader-f16` and the options allow it.
     pub f16: bool,
-    pub(crate) pipelines: PipelineCache,
+    pub(crate) pipelines: Arc<PipelineCache>,
     pub(crate) pool: Arc<BufferPool>,
     errors: Arc<Mutex<Vec<String>>>,
 }
@@ -84,7 +85,7 @@ impl Gpu {
 
         Ok(Self {
             pool: Arc::new(BufferPool::default()),
-            pipelines: PipelineCache::default(),
+            pipelines: Arc::new(PipelineCache::default()),
             device,
             queue,
             info,

@@ -3,8 +3,13 @@
 //! Every op family lives in `ops/<name>.rs` beside its kernel `shaders/<name>.wgsl`; each has a
 //! plain-Rust CPU twin that the tests compare against and that can run a model with no adapter.
 
+pub mod backend;
+pub mod convert;
+// pub mod embedder;
 pub mod error;
 pub mod gpu;
+pub mod model_file;
+pub mod models;
 pub mod ops;
 pub mod pass;
 pub mod pipelines;

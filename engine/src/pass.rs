@@ -17,19 +17,19 @@ struct Dispatch {
     workgroups: [u32; 3],
 }
 
-pub struct Pass<'g> {
-    gpu: &'g Gpu,
+pub struct Pass {
+    gpu: Gpu,
     dispatches: Vec<Dispatch>,
     uniforms: Vec<u8>,
 }
 
-impl<'g> Pass<'g> {
-    pub fn new(gpu: &'g Gpu) -> Self {
-        Self { gpu, dispatches: Vec::new(), uniforms: Vec::new() }
+impl Pass {
+    pub fn new(gpu: &Gpu) -> Self {
+        Self { gpu: gpu.clone(), dispatches: Vec::new(), uniforms: Vec::new() }
     }
 
-    pub fn gpu(&self) -> &'g Gpu {
-        self.gpu
+    pub fn gpu(&self) -> &Gpu {
+        &self.gpu
     }
 
     /// Records one dispatch. Binding 0 is `params`; bindings 1.. are `tensors` in order.
@@ -105,7 +105,8 @@ impl<'g> Pass<'g> {
             .collect();
         let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("brivl pass") });
         {
-            let mut cpass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: None });
+            let mut cpass =
+                encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: None });
             for (d, bg) in self.dispatches.iter().zip(&bind_groups) {
                 cpass.set_pipeline(&d.pipeline);
                 cpass.set_bind_group(0, bg, &[]);

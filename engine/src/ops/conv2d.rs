@@ -347,7 +347,15 @@ mod tests {
     });
 
     /// Reference: conv, then BatchNorm per output channel, all on the CPU.
-    fn conv_then_bn(x: &[f32], xs: [usize; 4], w: &[f32], ws: [usize; 4], bias: Option<&[f32]>, bn: &[Vec<f32>; 4], eps: f32) -> Vec<f32> {
+    fn conv_then_bn(
+        x: &[f32],
+        xs: [usize; 4],
+        w: &[f32],
+        ws: [usize; 4],
+        bias: Option<&[f32]>,
+        bn: &[Vec<f32>; 4],
+        eps: f32,
+    ) -> Vec<f32> {
         let [gamma, beta, mean, var] = bn;
         let y = conv2d_cpu(x, xs, w, ws, bias, 1, Activation::None).unwrap();
         let c = ws[0];

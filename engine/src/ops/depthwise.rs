@@ -78,9 +78,13 @@ pub fn depthwise_cpu(
             for ox in 0..g.out_w {
                 acc.fill(0.0);
                 for ky in 0..g.kh {
-                    let Some(iy) = (oy * g.stride + ky).checked_sub(g.pad_top).filter(|&i| i < g.in_h) else { continue };
+                    let Some(iy) = (oy * g.stride + ky).checked_sub(g.pad_top).filter(|&i| i < g.in_h) else {
+                        continue;
+                    };
                     for kx in 0..g.kw {
-                        let Some(ix) = (ox * g.stride + kx).checked_sub(g.pad_left).filter(|&i| i < g.in_w) else { continue };
+                        let Some(ix) = (ox * g.stride + kx).checked_sub(g.pad_left).filter(|&i| i < g.in_w) else {
+                            continue;
+                        };
                         let xs = &x[((b * g.in_h + iy) * g.in_w + ix) * c..][..c];
                         for (ch, (a, xv)) in acc.iter_mut().zip(xs).enumerate() {
                             *a += xv * w[(ch * g.kh + ky) * g.kw + kx];

@@ -1,0 +1,120 @@
+//! The high-level API the CLI and the web app use: a loaded model on the GPU or the CPU, plus
+//! its tokenizer; images and texts in, L2-normalised embeddings out.
+
+use crate::backend::{Backend, CpuBackend, GpuBackend};
+use crate::model_file::ModelFile;
+use crate::models::brivl::{Brivl, BrivlConfig};
+use crate::tokenizer::TextTokenizer;
+use crate::{Error, Gpu, Result};
+
+/// An image as RGBA8 pixels, one `u32` per pixel (R in the low byte).
+pub struct Pixels {
+    pub width: usize,
+    pub height: usize,
+    pub rgba: Vec<u32>,
+}
+
+enum Loaded {
+    Gpu(GpuBackend, Brivl<GpuBackend>),
+    Cpu(CpuBackend, Brivl<CpuBackend>),
+}
+
+pub struct Embedder {
+    loaded: Loaded,
+    tokenizer: TextTokenizer,
+    pub config: BrivlConfig,
+    pub content_hash: String,
+}
+
+impl Embedder {
+    /// Loads onto `gpu`, or onto the CPU path when `gpu` is `None`.
+    pub fn load(file: &ModelFile, gpu: Option<&Gpu>) -> Result<Self> {
+        let tokenizer = TextTokenizer::from_vocab_text(&file.vocab).map_err(|e| Error::Model(format!("vocabulary: {e}")))?;
+        let loaded = match gpu {
+            Some(gpu) => {
+                let be = GpuBackend::new(gpu);
+                let model = Brivl::load(&be, file)?;
+                Loaded::Gpu(be, model)
+            }
+            None => {
+                let be = CpuBackend;
+                let model = Brivl::load(&be, file)?;
+                Loaded::Cpu(be, model)
+            }
+        };
+        let config = match &loaded {
+            Loaded::Gpu(_, m) => m.config.clone(),
+            Loaded::Cpu(_, m) => m.config.clone(),
+        };
+        Ok(Self { loaded, tokenizer, config, content_hash: file.content_hash.clone() })
+    }
+
+    pub fn backend_name(&self) -> String {
+        match &self.loaded {
+            Loaded::Gpu(be, _) => format!("GPU: {}", be.gpu().describe()),
+            Loaded::Cpu(..) => "CPU".to_string(),
+        }
+    }
+
+    /// Token ids and mask at `max_len` (the model's default when `None`).
+    pub fn tokenize(&self, text: &str, max_len: Option<usize>) -> Result<(Vec<u32>, Vec<u32>)> {
+        let e = self
+            .tokenizer
+            .encode(text, max_len.unwrap_or(self.config.max_text_len))
+            .map_err(|e| Error::Model(format!("tokenizer: {e}")))?;
+        Ok((e.ids, e.mask))
+    }
+
+    /// One embedding per image, in order; one forward pass per call.
+    pub async fn embed_images(&mut self, images: &[Pixels]) -> Result<Vec<Vec<f32>>> {
+        match &mut self.loaded {
+            Loaded::Gpu(be, m) => images_on(be, m, images).await,
+            Loaded::Cpu(be, m) => images_on(be, m, images).await,
+        }
+    }
+
+    /// One embedding per text, in order, at `max_len` tokens (the model's default when `None`).
+    pub async fn embed_texts(&mut self, texts: &[&str], max_len: Option<usize>) -> Result<Vec<Vec<f32>>> {
+        let len = max_len.unwrap_or(self.config.max_text_len);
+        let (mut ids, mut mask) = (Vec::new(), Vec::new());
+        for t in texts {
+            let (i, m) = self.tokenize(t, Some(len))?;
+            ids.extend(i);
+            mask.extend(m);
+        }
+        match &mut self.loaded {
+            Loaded::Gpu(be, m) => texts_on(be, m, texts.len(), len, &ids, &mask).await,
+            Loaded::Cpu(be, m) => texts_on(be, m, texts.len(), len, &ids, &mask).await,
+        }
+    }
+}
+
+fn rows(flat: Vec<f32>, n: usize) -> Vec<Vec<f32>> {
+    let d = flat.len() / n.max(1);
+    flat.chunks_exact(d.max(1)).map(<[f32]>::to_vec).collect()
+}
+
+async fn images_on<B: Backend>(be: &mut B, m: &Brivl<B>, images: &[Pixels]) -> Result<Vec<Vec<f32>>> {
+    if images.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut inputs = Vec::with_capacity(images.len());
+    for p in images {
+        if p.rgba.len() != p.width * p.height || p.rgba.is_empty() {
+            return Err(Error::Shape(format!("image of {}x{} has {} pixels", p.width, p.height, p.rgba.len())));
+        }
+        inputs.push(be.tensor_u32(&[p.height, p.width], &p.rgba)?);
+    }
+    let e = m.image.forward(be, &inputs)?;
+    Ok(rows(be.read(&e).await?, images.len()))
+}
+
+async fn texts_on<B: Backend>(be: &mut B, m: &Brivl<B>, n: usize, len: usize, ids: &[u32], mask: &[u32]) -> Result<Vec<Vec<f32>>> {
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    let ids = be.tensor_u32(&[n, len], ids)?;
+    let mask = be.tensor_u32(&[n, len], mask)?;
+    let e = m.text.forward(be, &ids, &mask)?;
+    Ok(rows(be.read(&e).await?, n))
+}

@@ -1,0 +1,184 @@
+//! Image tower: EfficientNet backbone (BatchNorm folded by the converter), 37-box patch pooling,
+//! imgAtt, mean, imgFC.
+
+use super::encoder::{load_stack, EncoderLayer};
+use super::loader::{Linear, Loader};
+use super::BrivlConfig;
+use crate::backend::Backend;
+use crate::ops::{conv2d::same_padding, grid_sample::brivl_box_thetas, Activation};
+use crate::{Error, Result};
+
+/// A conv weight with its folded bias.
+struct Conv<B: Backend> {
+    w: B::Weight,
+    b: B::Weight,
+}
+
+impl<B: Backend> Conv<B> {
+    fn load(l: &Loader<B>, prefix: &str) -> Result<(Self, Vec<usize>)> {
+        let shape = l.shape(&format!("{prefix}.weight"))?.to_vec();
+        let b = l.get_shaped(&format!("{prefix}.bias"), &shape[..1])?;
+        Ok((Self { w: l.get(&format!("{prefix}.weight"))?, b }, shape))
+    }
+}
+
+/// EfficientNet block: [1x1 expand ->] depthwise -> squeeze-excite -> 1x1 project [+ input].
+struct Block<B: Backend> {
+    expand: Option<Linear<B>>,
+    dw: Conv<B>,
+    se_reduce: Linear<B>,
+    se_expand: Linear<B>,
+    project: Linear<B>,
+    stride: usize,
+    skip: bool,
+}
+
+impl<B: Backend> Block<B> {
+    fn load(l: &Loader<B>, prefix: &str, in_ch: usize, stride: usize) -> Result<Self> {
+        let expand = if l.has(&format!("{prefix}.expand.weight")) {
+            Some(Linear::load(l, &format!("{prefix}.expand"))?)
+        } else {
+            None
+        };
+        let mid = expand.as_ref().map_or(in_ch, |e| e.out);
+        if let Some(e) = &expand {
+            if e.inp != in_ch {
+                return Err(Error::Model(format!(
+                    "'{prefix}.expand' takes {} channels, the previous block gives {in_ch}",
+                    e.inp
+                )));
+            }
+        }
+        let (dw, dw_shape) = Conv::load(l, &format!("{prefix}.dw"))?;
+        if dw_shape[0] != mid || dw_shape[1] != 1 {
+            return Err(Error::Model(format!("'{prefix}.dw.weight' is {dw_shape:?}, expected [{mid}, 1, k, k]")));
+        }
+        let project = Linear::load(l, &format!("{prefix}.project"))?;
+        Ok(Self {
+            expand,
+            dw,
+            se_reduce: Linear::load(l, &format!("{prefix}.se_reduce"))?,
+            se_expand: Linear::load(l, &format!("{prefix}.se_expand"))?,
+            skip: stride == 1 && project.out == in_ch,
+            project,
+            stride,
+        })
+    }
+
+    fn forward(&self, be: &mut B, x: &B::Tensor) -> Result<B::Tensor> {
+        let mut h = match &self.expand {
+            Some(e) => e.forward(be, x, Activation::Silu)?,
+            None => x.clone(),
+        };
+        h = be.depthwise(&h, &self.dw.w, Some(&self.dw.b), self.stride, Activation::Silu)?;
+        let (r, e) = (&self.se_reduce, &self.se_expand);
+        h = be.squeeze_excite(&h, &r.w, r.b.as_ref().ok_or_else(no_bias)?, &e.w, e.b.as_ref().ok_or_else(no_bias)?)?;
+        h = self.project.forward(be, &h, Activation::None)?;
+        if self.skip {
+            h = be.add(&h, x)?;
+        }
+        Ok(h)
+    }
+}
+
+fn no_bias() -> Error {
+    Error::Model("squeeze-excite layers need biases".into())
+}
+
+pub struct ImageTower<B: Backend> {
+    stem: Conv<B>,
+    blocks: Vec<Block<B>>,
+    head: Linear<B>,
+    box_proj: Linear<B>,
+    thetas: B::Weight,
+    boxes: usize,
+    att: Vec<EncoderLayer<B>>,
+    fc1: Linear<B>,
+    fc2: Linear<B>,
+    image_size: usize,
+    pool_grid: usize,
+}
+
+impl<B: Backend> ImageTower<B> {
+    pub fn load(l: &Loader<B>, c: &BrivlConfig) -> Result<Self> {
+        let (stem, stem_shape) = Conv::load(l, "image.stem")?;
+        let mut ch = stem_shape[0];
+        let mut size = same_padding(c.image_size, stem_shape[2], 2).0;
+        let mut blocks = Vec::new();
+        for (s, &stride) in c.stage_strides.iter().enumerate() {
+            let mut b = 0;
+            while l.has(&format!("image.blocks.{s}.{b}.dw.weight")) {
+                let st = if b == 0 { stride } else { 1 };
+                let block = Block::load(l, &format!("image.blocks.{s}.{b}"), ch, st)?;
+                ch = block.project.out;
+                size = same_padding(size, 1, st).0;
+                blocks.push(block);
+                b += 1;
+            }
+            if b == 0 {
+                return Err(Error::Model(format!("model file has no blocks for EfficientNet stage {s}")));
+            }
+        }
+        if l.has(&format!("image.blocks.{}.0.dw.weight", c.stage_strides.len())) {
+            return Err(Error::Model(format!(
+                "model file has more stages than the {} strides configured",
+                c.stage_strides.len()
+            )));
+        }
+        let head = Linear::load(l, "image.head")?;
+        let box_proj = Linear::load(l, "image.box_proj")?;
+        if head.inp != ch || box_proj.inp != head.out {
+            return Err(Error::Model(format!(
+                "image head/box_proj widths {}->{}->{} do not chain from {ch}",
+                head.inp, head.out, box_proj.inp
+            )));
+        }
+        let thetas: Vec<f32> =
+            brivl_box_thetas(c.image_size as f32, size, size, c.box_grid).into_iter().flatten().collect();
+        let boxes = thetas.len() / 6;
+        let att = load_stack(l, "image.att", c.img_heads, Activation::Relu, 1e-5)?;
+        Ok(Self {
+            thetas: l.constant(&thetas, &[boxes, 6])?,
+            boxes,
+            stem,
+            blocks,
+            head,
+            box_proj,
+            att,
+            fc1: Linear::load(l, "image.fc1")?,
+            fc2: Linear::load(l, "image.fc2")?,
+            image_size: c.image_size,
+            pool_grid: c.pool_grid,
+        })
+    }
+
+    pub fn image_size(&self) -> usize {
+        self.image_size
+    }
+
+    /// RGBA8 images (`u32 [h, w]` each, any size) -> L2-normalised embeddings `[B, E]`.
+    pub fn forward(&self, be: &mut B, images: &[B::Tensor]) -> Result<B::Tensor> {
+        let batch = images.len();
+        let x = be.preprocess(images, self.image_size, self.image_size)?;
+        let mut x = be.conv2d(&x, &self.stem.w, Some(&self.stem.b), 2, Activation::Silu)?;
+        for block in &self.blocks {
+            x = block.forward(be, &x)?;
+        }
+        let x = self.head.forward(be, &x, Activation::Silu)?;
+        // The 1x1 conv on the samples and their average commute: average first, 1/16 the work.
+        let samples = be.grid_sample(&x, &self.thetas, self.pool_grid)?;
+        let c = self.head.out;
+        let samples = be.reshape(&samples, &[batch * self.boxes, self.pool_grid * self.pool_grid, c])?;
+        let pooled = be.masked_mean(&samples, None)?;
+        let boxes = self.box_proj.forward(be, &pooled, Activation::None)?;
+        let mut x = be.reshape(&boxes, &[batch, self.boxes, self.box_proj.out])?;
+        x = be.l2_normalize(&x)?;
+        for layer in &self.att {
+            x = layer.forward(be, &x, None)?;
+        }
+        let m = be.masked_mean(&x, None)?;
+        let h = self.fc1.forward(be, &m, Activation::Relu)?;
+        let e = self.fc2.forward(be, &h, Activation::None)?;
+        be.l2_normalize(&e)
+    }
+}

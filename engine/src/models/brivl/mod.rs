@@ -1,0 +1,32 @@
+//! BriVL (Fei et al., Nature Communications 2022): two towers into one embedding space.
+//! The mathematics is `../shared/BRIVL_SPEC.md`; names of the converted weights are in `convert.rs`.
+
+mod config;
+mod encoder;
+mod image;
+mod loader;
+mod text;
+
+pub use config::BrivlConfig;
+pub use image::ImageTower;
+pub use loader::Loader;
+pub use text::TextTower;
+
+use crate::backend::Backend;
+use crate::model_file::ModelFile;
+use crate::Result;
+
+/// Both towers, loaded onto one backend.
+pub struct Brivl<B: Backend> {
+    pub config: BrivlConfig,
+    pub image: ImageTower<B>,
+    pub text: TextTower<B>,
+}
+
+impl<B: Backend> Brivl<B> {
+    pub fn load(backend: &B, file: &ModelFile) -> Result<Self> {
+        let config = BrivlConfig::from_json(&file.config_json)?;
+        let loader = Loader::new(backend, file);
+        Ok(Self { image: ImageTower::load(&loader, &config)?, text: TextTower::load(&loader, &config)?, config })
+    }
+}
