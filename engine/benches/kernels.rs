@@ -4,7 +4,8 @@
 use std::time::Instant;
 
 use brivl_engine::ops::{
-    conv2d, depthwise, elementwise, grid_sample, l2_norm, masked_mean, matmul, preprocess, squeeze_excite, Activation,
+    attention, conv2d, depthwise, elementwise, embedding, grid_sample, l2_norm, layer_norm, masked_mean, matmul,
+    preprocess, softmax, squeeze_excite, Activation,
 };
 use brivl_engine::quant::Packed;
 use brivl_engine::{DType, Gpu, Pass, Tensor};
@@ -134,6 +135,43 @@ fn bench_image_kernels(gpu: &Gpu, rows: &mut Vec<Row>, reps: usize) {
     });
 }
 
+fn bench_transformer_kernels(gpu: &Gpu, rows: &mut Vec<Row>, reps: usize) {
+    for (name, s, d, heads, masked) in
+        [("imgAtt", 37, 2048, 4, false), ("BERT", 32, 768, 12, false), ("textAtt", 32, 768, 4, true)]
+    {
+        let qkv = tensor(gpu, &[1, s, 3 * d]);
+        let mask =
+            Tensor::from_u32(gpu, &[1, s], &(0..s as u32).map(|i| u32::from(i < 20)).collect::<Vec<_>>()).unwrap();
+        let ms = time(gpu, reps, |p| {
+            attention::attention(p, &qkv, heads, masked.then_some(&mask)).unwrap();
+        });
+        let flop = 4.0 * (s * s * d) as f64;
+        rows.push(Row {
+            name: format!("attention {name} S={s} D={d} heads={heads}"),
+            ms,
+            rate: format!("{:.2} GFLOP/s", flop / ms / 1e6),
+        });
+    }
+    let x = tensor(gpu, &[37, 2048]);
+    let g = tensor(gpu, &[2048]);
+    let ms = time(gpu, reps, |p| {
+        layer_norm::layer_norm(p, &x, Some(&x), &g, &g, 1e-5).unwrap();
+    });
+    bandwidth(rows, "layer_norm + residual 37x2048".into(), ms, 3 * 37 * 2048 * 4);
+    let x = tensor(gpu, &[12 * 32, 32]);
+    let ms = time(gpu, reps, |p| {
+        softmax::softmax(p, &x).unwrap();
+    });
+    bandwidth(rows, "softmax 384x32".into(), ms, 2 * 384 * 32 * 4);
+    let table = Tensor::from_packed(gpu, &Packed::new(&random(21128 * 768), 21128, 768, DType::Q8).unwrap()).unwrap();
+    let ids = Tensor::from_u32(gpu, &[8, 32], &(0..256u32).map(|i| i * 79 % 21128).collect::<Vec<_>>()).unwrap();
+    let pos = tensor(gpu, &[512, 768]);
+    let ms = time(gpu, reps, |p| {
+        embedding::embedding(p, &ids, &table, Some(&pos)).unwrap();
+    });
+    bandwidth(rows, "embedding q8 21128x768, 8x32 ids".into(), ms, 8 * 32 * 768 * (1 + 4 + 4));
+}
+
 fn main() {
     let gpu = pollster::block_on(Gpu::new()).expect("the benchmark needs a GPU adapter");
     println!("adapter: {}", gpu.describe());
@@ -152,6 +190,7 @@ fn main() {
     bench_linear(&gpu, &mut rows, 15 * 15, 2048, 512, DType::F32, reps);
 
     bench_image_kernels(&gpu, &mut rows, reps);
+    bench_transformer_kernels(&gpu, &mut rows, reps);
 
     println!("\n| kernel | ms | rate |\n|---|---:|---:|");
     for r in rows {
