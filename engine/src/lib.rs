@@ -16,6 +16,7 @@ pub mod pipelines;
 pub mod pool;
 pub mod quant;
 pub mod tensor;
+pub mod tokenizer;
 pub mod uniforms;
 
 #[cfg(test)]
