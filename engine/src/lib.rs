@@ -7,6 +7,7 @@ pub mod error;
 pub mod gpu;
 pub mod ops;
 pub mod pass;
+pub mod photo;
 pub mod pipelines;
 pub mod pool;
 pub mod quant;
