@@ -29,7 +29,8 @@ pub struct Embedder {
 impl Embedder {
     /// Loads onto `gpu`, or onto the CPU path when `gpu` is `None`.
     pub fn load(file: &ModelFile, gpu: Option<&Gpu>) -> Result<Self> {
-        let tokenizer = TextTokenizer::from_vocab_text(&file.vocab).map_err(|e| Error::Model(format!("vocabulary: {e}")))?;
+        let tokenizer =
+            TextTokenizer::from_vocab_text(&file.vocab).map_err(|e| Error::Model(format!("vocabulary: {e}")))?;
         let loaded = match gpu {
             Some(gpu) => {
                 let be = GpuBackend::new(gpu);
@@ -109,7 +110,14 @@ async fn images_on<B: Backend>(be: &mut B, m: &Brivl<B>, images: &[Pixels]) -> R
     Ok(rows(be.read(&e).await?, images.len()))
 }
 
-async fn texts_on<B: Backend>(be: &mut B, m: &Brivl<B>, n: usize, len: usize, ids: &[u32], mask: &[u32]) -> Result<Vec<Vec<f32>>> {
+async fn texts_on<B: Backend>(
+    be: &mut B,
+    m: &Brivl<B>,
+    n: usize,
+    len: usize,
+    ids: &[u32],
+    mask: &[u32],
+) -> Result<Vec<Vec<f32>>> {
     if n == 0 {
         return Ok(Vec::new());
     }

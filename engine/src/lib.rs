@@ -5,13 +5,14 @@
 
 pub mod backend;
 pub mod convert;
-// pub mod embedder;
+pub mod embedder;
 pub mod error;
 pub mod gpu;
 pub mod model_file;
 pub mod models;
 pub mod ops;
 pub mod pass;
+pub mod photo;
 pub mod pipelines;
 pub mod pool;
 pub mod quant;

@@ -134,8 +134,7 @@ impl TextTokenizer {
     pub fn from_vocab_text(vocab_text: &str) -> Result<Self, TokenizerError> {
         let vocab = parse_vocab(vocab_text)?;
         let vocab_size = vocab.len();
-        let id =
-            |token: &'static str| vocab.get(token).copied().ok_or(TokenizerError::MissingSpecialToken(token));
+        let id = |token: &'static str| vocab.get(token).copied().ok_or(TokenizerError::MissingSpecialToken(token));
         let special = SpecialIds {
             pad: id(PAD_TOKEN)?,
             unk: id(UNK_TOKEN)?,
@@ -318,8 +317,7 @@ mod tests {
     #[test]
     fn tokenizer_small_vocab_variants() {
         // CRLF line ends, a BOM and no trailing newline; ids are line numbers; no [MASK] needed.
-        let t =
-            TextTokenizer::from_vocab_text("\u{feff}[UNK]\r\n[PAD]\r\n[SEP]\r\n[CLS]\r\ncat\r\n##s").unwrap();
+        let t = TextTokenizer::from_vocab_text("\u{feff}[UNK]\r\n[PAD]\r\n[SEP]\r\n[CLS]\r\ncat\r\n##s").unwrap();
         assert_eq!(t.vocab_size(), 6);
         assert_eq!(t.special_ids(), SpecialIds { pad: 1, unk: 0, cls: 3, sep: 2, mask: None });
         let e = t.encode("Cats dog", 6).unwrap();
