@@ -24,6 +24,18 @@ pub trait Source {
     fn tensor(&self, name: &str) -> Result<Option<(Vec<usize>, Vec<f32>)>>;
 }
 
+impl Source for crate::checkpoint::Checkpoint<'_> {
+    fn names(&self) -> Vec<String> {
+        crate::checkpoint::Checkpoint::names(self).map(str::to_string).collect()
+    }
+
+    fn tensor(&self, name: &str) -> Result<Option<(Vec<usize>, Vec<f32>)>> {
+        let Some(t) = self.get(name) else { return Ok(None) };
+        let values = t.to_f32().map_err(|e| Error::Model(format!("tensor '{name}': {e}")))?;
+        Ok(Some((t.shape().to_vec(), values.into_owned())))
+    }
+}
+
 #[derive(Debug)]
 pub struct Converted {
     pub bytes: Vec<u8>,
@@ -159,7 +171,9 @@ pub fn convert(src: &impl Source, vocab: &str, config: &BrivlConfig, quant: DTyp
     let bb = "imgencoder.backbone";
     cx.conv_bn(&format!("{bb}.conv_stem"), &format!("{bb}.bn1"), "image.stem", false)?;
     let stages = count_indexed(&names, &format!("{bb}.blocks."));
-    if stages != config.stage_strides.len() {
+    if stages == 0 {
+        cx.missing.borrow_mut().push(format!("{bb}.blocks.*"));
+    } else if stages != config.stage_strides.len() {
         return Err(Error::Model(format!(
             "checkpoint has {stages} EfficientNet stages, the config's stage strides name {}",
             config.stage_strides.len()
