@@ -36,6 +36,15 @@ impl Source for crate::checkpoint::Checkpoint<'_> {
     }
 }
 
+/// The released checkpoint is `{'learnable': state_dict}`; a bare state dict is taken as it is.
+pub fn state_dict<'a>(ckpt: &crate::checkpoint::Checkpoint<'a>) -> crate::checkpoint::Checkpoint<'a> {
+    if ckpt.names().any(|n| n.starts_with("learnable.")) {
+        ckpt.subtree("learnable")
+    } else {
+        ckpt.clone()
+    }
+}
+
 #[derive(Debug)]
 pub struct Converted {
     pub bytes: Vec<u8>,

@@ -83,7 +83,7 @@ fn check(quant: DType, gpu: bool, min_cosine: f64) {
     let device = gpu.then(|| pollster::block_on(Gpu::new()).expect("parity tests need a GPU adapter (lavapipe on CI)"));
     let mut embedder = Embedder::load(&file, device.as_ref()).unwrap();
     let (img, txt) = worst_cosines(&mut embedder);
-    eprintln!("parity {quant:?} on {}: worst image cosine {img:.6}, worst text cosine {txt:.6}", embedder.backend_name());
+    eprintln!("parity {quant:?} on {}: worst image cosine {img:.7}, worst text cosine {txt:.7}", embedder.backend_name());
     assert!(img >= min_cosine && txt >= min_cosine, "{quant:?}: image {img}, text {txt} below {min_cosine}");
 }
 
@@ -102,6 +102,11 @@ fn f32_cpu_matches_reference() {
 #[test]
 fn f16_gpu_matches_reference() {
     check(DType::F16, true, 0.995);
+}
+
+#[test]
+fn f16_cpu_matches_reference() {
+    check(DType::F16, false, 0.995);
 }
 
 #[test]
