@@ -3,6 +3,7 @@
 //! Every op family lives in `ops/<name>.rs` beside its kernel `shaders/<name>.wgsl`; each has a
 //! plain-Rust CPU twin that the tests compare against and that can run a model with no adapter.
 
+pub mod checkpoint;
 pub mod error;
 pub mod gpu;
 pub mod ops;
