@@ -4,6 +4,7 @@
 //! plain-Rust CPU twin that the tests compare against and that can run a model with no adapter.
 
 pub mod backend;
+pub mod checkpoint;
 pub mod convert;
 pub mod embedder;
 pub mod error;

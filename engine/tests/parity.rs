@@ -2,6 +2,8 @@
 //! BriVL's exact key layout: convert the checkpoint (f32, f16, q8), run both towers on the GPU
 //! (lavapipe on CI) and the CPU path, and compare with the golden embeddings and token ids.
 
+#![cfg(not(target_arch = "wasm32"))]
+
 use std::path::PathBuf;
 
 use brivl_engine::embedder::{Embedder, Pixels};
@@ -25,7 +27,12 @@ fn config() -> BrivlConfig {
         text_heads: n("text_att_heads"),
         bert_heads: n("bert_heads"),
         max_text_len: n("max_text_len"),
-        stage_strides: c["backbone"]["stage_strides"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect(),
+        stage_strides: c["backbone"]["stage_strides"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as usize)
+            .collect(),
     }
 }
 
@@ -83,7 +90,10 @@ fn check(quant: DType, gpu: bool, min_cosine: f64) {
     let device = gpu.then(|| pollster::block_on(Gpu::new()).expect("parity tests need a GPU adapter (lavapipe on CI)"));
     let mut embedder = Embedder::load(&file, device.as_ref()).unwrap();
     let (img, txt) = worst_cosines(&mut embedder);
-    eprintln!("parity {quant:?} on {}: worst image cosine {img:.7}, worst text cosine {txt:.7}", embedder.backend_name());
+    eprintln!(
+        "parity {quant:?} on {}: worst image cosine {img:.7}, worst text cosine {txt:.7}",
+        embedder.backend_name()
+    );
     assert!(img >= min_cosine && txt >= min_cosine, "{quant:?}: image {img}, text {txt} below {min_cosine}");
 }
 

@@ -103,8 +103,29 @@ type AnyResult<T> = Result<T, Box<dyn std::error::Error>>;
 
 fn run(cli: Cli) -> AnyResult<()> {
     match cli.command {
-        Command::Convert { checkpoint: ckpt, vocab, quant, output, image_size, box_grid, pool_grid, img_heads, text_heads, bert_heads, max_text_len } => {
-            let config = BrivlConfig { image_size, box_grid, pool_grid, img_heads, text_heads, bert_heads, max_text_len, ..BrivlConfig::default() };
+        Command::Convert {
+            checkpoint: ckpt,
+            vocab,
+            quant,
+            output,
+            image_size,
+            box_grid,
+            pool_grid,
+            img_heads,
+            text_heads,
+            bert_heads,
+            max_text_len,
+        } => {
+            let config = BrivlConfig {
+                image_size,
+                box_grid,
+                pool_grid,
+                img_heads,
+                text_heads,
+                bert_heads,
+                max_text_len,
+                ..BrivlConfig::default()
+            };
             let vocab = std::fs::read_to_string(&vocab).map_err(|e| format!("{}: {e}", vocab.display()))?;
             let bytes = std::fs::read(&ckpt).map_err(|e| format!("{}: {e}", ckpt.display()))?;
             let source = checkpoint::read_checkpoint(&bytes).map_err(|e| format!("{}: {e}", ckpt.display()))?;
@@ -136,21 +157,37 @@ fn run(cli: Cli) -> AnyResult<()> {
                 let s = std::fs::read_to_string(&f).map_err(|e| format!("{}: {e}", f.display()))?;
                 all_texts.extend(s.lines().filter(|l| !l.trim().is_empty()).map(str::to_string));
             }
-            let mut w = std::io::BufWriter::new(std::fs::File::create(&out).map_err(|e| format!("{}: {e}", out.display()))?);
+            let mut w =
+                std::io::BufWriter::new(std::fs::File::create(&out).map_err(|e| format!("{}: {e}", out.display()))?);
             for chunk in files.chunks(8) {
                 let mut ok = Vec::new();
                 let mut lines: Vec<Option<String>> = Vec::new();
                 for f in chunk {
                     let name = f.display().to_string();
-                    match std::fs::read(f).map_err(|e| e.to_string()).and_then(|b| photo::decode(&b).map_err(|e| e.to_string())) {
+                    match std::fs::read(f)
+                        .map_err(|e| e.to_string())
+                        .and_then(|b| photo::decode(&b).map_err(|e| e.to_string()))
+                    {
                         Ok(img) => {
-                            ok.push((name, Pixels { width: img.width as usize, height: img.height as usize, rgba: img.pack_rgba_u32() }));
+                            ok.push((
+                                name,
+                                Pixels {
+                                    width: img.width as usize,
+                                    height: img.height as usize,
+                                    rgba: img.pack_rgba_u32(),
+                                },
+                            ));
                             lines.push(None);
                         }
-                        Err(e) => lines.push(Some(serde_json::json!({"kind": "error", "name": name, "error": e}).to_string())),
+                        Err(e) => {
+                            lines.push(Some(serde_json::json!({"kind": "error", "name": name, "error": e}).to_string()))
+                        }
                     }
                 }
-                let pixels: Vec<Pixels> = ok.iter_mut().map(|(_, p)| std::mem::replace(p, Pixels { width: 0, height: 0, rgba: vec![] })).collect();
+                let pixels: Vec<Pixels> = ok
+                    .iter_mut()
+                    .map(|(_, p)| std::mem::replace(p, Pixels { width: 0, height: 0, rgba: vec![] }))
+                    .collect();
                 let embs = pollster::block_on(embedder.embed_images(&pixels))?;
                 let mut embs = ok.into_iter().map(|(n, _)| n).zip(embs);
                 for line in lines {
@@ -177,7 +214,13 @@ fn run(cli: Cli) -> AnyResult<()> {
             let size = embedder.config.image_size;
             for batch in [1usize, 8] {
                 let images: Vec<Pixels> = (0..batch)
-                    .map(|i| Pixels { width: size, height: size, rgba: (0..size * size).map(|p| (p as u32).wrapping_mul(2654435761).wrapping_add(i as u32)).collect() })
+                    .map(|i| Pixels {
+                        width: size,
+                        height: size,
+                        rgba: (0..size * size)
+                            .map(|p| (p as u32).wrapping_mul(2654435761).wrapping_add(i as u32))
+                            .collect(),
+                    })
                     .collect();
                 pollster::block_on(embedder.embed_images(&images))?;
                 let t = Instant::now();
