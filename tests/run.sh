@@ -14,4 +14,4 @@ echo "== native tests (Vulkan)"
 cargo test --workspace -- --nocapture
 
 echo "== kernel tests in headless Chromium (WebGPU)"
-cargo test -p brivl-engine --target wasm32-unknown-unknown -- --nocapture
+cargo test -p brivl-engine --lib --target wasm32-unknown-unknown -- --nocapture
