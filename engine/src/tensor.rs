@@ -167,3 +167,39 @@ fn check_len(shape: &[usize], len: usize) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::gpu_test;
+
+    gpu_test!(too_large_tensors_are_refused_with_the_limit, |gpu| {
+        let words = (gpu.limits.max_storage_buffer_binding_size / 4 + 1) as usize;
+        let err = Tensor::uninit(gpu, &[words]).unwrap_err();
+        assert!(matches!(err, Error::TooLarge { limit_name: "maxStorageBufferBindingSize", .. }), "{err}");
+        assert!(err.to_string().contains("does not fit this adapter"));
+    });
+
+    gpu_test!(dropped_activations_return_to_the_pool, |gpu| {
+        // An odd size no other test uses, so parallel tests cannot take the buffer first.
+        let t = Tensor::uninit(gpu, &[7919, 3]).unwrap();
+        let first = t.buffer().clone();
+        drop(t);
+        let again = Tensor::uninit(gpu, &[3, 7919]).unwrap();
+        assert!(*again.buffer() == first, "the pooled buffer was not reused");
+        // Weights are not pooled: they live as long as the model.
+        let w = Tensor::from_f32(gpu, &[7919, 3], &vec![0.0; 7919 * 3]).unwrap();
+        assert!(*w.buffer() != first);
+    });
+
+    gpu_test!(readback_round_trips_and_checks_dtype, |gpu| {
+        let data: Vec<f32> = (0..1001).map(|i| i as f32 * 0.5 - 3.0).collect();
+        let t = Tensor::from_f32(gpu, &[7, 11, 13], &data).unwrap();
+        assert_eq!(t.read_f32(gpu).await.unwrap(), data);
+        let ids = Tensor::from_u32(gpu, &[3], &[1, 2, 3]).unwrap();
+        assert!(ids.read_f32(gpu).await.is_err());
+        assert_eq!(ids.read_words(gpu).await.unwrap(), [1, 2, 3]);
+        assert!(Tensor::from_f32(gpu, &[2, 2], &[1.0; 3]).is_err());
+        assert!(t.reshape(&[1001]).is_ok() && t.reshape(&[1000]).is_err());
+    });
+}
