@@ -222,26 +222,28 @@ fn run(cli: Cli) -> AnyResult<()> {
                             .collect(),
                     })
                     .collect();
-                pollster::block_on(embedder.embed_images(&images))?;
-                let t = Instant::now();
-                for _ in 0..repeats {
-                    pollster::block_on(embedder.embed_images(&images))?;
-                }
-                let ms = t.elapsed().as_secs_f64() * 1e3 / (repeats * batch) as f64;
+                let ms =
+                    time_per_item(repeats, batch, || pollster::block_on(embedder.embed_images(&images)).map(drop))?;
                 println!("image  batch {batch}: {ms:.1} ms per image");
                 let texts: Vec<String> = (0..batch).map(|i| format!("海边的日落 {i}")).collect();
                 let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-                pollster::block_on(embedder.embed_texts(&refs, None))?;
-                let t = Instant::now();
-                for _ in 0..repeats {
-                    pollster::block_on(embedder.embed_texts(&refs, None))?;
-                }
-                let ms = t.elapsed().as_secs_f64() * 1e3 / (repeats * batch) as f64;
+                let ms =
+                    time_per_item(repeats, batch, || pollster::block_on(embedder.embed_texts(&refs, None)).map(drop))?;
                 println!("text   batch {batch}: {ms:.1} ms per text");
             }
             Ok(())
         }
     }
+}
+
+/// Milliseconds per item of `run`, after one warm-up call (pipelines compile on first use).
+fn time_per_item(repeats: usize, batch: usize, mut run: impl FnMut() -> brivl_engine::Result<()>) -> AnyResult<f64> {
+    run()?;
+    let t = Instant::now();
+    for _ in 0..repeats {
+        run()?;
+    }
+    Ok(t.elapsed().as_secs_f64() * 1e3 / (repeats * batch) as f64)
 }
 
 fn load(model: &Path, backend: BackendChoice) -> AnyResult<Embedder> {
