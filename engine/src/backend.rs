@@ -21,6 +21,8 @@ pub trait Backend {
     fn tensor_u32(&mut self, shape: &[usize], data: &[u32]) -> Result<Self::Tensor>;
     fn shape(t: &Self::Tensor) -> Vec<usize>;
     fn reshape(&self, t: &Self::Tensor, shape: &[usize]) -> Result<Self::Tensor>;
+    /// Multiply-adds x 2 of the matmuls, convolutions and attention recorded so far.
+    fn flops(&self) -> u64;
     /// Finishes the recorded work and returns the values of an f32 tensor.
     fn read(&mut self, t: &Self::Tensor) -> impl Future<Output = Result<Vec<f32>>>;
 
@@ -78,15 +80,36 @@ pub trait Backend {
     ) -> Result<Self::Tensor>;
 }
 
+/// FLOPs (2 x multiply-adds) of the ops that dominate BriVL's cost, from their shapes.
+mod cost {
+    fn n(shape: &[usize]) -> u64 {
+        shape.iter().product::<usize>() as u64
+    }
+    /// `x [..., K] · w[N, K]ᵀ`
+    pub fn linear(x: &[usize], w_rows: usize) -> u64 {
+        2 * n(x) * w_rows as u64
+    }
+    /// Output `[B, Ho, Wo, Cout]`, weight `[Cout, Cin_per_group, kh, kw]`.
+    pub fn conv(out: &[usize], w: &[usize]) -> u64 {
+        2 * n(out) * n(&w[1..])
+    }
+    /// `qkv [B, S, 3D]`: scores and weighted sum, `2 x B x S x S x D` each.
+    pub fn attention(qkv: &[usize]) -> u64 {
+        let (b, s, d) = (qkv[0] as u64, qkv[1] as u64, qkv[2] as u64 / 3);
+        4 * b * s * s * d
+    }
+}
+
 /// Records into one pass; `read` submits it (one submission per forward pass).
 pub struct GpuBackend {
     gpu: Gpu,
     pass: Pass,
+    flops: u64,
 }
 
 impl GpuBackend {
     pub fn new(gpu: &Gpu) -> Self {
-        Self { gpu: gpu.clone(), pass: Pass::new(gpu) }
+        Self { gpu: gpu.clone(), pass: Pass::new(gpu), flops: 0 }
     }
 
     pub fn gpu(&self) -> &Gpu {
@@ -118,6 +141,9 @@ impl Backend for GpuBackend {
     fn reshape(&self, t: &Tensor, shape: &[usize]) -> Result<Tensor> {
         t.reshape(shape)
     }
+    fn flops(&self) -> u64 {
+        self.flops
+    }
     async fn read(&mut self, t: &Tensor) -> Result<Vec<f32>> {
         std::mem::replace(&mut self.pass, Pass::new(&self.gpu)).submit()?;
         t.read_f32(&self.gpu).await
@@ -130,10 +156,13 @@ impl Backend for GpuBackend {
         Ok(out)
     }
     fn linear(&mut self, x: &Tensor, w: &Tensor, b: Option<&Tensor>, act: Activation) -> Result<Tensor> {
+        self.flops += cost::linear(x.shape(), w.shape()[0]);
         matmul::linear(&mut self.pass, x, w, b, act)
     }
     fn conv2d(&mut self, x: &Tensor, w: &Tensor, b: Option<&Tensor>, stride: usize, act: Activation) -> Result<Tensor> {
-        conv2d::conv2d(&mut self.pass, x, w, b, stride, act)
+        let y = conv2d::conv2d(&mut self.pass, x, w, b, stride, act)?;
+        self.flops += cost::conv(y.shape(), w.shape());
+        Ok(y)
     }
     fn depthwise(
         &mut self,
@@ -143,7 +172,9 @@ impl Backend for GpuBackend {
         stride: usize,
         act: Activation,
     ) -> Result<Tensor> {
-        depthwise::depthwise(&mut self.pass, x, w, b, stride, act)
+        let y = depthwise::depthwise(&mut self.pass, x, w, b, stride, act)?;
+        self.flops += cost::conv(y.shape(), w.shape());
+        Ok(y)
     }
     fn squeeze_excite(&mut self, x: &Tensor, w1: &Tensor, b1: &Tensor, w2: &Tensor, b2: &Tensor) -> Result<Tensor> {
         squeeze_excite::squeeze_excite(&mut self.pass, x, w1, b1, w2, b2)
@@ -171,6 +202,7 @@ impl Backend for GpuBackend {
         layer_norm::layer_norm(&mut self.pass, x, residual, gamma, beta, eps)
     }
     fn attention(&mut self, qkv: &Tensor, heads: usize, key_mask: Option<&Tensor>) -> Result<Tensor> {
+        self.flops += cost::attention(qkv.shape());
         attention::attention(&mut self.pass, qkv, heads, key_mask)
     }
     fn embedding(&mut self, ids: &Tensor, table: &Tensor, add: Option<&Tensor>) -> Result<Tensor> {
@@ -233,7 +265,9 @@ impl CpuWeight {
 
 /// The CPU twins, in plain Rust.
 #[derive(Default)]
-pub struct CpuBackend;
+pub struct CpuBackend {
+    flops: u64,
+}
 
 fn last(shape: &[usize]) -> usize {
     shape.last().copied().unwrap_or(1)
@@ -271,6 +305,9 @@ impl Backend for CpuBackend {
         }
         Ok(CpuTensor { shape: shape.to_vec(), data: t.data.clone() })
     }
+    fn flops(&self) -> u64 {
+        self.flops
+    }
     async fn read(&mut self, t: &CpuTensor) -> Result<Vec<f32>> {
         t.f32().map(<[f32]>::to_vec)
     }
@@ -289,6 +326,7 @@ impl Backend for CpuBackend {
         if last(&x.shape) != k {
             return Err(Error::Shape(format!("linear: x {:?} does not end in K = {k}", x.shape)));
         }
+        self.flops += cost::linear(&x.shape, n);
         let y = matmul::linear_cpu(x.f32()?, &w.values, b.map(|b| &b.values[..]), k, act);
         let mut shape = x.shape.clone();
         *shape.last_mut().unwrap() = n;
@@ -306,7 +344,9 @@ impl Backend for CpuBackend {
         let y = conv2d::conv2d_cpu(x.f32()?, xs, &w.values, ws, b.map(|b| &b.values[..]), stride, act)?;
         let (oh, _) = conv2d::same_padding(xs[1], ws[2], stride);
         let (ow, _) = conv2d::same_padding(xs[2], ws[3], stride);
-        Ok(CpuTensor::new(vec![xs[0], oh, ow, ws[0]], y))
+        let shape = vec![xs[0], oh, ow, ws[0]];
+        self.flops += cost::conv(&shape, &ws);
+        Ok(CpuTensor::new(shape, y))
     }
     fn depthwise(
         &mut self,
@@ -320,7 +360,9 @@ impl Backend for CpuBackend {
         let y = depthwise::depthwise_cpu(x.f32()?, xs, &w.values, ws, b.map(|b| &b.values[..]), stride, act)?;
         let (oh, _) = conv2d::same_padding(xs[1], ws[2], stride);
         let (ow, _) = conv2d::same_padding(xs[2], ws[3], stride);
-        Ok(CpuTensor::new(vec![xs[0], oh, ow, xs[3]], y))
+        let shape = vec![xs[0], oh, ow, xs[3]];
+        self.flops += cost::conv(&shape, &ws);
+        Ok(CpuTensor::new(shape, y))
     }
     fn squeeze_excite(
         &mut self,
@@ -379,6 +421,7 @@ impl Backend for CpuBackend {
             return Err(Error::Shape(format!("attention: qkv must be [B, S, 3D], got {:?}", qkv.shape)));
         };
         let mask = key_mask.map(|m| m.u32()).transpose()?;
+        self.flops += cost::attention(&qkv.shape);
         let y = attention::attention_cpu(qkv.f32()?, b, s, d3 / 3, heads, mask);
         Ok(CpuTensor::new(vec![b, s, d3 / 3], y))
     }

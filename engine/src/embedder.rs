@@ -38,7 +38,7 @@ impl Embedder {
                 Loaded::Gpu(be, model)
             }
             None => {
-                let be = CpuBackend;
+                let be = CpuBackend::default();
                 let model = Brivl::load(&be, file)?;
                 Loaded::Cpu(be, model)
             }
@@ -54,6 +54,14 @@ impl Embedder {
         match &self.loaded {
             Loaded::Gpu(be, _) => format!("GPU: {}", be.gpu().describe()),
             Loaded::Cpu(..) => "CPU".to_string(),
+        }
+    }
+
+    /// FLOPs of the dominant ops run so far (matmuls, convolutions, attention).
+    pub fn flops(&self) -> u64 {
+        match &self.loaded {
+            Loaded::Gpu(be, _) => be.flops(),
+            Loaded::Cpu(be, _) => be.flops(),
         }
     }
 

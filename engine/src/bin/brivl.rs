@@ -222,18 +222,25 @@ fn run(cli: Cli) -> AnyResult<()> {
                             .collect(),
                     })
                     .collect();
+                let f0 = embedder.flops();
                 let ms =
                     time_per_item(repeats, batch, || pollster::block_on(embedder.embed_images(&images)).map(drop))?;
-                println!("image  batch {batch}: {ms:.1} ms per image");
+                report("image", batch, ms, (embedder.flops() - f0) / ((repeats + 1) * batch) as u64);
                 let texts: Vec<String> = (0..batch).map(|i| format!("海边的日落 {i}")).collect();
                 let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+                let f0 = embedder.flops();
                 let ms =
                     time_per_item(repeats, batch, || pollster::block_on(embedder.embed_texts(&refs, None)).map(drop))?;
-                println!("text   batch {batch}: {ms:.1} ms per text");
+                report("text", batch, ms, (embedder.flops() - f0) / ((repeats + 1) * batch) as u64);
             }
             Ok(())
         }
     }
+}
+
+fn report(what: &str, batch: usize, ms: f64, flop: u64) {
+    let gflop = flop as f64 / 1e9;
+    println!("{what:<5} batch {batch}: {ms:8.1} ms per {what}, {gflop:.3} GFLOP each, {:.2} GFLOP/s", gflop / ms * 1e3);
 }
 
 /// Milliseconds per item of `run`, after one warm-up call (pipelines compile on first use).
