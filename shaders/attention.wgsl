@@ -32,23 +32,7 @@ fn is_real_key(b: u32, j: u32) -> bool {
 #endif
 }
 
-// Max (is_max) or sum of `v` over the workgroup. Must be called by all threads.
-fn workgroup_reduce(tid: u32, v: f32, is_max: bool) -> f32 {
-    partial[tid] = v;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s >>= 1u) {
-        if (tid < s) {
-            let a = partial[tid];
-            let b = partial[tid + s];
-            partial[tid] = select(a + b, max(a, b), is_max);
-        }
-        workgroupBarrier();
-    }
-    let total = partial[0];
-    // Everyone reads the result before `partial` is reused by the next reduction.
-    workgroupBarrier();
-    return total;
-}
+#include workgroup_reduce
 
 @compute @workgroup_size(64)
 fn main(

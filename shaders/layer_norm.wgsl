@@ -30,21 +30,7 @@ fn load(i: u32) -> f32 {
 #endif
 }
 
-// Sum of `v` over the workgroup (tree reduction). Must be called by all threads.
-fn workgroup_sum(tid: u32, v: f32) -> f32 {
-    partial[tid] = v;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s >>= 1u) {
-        if (tid < s) {
-            partial[tid] += partial[tid + s];
-        }
-        workgroupBarrier();
-    }
-    let total = partial[0];
-    // Everyone reads the total before `partial` is reused by the next reduction.
-    workgroupBarrier();
-    return total;
-}
+#include workgroup_reduce
 
 @compute @workgroup_size(256)
 fn main(

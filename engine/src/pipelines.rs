@@ -11,6 +11,9 @@ use crate::uniforms::Uniform;
 
 const COMMON: &str = include_str!("../../shaders/common.wgsl");
 
+/// Snippets a kernel pulls in with `#include NAME`.
+const INCLUDES: &[(&str, &str)] = &[("workgroup_reduce", include_str!("../../shaders/workgroup_reduce.wgsl"))];
+
 /// A compute entry point in one of `shaders/*.wgsl`.
 #[derive(Clone, Copy, Debug)]
 pub struct Kernel {
@@ -76,7 +79,8 @@ pub(crate) fn assemble<P: Uniform>(kernel: &Kernel, defines: &[&str]) -> String 
     out
 }
 
-/// Resolves `#ifdef NAME`, `#ifndef NAME`, `#else`, `#endif` (nestable) for the given defines.
+/// Resolves `#ifdef NAME`, `#ifndef NAME`, `#else`, `#endif` (nestable) for the given defines,
+/// and `#include NAME` from [`INCLUDES`].
 pub(crate) fn preprocess(source: &str, defines: &[&str]) -> String {
     let mut out = String::with_capacity(source.len());
     // Each level: (this branch is active, the enclosing level is active).
@@ -95,6 +99,11 @@ pub(crate) fn preprocess(source: &str, defines: &[&str]) -> String {
             top.0 = !top.0;
         } else if t.starts_with("#endif") {
             stack.pop().expect("#endif without #ifdef");
+        } else if let Some(name) = t.strip_prefix("#include ") {
+            if active(&stack) {
+                let (_, text) = INCLUDES.iter().find(|(n, _)| *n == name.trim()).expect("#include of an unknown snippet");
+                out.push_str(text);
+            }
         } else if active(&stack) {
             out.push_str(line);
             out.push('\n');

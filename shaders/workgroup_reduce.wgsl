@@ -1,0 +1,25 @@
+// Tree reductions over one workgroup, pulled in with `#include workgroup_reduce`. The including
+// kernel declares `const WG: u32` (its workgroup size, a power of two) and
+// `var<workgroup> partial: array<f32, WG>`. Every thread of the workgroup must call them.
+
+// Max (is_max) or sum of `v` over the workgroup.
+fn workgroup_reduce(tid: u32, v: f32, is_max: bool) -> f32 {
+    partial[tid] = v;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s >>= 1u) {
+        if (tid < s) {
+            let a = partial[tid];
+            let b = partial[tid + s];
+            partial[tid] = select(a + b, max(a, b), is_max);
+        }
+        workgroupBarrier();
+    }
+    let total = partial[0];
+    // Everyone reads the result before `partial` is reused by the next reduction.
+    workgroupBarrier();
+    return total;
+}
+
+fn workgroup_sum(tid: u32, v: f32) -> f32 {
+    return workgroup_reduce(tid, v, false);
+}
