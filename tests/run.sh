@@ -8,6 +8,8 @@ bash tests/setup.sh
 export CARGO_TERM_COLOR=never
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-$(mktemp -d)}"
 export CHROMEDRIVER=/usr/bin/chromedriver
+# wasm-bindgen-test stops a browser run after 20 s by default; the suite takes longer on 2 cores.
+export WASM_BINDGEN_TEST_TIMEOUT="${WASM_BINDGEN_TEST_TIMEOUT:-900}"
 
 echo "== native tests (Vulkan)"
 # --nocapture so the log names the adapter ("kernel tests on: ...").
