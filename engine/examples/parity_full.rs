@@ -79,9 +79,8 @@ fn main() -> ExitCode {
 
 fn run(args: Args) -> Result<bool, Box<dyn std::error::Error>> {
     let golden_path = args.dir.join("golden.json");
-    let golden: Value = serde_json::from_slice(
-        &std::fs::read(&golden_path).map_err(|e| format!("{}: {e}", golden_path.display()))?,
-    )?;
+    let golden: Value =
+        serde_json::from_slice(&std::fs::read(&golden_path).map_err(|e| format!("{}: {e}", golden_path.display()))?)?;
     let t = Instant::now();
     let bytes = std::fs::read(&args.model).map_err(|e| format!("{}: {e}", args.model.display()))?;
     let file = ModelFile::parse(&bytes).map_err(|e| format!("{}: {e}", args.model.display()))?;
@@ -129,8 +128,12 @@ fn run(args: Args) -> Result<bool, Box<dyn std::error::Error>> {
         for g in &list[..n] {
             let text = g["text"].as_str().ok_or("golden text without text")?;
             let (ids, _) = embedder.tokenize(text, Some(len))?;
-            let want: Vec<u32> =
-                g["ids"].as_array().ok_or("golden text without ids")?.iter().map(|v| v.as_u64().unwrap() as u32).collect();
+            let want: Vec<u32> = g["ids"]
+                .as_array()
+                .ok_or("golden text without ids")?
+                .iter()
+                .map(|v| v.as_u64().unwrap() as u32)
+                .collect();
             if ids != want {
                 println!("text  L={len} {text:?}: TOKEN IDS DIFFER\n  ours {ids:?}\n  want {want:?}");
                 ok = false;
@@ -146,14 +149,14 @@ fn run(args: Args) -> Result<bool, Box<dyn std::error::Error>> {
         }
     }
 
+    println!("worst image cosine {:.7} ({} of {} images: {})", worst_image.0, n_images, images.len(), worst_image.1);
     println!(
-        "worst image cosine {:.7} ({} of {} images: {})",
-        worst_image.0,
-        n_images,
-        images.len(),
-        worst_image.1
+        "worst text cosine  {:.7} ({} texts, token ids {}: {})",
+        worst_text.0,
+        n_texts,
+        if ok { "identical" } else { "DIFFER" },
+        worst_text.1
     );
-    println!("worst text cosine  {:.7} ({} texts, token ids {}: {})", worst_text.0, n_texts, if ok { "identical" } else { "DIFFER" }, worst_text.1);
     if worst_image.0 < args.min_cosine || worst_text.0 < args.min_cosine {
         println!("FAIL: below --min-cosine {}", args.min_cosine);
         ok = false;
