@@ -273,6 +273,32 @@ fn last(shape: &[usize]) -> usize {
     shape.last().copied().unwrap_or(1)
 }
 
+impl CpuBackend {
+    /// Standard or depthwise convolution with SAME padding, channels-last.
+    fn conv_cpu(
+        &mut self,
+        x: &CpuTensor,
+        w: &CpuWeight,
+        b: Option<&CpuWeight>,
+        stride: usize,
+        act: Activation,
+        depthwise: bool,
+    ) -> Result<CpuTensor> {
+        let (xs, ws) = (x.dims4()?, w.dims4()?);
+        let bias = b.map(|b| &b.values[..]);
+        let y = if depthwise {
+            depthwise::depthwise_cpu(x.f32()?, xs, &w.values, ws, bias, stride, act)?
+        } else {
+            conv2d::conv2d_cpu(x.f32()?, xs, &w.values, ws, bias, stride, act)?
+        };
+        let (oh, _) = conv2d::same_padding(xs[1], ws[2], stride);
+        let (ow, _) = conv2d::same_padding(xs[2], ws[3], stride);
+        let shape = vec![xs[0], oh, ow, if depthwise { xs[3] } else { ws[0] }];
+        self.flops += cost::conv(&shape, &ws);
+        Ok(CpuTensor::new(shape, y))
+    }
+}
+
 impl Backend for CpuBackend {
     type Tensor = CpuTensor;
     type Weight = CpuWeight;
@@ -340,13 +366,7 @@ impl Backend for CpuBackend {
         stride: usize,
         act: Activation,
     ) -> Result<CpuTensor> {
-        let (xs, ws) = (x.dims4()?, w.dims4()?);
-        let y = conv2d::conv2d_cpu(x.f32()?, xs, &w.values, ws, b.map(|b| &b.values[..]), stride, act)?;
-        let (oh, _) = conv2d::same_padding(xs[1], ws[2], stride);
-        let (ow, _) = conv2d::same_padding(xs[2], ws[3], stride);
-        let shape = vec![xs[0], oh, ow, ws[0]];
-        self.flops += cost::conv(&shape, &ws);
-        Ok(CpuTensor::new(shape, y))
+        self.conv_cpu(x, w, b, stride, act, false)
     }
     fn depthwise(
         &mut self,
@@ -356,13 +376,7 @@ impl Backend for CpuBackend {
         stride: usize,
         act: Activation,
     ) -> Result<CpuTensor> {
-        let (xs, ws) = (x.dims4()?, w.dims4()?);
-        let y = depthwise::depthwise_cpu(x.f32()?, xs, &w.values, ws, b.map(|b| &b.values[..]), stride, act)?;
-        let (oh, _) = conv2d::same_padding(xs[1], ws[2], stride);
-        let (ow, _) = conv2d::same_padding(xs[2], ws[3], stride);
-        let shape = vec![xs[0], oh, ow, xs[3]];
-        self.flops += cost::conv(&shape, &ws);
-        Ok(CpuTensor::new(shape, y))
+        self.conv_cpu(x, w, b, stride, act, true)
     }
     fn squeeze_excite(
         &mut self,

@@ -101,7 +101,8 @@ pub(crate) fn preprocess(source: &str, defines: &[&str]) -> String {
             stack.pop().expect("#endif without #ifdef");
         } else if let Some(name) = t.strip_prefix("#include ") {
             if active(&stack) {
-                let (_, text) = INCLUDES.iter().find(|(n, _)| *n == name.trim()).expect("#include of an unknown snippet");
+                let (_, text) =
+                    INCLUDES.iter().find(|(n, _)| *n == name.trim()).expect("#include of an unknown snippet");
                 out.push_str(text);
             }
         } else if active(&stack) {
