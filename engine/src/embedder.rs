@@ -14,6 +14,8 @@ pub struct Pixels {
     pub rgba: Vec<u32>,
 }
 
+// One per process: the size difference between the variants costs nothing.
+#[allow(clippy::large_enum_variant)]
 enum Loaded {
     Gpu(GpuBackend, Brivl<GpuBackend>),
     Cpu(CpuBackend, Brivl<CpuBackend>),
