@@ -6,7 +6,7 @@
 // threads then load neighbouring x words for every tap and store neighbouring y words.
 // Defines: BIAS adds a bias.
 
-@group(0) @binding(0) var<uniform> params: DepthwiseParams;
+@group(0) @binding(0) var<uniform> params: Conv2dParams;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read> w: array<f32>;
 #ifdef BIAS
@@ -23,11 +23,11 @@ fn main(
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
     let t = linear_workgroup(wid, nwg) * 64u + lid;
-    if (t >= params.batch * params.out_h * params.out_w * params.channels) {
+    if (t >= params.batch * params.out_h * params.out_w * params.cin) {
         return;
     }
-    let c = t % params.channels;
-    let pix = t / params.channels;
+    let c = t % params.cin;
+    let pix = t / params.cin;
     let ox = pix % params.out_w;
     let oy = (pix / params.out_w) % params.out_h;
     let b = pix / (params.out_w * params.out_h);
@@ -47,7 +47,7 @@ fn main(
             if (ix < 0 || ix >= i32(params.in_w)) {
                 continue;
             }
-            acc = fma(x[(row + u32(ix)) * params.channels + c], w[wbase + ky * params.kw + kx], acc);
+            acc = fma(x[(row + u32(ix)) * params.cin + c], w[wbase + ky * params.kw + kx], acc);
         }
     }
 #ifdef BIAS

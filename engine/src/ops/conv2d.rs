@@ -8,7 +8,7 @@ use crate::pipelines::Kernel;
 use crate::{DType, Pass, Result, Tensor};
 
 crate::uniform_struct! {
-    /// Shapes for `conv2d.wgsl`.
+    /// Shapes for `conv2d.wgsl` and `depthwise.wgsl`.
     pub struct Conv2dParams {
         pub batch: u32, pub in_h: u32, pub in_w: u32, pub cin: u32,
         pub out_h: u32, pub out_w: u32, pub cout: u32,
@@ -49,6 +49,25 @@ pub(crate) struct ConvGeometry {
 }
 
 impl ConvGeometry {
+    /// The kernel parameters; `conv2d.wgsl` and `depthwise.wgsl` share them (depthwise: cin = cout).
+    pub(crate) fn params(&self, act: Activation) -> Conv2dParams {
+        Conv2dParams {
+            batch: self.batch as u32,
+            in_h: self.in_h as u32,
+            in_w: self.in_w as u32,
+            cin: self.cin as u32,
+            out_h: self.out_h as u32,
+            out_w: self.out_w as u32,
+            cout: self.cout as u32,
+            kh: self.kh as u32,
+            kw: self.kw as u32,
+            stride: self.stride as u32,
+            pad_top: self.pad_top as u32,
+            pad_left: self.pad_left as u32,
+            act: act as u32,
+        }
+    }
+
     /// `x` is `[B, H, W, Cin]`; `w` is `[Cout, Cin, KH, KW]`, or `[C, 1, KH, KW]` when `depthwise`.
     pub(crate) fn new(
         op: &str,
@@ -100,7 +119,7 @@ impl ConvGeometry {
     }
 }
 
-fn check_f32(op: &str, tensors: &[Option<&Tensor>]) -> Result<()> {
+pub(crate) fn check_f32(op: &str, tensors: &[Option<&Tensor>]) -> Result<()> {
     for t in tensors.iter().flatten() {
         ensure_shape!(t.dtype() == DType::F32, "{op}: {t:?} must be f32");
     }
@@ -121,21 +140,7 @@ pub fn conv2d(
     check_f32("conv2d", &[Some(x), Some(w), bias])?;
     let groups = ConvGeometry::workgroups("conv2d", g.batch * g.out_h * g.out_w * g.cout.div_ceil(4))?;
     let y = Tensor::uninit(pass.gpu(), &g.out_shape())?;
-    let params = Conv2dParams {
-        batch: g.batch as u32,
-        in_h: g.in_h as u32,
-        in_w: g.in_w as u32,
-        cin: g.cin as u32,
-        out_h: g.out_h as u32,
-        out_w: g.out_w as u32,
-        cout: g.cout as u32,
-        kh: g.kh as u32,
-        kw: g.kw as u32,
-        stride: g.stride as u32,
-        pad_top: g.pad_top as u32,
-        pad_left: g.pad_left as u32,
-        act: act as u32,
-    };
+    let params = g.params(act);
     match bias {
         Some(b) => pass.dispatch(&KERNEL, &["BIAS"], &params, &[x, w, b, &y], groups),
         None => pass.dispatch(&KERNEL, &[], &params, &[x, w, &y], groups),

@@ -1,19 +1,10 @@
 //! Depthwise convolution (groups = C), channels-last, TensorFlow "SAME" padding, with a fused
 //! (BatchNorm-folded) bias and activation. Kernel: `shaders/depthwise.wgsl`.
 
-use crate::ops::conv2d::ConvGeometry;
+use crate::ops::conv2d::{check_f32, ConvGeometry};
 use crate::ops::Activation;
 use crate::pipelines::Kernel;
-use crate::{DType, Pass, Result, Tensor};
-
-crate::uniform_struct! {
-    /// Shapes for `depthwise.wgsl`.
-    pub struct DepthwiseParams {
-        pub batch: u32, pub in_h: u32, pub in_w: u32, pub channels: u32,
-        pub out_h: u32, pub out_w: u32,
-        pub kh: u32, pub kw: u32, pub stride: u32, pub pad_top: u32, pub pad_left: u32, pub act: u32,
-    }
-}
+use crate::{Pass, Result, Tensor};
 
 const KERNEL: Kernel = crate::kernel!("depthwise", "main");
 
@@ -28,25 +19,10 @@ pub fn depthwise(
     act: Activation,
 ) -> Result<Tensor> {
     let g = ConvGeometry::new("depthwise", x.shape(), w.shape(), bias.map(|b| b.shape()), stride, true)?;
-    for t in [Some(x), Some(w), bias].into_iter().flatten() {
-        crate::error::ensure_shape!(t.dtype() == DType::F32, "depthwise: {t:?} must be f32");
-    }
+    check_f32("depthwise", &[Some(x), Some(w), bias])?;
     let groups = ConvGeometry::workgroups("depthwise", g.out_shape().iter().product())?;
     let y = Tensor::uninit(pass.gpu(), &g.out_shape())?;
-    let params = DepthwiseParams {
-        batch: g.batch as u32,
-        in_h: g.in_h as u32,
-        in_w: g.in_w as u32,
-        channels: g.cin as u32,
-        out_h: g.out_h as u32,
-        out_w: g.out_w as u32,
-        kh: g.kh as u32,
-        kw: g.kw as u32,
-        stride: g.stride as u32,
-        pad_top: g.pad_top as u32,
-        pad_left: g.pad_left as u32,
-        act: act as u32,
-    };
+    let params = g.params(act);
     match bias {
         Some(b) => pass.dispatch(&KERNEL, &["BIAS"], &params, &[x, w, b, &y], groups),
         None => pass.dispatch(&KERNEL, &[], &params, &[x, w, &y], groups),
