@@ -6,6 +6,8 @@
 pub mod backend;
 pub mod checkpoint;
 pub mod convert;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod desktop;
 pub mod embedder;
 pub mod error;
 pub mod gpu;

@@ -1,18 +1,35 @@
-//! `brivl`: the desktop build. Convert a checkpoint, embed photos and texts, benchmark.
+//! `brivl`: the desktop build. Convert a checkpoint, embed photos and texts, index folders of
+//! photos and search them, benchmark.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
+use brivl_engine::desktop::indexer::{self, IndexOptions};
+use brivl_engine::desktop::search::{self, CoarseIndex};
+use brivl_engine::desktop::store::{decode_embedding, ModelId, Store};
+use brivl_engine::desktop::{short, DesktopError};
 use brivl_engine::embedder::{Embedder, Pixels};
 use brivl_engine::model_file::ModelFile;
 use brivl_engine::models::brivl::BrivlConfig;
 use brivl_engine::{checkpoint, convert, photo, DType, Gpu};
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{ArgGroup, Parser, Subcommand, ValueEnum};
+
+/// Exit codes, the same for every command.
+const EXIT_CODES: &str = "Exit codes:
+  0  success
+  1  error (the reason is printed on stderr, on one line)
+  2  bad command line
+  3  the index was made with another model (refused, nothing written)
+  4  index: finished, but some files could not be read (listed on stderr)";
+
+const EXIT_ERROR: u8 = 1;
+const EXIT_OTHER_MODEL: u8 = 3;
+const EXIT_UNREADABLE: u8 = 4;
 
 #[derive(Parser)]
-#[command(name = "brivl", version, about = "Private photo search with BriVL, on your own device")]
+#[command(name = "brivl", version, about = "Private photo search with BriVL, on your own device", after_help = EXIT_CODES)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -32,6 +49,7 @@ enum BackendChoice {
 }
 
 #[derive(Subcommand)]
+#[command(after_help = EXIT_CODES)]
 enum Command {
     /// Convert a released BriVL PyTorch checkpoint into a brivl model file.
     Convert {
@@ -78,6 +96,66 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Index folders of photos for search (incremental; safe to interrupt and run again).
+    ///
+    /// Walks the folders recursively (hidden files and folders are skipped), reads and decodes
+    /// photos on worker threads while the model embeds them, and stores path, size, modification
+    /// time, content hash and embedding in an SQLite index. Unchanged files are skipped, changed
+    /// ones embedded again, deleted ones dropped; a renamed or copied photo is recognised by its
+    /// content hash and not embedded again. Every batch is committed as it is done, so an
+    /// interrupted run (Ctrl-C, kill) keeps what it embedded and the next run continues. Files
+    /// that cannot be read are listed at the end with the reason. An index holds one model's
+    /// embeddings; indexing into it with another model is refused.
+    #[command(after_help = EXIT_CODES)]
+    Index {
+        /// Folders (or single files) to index.
+        #[arg(required = true)]
+        dirs: Vec<PathBuf>,
+        /// The brivl model file (from `brivl convert`).
+        #[arg(long)]
+        model: PathBuf,
+        /// The index file [default: index.sqlite in the user's data directory, e.g.
+        /// ~/.local/share/brivl on Linux]
+        #[arg(long)]
+        db: Option<PathBuf>,
+        #[arg(long, value_enum, default_value = "gpu")]
+        backend: BackendChoice,
+        /// Photos per forward pass.
+        #[arg(long, default_value_t = 8)]
+        batch: usize,
+        /// Decoding threads [default: the number of cores, at most 8]
+        #[arg(long)]
+        workers: Option<usize>,
+    },
+    /// Search an index by text or by example photo; prints score and path, best first.
+    ///
+    /// A photo given with --image that is already in the index is looked up by its content hash
+    /// and needs no model; otherwise the model the index was made with is loaded (--model, or the
+    /// one recorded by `brivl index`).
+    #[command(after_help = EXIT_CODES, group(ArgGroup::new("what").required(true).args(["query", "image"])))]
+    Search {
+        /// What to look for, e.g. 海边的日落.
+        query: Option<String>,
+        /// Find photos similar to this one instead.
+        #[arg(long)]
+        image: Option<PathBuf>,
+        /// The index file [default: as for `brivl index`]
+        #[arg(long)]
+        db: Option<PathBuf>,
+        /// The model file [default: the one `brivl index` last used on this index]
+        #[arg(long)]
+        model: Option<PathBuf>,
+        #[arg(long, default_value_t = 20)]
+        top_k: usize,
+        /// Leave out results scoring below this cosine similarity.
+        #[arg(long)]
+        min_score: Option<f32>,
+        /// One JSON object: {"query", "query_used", "image", "results": [{"path", "score"}]}.
+        #[arg(long)]
+        json: bool,
+        #[arg(long, value_enum, default_value = "gpu")]
+        backend: BackendChoice,
+    },
     /// Time the towers at batch 1 and 8.
     Bench {
         #[arg(long)]
@@ -91,18 +169,36 @@ enum Command {
 
 fn main() -> ExitCode {
     match run(Cli::parse()) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("brivl: {e}");
-            ExitCode::FAILURE
+            eprintln!("brivl: {}", e.to_string().replace('\n', " "));
+            let code = match e.downcast_ref::<DesktopError>() {
+                Some(DesktopError::OtherModel { .. }) => EXIT_OTHER_MODEL,
+                _ => EXIT_ERROR,
+            };
+            ExitCode::from(code)
         }
     }
 }
 
 type AnyResult<T> = Result<T, Box<dyn std::error::Error>>;
 
-fn run(cli: Cli) -> AnyResult<()> {
+/// Runs a command; `Ok` carries the exit code (0, or 4 when `index` could not read some files).
+fn run(cli: Cli) -> AnyResult<u8> {
     match cli.command {
+        Command::Index { dirs, model, db, backend, batch, workers } => {
+            index(&dirs, &model, db, backend, batch, workers)
+        }
+        Command::Search { query, image, db, model, top_k, min_score, json, backend } => {
+            search(query.as_deref(), image.as_deref(), db, model, top_k, min_score, json, backend)?;
+            Ok(0)
+        }
+        cmd => run_engine(cmd).map(|()| 0),
+    }
+}
+
+fn run_engine(cmd: Command) -> AnyResult<()> {
+    match cmd {
         Command::Convert {
             checkpoint: ckpt,
             vocab,
@@ -235,6 +331,7 @@ fn run(cli: Cli) -> AnyResult<()> {
             }
             Ok(())
         }
+        Command::Index { .. } | Command::Search { .. } => unreachable!("handled by run"),
     }
 }
 
@@ -254,13 +351,26 @@ fn time_per_item(repeats: usize, batch: usize, mut run: impl FnMut() -> brivl_en
 }
 
 fn load(model: &Path, backend: BackendChoice) -> AnyResult<Embedder> {
+    onto(&read_model(model)?, backend)
+}
+
+fn read_model(model: &Path) -> AnyResult<ModelFile> {
     let bytes = std::fs::read(model).map_err(|e| format!("{}: {e}", model.display()))?;
-    let file = ModelFile::parse(&bytes).map_err(|e| format!("{}: {e}", model.display()))?;
+    Ok(ModelFile::parse(&bytes).map_err(|e| format!("{}: {e}", model.display()))?)
+}
+
+/// What an index records about the model: its hash and embedding width.
+fn model_id(file: &ModelFile) -> AnyResult<ModelId> {
+    let dim = file.get("image.fc2.weight")?.shape[0];
+    Ok(ModelId { hash: file.content_hash.clone(), dim })
+}
+
+fn onto(file: &ModelFile, backend: BackendChoice) -> AnyResult<Embedder> {
     let gpu = match backend {
         BackendChoice::Gpu => Some(pollster::block_on(Gpu::new())?),
         BackendChoice::Cpu => None,
     };
-    Ok(Embedder::load(&file, gpu.as_ref())?)
+    Ok(Embedder::load(file, gpu.as_ref())?)
 }
 
 /// Every file under `dir`, sorted by path.
@@ -286,5 +396,144 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> AnyResult<()> {
     let tmp = path.with_extension("partial");
     std::fs::write(&tmp, bytes).map_err(|e| format!("{}: {e}", tmp.display()))?;
     std::fs::rename(&tmp, path).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(())
+}
+
+/// `--db`, or index.sqlite in the user's data directory.
+fn db_path(db: Option<PathBuf>) -> AnyResult<PathBuf> {
+    if let Some(db) = db {
+        return Ok(db);
+    }
+    let dirs = directories::ProjectDirs::from("", "", "brivl")
+        .ok_or("no home directory to keep the index in; pass --db FILE")?;
+    Ok(dirs.data_dir().join("index.sqlite"))
+}
+
+fn index(
+    dirs: &[PathBuf],
+    model: &Path,
+    db: Option<PathBuf>,
+    backend: BackendChoice,
+    batch: usize,
+    workers: Option<usize>,
+) -> AnyResult<u8> {
+    let db = db_path(db)?;
+    let file = read_model(model)?;
+    let mut store = Store::open_for_model(&db, &model_id(&file)?, Some(model))?;
+    let plan = indexer::plan(&store, dirs)?;
+    eprintln!(
+        "brivl: {} to read, {} unchanged, {} gone; index {}",
+        plan.todo.len(),
+        plan.unchanged,
+        plan.removed.len(),
+        db.display()
+    );
+    // The model goes onto the device only when some photo may need it.
+    let mut embedder = if plan.todo.is_empty() { None } else { Some(onto(&file, backend)?) };
+    drop(file);
+    let mut embed = |pixels: &[Pixels]| match embedder.as_mut() {
+        Some(e) => pollster::block_on(e.embed_images(pixels)),
+        None => Err(brivl_engine::Error::Model("no model loaded".into())),
+    };
+    let bar = indicatif::ProgressBar::new(plan.todo.len() as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{elapsed_precise} [{wide_bar}] {human_pos}/{human_len} files, {per_sec}, {eta} left",
+        )?
+        .progress_chars("=> "),
+    );
+    let opts =
+        IndexOptions { batch, workers: workers.unwrap_or(IndexOptions::default().workers), ..Default::default() };
+    let t = Instant::now();
+    let report = indexer::run(&mut store, &mut embed, plan, &opts, &mut |done| bar.set_position(done as u64))?;
+    bar.finish_and_clear();
+    let secs = t.elapsed().as_secs_f64();
+    println!(
+        "indexed {} photos: {} embedded ({:.1}/s), {} reused by content hash, {} unchanged, {} removed, {} unreadable",
+        report.photos,
+        report.embedded,
+        report.embedded as f64 / secs.max(1e-9),
+        report.reused,
+        report.unchanged,
+        report.removed,
+        report.failures.len()
+    );
+    if report.failures.is_empty() {
+        return Ok(0);
+    }
+    eprintln!("brivl: could not read {} files:", report.failures.len());
+    for f in &report.failures {
+        eprintln!("  {}: {}", f.path, f.error);
+    }
+    Ok(EXIT_UNREADABLE)
+}
+
+#[allow(clippy::too_many_arguments)] // one per command-line option
+fn search(
+    query: Option<&str>,
+    image: Option<&Path>,
+    db: Option<PathBuf>,
+    model: Option<PathBuf>,
+    top_k: usize,
+    min_score: Option<f32>,
+    json: bool,
+    backend: BackendChoice,
+) -> AnyResult<()> {
+    let db = db_path(db)?;
+    let store = Store::open_existing(&db)?;
+    let query_used = query.map(search::prepare_query);
+    // The model is loaded only when the query needs it (text, or a photo not in the index).
+    let load_model = || -> AnyResult<Embedder> {
+        let path = match &model {
+            Some(m) => m.clone(),
+            None => store.model_path()?.ok_or("the index does not record its model; pass --model")?,
+        };
+        let file = read_model(&path)?;
+        if file.content_hash != store.model.hash {
+            return Err(Box::new(DesktopError::OtherModel {
+                index: db.display().to_string(),
+                index_model: store.model.hash.clone(),
+                model: file.content_hash,
+            }));
+        }
+        onto(&file, backend)
+    };
+    let embedding = match (image, &query_used) {
+        (Some(img), _) => {
+            let bytes = std::fs::read(img).map_err(|e| format!("{}: {e}", img.display()))?;
+            match store.embedding_by_hash(&indexer::content_hash(&bytes))? {
+                Some(e) => decode_embedding(&e),
+                None => {
+                    let pixels = indexer::decode_pixels(&bytes, &photo::PhotoLimits::default())
+                        .map_err(|e| format!("{}: {e}", img.display()))?;
+                    let mut e = pollster::block_on(load_model()?.embed_images(&[pixels]))?;
+                    e.pop().ok_or("the model returned no embedding")?
+                }
+            }
+        }
+        (None, Some(q)) => {
+            let mut e = pollster::block_on(load_model()?.embed_texts(&[q.as_str()], None))?;
+            e.pop().ok_or("the model returned no embedding")?
+        }
+        (None, None) => unreachable!("clap requires QUERY or --image"),
+    };
+    let coarse = CoarseIndex::load(&store)?;
+    let hits = search::search(&store, &coarse, &embedding, top_k, min_score)?;
+    let mut out = std::io::stdout().lock();
+    if json {
+        let results: Vec<_> = hits.iter().map(|h| serde_json::json!({"path": h.path, "score": h.score})).collect();
+        let doc = serde_json::json!({
+            "query": query,
+            "query_used": query_used,
+            "image": image.map(|p| p.display().to_string()),
+            "model": short(&store.model.hash),
+            "results": results,
+        });
+        writeln!(out, "{doc}")?;
+    } else {
+        for h in &hits {
+            writeln!(out, "{:.4}\t{}", h.score, h.path)?;
+        }
+    }
     Ok(())
 }
