@@ -199,6 +199,10 @@ fn index_lists_bad_files_skips_unchanged_follows_changes_and_searches() {
     assert!(err.contains("0 to read"), "{err}");
     assert!(bad.iter().all(|(p, _)| err.contains(p.file_name().unwrap().to_str().unwrap())), "{err}");
 
+    // The search matrix cache sits beside the index; keep this generation's to plant it later.
+    let cache = PathBuf::from(format!("{}-search", db.display()));
+    let stale_cache = std::fs::read(&cache).expect("index writes the search matrix cache");
+
     // Changes: one photo rewritten, one renamed, one deleted, one copied, the bad files removed.
     synth_photo(&good[0], 1000, 150, 100);
     let renamed = album.join("renamed.png");
@@ -231,12 +235,16 @@ fn index_lists_bad_files_skips_unchanged_follows_changes_and_searches() {
     assert!(err.contains("another --db"), "{err}");
     assert_eq!(indexed(&db), rows);
 
-    // Text search: every photo ranked, best first, the query passed through for now.
+    // Text search: every photo ranked, best first, the query passed through for now. The cache
+    // of before the changes is planted first: search must see it is stale and rebuild it.
+    std::fs::write(&cache, &stale_cache).unwrap();
     let dbs = db.to_str().unwrap();
     let v = search_json(&["海边的日落", "--db", dbs, "--backend", "gpu"]);
     assert_eq!(v["query_used"], "海边的日落");
     let results = v["results"].as_array().unwrap();
-    assert_eq!(results.len(), good.len());
+    let found: BTreeSet<&str> = results.iter().map(|r| r["path"].as_str().unwrap()).collect();
+    assert_eq!(found, paths(&good).iter().map(String::as_str).collect(), "the photos of now, not of the stale cache");
+    assert_ne!(std::fs::read(&cache).unwrap(), stale_cache, "the stale cache was rebuilt");
     let scores: Vec<f64> = results.iter().map(|r| r["score"].as_f64().unwrap()).collect();
     assert!(scores.windows(2).all(|w| w[0] >= w[1]), "{scores:?}");
     assert!(scores.iter().all(|s| (-1.01..=1.01).contains(s)));

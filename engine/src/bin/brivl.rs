@@ -444,10 +444,14 @@ fn index(
     );
     let opts =
         IndexOptions { batch, workers: workers.unwrap_or(IndexOptions::default().workers), ..Default::default() };
+    let stamp = store.stamp()?;
     let t = Instant::now();
     let report = indexer::run(&mut store, &mut embed, plan, &opts, &mut |done| bar.set_position(done as u64))?;
     bar.finish_and_clear();
     let secs = t.elapsed().as_secs_f64();
+    if store.stamp()? != stamp || !search::cache_path(&db).exists() {
+        CoarseIndex::open(&store)?; // the search matrix, so the next search starts fast
+    }
     println!(
         "indexed {} photos: {} embedded ({:.1}/s), {} reused by content hash, {} unchanged, {} removed, {} unreadable",
         report.photos,
@@ -517,7 +521,7 @@ fn search(
         }
         (None, None) => unreachable!("clap requires QUERY or --image"),
     };
-    let coarse = CoarseIndex::load(&store)?;
+    let coarse = CoarseIndex::open(&store)?;
     let hits = search::search(&store, &coarse, &embedding, top_k, min_score)?;
     let mut out = std::io::stdout().lock();
     if json {

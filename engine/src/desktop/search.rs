@@ -5,8 +5,15 @@
 //! them all. The best `rescore_count(k)` candidates are then rescored exactly from the stored
 //! f16 embeddings, so the scores printed are exact and the order is exact among the candidates.
 //! Below [`EXACT_BELOW`] photos every row is rescored, so small indexes are exact outright.
+//!
+//! Reading and quantising every embedding from SQLite is the slow part of a search at 100k
+//! photos, so the matrix is cached in a file beside the index (`<index>-search`), stamped with
+//! the index's identity and write generation; a stale or unreadable cache is rebuilt from the
+//! database (and a cache that cannot be written only costs speed).
 
 use std::cmp::Ordering;
+use std::io::{BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
 
 use half::f16;
 
@@ -43,6 +50,20 @@ pub struct CoarseIndex {
 }
 
 impl CoarseIndex {
+    /// The index's matrix: from the cache file when it is current, else from the database
+    /// (then the cache is rewritten).
+    pub fn open(store: &Store) -> Result<Self, DesktopError> {
+        // Read before the rows: a write landing in between makes the cache look stale, never fresh.
+        let stamp = store.stamp()?;
+        let cache = cache_path(store.path());
+        if let Some(index) = read_cache(&cache, &stamp, store.model.dim) {
+            return Ok(index);
+        }
+        let index = Self::load(store)?;
+        let _ = write_cache(&cache, &stamp, &index); // best effort: a read-only folder only costs speed
+        Ok(index)
+    }
+
     /// Reads and quantises every embedding of `store`.
     pub fn load(store: &Store) -> Result<Self, DesktopError> {
         let dim = store.model.dim;
@@ -115,6 +136,72 @@ impl CoarseIndex {
         order.sort_by(|&a, &b| desc(scores[a], scores[b]));
         order.into_iter().map(|r| (self.ids[r], scores[r])).collect()
     }
+}
+
+const CACHE_MAGIC: &[u8; 8] = b"brivlsm1";
+
+/// Where the matrix cache of the index at `db` lives.
+pub fn cache_path(db: &Path) -> PathBuf {
+    let mut name = db.as_os_str().to_owned();
+    name.push("-search");
+    PathBuf::from(name)
+}
+
+/// Cache layout, little-endian: magic, stamp length (u32) and stamp, dim (u32), rows (u64),
+/// then ids (i64 each), scales (f32 each), codes (dim i8 each).
+fn write_cache(path: &Path, stamp: &str, index: &CoarseIndex) -> std::io::Result<()> {
+    let tmp = PathBuf::from(format!("{}.{}.tmp", path.display(), std::process::id()));
+    let mut w = BufWriter::new(std::fs::File::create(&tmp)?);
+    w.write_all(CACHE_MAGIC)?;
+    w.write_all(&(stamp.len() as u32).to_le_bytes())?;
+    w.write_all(stamp.as_bytes())?;
+    w.write_all(&(index.dim as u32).to_le_bytes())?;
+    w.write_all(&(index.len() as u64).to_le_bytes())?;
+    for id in &index.ids {
+        w.write_all(&id.to_le_bytes())?;
+    }
+    for s in &index.scales {
+        w.write_all(&s.to_le_bytes())?;
+    }
+    w.write_all(bytemuck::cast_slice(&index.codes))?;
+    w.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+    std::fs::rename(&tmp, path).inspect_err(|_| {
+        std::fs::remove_file(&tmp).ok();
+    })
+}
+
+/// The cached matrix if the file exists, is whole and carries `stamp` and `dim`.
+fn read_cache(path: &Path, stamp: &str, dim: usize) -> Option<CoarseIndex> {
+    let mut f = std::fs::File::open(path).ok()?;
+    let file_len = f.metadata().ok()?.len();
+    let mut head = [0u8; 12];
+    f.read_exact(&mut head).ok()?;
+    let stamp_len = u32::from_le_bytes(head[8..12].try_into().ok()?) as usize;
+    if &head[..8] != CACHE_MAGIC || stamp_len != stamp.len() {
+        return None;
+    }
+    let mut rest = vec![0u8; stamp_len + 12];
+    f.read_exact(&mut rest).ok()?;
+    let cached_dim = u32::from_le_bytes(rest[stamp_len..stamp_len + 4].try_into().ok()?) as usize;
+    let rows = u64::from_le_bytes(rest[stamp_len + 4..].try_into().ok()?) as usize;
+    if &rest[..stamp_len] != stamp.as_bytes() || cached_dim != dim {
+        return None;
+    }
+    let body = rows.checked_mul(12 + dim)?;
+    if file_len != (12 + stamp_len + 12 + body) as u64 {
+        return None;
+    }
+    let mut meta = vec![0u8; rows * 12];
+    f.read_exact(&mut meta).ok()?;
+    let (ids, scales) = meta.split_at(rows * 8);
+    let mut codes = vec![0i8; rows * dim];
+    f.read_exact(bytemuck::cast_slice_mut(&mut codes)).ok()?;
+    Some(CoarseIndex {
+        dim,
+        ids: ids.chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap())).collect(),
+        scales: scales.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect(),
+        codes,
+    })
 }
 
 fn desc(a: f32, b: f32) -> Ordering {
@@ -212,6 +299,27 @@ mod tests {
         }
         assert_eq!(index.candidates(&q, 10_000).len(), 3000);
         assert!(CoarseIndex::new(dim).candidates(&q, 5).is_empty());
+    }
+
+    #[test]
+    fn search_matrix_cache_round_trip_and_staleness() {
+        let dir = std::env::temp_dir().join(format!("brivl-cache-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("x-search");
+        let mut index = CoarseIndex::new(19);
+        for i in 0..5 {
+            index.push(100 + i, &unit(i as u64, 19));
+        }
+        write_cache(&path, "id/7", &index).unwrap();
+        let back = read_cache(&path, "id/7", 19).expect("current cache is read");
+        assert_eq!((back.ids.clone(), back.scales.clone(), back.codes.clone()), (index.ids, index.scales, index.codes));
+        assert!(read_cache(&path, "id/8", 19).is_none(), "another generation is stale");
+        assert!(read_cache(&path, "id/7", 20).is_none(), "another width is stale");
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &bytes[..bytes.len() - 1]).unwrap();
+        assert!(read_cache(&path, "id/7", 19).is_none(), "a cut file is not used");
+        assert!(read_cache(&dir.join("missing"), "id/7", 19).is_none());
+        std::fs::remove_dir_all(&dir).ok();
     }
 
     #[test]

@@ -105,6 +105,8 @@ impl Store {
                     ("schema", SCHEMA_VERSION.to_string()),
                     ("model_hash", model.hash.clone()),
                     ("dim", model.dim.to_string()),
+                    ("generation", "0".to_string()),
+                    ("index_id", new_index_id()),
                 ] {
                     tx.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)", params![k, v])
                         .map_err(db)?;
@@ -147,6 +149,14 @@ impl Store {
             .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
             .optional()
             .map_err(|e| db_error(&self.path, e))
+    }
+
+    /// A token that changes with every [`Store::write`] and differs between two index files made
+    /// at the same path: what derived data (the search matrix cache) checks to know it is stale.
+    pub fn stamp(&self) -> Result<String, DesktopError> {
+        let id = self.meta("index_id")?.unwrap_or_default();
+        let generation = self.meta("generation")?.unwrap_or_default();
+        Ok(format!("{id}/{generation}"))
     }
 
     pub fn photo_count(&self) -> Result<usize, DesktopError> {
@@ -229,6 +239,9 @@ impl Store {
 
     /// Applies `changes` in one transaction: all of them or, if the process dies, none.
     pub fn write(&mut self, changes: &[Change]) -> Result<(), DesktopError> {
+        if changes.is_empty() {
+            return Ok(());
+        }
         let path = self.path.clone();
         let db = |e| db_error(&path, e);
         let tx = self.conn.transaction().map_err(db)?;
@@ -261,9 +274,17 @@ impl Store {
                     }
                 }
             }
+            tx.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'", [])
+                .map_err(db)?;
         }
         tx.commit().map_err(db)
     }
+}
+
+/// Different for every index created (clock and process id; no randomness needed).
+fn new_index_id() -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    format!("{nanos:x}-{:x}", std::process::id())
 }
 
 fn connect(path: &Path) -> Result<Connection, DesktopError> {
@@ -378,6 +399,8 @@ mod tests {
         // Reopened: same rows, the model path is remembered, another model is refused.
         let s = Store::open_existing(&path).unwrap();
         assert_eq!(s.model, model);
+        let stamp = s.stamp().unwrap();
+        assert!(stamp.ends_with("/3"), "one generation per write: {stamp}");
         assert_eq!(s.photo_count().unwrap(), 2);
         assert!(s.model_path().unwrap().unwrap().ends_with("m.safetensors"));
         let mut seen = Vec::new();
