@@ -54,7 +54,7 @@ fn synth_photo(path: &Path, seed: u32, width: u32, height: u32) {
             (((x + y) * 97 / (width + height)) as u8).wrapping_add((s >> 16) as u8),
         ])
     });
-    let format = if seed % 2 == 0 { ImageFormat::Jpeg } else { ImageFormat::Png };
+    let format = if seed.is_multiple_of(2) { ImageFormat::Jpeg } else { ImageFormat::Png };
     img.save_with_format(path, format).unwrap();
 }
 
