@@ -118,6 +118,7 @@ enum Command {
         /// ~/.local/share/brivl on Linux]
         #[arg(long)]
         db: Option<PathBuf>,
+        /// gpu: the system's adapter (Vulkan, Metal, DX12); cpu: the pure-Rust path.
         #[arg(long, value_enum, default_value = "gpu")]
         backend: BackendChoice,
         /// Photos per forward pass.
@@ -153,6 +154,7 @@ enum Command {
         /// One JSON object: {"query", "query_used", "image", "results": [{"path", "score"}]}.
         #[arg(long)]
         json: bool,
+        /// Where the query is embedded when the model is needed (gpu or cpu).
         #[arg(long, value_enum, default_value = "gpu")]
         backend: BackendChoice,
     },
