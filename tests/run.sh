@@ -17,3 +17,11 @@ cargo test --workspace -- --nocapture
 
 echo "== kernel tests in headless Chromium (WebGPU)"
 cargo test -p brivl-engine --lib --target wasm32-unknown-unknown -- --nocapture
+
+echo "== web app in headless Chromium (WebGPU on SwiftShader, then the CPU path)"
+# trunk builds the static site into dist/; the test converts the tiny model, runs `brivl embed` on
+# the album natively as the reference, and drives the app. Screenshots: tests/artifacts/webapp-*/.
+(cd www && trunk build --release)
+cargo build -p brivl-engine --bin brivl
+node tests/browser/webapp.test.mjs --mode gpu
+node tests/browser/webapp.test.mjs --mode cpu

@@ -23,3 +23,9 @@ if [ "$have" != "$want" ]; then
   echo "setup: cargo install wasm-bindgen-cli $want (had '${have}')"
   cargo install -q wasm-bindgen-cli --version "$want"
 fi
+
+# Web app: trunk (pinned) for the build; playwright-core (tests/browser/package-lock.json) to drive
+# Chromium in the browser tests, which need Node.js 20 or newer.
+bash www/tools/install-tools.sh
+command -v node >/dev/null || { echo "setup: the browser tests need Node.js >= 20 (node not found)"; exit 1; }
+[ -f tests/browser/node_modules/playwright-core/package.json ] || (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
