@@ -95,9 +95,9 @@ function prepare(work) {
   fs.mkdirSync(path.join(drop, "more"), { recursive: true });
   for (const f of album) fs.copyFileSync(path.join(ALBUM, f), path.join(drop, f));
   const firstJpeg = album.find((f) => /\.jpe?g$/i.test(f)) || album[0];
-  fs.copyFileSync(path.join(ALBUM, firstJpeg), path.join(drop, "more", "<b>renamed</b>.jpg"));
+  fs.copyFileSync(path.join(ALBUM, firstJpeg), path.join(drop, "more", "<b>renamed copy.jpg"));
   const jpeg = fs.readFileSync(path.join(ALBUM, firstJpeg));
-  fs.writeFileSync(path.join(drop, "more", "<i>broken</i>.jpg"), jpeg.subarray(0, Math.min(600, jpeg.length >> 1)));
+  fs.writeFileSync(path.join(drop, "more", "<i>broken.jpg"), jpeg.subarray(0, Math.min(600, jpeg.length >> 1)));
   fs.writeFileSync(path.join(drop, "notes.txt"), "not a photo\n");
 
   const captions = path.join(ALBUM, "captions.tsv");
@@ -187,7 +187,7 @@ async function main() {
     log(`indexed ${unique} photos in ${secs.toFixed(1)} s (${(unique / secs).toFixed(2)} photos/s)`);
     check((await status("#index-status", "data-failed")) === "2", "the corrupt photo and the non-image are skipped");
     const skipped = await page.textContent("#skipped");
-    check(skipped.includes("<i>broken</i>.jpg") && skipped.includes("notes.txt"), "skipped files are listed by name");
+    check(skipped.includes("<i>broken.jpg") && skipped.includes("notes.txt"), "skipped files are listed by name");
     check((await page.$$("#skipped i")).length === 0, "file names render as text, not HTML");
     await page.click("#skipped summary");
     await shot("03-indexed");

@@ -86,7 +86,7 @@ pub async fn add_files(s: State, files: Array) {
 
 /// Starts the indexing loop if a model is ready and it is not running already.
 pub fn start(s: State) {
-    if s.model.get_untracked().ready().is_none() || LOOP_RUNNING.get() {
+    if s.in_use.with_untracked(Option::is_none) || LOOP_RUNNING.get() {
         return;
     }
     if s.progress.get_untracked().state == RunState::Paused {
@@ -143,7 +143,7 @@ async fn run(s: State) {
         if s.progress.get_untracked().state != RunState::Running {
             return;
         }
-        let Some(model) = s.model.get_untracked().ready().map(|m| m.hash.clone()) else { break };
+        let Some(model) = s.in_use.with_untracked(|m| m.as_ref().map(|m| m.hash.clone())) else { break };
         let item = match store::next_queued().await {
             Ok(Some(item)) => item,
             Ok(None) => break,

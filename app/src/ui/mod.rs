@@ -265,7 +265,7 @@ fn AlbumPanel() -> impl IntoView {
                     {move || { let q = s.progress.get().remaining; (q > 0).then(|| format!(" · {q} {}", s.t(Key::Queued))) }}
                 </p>
                 {progress}
-                {move || (s.model.with(|m| m.ready().is_none()) && s.progress.get().remaining > 0).then(|| view! { <p class="warn">{s.t(Key::NeedModel)}</p> })}
+                {move || (s.in_use.with(Option::is_none) && s.progress.get().remaining > 0).then(|| view! { <p class="warn">{s.t(Key::NeedModel)}</p> })}
             </div>
             <div class="row">
                 {move || match s.progress.get().state {
@@ -319,7 +319,7 @@ fn SearchPanel() -> impl IntoView {
                             s.query.set(v);
                         }
                     />
-                    <button id="search" type="submit" disabled=move || s.model.with(|m| m.ready().is_none())>{move || s.t(Key::SearchButton)}</button>
+                    <button id="search" type="submit" disabled=move || s.in_use.with(Option::is_none)>{move || s.t(Key::SearchButton)}</button>
                 </div>
                 <label for="query-used">{move || s.t(Key::QueryUsed)}</label>
                 <input

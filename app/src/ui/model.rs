@@ -125,7 +125,7 @@ pub async fn load_file(s: State, file: web_sys::File) {
 }
 
 fn refuse(s: State, name: &str, error: String) {
-    let previous = s.model.get_untracked().ready().cloned();
+    let previous = s.in_use.get_untracked();
     s.model.set(ModelStatus::Refused { name: name.to_string(), error, previous });
 }
 
@@ -152,7 +152,7 @@ async fn activate(s: State, r: Remembered, bytes: Uint8Array, from_cache: bool) 
         }
     }
     remember(&r);
-    s.model.set(ModelStatus::Ready(ReadyModel {
+    let ready = ReadyModel {
         name: r.name,
         bytes: r.bytes,
         backend,
@@ -160,6 +160,8 @@ async fn activate(s: State, r: Remembered, bytes: Uint8Array, from_cache: bool) 
         gpu_note: gpu_error,
         hash: content_hash.clone(),
         from_cache,
-    }));
+    };
+    s.in_use.set(Some(ready.clone()));
+    s.model.set(ModelStatus::Ready(ready));
     indexer::adopt_model(s, &content_hash).await;
 }

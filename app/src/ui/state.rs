@@ -31,14 +31,6 @@ pub struct ReadyModel {
 }
 
 impl ModelStatus {
-    pub fn ready(&self) -> Option<&ReadyModel> {
-        match self {
-            ModelStatus::Ready(m) => Some(m),
-            ModelStatus::Refused { previous: Some(m), .. } => Some(m),
-            _ => None,
-        }
-    }
-
     /// A short machine-readable state for `data-state` (browser tests wait on it).
     pub fn code(&self) -> &'static str {
         match self {
@@ -119,6 +111,8 @@ pub struct LastQuery {
 pub struct State {
     pub lang: RwSignal<Lang>,
     pub model: RwSignal<ModelStatus>,
+    /// The model the worker has loaded (kept while another one is tried).
+    pub in_use: RwSignal<Option<ReadyModel>>,
     pub photos: RwSignal<Vec<Photo>>,
     pub failures: RwSignal<Vec<Failure>>,
     pub progress: RwSignal<Progress>,
@@ -141,6 +135,7 @@ impl State {
         Self {
             lang: RwSignal::new(lang),
             model: RwSignal::new(ModelStatus::Idle),
+            in_use: RwSignal::new(None),
             photos: RwSignal::new(Vec::new()),
             failures: RwSignal::new(Vec::new()),
             progress: RwSignal::new(Progress { state: RunState::Idle, done: 0, remaining: 0, started_ms: 0.0 }),

@@ -125,7 +125,6 @@ pub struct StoredPhoto {
     pub names: Vec<String>,
     pub embedding: Vec<f32>,
     pub thumb: web_sys::Blob,
-    pub model: String,
 }
 
 fn stored_photo(r: &JsValue) -> StoredPhoto {
@@ -134,7 +133,6 @@ fn stored_photo(r: &JsValue) -> StoredPhoto {
         names: get_names(r),
         embedding: Float32Array::new(&get(r, "embedding")).to_vec(),
         thumb: get(r, "thumb").unchecked_into(),
-        model: get_str(r, "model"),
     }
 }
 
