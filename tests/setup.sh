@@ -4,7 +4,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_apt=()
-for pkg in mesa-vulkan-drivers chromium chromium-driver; do
+# fonts-wqy-microhei: a CJK font, so the web app's screenshots show Chinese text.
+for pkg in mesa-vulkan-drivers chromium chromium-driver fonts-wqy-microhei; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then

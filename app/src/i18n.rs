@@ -106,6 +106,12 @@ strings! {
     Score => "score", "得分";
     ThumbOnly => "Shown from the stored thumbnail; add the photo again to see it full size.",
         "显示的是已存储的缩略图；重新添加照片可查看原图。";
+    NoticeReading => "Reading files…", "正在读取文件…";
+    NoticeNew => "new", "张新照片";
+    NoticeKnown => "already known", "张已存在";
+    NoticeTooLarge => "too large to index", "个文件过大，无法索引";
+    NoticeCancelled => "Indexing cancelled; the photos already indexed are kept.", "已取消索引；已索引的照片会保留。";
+    NoticeOtherModel => "The index was built with another model and has been cleared.", "索引由其他模型建立，已清空。";
     Privacy => "Private by design: the page talks only to the site it came from.",
         "隐私优先：页面只与其来源网站通信。";
 }

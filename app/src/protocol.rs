@@ -9,11 +9,17 @@ use serde::{Deserialize, Serialize};
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Request {
     /// Payload: the model file's bytes. `prefer_gpu: false` runs the CPU path.
-    Load { prefer_gpu: bool },
+    Load {
+        prefer_gpu: bool,
+    },
     /// Payload: a photo file's bytes. Replies with the embedding and a JPEG thumbnail whose
     /// longer side is at most `thumb_size`.
-    EmbedImage { thumb_size: u32 },
-    EmbedText { text: String },
+    EmbedImage {
+        thumb_size: u32,
+    },
+    EmbedText {
+        text: String,
+    },
 }
 
 /// Worker -> UI. Message id 0 is `Ready`, sent once the worker can take requests.
@@ -22,12 +28,24 @@ pub enum Request {
 pub enum Reply {
     Ready,
     /// `gpu_error` says why the CPU path runs when the GPU was preferred.
-    Loaded { backend: String, on_gpu: bool, gpu_error: Option<String>, content_hash: String },
+    Loaded {
+        backend: String,
+        on_gpu: bool,
+        gpu_error: Option<String>,
+        content_hash: String,
+    },
     /// Payloads: the embedding (f32) and the thumbnail (JPEG bytes).
-    Image { width: u32, height: u32 },
+    Image {
+        width: u32,
+        height: u32,
+    },
     /// Payload: the embedding (f32).
-    Text { tokens: usize },
-    Failed { error: String },
+    Text {
+        tokens: usize,
+    },
+    Failed {
+        error: String,
+    },
 }
 
 #[cfg(test)]

@@ -55,21 +55,19 @@ fn send(scope: &DedicatedWorkerGlobalScope, id: JsValue, reply: &Reply, buffers:
 async fn handle(engine: &mut Option<Embedder>, req: Request, payload: Vec<u8>) -> (Reply, Vec<JsValue>) {
     let failed = |error: String| (Reply::Failed { error }, vec![]);
     match req {
-        Request::Load { prefer_gpu } => {
-            match load(&payload, prefer_gpu).await {
-                Ok((e, gpu_error)) => {
-                    let reply = Reply::Loaded {
-                        backend: e.backend_name(),
-                        on_gpu: gpu_error.is_none(),
-                        gpu_error,
-                        content_hash: e.content_hash.clone(),
-                    };
-                    *engine = Some(e);
-                    (reply, vec![])
-                }
-                Err(e) => failed(e),
+        Request::Load { prefer_gpu } => match load(&payload, prefer_gpu).await {
+            Ok((e, gpu_error)) => {
+                let reply = Reply::Loaded {
+                    backend: e.backend_name(),
+                    on_gpu: gpu_error.is_none(),
+                    gpu_error,
+                    content_hash: e.content_hash.clone(),
+                };
+                *engine = Some(e);
+                (reply, vec![])
             }
-        }
+            Err(e) => failed(e),
+        },
         Request::EmbedImage { thumb_size } => {
             let Some(e) = engine.as_mut() else { return failed("no model loaded".into()) };
             let img = match photo::decode(&payload) {
@@ -81,8 +79,7 @@ async fn handle(engine: &mut Option<Embedder>, req: Request, payload: Vec<u8>) -
                 Ok(t) => t,
                 Err(err) => return failed(format!("thumbnail: {err}")),
             };
-            let pixels =
-                Pixels { width: img.width as usize, height: img.height as usize, rgba: img.pack_rgba_u32() };
+            let pixels = Pixels { width: img.width as usize, height: img.height as usize, rgba: img.pack_rgba_u32() };
             match e.embed_images(&[pixels]).await {
                 Ok(mut v) if v.len() == 1 => {
                     let emb = Float32Array::from(v.pop().unwrap().as_slice());
@@ -131,7 +128,8 @@ fn thumbnail(img: &Rgb8, max_side: u32) -> Result<Vec<u8>, String> {
     let rgb = image::RgbImage::from_raw(img.width, img.height, img.pixels.clone())
         .ok_or_else(|| "pixel buffer does not match the size".to_string())?;
     let scale = (max_side as f32 / img.width.max(img.height) as f32).min(1.0);
-    let (w, h) = (((img.width as f32 * scale).round() as u32).max(1), ((img.height as f32 * scale).round() as u32).max(1));
+    let (w, h) =
+        (((img.width as f32 * scale).round() as u32).max(1), ((img.height as f32 * scale).round() as u32).max(1));
     let small = image::imageops::thumbnail(&rgb, w, h);
     let mut out = Vec::new();
     image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 82).encode_image(&small).map_err(|e| e.to_string())?;

@@ -11,6 +11,7 @@ use leptos::task::spawn_local;
 use super::engine::{engine, floats};
 use super::state::{now_ms, Failure, Photo, RunState, State};
 use super::store;
+use crate::i18n::Key;
 use crate::protocol::{Reply, Request};
 
 /// Longer side of the stored thumbnails (grid and large view after a reload).
@@ -51,7 +52,7 @@ pub async fn adopt_model(s: State, model_hash: &str) {
     if stale {
         let _ = store::clear_stores(&["photos"]).await;
         s.photos.set(Vec::new());
-        s.notice.set("The index was built with another model and has been cleared.".into());
+        s.notice.set(s.t_untracked(Key::NoticeOtherModel).into());
     }
     let _ = store::set_meta("model", model_hash).await;
     start(s);
@@ -63,7 +64,7 @@ pub async fn add_files(s: State, files: Array) {
     if n == 0 {
         return;
     }
-    s.notice.set(format!("Reading {n} files…"));
+    s.notice.set(format!("{n} · {}", s.t_untracked(Key::NoticeReading)));
     match store::enqueue_files(&files, MAX_FILE_BYTES).await {
         Ok(e) => {
             s.originals.update(|o| {
@@ -71,9 +72,11 @@ pub async fn add_files(s: State, files: Array) {
                     o.entry(hash.clone()).or_insert_with(|| object_url(file));
                 }
             });
-            let mut msg = format!("{} new, {} already known", e.queued, e.duplicates);
+            let t = |k| s.t_untracked(k);
+            let mut msg = format!("{} {}, {} {}", e.queued, t(Key::NoticeNew), e.duplicates, t(Key::NoticeKnown));
             if !e.too_large.is_empty() {
-                msg.push_str(&format!(", {} too large to index: {}", e.too_large.len(), e.too_large.join(", ")));
+                let n = e.too_large.len();
+                msg.push_str(&format!(", {n} {}: {}", t(Key::NoticeTooLarge), e.too_large.join(", ")));
             }
             s.notice.set(msg);
         }
@@ -113,7 +116,7 @@ pub async fn cancel(s: State) {
     s.progress.update(|p| p.state = RunState::Idle);
     let _ = store::clear_stores(&["queue"]).await;
     s.progress.update(|p| p.remaining = 0);
-    s.notice.set("Indexing cancelled; the photos already indexed are kept.".into());
+    s.notice.set(s.t_untracked(Key::NoticeCancelled).into());
 }
 
 /// Deletes the whole index (photos, queue, skipped list).

@@ -28,7 +28,8 @@ pub fn mount() {
 
 fn initial_lang() -> Lang {
     let w = web_sys::window();
-    let stored = w.as_ref().and_then(|w| w.local_storage().ok().flatten()).and_then(|ls| ls.get_item(LANG_SETTING).ok()?);
+    let stored =
+        w.as_ref().and_then(|w| w.local_storage().ok().flatten()).and_then(|ls| ls.get_item(LANG_SETTING).ok()?);
     let browser = w.and_then(|w| w.navigator().language());
     Lang::from_tag(&stored.or(browser).unwrap_or_default())
 }
@@ -115,8 +116,12 @@ fn ModelPanel() -> impl IntoView {
                 }
                 .into_any()
             }
-            ModelStatus::Checking { name } => view! { <p>{format!("{name}: {}", s.t(Key::ModelChecking))}</p> }.into_any(),
-            ModelStatus::Loading { name } => view! { <p>{format!("{name}: {}", s.t(Key::ModelLoading))}</p> }.into_any(),
+            ModelStatus::Checking { name } => {
+                view! { <p>{format!("{name}: {}", s.t(Key::ModelChecking))}</p> }.into_any()
+            }
+            ModelStatus::Loading { name } => {
+                view! { <p>{format!("{name}: {}", s.t(Key::ModelLoading))}</p> }.into_any()
+            }
             ModelStatus::Ready(r) => ready_view(s, r).into_any(),
             ModelStatus::Refused { name, error, previous } => view! {
                 <p class="error" role="alert" id="model-error">
@@ -217,7 +222,11 @@ fn AlbumPanel() -> impl IntoView {
         let p = s.progress.get();
         let total = p.done + p.remaining;
         let rate = p.rate(now_ms());
-        let eta = if rate > 0.0 { format!(" · {} {}", format_duration(p.remaining as f64 / rate), s.t(Key::TimeLeft)) } else { String::new() };
+        let eta = if rate > 0.0 {
+            format!(" · {} {}", format_duration(p.remaining as f64 / rate), s.t(Key::TimeLeft))
+        } else {
+            String::new()
+        };
         let paused = (p.state == RunState::Paused).then(|| format!("{} · ", s.t(Key::Paused)));
         (total > 0 && p.state != RunState::Idle || p.remaining > 0).then(|| {
             view! {
@@ -353,7 +362,8 @@ fn ResultsGrid() -> impl IntoView {
     let heading = move || {
         let r = s.results.get();
         let similar = r.similar_to.as_ref().map(|h| {
-            let name = s.photos.with(|p| p.iter().find(|p| &p.hash == h).map(|p| p.name().to_string())).unwrap_or_default();
+            let name =
+                s.photos.with(|p| p.iter().find(|p| &p.hash == h).map(|p| p.name().to_string())).unwrap_or_default();
             format!("{} {name} · ", s.t(Key::SimilarTo))
         });
         format!("{}{} {}", similar.unwrap_or_default(), r.hits.len(), s.t(Key::Results))
@@ -370,7 +380,7 @@ fn ResultsGrid() -> impl IntoView {
                         .filter_map(|(hash, score)| photos.iter().find(|p| p.hash == hash).cloned().map(|p| (p, score)))
                         .map(|(p, score)| {
                             let (h1, h2) = (p.hash.clone(), p.hash.clone());
-                            let name = p.name().to_string();
+                            let (name, path) = (p.file_name().to_string(), p.name().to_string());
                             view! {
                                 <li class="hit" data-hash=p.hash.clone() data-name=name.clone() data-score=score.to_string()>
                                     <button class="thumb" aria-label=format!("{name} · {} {score:.3}", s.t(Key::Score)) on:click=move |_| s.open.set(Some(h1.clone()))>
@@ -378,7 +388,7 @@ fn ResultsGrid() -> impl IntoView {
                                     </button>
                                     <div class="meta">
                                         <span class="score">{format!("{score:.3}")}</span>
-                                        <span class="name" title=name.clone()>{name.clone()}</span>
+                                        <span class="name" title=path>{name.clone()}</span>
                                         <button class="similar" on:click=move |_| search::search_similar(s, h2.clone())>{s.t(Key::Similar)}</button>
                                     </div>
                                 </li>

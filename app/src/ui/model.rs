@@ -120,7 +120,13 @@ pub async fn load_file(s: State, file: web_sys::File) {
         Err(e) => return refuse(s, &name, e),
     };
     let sha = store::sha256_hex(&bytes).await.unwrap_or_default();
-    let r = Remembered { key: format!("models/local/{sha}"), name, bytes: bytes.length() as f64, sha256: sha, from_site: false };
+    let r = Remembered {
+        key: format!("models/local/{sha}"),
+        name,
+        bytes: bytes.length() as f64,
+        sha256: sha,
+        from_site: false,
+    };
     activate(s, r, bytes, false).await;
 }
 

@@ -10,12 +10,24 @@ use crate::i18n::{Key, Lang};
 #[derive(Clone, Debug, PartialEq)]
 pub enum ModelStatus {
     Idle,
-    Downloading { name: String, received: f64, total: f64 },
-    Checking { name: String },
-    Loading { name: String },
+    Downloading {
+        name: String,
+        received: f64,
+        total: f64,
+    },
+    Checking {
+        name: String,
+    },
+    Loading {
+        name: String,
+    },
     Ready(ReadyModel),
     /// `previous` is the model still in use, if one was loaded before.
-    Refused { name: String, error: String, previous: Option<ReadyModel> },
+    Refused {
+        name: String,
+        error: String,
+        previous: Option<ReadyModel>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -54,8 +66,15 @@ pub struct Photo {
 }
 
 impl Photo {
+    /// The path it was first added under.
     pub fn name(&self) -> &str {
         self.names.first().map(String::as_str).unwrap_or("")
+    }
+
+    /// The file name without its folders.
+    pub fn file_name(&self) -> &str {
+        let n = self.name();
+        n.rsplit('/').next().unwrap_or(n)
     }
 }
 
@@ -151,8 +170,14 @@ impl State {
         }
     }
 
+    /// `key` in the current language (tracked: the view updates when the language changes).
     pub fn t(&self, key: Key) -> &'static str {
         key.text(self.lang.get())
+    }
+
+    /// `key` in the current language, for messages composed outside the view.
+    pub fn t_untracked(&self, key: Key) -> &'static str {
+        key.text(self.lang.get_untracked())
     }
 }
 

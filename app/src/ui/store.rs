@@ -97,7 +97,10 @@ pub async fn enqueue_files(files: &Array, max_bytes: f64) -> JsResult<Enqueued> 
         queued: get(&r, "queued").as_f64().unwrap_or(0.0) as u32,
         duplicates: get(&r, "duplicates").as_f64().unwrap_or(0.0) as u32,
         too_large: Array::from(&get(&r, "tooLarge")).iter().map(|v| get_str(&v, "name")).collect(),
-        seen: Array::from(&get(&r, "seen")).iter().map(|v| (get_str(&v, "hash"), get(&v, "file").unchecked_into())).collect(),
+        seen: Array::from(&get(&r, "seen"))
+            .iter()
+            .map(|v| (get_str(&v, "hash"), get(&v, "file").unchecked_into()))
+            .collect(),
     })
 }
 
