@@ -12,8 +12,10 @@ bash www/tools/install-tools.sh
 if ! compgen -G "dist/models/*.safetensors" >/dev/null; then
   # No demo model in www/models yet: serve the tiny test model so the app runs end to end.
   echo "serve: www/models has no model; using the tiny test model (random weights: rankings mean nothing)"
-  [ -x "$target/release/brivl" ] || cargo build --release -p brivl-engine --bin brivl
-  "$target/release/brivl" convert tests/fixtures/tiny/brivl-tiny.pth --vocab tests/fixtures/tokenizer/vocab.txt \
+  brivl="$target/release/brivl"
+  [ -x "$brivl" ] || brivl="$target/debug/brivl"
+  [ -x "$brivl" ] || cargo build -p brivl-engine --bin brivl
+  "$brivl" convert tests/fixtures/tiny/brivl-tiny.pth --vocab tests/fixtures/tokenizer/vocab.txt \
     --quant q8 --image-size 200 --img-heads 2 --text-heads 2 --bert-heads 2 -o dist/models/brivl-tiny-q8.safetensors
   bash www/tools/models-manifest.sh dist
 fi

@@ -192,6 +192,17 @@ async function main() {
     await page.click("#skipped summary");
     await shot("03-indexed");
 
+    // A photo dropped on the drop zone under a new name is known by its content: not embedded again.
+    const dropped = fs.readFileSync(path.join(ALBUM, fs.readdirSync(ALBUM).find((f) => IMAGE.test(f) && !f.endsWith(".pil.png"))));
+    const dt = await page.evaluateHandle((bytes) => {
+      const d = new DataTransfer();
+      d.items.add(new File([new Uint8Array(bytes)], "dropped again.jpg"));
+      return d;
+    }, [...dropped]);
+    await page.dispatchEvent("#dropzone", "drop", { dataTransfer: dt });
+    await page.waitForFunction(() => /^0\D+1\D/.test(document.querySelector("#notice").textContent));
+    check((await status("#index-status", "data-indexed")) === String(unique), "a dropped duplicate is recognised, not embedded twice");
+
     // 4. Search in Chinese: same top-1 as brivl natively, every score within the tolerance.
     await page.fill("#top-k", "100");
     await page.dispatchEvent("#top-k", "change");
@@ -270,12 +281,24 @@ async function main() {
     }));
     check(stored[0] === unique && stored[1] === 0, `after the reload ${stored[0]} photos stored, ${stored[1]} queued`);
 
-    // 9. Privacy: nothing left the origin; the policy was never violated.
+    // 9. Offline: the app shell comes from the service worker, the model from Cache Storage.
+    await context.setOffline(true);
+    await page.reload();
+    await page.waitForSelector('#model-status[data-state="ready"]', { timeout: 60_000 });
+    await page.fill("#query", QUERY);
+    await page.click("#search");
+    await page.waitForSelector(`#results li:first-child[data-hash="${t.expectedHash}"]`);
+    check(true, "offline, the app starts and searches");
+    await shot("10-offline");
+    await context.setOffline(false);
+
+    // 10. Privacy: nothing left the origin; the policy was never violated.
     const outside = requests.filter((u) => !u.startsWith(origin) && !u.startsWith("blob:") && !u.startsWith("data:"));
     check(outside.length === 0, `no request left ${origin} (${requests.length} requests; outside: ${outside.join(", ")})`);
     const csp = await page.evaluate(() => window.__csp);
     check(csp.length === 0, `no Content-Security-Policy violation ${csp.join("; ")}`);
-    const errors = problems.filter((p) => !/Failed to load resource/.test(p));
+    // Offline, the manifest request fails by design (the cached model is used).
+    const errors = problems.filter((p) => !/Failed to load resource|Failed to fetch|ERR_INTERNET_DISCONNECTED/.test(p));
     check(errors.length === 0, `no page errors ${errors.join(" | ")}`);
     log("all checks passed");
   } catch (e) {

@@ -65,8 +65,9 @@ pub async fn load_startup(s: State) {
     };
     let site = manifest.and_then(|m| m.models.into_iter().next());
     if let Some(r) = remembered() {
-        // A dropped model stays the user's choice; a site model only while the site still lists it.
-        let current = !r.from_site || site.as_ref().is_some_and(|m| m.sha256 == r.sha256);
+        // A dropped model stays the user's choice; a site model while the site still lists it, or
+        // when the site cannot be reached (offline).
+        let current = !r.from_site || site.as_ref().is_none_or(|m| m.sha256 == r.sha256);
         if current {
             if let Ok(Some(bytes)) = store::cache_get(&r.key).await {
                 if store::sha256_hex(&bytes).await.ok().as_deref() == Some(r.sha256.as_str()) {
