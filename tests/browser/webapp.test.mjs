@@ -256,7 +256,15 @@ async function main() {
     check(again[0].hash === t.expectedHash && Math.abs(again[0].score - hits[0].score) < 1e-6, "after a reload the index answers the same");
     await shot("08-after-reload");
 
-    // 8. Pause mid-way, reload: indexing resumes, nothing lost or doubled.
+    // 8. Cancel empties the queue and keeps what is indexed. Then pause mid-way and reload:
+    // indexing resumes, nothing lost or doubled.
+    await page.click("#clear");
+    await page.waitForSelector('#index-status[data-indexed="0"]');
+    await page.setInputFiles("#pick-folder", t.drop);
+    await page.waitForSelector('#index-status[data-state="running"]');
+    await page.click("#cancel");
+    await page.waitForSelector('#index-status[data-state="idle"][data-queued="0"]');
+    check(Number(await status("#index-status", "data-indexed")) <= unique, "cancel stops indexing and empties the queue");
     await page.click("#clear");
     await page.waitForSelector('#index-status[data-indexed="0"]');
     await page.setInputFiles("#pick-folder", t.drop);

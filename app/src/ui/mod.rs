@@ -383,7 +383,7 @@ fn ResultsGrid() -> impl IntoView {
                             let (name, path) = (p.file_name().to_string(), p.name().to_string());
                             view! {
                                 <li class="hit" data-hash=p.hash.clone() data-name=name.clone() data-score=score.to_string()>
-                                    <button class="thumb" aria-label=format!("{name} · {} {score:.3}", s.t(Key::Score)) on:click=move |_| s.open.set(Some(h1.clone()))>
+                                    <button class="thumb" aria-label=format!("{name} · {} {score:.3}", s.t(Key::Score)) on:click=move |_| open_large(s, h1.clone())>
                                         <img src=p.thumb_url.clone() alt=name.clone() loading="lazy" />
                                     </button>
                                     <div class="meta">
@@ -399,6 +399,17 @@ fn ResultsGrid() -> impl IntoView {
             </ol>
         </section>
     }
+}
+
+/// Shows a photo large and moves keyboard focus into the view (Escape or Close leaves it).
+fn open_large(s: State, hash: String) {
+    s.open.set(Some(hash));
+    request_animation_frame(|| {
+        let el = web_sys::window().and_then(|w| w.document()).and_then(|d| d.get_element_by_id("close-large"));
+        if let Some(el) = el.and_then(|e| e.dyn_into::<web_sys::HtmlElement>().ok()) {
+            let _ = el.focus();
+        }
+    });
 }
 
 #[component]
@@ -420,7 +431,7 @@ fn LargeView() -> impl IntoView {
                         {thumb_only.then(|| view! { <p class="muted">{s.t(Key::ThumbOnly)}</p> })}
                         <div class="row">
                             <button on:click=move |_| search::search_similar(s, h.clone())>{s.t(Key::Similar)}</button>
-                            <button id="close-large" autofocus on:click=move |_| s.open.set(None)>{s.t(Key::Close)}</button>
+                            <button id="close-large" on:click=move |_| s.open.set(None)>{s.t(Key::Close)}</button>
                         </div>
                     </div>
                 </div>
