@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test: native kernel and unit tests on the machine's Vulkan adapter (lavapipe on CI),
-# then the same kernel tests compiled to wasm in headless Chromium on WebGPU (SwiftShader).
+# then the same kernel tests compiled to wasm in headless Chromium on WebGPU (SwiftShader), then the
+# web app end to end in headless Chromium, on WebGPU and on the CPU path.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tests/setup.sh

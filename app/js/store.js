@@ -103,6 +103,8 @@ function addName(names, name) {
 // indexed, queued or failed only adds its name there (a renamed or copied photo is not embedded
 // twice). Returns {queued, duplicates, tooLarge: [{name, bytes}], seen: [{hash, file}]}.
 export async function enqueueFiles(files, maxBytes) {
+  // Ask the browser not to evict the index under storage pressure (it may say no).
+  if (navigator.storage && navigator.storage.persist) navigator.storage.persist().catch(() => {});
   const d = await db();
   let queued = 0;
   let duplicates = 0;

@@ -27,7 +27,7 @@ pub enum Request {
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Reply {
     Ready,
-    /// `gpu_error` says why the CPU path runs when the GPU was preferred.
+    /// `gpu_error` says why the CPU path runs when the GPU was preferred (none when it was chosen).
     Loaded {
         backend: String,
         on_gpu: bool,

@@ -56,10 +56,10 @@ async fn handle(engine: &mut Option<Embedder>, req: Request, payload: Vec<u8>) -
     let failed = |error: String| (Reply::Failed { error }, vec![]);
     match req {
         Request::Load { prefer_gpu } => match load(&payload, prefer_gpu).await {
-            Ok((e, gpu_error)) => {
+            Ok((e, on_gpu, gpu_error)) => {
                 let reply = Reply::Loaded {
                     backend: e.backend_name(),
-                    on_gpu: gpu_error.is_none(),
+                    on_gpu,
                     gpu_error,
                     content_hash: e.content_hash.clone(),
                 };
@@ -107,20 +107,21 @@ async fn handle(engine: &mut Option<Embedder>, req: Request, payload: Vec<u8>) -
 }
 
 /// Parses the model (refused with the reason when wrong or corrupt) and loads it on WebGPU, or on
-/// the CPU path with the reason the GPU was not used.
-async fn load(bytes: &[u8], prefer_gpu: bool) -> Result<(Embedder, Option<String>), String> {
+/// the CPU path: chosen (`prefer_gpu` false), or with the reason the GPU could not be used.
+/// Returns the embedder, whether it runs on the GPU, and that reason.
+async fn load(bytes: &[u8], prefer_gpu: bool) -> Result<(Embedder, bool, Option<String>), String> {
     let file = ModelFile::parse(bytes).map_err(|e| e.to_string())?;
     if !prefer_gpu {
-        return Ok((Embedder::load(&file, None).map_err(|e| e.to_string())?, Some("CPU chosen".into())));
+        return Ok((Embedder::load(&file, None).map_err(|e| e.to_string())?, false, None));
     }
     let gpu_error = match Gpu::new().await {
         Ok(gpu) => match Embedder::load(&file, Some(&gpu)) {
-            Ok(e) => return Ok((e, None)),
+            Ok(e) => return Ok((e, true, None)),
             Err(e) => e.to_string(),
         },
         Err(e) => e.to_string(),
     };
-    Ok((Embedder::load(&file, None).map_err(|e| e.to_string())?, Some(gpu_error)))
+    Ok((Embedder::load(&file, None).map_err(|e| e.to_string())?, false, Some(gpu_error)))
 }
 
 /// A JPEG whose longer side is at most `max_side` (never enlarged).

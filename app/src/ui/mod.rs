@@ -156,7 +156,7 @@ fn ModelPanel() -> impl IntoView {
 fn ready_view(s: State, r: &state::ReadyModel) -> impl IntoView {
     let engine_line = if r.on_gpu {
         s.t(Key::RunsOnGpu)
-    } else if r.gpu_note.as_deref() == Some("CPU chosen") {
+    } else if r.gpu_note.is_none() {
         s.t(Key::RunsOnCpuChosen)
     } else {
         s.t(Key::RunsOnCpu)
@@ -173,6 +173,7 @@ fn ready_view(s: State, r: &state::ReadyModel) -> impl IntoView {
             {engine_line}
             <span class="detail">{format!(" ({})", r.backend)}</span>
         </p>
+        {r.gpu_note.clone().map(|n| view! { <p class="detail" id="gpu-note">{n}</p> })}
     }
 }
 
@@ -374,10 +375,15 @@ fn ResultsGrid() -> impl IntoView {
             {move || s.results.with(|r| r.searched && r.hits.is_empty()).then(|| view! { <p class="muted">{s.t(Key::NoResults)}</p> })}
             <ol class="grid" id="results">
                 {move || {
-                    let hits = s.results.get().hits;
-                    let photos = s.photos.get();
-                    hits.into_iter()
-                        .filter_map(|(hash, score)| photos.iter().find(|p| p.hash == hash).cloned().map(|p| (p, score)))
+                    // Only the photos shown are cloned out of the index.
+                    let shown: Vec<(state::Photo, f32)> = s.results.with(|r| {
+                        s.photos.with(|photos| {
+                            r.hits.iter()
+                                .filter_map(|(hash, score)| photos.iter().find(|p| &p.hash == hash).map(|p| (p.clone(), *score)))
+                                .collect()
+                        })
+                    });
+                    shown.into_iter()
                         .map(|(p, score)| {
                             let (h1, h2) = (p.hash.clone(), p.hash.clone());
                             let (name, path) = (p.file_name().to_string(), p.name().to_string());
