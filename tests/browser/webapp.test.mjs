@@ -102,9 +102,13 @@ function prepare(work) {
 
   const captions = path.join(ALBUM, "captions.tsv");
   if (!QUERY && fs.existsSync(captions)) {
-    const [file, zh] = fs.readFileSync(captions, "utf8").split("\n")[0].split("\t");
-    QUERY = zh.trim();
-    EXPECTED = EXPECTED || file.trim();
+    // The first row naming a photo of the album (skips a header row).
+    const row = fs.readFileSync(captions, "utf8").split("\n").map((l) => l.split("\t").map((c) => c.trim()))
+      .find(([file, zh]) => zh && album.includes(file));
+    if (row) {
+      QUERY = row[1];
+      EXPECTED = EXPECTED || row[0];
+    }
   }
   QUERY = QUERY || "海边的日落";
 

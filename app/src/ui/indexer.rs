@@ -21,6 +21,8 @@ const MAX_FILE_BYTES: f64 = 200e6;
 
 thread_local! {
     static LOOP_RUNNING: Cell<bool> = const { Cell::new(false) };
+    /// Set by `start`: work may have arrived while the loop was finishing.
+    static KICKED: Cell<bool> = const { Cell::new(false) };
 }
 
 fn object_url(blob: &web_sys::Blob) -> String {
@@ -87,17 +89,25 @@ pub async fn add_files(s: State, files: Array) {
     start(s);
 }
 
-/// Starts the indexing loop if a model is ready and it is not running already.
+/// Starts the indexing loop if a model is ready and indexing is not paused. A loop still running
+/// (finishing its last photo after a cancel, or seeing an empty queue) goes on with the new work.
 pub fn start(s: State) {
-    if s.in_use.with_untracked(Option::is_none) || LOOP_RUNNING.get() {
+    if s.in_use.with_untracked(Option::is_none) || s.progress.get_untracked().state == RunState::Paused {
         return;
     }
-    if s.progress.get_untracked().state == RunState::Paused {
+    KICKED.set(true);
+    if LOOP_RUNNING.get() {
+        s.progress.update(|p| p.state = RunState::Running);
         return;
     }
     LOOP_RUNNING.set(true);
     spawn_local(async move {
-        run(s).await;
+        while KICKED.replace(false) {
+            run(s).await;
+            if s.progress.get_untracked().state == RunState::Paused {
+                break;
+            }
+        }
         LOOP_RUNNING.set(false);
     });
 }
