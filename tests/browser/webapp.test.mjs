@@ -24,6 +24,8 @@ import { serve } from "../../www/tools/static-server.mjs";
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 
 // ---- What is tested: one setting each (the demo model and album replace the tiny fixture). ----
+// Environment: BRIVL_TEST_MODEL, BRIVL_TEST_ALBUM, BRIVL_TEST_QUERY, BRIVL_TEST_EXPECTED,
+// BRIVL_TEST_LIMIT.
 // MODEL: a .safetensors path, or "tiny" to convert the tiny fixture to q8.
 const MODEL = process.env.BRIVL_TEST_MODEL || "tiny";
 const ALBUM = path.resolve(ROOT, process.env.BRIVL_TEST_ALBUM || "tests/fixtures/tiny/images");
@@ -31,6 +33,8 @@ const ALBUM = path.resolve(ROOT, process.env.BRIVL_TEST_ALBUM || "tests/fixtures
 // captions.tsv (file \t zh \t en) when it has one; else a fixed query and brivl's native top-1.
 let QUERY = process.env.BRIVL_TEST_QUERY || "";
 let EXPECTED = process.env.BRIVL_TEST_EXPECTED || "";
+// At most this many album photos (sorted by name) are used: WebGPU on SwiftShader is slow.
+const LIMIT = Number(process.env.BRIVL_TEST_LIMIT || 0) || Infinity;
 const TOLERANCE = 1e-3;
 
 const args = process.argv.slice(2);
@@ -89,7 +93,7 @@ function prepare(work) {
 
   // The folder the user picks: the album, a sub-folder with a renamed copy of a photo, a corrupt
   // photo and a non-image. Two names carry markup, which must show as text.
-  const album = fs.readdirSync(ALBUM).filter((f) => IMAGE.test(f) && !f.endsWith(".pil.png")).sort();
+  const album = fs.readdirSync(ALBUM).filter((f) => IMAGE.test(f) && !f.endsWith(".pil.png")).sort().slice(0, LIMIT);
   check(album.length >= 2, `album has ${album.length} photos`);
   const drop = path.join(work, "drop", "album");
   fs.mkdirSync(path.join(drop, "more"), { recursive: true });
@@ -128,7 +132,7 @@ function prepare(work) {
   const expectedHash = EXPECTED ? ranking.find((r) => r.name === EXPECTED)?.hash : ranking[0].hash;
   check(expectedHash, `expected photo ${EXPECTED || ranking[0].name} is in the album`);
   if (EXPECTED) check(ranking[0].hash === expectedHash, `natively, ${EXPECTED} ranks first for ${QUERY}`);
-  return { site, drop: path.dirname(drop), model, native, ranking, expectedHash };
+  return { site, drop: path.dirname(drop), model, native, ranking, expectedHash, album };
 }
 
 async function main() {
@@ -186,9 +190,12 @@ async function main() {
     const unique = t.native.photos.size;
     const t1 = Date.now();
     await page.setInputFiles("#pick-folder", t.drop);
+    await page.waitForSelector('#index-status:not([data-indexed="0"])', { timeout: 300_000 });
+    const first = (Date.now() - t1) / 1000;
     await page.waitForSelector(`#index-status[data-state="idle"][data-queued="0"][data-indexed="${unique}"]`, { timeout: 300_000 });
     const secs = (Date.now() - t1) / 1000;
-    log(`indexed ${unique} photos in ${secs.toFixed(1)} s (${(unique / secs).toFixed(2)} photos/s)`);
+    const rest = (unique - 1) / Math.max(secs - first, 1e-3);
+    log(`indexed ${unique} photos in ${secs.toFixed(1)} s: the first after ${first.toFixed(1)} s, then ${rest.toFixed(2)} photos/s`);
     check((await status("#index-status", "data-failed")) === "2", "the corrupt photo and the non-image are skipped");
     const skipped = await page.textContent("#skipped");
     check(skipped.includes("<i>broken.jpg") && skipped.includes("notes.txt"), "skipped files are listed by name");
@@ -197,7 +204,7 @@ async function main() {
     await shot("03-indexed");
 
     // A photo dropped on the drop zone under a new name is known by its content: not embedded again.
-    const dropped = fs.readFileSync(path.join(ALBUM, fs.readdirSync(ALBUM).find((f) => IMAGE.test(f) && !f.endsWith(".pil.png"))));
+    const dropped = fs.readFileSync(path.join(ALBUM, t.album[0]));
     const dt = await page.evaluateHandle((bytes) => {
       const d = new DataTransfer();
       d.items.add(new File([new Uint8Array(bytes)], "dropped again.jpg"));
