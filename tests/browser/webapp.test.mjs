@@ -185,6 +185,9 @@ async function main() {
     check(/corrupt|hash/i.test(refusal), `corrupt model refused with the reason: ${refusal.trim()}`);
     check((await page.$("#model-name")) !== null, "the previous model stays loaded");
     await shot("02-model-refused");
+    await page.click("#site-model");
+    await page.waitForSelector('#model-status[data-state="ready"] #model-name[data-from-cache="yes"]', { timeout: 120_000 });
+    check(true, "the site's model comes back from Cache Storage");
 
     // 3. Index a folder: sub-folders included, the duplicate embedded once, bad files listed.
     const unique = t.native.photos.size;

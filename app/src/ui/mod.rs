@@ -138,6 +138,7 @@ fn ModelPanel() -> impl IntoView {
             <div id="model-status" data-state=move || s.model.with(|m| m.code()) aria-live="polite">{status}</div>
             <div class="row">
                 <button on:click=move |_| { if let Some(i) = file_ref.get() { i.click(); } }>{move || s.t(Key::ModelPick)}</button>
+                <button id="site-model" on:click=move |_| spawn_local(model::use_site_model(s))>{move || s.t(Key::ModelReloadSite)}</button>
                 <input
                     type="file"
                     id="model-file"

@@ -68,14 +68,8 @@ pub async fn load_startup(s: State) {
         // A dropped model stays the user's choice; a site model while the site still lists it, or
         // when the site cannot be reached (offline).
         let current = !r.from_site || site.as_ref().is_none_or(|m| m.sha256 == r.sha256);
-        if current {
-            if let Ok(Some(bytes)) = store::cache_get(&r.key).await {
-                if store::sha256_hex(&bytes).await.ok().as_deref() == Some(r.sha256.as_str()) {
-                    activate(s, r, bytes, true).await;
-                    return;
-                }
-                let _ = store::cache_delete(&r.key).await;
-            }
+        if current && from_cache(s, &r).await {
+            return;
         }
     }
     match site {
@@ -84,9 +78,39 @@ pub async fn load_startup(s: State) {
     }
 }
 
-/// Downloads a site model with progress, checks its SHA-256 against the manifest, caches it.
+/// Back to the site's default model after a dropped one.
+pub async fn use_site_model(s: State) {
+    if let Some(ls) = local_storage() {
+        let _ = ls.remove_item(REMEMBER);
+    }
+    load_startup(s).await;
+}
+
+/// Loads `r` from Cache Storage if it is there with the right SHA-256 (a bad copy is deleted).
+async fn from_cache(s: State, r: &Remembered) -> bool {
+    let Ok(Some(bytes)) = store::cache_get(&r.key).await else { return false };
+    if store::sha256_hex(&bytes).await.ok().as_deref() != Some(r.sha256.as_str()) {
+        let _ = store::cache_delete(&r.key).await;
+        return false;
+    }
+    activate(s, r.clone(), bytes, true).await;
+    true
+}
+
+/// A site model: from the cache when it holds this version, else downloaded with progress, its
+/// SHA-256 checked against the manifest, and cached.
 pub async fn load_site(s: State, m: SiteModel) {
     let key = format!("models/{}", m.file);
+    let cached = Remembered {
+        key: key.clone(),
+        name: m.file.clone(),
+        bytes: m.bytes,
+        sha256: m.sha256.clone(),
+        from_site: true,
+    };
+    if from_cache(s, &cached).await {
+        return;
+    }
     let total = m.bytes;
     s.model.set(ModelStatus::Downloading { name: m.file.clone(), received: 0.0, total });
     let name = m.file.clone();
