@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test: native kernel and unit tests on the machine's Vulkan adapter (lavapipe on CI),
-# then the same kernel tests compiled to wasm in headless Chromium on WebGPU (SwiftShader).
+# then the same kernel tests compiled to wasm in headless Chromium on WebGPU (SwiftShader), then the
+# web app end to end in headless Chromium, on WebGPU and on the CPU path.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tests/setup.sh
@@ -17,3 +18,11 @@ cargo test --workspace -- --nocapture
 
 echo "== kernel tests in headless Chromium (WebGPU)"
 cargo test -p brivl-engine --lib --target wasm32-unknown-unknown -- --nocapture
+
+echo "== web app in headless Chromium (WebGPU on SwiftShader, then the CPU path)"
+# trunk builds the static site into dist/; the test converts the tiny model, runs `brivl embed` on
+# the album natively as the reference, and drives the app. Screenshots: tests/artifacts/webapp-*/.
+(cd www && trunk build --release)
+cargo build -p brivl-engine --bin brivl
+node tests/browser/webapp.test.mjs --mode gpu
+node tests/browser/webapp.test.mjs --mode cpu

@@ -4,7 +4,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_apt=()
-for pkg in mesa-vulkan-drivers chromium chromium-driver; do
+# fonts-wqy-microhei: a CJK font, so the web app's screenshots show Chinese text.
+for pkg in mesa-vulkan-drivers chromium chromium-driver fonts-wqy-microhei; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then
@@ -23,3 +24,9 @@ if [ "$have" != "$want" ]; then
   echo "setup: cargo install wasm-bindgen-cli $want (had '${have}')"
   cargo install -q wasm-bindgen-cli --version "$want"
 fi
+
+# Web app: trunk (pinned) for the build; playwright-core (tests/browser/package-lock.json) to drive
+# Chromium in the browser tests, which need Node.js 20 or newer.
+bash www/tools/install-tools.sh
+command -v node >/dev/null || { echo "setup: the browser tests need Node.js >= 20 (node not found)"; exit 1; }
+[ -f tests/browser/node_modules/playwright-core/package.json ] || (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)

@@ -1,1 +1,12 @@
-//! The Leptos web app lands with the web-app issue; this crate only reserves its place.
+//! The brivl web app: a Leptos UI on the main thread (`ui`), the engine in a dedicated Web Worker
+//! (`worker`), and the pieces both share or that need no browser (`protocol`, `ranking`, `i18n`),
+//! which are tested natively.
+
+pub mod i18n;
+pub mod protocol;
+pub mod ranking;
+
+#[cfg(target_arch = "wasm32")]
+pub mod ui;
+#[cfg(target_arch = "wasm32")]
+pub mod worker;

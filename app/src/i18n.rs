@@ -1,0 +1,131 @@
+//! The UI's words in English and Chinese. Each key is declared once with both texts, so a
+//! missing translation is a compile error.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Lang {
+    En,
+    Zh,
+}
+
+impl Lang {
+    /// The BCP 47 tag for `<html lang>`.
+    pub fn tag(self) -> &'static str {
+        match self {
+            Lang::En => "en",
+            Lang::Zh => "zh-CN",
+        }
+    }
+
+    /// From a stored setting or the browser's language list (Chinese when it comes first).
+    pub fn from_tag(tag: &str) -> Lang {
+        if tag.to_ascii_lowercase().starts_with("zh") {
+            Lang::Zh
+        } else {
+            Lang::En
+        }
+    }
+
+    pub fn other(self) -> Lang {
+        match self {
+            Lang::En => Lang::Zh,
+            Lang::Zh => Lang::En,
+        }
+    }
+}
+
+macro_rules! strings {
+    ($($key:ident => $en:expr, $zh:expr;)*) => {
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub enum Key { $($key),* }
+
+        impl Key {
+            pub const ALL: &'static [Key] = &[$(Key::$key),*];
+
+            pub fn text(self, lang: Lang) -> &'static str {
+                match (self, lang) {
+                    $((Key::$key, Lang::En) => $en, (Key::$key, Lang::Zh) => $zh,)*
+                }
+            }
+        }
+    };
+}
+
+strings! {
+    Tagline => "Search your photos by describing them. Everything runs in this browser tab; nothing is uploaded.",
+        "用文字描述来搜索你的照片。一切都在本页面内运行，不上传任何内容。";
+    SwitchLang => "中文", "English";
+    SwitchLangLabel => "切换到中文 (switch to Chinese)", "Switch to English (切换到英文)";
+    ModelHeading => "Model", "模型";
+    ModelNone => "No model loaded yet.", "尚未加载模型。";
+    ModelDownloading => "Downloading", "正在下载";
+    ModelChecking => "Checking the file's hash…", "正在校验文件哈希…";
+    ModelLoading => "Loading the model into the engine…", "正在将模型载入引擎…";
+    ModelReady => "Ready", "就绪";
+    ModelRefused => "Model refused", "模型被拒绝";
+    ModelFromCache => "from this device's cache (no download)", "来自本机缓存（无需下载）";
+    ModelPick => "Use another model file…", "使用其他模型文件…";
+    ModelPickLabel => "Choose a brivl model file (.safetensors)", "选择 brivl 模型文件（.safetensors）";
+    ModelReloadSite => "Use the site's model", "使用网站自带模型";
+    RunsOnGpu => "Runs on WebGPU", "在 WebGPU 上运行";
+    RunsOnCpu => "No WebGPU: running on the CPU (slower)", "没有 WebGPU：在 CPU 上运行（较慢）";
+    RunsOnCpuChosen => "Running on the CPU (chosen)", "在 CPU 上运行（已选择）";
+    AlbumHeading => "Album", "相册";
+    DropHere => "Drop photos or folders here", "将照片或文件夹拖放到这里";
+    DropZoneLabel => "Drop zone for photos and folders", "照片和文件夹拖放区";
+    PickPhotos => "Choose photos…", "选择照片…";
+    PickFolder => "Choose a folder…", "选择文件夹…";
+    TryDemo => "Try the demo album", "试试示例相册";
+    Indexed => "photos indexed", "张照片已索引";
+    Queued => "waiting", "等待中";
+    Duplicates => "already known (same content)", "已存在（内容相同）";
+    Pause => "Pause", "暂停";
+    Resume => "Resume", "继续";
+    Cancel => "Cancel", "取消";
+    ClearIndex => "Clear index", "清空索引";
+    ClearConfirm => "Delete every stored embedding and thumbnail?", "删除所有已存储的向量和缩略图？";
+    PerSecond => "photos/s", "张/秒";
+    TimeLeft => "left", "剩余";
+    Paused => "Paused", "已暂停";
+    Skipped => "Skipped files", "已跳过的文件";
+    NeedModel => "Load a model to start indexing.", "请先加载模型再开始索引。";
+    SearchHeading => "Search", "搜索";
+    QueryLabel => "Describe the photo", "描述照片内容";
+    QueryPlaceholder => "e.g. 海边的日落", "例如：海边的日落";
+    QueryUsed => "Query used", "实际查询";
+    QueryUsedHelp => "What the model reads; edit it to refine the search.", "模型实际读取的文字，可编辑以调整搜索。";
+    SearchButton => "Search", "搜索";
+    TopK => "Top", "前";
+    MinScore => "Min. score", "最低分";
+    Results => "results", "个结果";
+    NoResults => "No photo scores above the minimum.", "没有照片的得分高于最低分。";
+    Similar => "Similar", "相似照片";
+    SimilarTo => "Photos similar to", "与此相似的照片：";
+    Close => "Close", "关闭";
+    Score => "score", "得分";
+    ThumbOnly => "Shown from the stored thumbnail; add the photo again to see it full size.",
+        "显示的是已存储的缩略图；重新添加照片可查看原图。";
+    NoticeReading => "Reading files…", "正在读取文件…";
+    NoticeNew => "new", "张新照片";
+    NoticeKnown => "already known", "张已存在";
+    NoticeTooLarge => "too large to index", "个文件过大，无法索引";
+    NoticeCancelled => "Indexing cancelled; the photos already indexed are kept.", "已取消索引；已索引的照片会保留。";
+    NoticeOtherModel => "The index was built with another model and has been cleared.", "索引由其他模型建立，已清空。";
+    Privacy => "Private by design: the page talks only to the site it came from.",
+        "隐私优先：页面只与其来源网站通信。";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_key_has_both_texts() {
+        for k in Key::ALL {
+            assert!(!k.text(Lang::En).is_empty() && !k.text(Lang::Zh).is_empty(), "{k:?}");
+        }
+        assert_eq!(Lang::from_tag("zh-TW"), Lang::Zh);
+        assert_eq!(Lang::from_tag("en-GB"), Lang::En);
+    }
+}

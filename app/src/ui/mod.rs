@@ -1,0 +1,448 @@
+//! The page: model, album and search panels, the results grid and the large view.
+//! File names and every other user-supplied string are rendered as text nodes, never as HTML.
+
+mod engine;
+mod indexer;
+mod model;
+mod search;
+mod state;
+mod store;
+
+use js_sys::Array;
+use leptos::ev;
+use leptos::html;
+use leptos::prelude::*;
+use leptos::task::spawn_local;
+use wasm_bindgen::JsCast;
+
+use crate::i18n::{Key, Lang};
+use state::{format_bytes, format_duration, now_ms, ModelStatus, RunState, State};
+
+const LANG_SETTING: &str = "brivl.lang";
+
+pub fn mount() {
+    console_error_panic_hook::set_once();
+    store::register_service_worker();
+    leptos::mount::mount_to_body(App);
+}
+
+fn initial_lang() -> Lang {
+    let w = web_sys::window();
+    let stored =
+        w.as_ref().and_then(|w| w.local_storage().ok().flatten()).and_then(|ls| ls.get_item(LANG_SETTING).ok()?);
+    let browser = w.and_then(|w| w.navigator().language());
+    Lang::from_tag(&stored.or(browser).unwrap_or_default())
+}
+
+#[component]
+fn App() -> impl IntoView {
+    let s = State::new(initial_lang());
+    provide_context(s);
+
+    Effect::new(move |_| {
+        let lang = s.lang.get();
+        if let Some(doc) = web_sys::window().and_then(|w| w.document()) {
+            if let Some(el) = doc.document_element() {
+                let _ = el.set_attribute("lang", lang.tag());
+            }
+        }
+        if let Some(ls) = web_sys::window().and_then(|w| w.local_storage().ok().flatten()) {
+            let _ = ls.set_item(LANG_SETTING, lang.tag());
+        }
+    });
+    let _esc = window_event_listener(ev::keydown, move |e| {
+        if e.key() == "Escape" {
+            s.open.set(None);
+        }
+    });
+
+    spawn_local(async move {
+        indexer::load_index(s).await;
+        model::load_startup(s).await;
+    });
+
+    view! {
+        <header class="top">
+            <div class="brand">
+                <h1>"brivl"</h1>
+                <p class="tagline">{move || s.t(Key::Tagline)}</p>
+            </div>
+            <button
+                class="lang"
+                id="lang-switch"
+                aria-label=move || s.t(Key::SwitchLangLabel)
+                on:click=move |_| s.lang.update(|l| *l = l.other())
+            >
+                {move || s.t(Key::SwitchLang)}
+            </button>
+        </header>
+        <main>
+            <ModelPanel />
+            <AlbumPanel />
+            <SearchPanel />
+            <ResultsGrid />
+        </main>
+        <footer>
+            <p>{move || s.t(Key::Privacy)}</p>
+        </footer>
+        <LargeView />
+    }
+}
+
+#[component]
+fn ModelPanel() -> impl IntoView {
+    let s = expect_context::<State>();
+    let file_ref = NodeRef::<html::Input>::new();
+    let on_pick = move |_| {
+        if let Some(f) = file_ref.get().and_then(|i| i.files()).and_then(|l| l.get(0)) {
+            spawn_local(model::load_file(s, f));
+        }
+    };
+    let on_drop = move |e: ev::DragEvent| {
+        e.prevent_default();
+        if let Some(f) = e.data_transfer().and_then(|d| d.files()).and_then(|l| l.get(0)) {
+            spawn_local(model::load_file(s, f));
+        }
+    };
+    let status = move || {
+        let m = s.model.get();
+        match &m {
+            ModelStatus::Idle => view! { <p>{s.t(Key::ModelNone)}</p> }.into_any(),
+            ModelStatus::Downloading { name, received, total } => {
+                let pct = if *total > 0.0 { 100.0 * received / total } else { 0.0 };
+                view! {
+                    <p>{format!("{} {} — {} / {}", s.t(Key::ModelDownloading), name, format_bytes(*received), format_bytes(*total))}</p>
+                    <progress max="100" value=pct aria-label=s.t(Key::ModelDownloading)></progress>
+                }
+                .into_any()
+            }
+            ModelStatus::Checking { name } => {
+                view! { <p>{format!("{name}: {}", s.t(Key::ModelChecking))}</p> }.into_any()
+            }
+            ModelStatus::Loading { name } => {
+                view! { <p>{format!("{name}: {}", s.t(Key::ModelLoading))}</p> }.into_any()
+            }
+            ModelStatus::Ready(r) => ready_view(s, r).into_any(),
+            ModelStatus::Refused { name, error, previous } => view! {
+                <p class="error" role="alert" id="model-error">
+                    <strong>{format!("{}: ", s.t(Key::ModelRefused))}</strong>{format!("{name}: {error}")}
+                </p>
+                {previous.as_ref().map(|r| ready_view(s, r))}
+            }
+            .into_any(),
+        }
+    };
+    view! {
+        <section class="panel" aria-labelledby="model-h" on:dragover=|e: ev::DragEvent| e.prevent_default() on:drop=on_drop>
+            <h2 id="model-h">{move || s.t(Key::ModelHeading)}</h2>
+            <div id="model-status" data-state=move || s.model.with(|m| m.code()) aria-live="polite">{status}</div>
+            <div class="row">
+                <button on:click=move |_| { if let Some(i) = file_ref.get() { i.click(); } }>{move || s.t(Key::ModelPick)}</button>
+                <button id="site-model" on:click=move |_| spawn_local(model::use_site_model(s))>{move || s.t(Key::ModelReloadSite)}</button>
+                <input
+                    type="file"
+                    id="model-file"
+                    class="visually-hidden"
+                    tabindex="-1"
+                    accept=".safetensors"
+                    aria-label=move || s.t(Key::ModelPickLabel)
+                    node_ref=file_ref
+                    on:change=on_pick
+                />
+            </div>
+        </section>
+    }
+}
+
+fn ready_view(s: State, r: &state::ReadyModel) -> impl IntoView {
+    let engine_line = if r.on_gpu {
+        s.t(Key::RunsOnGpu)
+    } else if r.gpu_note.is_none() {
+        s.t(Key::RunsOnCpuChosen)
+    } else {
+        s.t(Key::RunsOnCpu)
+    };
+    let cached = r.from_cache.then(|| format!(" · {}", s.t(Key::ModelFromCache)));
+    view! {
+        <p>
+            <strong>{format!("{}: ", s.t(Key::ModelReady))}</strong>
+            <span id="model-name" data-from-cache=if r.from_cache { "yes" } else { "no" }>{r.name.clone()}</span>
+            {format!(" · {}", format_bytes(r.bytes))}
+            {cached}
+        </p>
+        <p id="backend" data-gpu=if r.on_gpu { "yes" } else { "no" } class=if r.on_gpu { "ok" } else { "warn" }>
+            {engine_line}
+            <span class="detail">{format!(" ({})", r.backend)}</span>
+        </p>
+        {r.gpu_note.clone().map(|n| view! { <p class="detail" id="gpu-note">{n}</p> })}
+    }
+}
+
+#[component]
+fn AlbumPanel() -> impl IntoView {
+    let s = expect_context::<State>();
+    let files_ref = NodeRef::<html::Input>::new();
+    let folder_ref = NodeRef::<html::Input>::new();
+    let dragging = RwSignal::new(false);
+    Effect::new(move |_| {
+        if let Some(el) = folder_ref.get() {
+            let _ = el.set_attribute("webkitdirectory", "");
+        }
+    });
+    let from_input = move |r: NodeRef<html::Input>| {
+        if let Some(input) = r.get() {
+            if let Some(list) = input.files() {
+                let files = store::files_from_input(&list);
+                input.set_value("");
+                spawn_local(indexer::add_files(s, files));
+            }
+        }
+    };
+    let on_drop = move |e: ev::DragEvent| {
+        e.prevent_default();
+        dragging.set(false);
+        if let Some(dt) = e.data_transfer() {
+            // Read the entries now: the DataTransfer is emptied when this handler returns.
+            let pending = store::collect_dropped(&dt);
+            spawn_local(async move {
+                match store::wait(pending).await {
+                    Ok(files) => indexer::add_files(s, files.unchecked_into::<Array>()).await,
+                    Err(e) => s.notice.set(e),
+                }
+            });
+        }
+    };
+    let demo = move |_| {
+        spawn_local(async move {
+            match store::wait(store::demo_files()).await {
+                Ok(files) => indexer::add_files(s, files.unchecked_into::<Array>()).await,
+                Err(e) => s.notice.set(format!("demo album: {e}")),
+            }
+        })
+    };
+    let progress = move || {
+        let p = s.progress.get();
+        let total = p.done + p.remaining;
+        let rate = p.rate(now_ms());
+        let eta = if rate > 0.0 {
+            format!(" · {} {}", format_duration(p.remaining as f64 / rate), s.t(Key::TimeLeft))
+        } else {
+            String::new()
+        };
+        let paused = (p.state == RunState::Paused).then(|| format!("{} · ", s.t(Key::Paused)));
+        (total > 0 && p.state != RunState::Idle || p.remaining > 0).then(|| {
+            view! {
+                <progress max=total.max(1) value=p.done aria-label=s.t(Key::Indexed)></progress>
+                <p class="muted">
+                    {paused}
+                    {format!("{} / {total} · {rate:.2} {}{eta}", p.done, s.t(Key::PerSecond))}
+                </p>
+            }
+        })
+    };
+    view! {
+        <section class="panel" aria-labelledby="album-h">
+            <h2 id="album-h">{move || s.t(Key::AlbumHeading)}</h2>
+            <div
+                class=move || if dragging.get() { "dropzone over" } else { "dropzone" }
+                id="dropzone"
+                role="region"
+                aria-label=move || s.t(Key::DropZoneLabel)
+                on:dragover=move |e: ev::DragEvent| { e.prevent_default(); dragging.set(true); }
+                on:dragleave=move |_| dragging.set(false)
+                on:drop=on_drop
+            >
+                <p>{move || s.t(Key::DropHere)}</p>
+                <div class="row">
+                    <button on:click=move |_| { if let Some(i) = files_ref.get() { i.click(); } }>{move || s.t(Key::PickPhotos)}</button>
+                    <button on:click=move |_| { if let Some(i) = folder_ref.get() { i.click(); } }>{move || s.t(Key::PickFolder)}</button>
+                    <button id="demo" on:click=demo>{move || s.t(Key::TryDemo)}</button>
+                </div>
+                <input type="file" id="pick-files" class="visually-hidden" tabindex="-1" multiple accept="image/*"
+                    aria-label=move || s.t(Key::PickPhotos) node_ref=files_ref on:change=move |_| from_input(files_ref) />
+                <input type="file" id="pick-folder" class="visually-hidden" tabindex="-1" multiple
+                    aria-label=move || s.t(Key::PickFolder) node_ref=folder_ref on:change=move |_| from_input(folder_ref) />
+            </div>
+            <div
+                id="index-status"
+                data-state=move || match s.progress.get().state { RunState::Idle => "idle", RunState::Running => "running", RunState::Paused => "paused" }
+                data-indexed=move || s.photos.with(|p| p.len())
+                data-queued=move || s.progress.get().remaining
+                data-failed=move || s.failures.with(|f| f.len())
+            >
+                <p>
+                    <strong>{move || s.photos.with(|p| p.len())}</strong>
+                    {move || format!(" {}", s.t(Key::Indexed))}
+                    {move || { let q = s.progress.get().remaining; (q > 0).then(|| format!(" · {q} {}", s.t(Key::Queued))) }}
+                </p>
+                {progress}
+                {move || (s.in_use.with(Option::is_none) && s.progress.get().remaining > 0).then(|| view! { <p class="warn">{s.t(Key::NeedModel)}</p> })}
+            </div>
+            <div class="row">
+                {move || match s.progress.get().state {
+                    RunState::Paused => view! { <button id="resume" on:click=move |_| indexer::resume(s)>{s.t(Key::Resume)}</button> }.into_any(),
+                    _ => view! { <button id="pause" disabled=move || s.progress.get().state != RunState::Running on:click=move |_| indexer::pause(s)>{s.t(Key::Pause)}</button> }.into_any(),
+                }}
+                <button id="cancel" disabled=move || s.progress.get().remaining == 0 on:click=move |_| spawn_local(indexer::cancel(s))>{move || s.t(Key::Cancel)}</button>
+                <button id="clear" class="danger" on:click=move |_| {
+                    let ok = web_sys::window().and_then(|w| w.confirm_with_message(s.t(Key::ClearConfirm)).ok()).unwrap_or(false);
+                    if ok { spawn_local(indexer::clear(s)); }
+                }>{move || s.t(Key::ClearIndex)}</button>
+            </div>
+            <p class="notice" id="notice" aria-live="polite">{move || s.notice.get()}</p>
+            {move || {
+                let f = s.failures.get();
+                (!f.is_empty()).then(|| view! {
+                    <details id="skipped">
+                        <summary>{format!("{} ({})", s.t(Key::Skipped), f.len())}</summary>
+                        <ul>
+                            {f.into_iter().map(|f| view! { <li><span class="name">{f.names.join(", ")}</span>": "<span class="muted">{f.reason}</span></li> }).collect_view()}
+                        </ul>
+                    </details>
+                })
+            }}
+        </section>
+    }
+}
+
+#[component]
+fn SearchPanel() -> impl IntoView {
+    let s = expect_context::<State>();
+    let submit = move |e: ev::SubmitEvent| {
+        e.prevent_default();
+        spawn_local(search::search_text(s));
+    };
+    view! {
+        <section class="panel" aria-labelledby="search-h">
+            <h2 id="search-h">{move || s.t(Key::SearchHeading)}</h2>
+            <form class="search" on:submit=submit role="search">
+                <label for="query">{move || s.t(Key::QueryLabel)}</label>
+                <div class="row">
+                    <input
+                        id="query"
+                        type="search"
+                        autocomplete="off"
+                        placeholder=move || s.t(Key::QueryPlaceholder)
+                        prop:value=move || s.query.get()
+                        on:input=move |e| {
+                            let v = event_target_value(&e);
+                            s.query_used.set(search::prepare_query(&v));
+                            s.query.set(v);
+                        }
+                    />
+                    <button id="search" type="submit" disabled=move || s.in_use.with(Option::is_none)>{move || s.t(Key::SearchButton)}</button>
+                </div>
+                <label for="query-used">{move || s.t(Key::QueryUsed)}</label>
+                <input
+                    id="query-used"
+                    type="text"
+                    aria-describedby="query-used-help"
+                    prop:value=move || s.query_used.get()
+                    on:input=move |e| s.query_used.set(event_target_value(&e))
+                />
+                <p class="muted" id="query-used-help">{move || s.t(Key::QueryUsedHelp)}</p>
+                <div class="row">
+                    <label for="top-k">{move || s.t(Key::TopK)}</label>
+                    <input id="top-k" type="number" min="1" max="1000" prop:value=move || s.top_k.get().to_string()
+                        on:change=move |e| {
+                            if let Ok(k) = event_target_value(&e).parse::<usize>() { s.top_k.set(k.clamp(1, 1000)); search::rerank(s); }
+                        } />
+                    <label for="min-score">{move || s.t(Key::MinScore)}</label>
+                    <input id="min-score" type="number" min="-1" max="1" step="0.05" prop:value=move || format!("{}", s.min_score.get())
+                        on:change=move |e| {
+                            if let Ok(m) = event_target_value(&e).parse::<f32>() { s.min_score.set(m.clamp(-1.0, 1.0)); search::rerank(s); }
+                        } />
+                </div>
+            </form>
+        </section>
+    }
+}
+
+#[component]
+fn ResultsGrid() -> impl IntoView {
+    let s = expect_context::<State>();
+    let heading = move || {
+        let r = s.results.get();
+        let similar = r.similar_to.as_ref().map(|h| {
+            let name =
+                s.photos.with(|p| p.iter().find(|p| &p.hash == h).map(|p| p.name().to_string())).unwrap_or_default();
+            format!("{} {name} · ", s.t(Key::SimilarTo))
+        });
+        format!("{}{} {}", similar.unwrap_or_default(), r.hits.len(), s.t(Key::Results))
+    };
+    view! {
+        <section class="results" aria-labelledby="results-h">
+            {move || s.results.with(|r| r.searched).then(|| view! { <h2 id="results-h" aria-live="polite">{heading}</h2> })}
+            {move || s.results.with(|r| r.searched && r.hits.is_empty()).then(|| view! { <p class="muted">{s.t(Key::NoResults)}</p> })}
+            <ol class="grid" id="results">
+                {move || {
+                    // Only the photos shown are cloned out of the index.
+                    let shown: Vec<(state::Photo, f32)> = s.results.with(|r| {
+                        s.photos.with(|photos| {
+                            r.hits.iter()
+                                .filter_map(|(hash, score)| photos.iter().find(|p| &p.hash == hash).map(|p| (p.clone(), *score)))
+                                .collect()
+                        })
+                    });
+                    shown.into_iter()
+                        .map(|(p, score)| {
+                            let (h1, h2) = (p.hash.clone(), p.hash.clone());
+                            let (name, path) = (p.file_name().to_string(), p.name().to_string());
+                            view! {
+                                <li class="hit" data-hash=p.hash.clone() data-name=name.clone() data-score=score.to_string()>
+                                    <button class="thumb" aria-label=format!("{name} · {} {score:.3}", s.t(Key::Score)) on:click=move |_| open_large(s, h1.clone())>
+                                        <img src=p.thumb_url.clone() alt=name.clone() loading="lazy" />
+                                    </button>
+                                    <div class="meta">
+                                        <span class="score">{format!("{score:.3}")}</span>
+                                        <span class="name" title=path>{name.clone()}</span>
+                                        <button class="similar" on:click=move |_| search::search_similar(s, h2.clone())>{s.t(Key::Similar)}</button>
+                                    </div>
+                                </li>
+                            }
+                        })
+                        .collect_view()
+                }}
+            </ol>
+        </section>
+    }
+}
+
+/// Shows a photo large and moves keyboard focus into the view (Escape or Close leaves it).
+fn open_large(s: State, hash: String) {
+    s.open.set(Some(hash));
+    request_animation_frame(|| {
+        let el = web_sys::window().and_then(|w| w.document()).and_then(|d| d.get_element_by_id("close-large"));
+        if let Some(el) = el.and_then(|e| e.dyn_into::<web_sys::HtmlElement>().ok()) {
+            let _ = el.focus();
+        }
+    });
+}
+
+#[component]
+fn LargeView() -> impl IntoView {
+    let s = expect_context::<State>();
+    move || {
+        let hash = s.open.get()?;
+        let photo = s.photos.with(|p| p.iter().find(|p| p.hash == hash).cloned())?;
+        let original = s.originals.with(|o| o.get(&hash).cloned());
+        let thumb_only = original.is_none();
+        let src = original.unwrap_or_else(|| photo.thumb_url.clone());
+        let h = hash.clone();
+        Some(view! {
+            <div class="overlay" on:click=move |_| s.open.set(None)>
+                <div class="large" role="dialog" aria-modal="true" aria-label=photo.name().to_string() on:click=|e| e.stop_propagation()>
+                    <img src=src alt=photo.name().to_string() />
+                    <div class="meta">
+                        <span class="name">{photo.names.join(", ")}</span>
+                        {thumb_only.then(|| view! { <p class="muted">{s.t(Key::ThumbOnly)}</p> })}
+                        <div class="row">
+                            <button on:click=move |_| search::search_similar(s, h.clone())>{s.t(Key::Similar)}</button>
+                            <button id="close-large" on:click=move |_| s.open.set(None)>{s.t(Key::Close)}</button>
+                        </div>
+                    </div>
+                </div>
+            </div>
+        })
+    }
+}

@@ -1,0 +1,61 @@
+//! Queries: text -> the text the model reads -> embedding -> ranking over the stored photos;
+//! and similar-photo search from a stored embedding.
+
+use std::sync::Arc;
+
+use leptos::prelude::*;
+
+use super::engine::{engine, floats};
+use super::state::{LastQuery, Results, State};
+use crate::protocol::Request;
+use crate::ranking::rank;
+
+/// Where a typed query becomes the text the model reads (shown as "query used", editable).
+/// The model reads Chinese; English-to-Chinese query translation (issue 7,
+/// `brivl_engine::translate::prepare_query`) plugs in here. Until then the query is used as typed.
+pub fn prepare_query(text: &str) -> String {
+    text.trim().to_string()
+}
+
+pub async fn search_text(s: State) {
+    let text = s.query_used.get_untracked();
+    if text.trim().is_empty() {
+        return;
+    }
+    let result = async {
+        let answer = engine().await?.call(&Request::EmbedText { text }, None).await?;
+        answer.buffers.first().map(floats).ok_or_else(|| "no embedding in the reply".to_string())
+    }
+    .await;
+    match result {
+        Ok(v) => {
+            s.last_query.set(Some(LastQuery { vector: Arc::new(v), exclude: None }));
+            rerank(s);
+        }
+        Err(e) => s.notice.set(format!("search: {e}")),
+    }
+}
+
+/// Photos closest to the stored photo `hash` (image-to-image), the photo itself left out.
+pub fn search_similar(s: State, hash: String) {
+    let Some(v) = s.photos.with_untracked(|p| p.iter().find(|p| p.hash == hash).map(|p| p.embedding.clone())) else {
+        return;
+    };
+    s.last_query.set(Some(LastQuery { vector: v, exclude: Some(hash) }));
+    s.open.set(None);
+    rerank(s);
+}
+
+/// Ranks with the last query vector, the current top-k and minimum score.
+pub fn rerank(s: State) {
+    let Some(q) = s.last_query.get_untracked() else { return };
+    let (top_k, min_score) = (s.top_k.get_untracked(), s.min_score.get_untracked());
+    let hits = s.photos.with_untracked(|photos| {
+        let exclude = q.exclude.as_ref().and_then(|h| photos.iter().position(|p| &p.hash == h));
+        rank(&q.vector, photos.iter().map(|p| p.embedding.as_slice()), top_k, min_score, exclude)
+            .into_iter()
+            .map(|h| (photos[h.index].hash.clone(), h.score))
+            .collect()
+    });
+    s.results.set(Results { similar_to: q.exclude, hits, searched: true });
+}

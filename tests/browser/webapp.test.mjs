@@ -1,0 +1,340 @@
+// Browser test of the web app: headless Debian Chromium driven by playwright-core.
+//
+//   node tests/browser/webapp.test.mjs --mode gpu|cpu
+//
+// Loads the model, refuses a corrupt one, picks a folder holding the album (plus a sub-folder with
+// a renamed duplicate, a corrupt photo and a non-image), waits for indexing, searches in Chinese
+// and checks the ranking against `brivl embed` run natively on the same files (same top-1, scores
+// within 1e-3), searches similar photos, reloads (model from the cache, index intact), pauses
+// indexing and reloads mid-way (resumes, nothing lost or doubled), and checks that no request
+// left the origin and the Content-Security-Policy was never violated. --mode cpu runs the same
+// suite with WebGPU disabled in the browser. Screenshots go to tests/artifacts/webapp-<mode>/.
+//
+// Needs: dist/ built by trunk (www/serve.sh or tests/run.sh), the `brivl` binary (BRIVL_BIN).
+
+import { execFileSync } from "node:child_process";
+import crypto from "node:crypto";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { chromium } from "playwright-core";
+import { serve } from "../../www/tools/static-server.mjs";
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
+
+// ---- What is tested: one setting each (the demo model and album replace the tiny fixture). ----
+// Environment: BRIVL_TEST_MODEL, BRIVL_TEST_ALBUM, BRIVL_TEST_QUERY, BRIVL_TEST_EXPECTED,
+// BRIVL_TEST_LIMIT.
+// MODEL: a .safetensors path, or "tiny" to convert the tiny fixture to q8.
+const MODEL = process.env.BRIVL_TEST_MODEL || "tiny";
+const ALBUM = path.resolve(ROOT, process.env.BRIVL_TEST_ALBUM || "tests/fixtures/tiny/images");
+// QUERY and EXPECTED (the file that must rank first). Defaults: the first row of the album's
+// captions.tsv (file \t zh \t en) when it has one; else a fixed query and brivl's native top-1.
+let QUERY = process.env.BRIVL_TEST_QUERY || "";
+let EXPECTED = process.env.BRIVL_TEST_EXPECTED || "";
+// At most this many album photos (sorted by name) are used: WebGPU on SwiftShader is slow.
+const LIMIT = Number(process.env.BRIVL_TEST_LIMIT || 0) || Infinity;
+const TOLERANCE = 1e-3;
+
+const args = process.argv.slice(2);
+const MODE = args.includes("--mode") ? args[args.indexOf("--mode") + 1] : "gpu";
+const DIST = path.resolve(ROOT, process.env.BRIVL_DIST || "dist");
+const TARGET = process.env.CARGO_TARGET_DIR || path.join(ROOT, "target");
+const BRIVL = process.env.BRIVL_BIN || path.join(TARGET, "debug", "brivl");
+const ART = path.join(ROOT, "tests", "artifacts", `webapp-${MODE}`);
+const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
+const FLAGS = [
+  "--no-sandbox",
+  "--no-first-run",
+  "--disable-background-networking",
+  "--disable-component-update",
+  "--disable-sync",
+];
+const GPU_FLAGS = ["--enable-unsafe-webgpu", "--use-webgpu-adapter=swiftshader", "--enable-features=Vulkan"];
+// The CPU variant: navigator.gpu does not exist, in the page and in its workers.
+const CPU_FLAGS = ["--disable-blink-features=WebGPU"];
+const IMAGE = /\.(jpe?g|png|webp|gif|bmp|tiff?)$/i;
+
+function log(...a) {
+  console.log(`[webapp ${MODE}]`, ...a);
+}
+
+function check(cond, msg) {
+  if (!cond) throw new Error(`FAILED: ${msg}`);
+  log(`ok: ${msg}`);
+}
+
+const sha256 = (bytes) => crypto.createHash("sha256").update(bytes).digest("hex");
+const dot = (a, b) => a.reduce((s, x, i) => s + x * b[i], 0);
+
+function prepare(work) {
+  fs.rmSync(ART, { recursive: true, force: true });
+  fs.mkdirSync(ART, { recursive: true });
+  check(fs.existsSync(path.join(DIST, "index.html")), `built site at ${DIST}`);
+
+  // The site: dist/ plus the model under test as the site's model.
+  const site = path.join(work, "site");
+  fs.cpSync(DIST, site, { recursive: true });
+  const models = path.join(site, "models");
+  for (const f of fs.readdirSync(models)) if (f.endsWith(".safetensors")) fs.rmSync(path.join(models, f));
+  let model = MODEL;
+  if (MODEL === "tiny") {
+    model = path.join(work, "brivl-tiny-q8.safetensors");
+    execFileSync(BRIVL, [
+      "convert", path.join(ROOT, "tests/fixtures/tiny/brivl-tiny.pth"),
+      "--vocab", path.join(ROOT, "tests/fixtures/tokenizer/vocab.txt"),
+      "--quant", "q8", "--image-size", "200", "--img-heads", "2", "--text-heads", "2", "--bert-heads", "2",
+      "-o", model,
+    ], { stdio: "inherit" });
+  }
+  fs.copyFileSync(model, path.join(models, path.basename(model)));
+  execFileSync("bash", [path.join(ROOT, "www/tools/models-manifest.sh"), site]);
+
+  // The folder the user picks: the album, a sub-folder with a renamed copy of a photo, a corrupt
+  // photo and a non-image. Two names carry markup, which must show as text.
+  const album = fs.readdirSync(ALBUM).filter((f) => IMAGE.test(f) && !f.endsWith(".pil.png")).sort().slice(0, LIMIT);
+  check(album.length >= 2, `album has ${album.length} photos`);
+  const drop = path.join(work, "drop", "album");
+  fs.mkdirSync(path.join(drop, "more"), { recursive: true });
+  for (const f of album) fs.copyFileSync(path.join(ALBUM, f), path.join(drop, f));
+  const firstJpeg = album.find((f) => /\.jpe?g$/i.test(f)) || album[0];
+  fs.copyFileSync(path.join(ALBUM, firstJpeg), path.join(drop, "more", "<b>renamed copy.jpg"));
+  const jpeg = fs.readFileSync(path.join(ALBUM, firstJpeg));
+  fs.writeFileSync(path.join(drop, "more", "<i>broken.jpg"), jpeg.subarray(0, Math.min(600, jpeg.length >> 1)));
+  fs.writeFileSync(path.join(drop, "notes.txt"), "not a photo\n");
+
+  const captions = path.join(ALBUM, "captions.tsv");
+  if (!QUERY && fs.existsSync(captions)) {
+    // The first row naming a photo of the album (skips a header row).
+    const row = fs.readFileSync(captions, "utf8").split("\n").map((l) => l.split("\t").map((c) => c.trim()))
+      .find(([file, zh]) => zh && album.includes(file));
+    if (row) {
+      QUERY = row[1];
+      EXPECTED = EXPECTED || row[0];
+    }
+  }
+  QUERY = QUERY || "海边的日落";
+
+  // brivl natively on the same files: photo and query embeddings, keyed by content hash.
+  const out = path.join(work, "native.jsonl");
+  execFileSync(BRIVL, ["embed", "--model", model, "--images", drop, "--text", QUERY, "--out", out], { stdio: "inherit" });
+  const native = { photos: new Map(), text: null };
+  for (const line of fs.readFileSync(out, "utf8").split("\n").filter(Boolean)) {
+    const j = JSON.parse(line);
+    if (j.kind === "image") native.photos.set(sha256(fs.readFileSync(j.name)), { name: path.basename(j.name), emb: j.embedding });
+    if (j.kind === "text") native.text = j.embedding;
+  }
+  check(native.photos.size === album.length || native.photos.size === new Set(album.map((f) => sha256(fs.readFileSync(path.join(ALBUM, f))))).size,
+    `brivl embed read ${native.photos.size} distinct photos`);
+  const ranking = [...native.photos.entries()].map(([hash, p]) => ({ hash, name: p.name, score: dot(native.text, p.emb) }))
+    .sort((a, b) => b.score - a.score);
+  const expectedHash = EXPECTED ? ranking.find((r) => r.name === EXPECTED)?.hash : ranking[0].hash;
+  check(expectedHash, `expected photo ${EXPECTED || ranking[0].name} is in the album`);
+  if (EXPECTED) check(ranking[0].hash === expectedHash, `natively, ${EXPECTED} ranks first for ${QUERY}`);
+  return { site, drop: path.dirname(drop), model, native, ranking, expectedHash, album };
+}
+
+async function main() {
+  const work = fs.mkdtempSync(path.join(os.tmpdir(), "brivl-webapp-"));
+  const t = prepare(work);
+  const { server, url } = await serve(t.site);
+  const origin = new URL(url).origin;
+  log(`site at ${url}, mode ${MODE}, query ${QUERY}`);
+
+  const browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    args: [...FLAGS, ...(MODE === "cpu" ? CPU_FLAGS : GPU_FLAGS)],
+  });
+  const context = await browser.newContext({ locale: "zh-CN", viewport: { width: 1280, height: 900 } });
+  const requests = [];
+  context.on("request", (r) => requests.push(r.url()));
+  const problems = [];
+  await context.addInitScript(() => {
+    window.__csp = [];
+    document.addEventListener("securitypolicyviolation", (e) => window.__csp.push(`${e.violatedDirective} ${e.blockedURI}`));
+  });
+  const page = await context.newPage();
+  page.on("console", (m) => {
+    if (m.type() === "error") problems.push(m.text());
+  });
+  page.on("pageerror", (e) => problems.push(String(e)));
+  page.on("dialog", (d) => d.accept());
+  const shot = (name) => page.screenshot({ path: path.join(ART, `${name}.png`), fullPage: true });
+  const status = (sel, attr) => page.getAttribute(sel, attr);
+
+  try {
+    // 1. The model loads from the site, is checked, and runs where the mode says.
+    const t0 = Date.now();
+    await page.goto(url);
+    await page.waitForSelector('#model-status[data-state="ready"]', { timeout: 300_000 });
+    log(`model ready in ${((Date.now() - t0) / 1000).toFixed(1)} s: ${await page.textContent("#backend")}`);
+    check((await status("#backend", "data-gpu")) === (MODE === "cpu" ? "no" : "yes"), `engine runs on ${MODE === "cpu" ? "the CPU path" : "WebGPU"}`);
+    check((await page.getAttribute("html", "lang")) === "zh-CN", "UI starts in Chinese for a zh-CN browser");
+    await shot("01-model-ready");
+
+    // 2. A corrupt model file is refused with the reason; the loaded model stays in use.
+    const bad = fs.readFileSync(t.model);
+    bad[bad.length - 10] ^= 0xff;
+    const badPath = path.join(work, "corrupt.safetensors");
+    fs.writeFileSync(badPath, bad);
+    await page.setInputFiles("#model-file", badPath);
+    await page.waitForSelector('#model-status[data-state="refused"]', { timeout: 120_000 });
+    const refusal = await page.textContent("#model-error");
+    check(/corrupt|hash/i.test(refusal), `corrupt model refused with the reason: ${refusal.trim()}`);
+    check((await page.$("#model-name")) !== null, "the previous model stays loaded");
+    await shot("02-model-refused");
+    await page.click("#site-model");
+    await page.waitForSelector('#model-status[data-state="ready"] #model-name[data-from-cache="yes"]', { timeout: 120_000 });
+    check(true, "the site's model comes back from Cache Storage");
+
+    // 3. Index a folder: sub-folders included, the duplicate embedded once, bad files listed.
+    const unique = t.native.photos.size;
+    const t1 = Date.now();
+    await page.setInputFiles("#pick-folder", t.drop);
+    await page.waitForSelector('#index-status:not([data-indexed="0"])', { timeout: 300_000 });
+    const first = (Date.now() - t1) / 1000;
+    await page.waitForSelector(`#index-status[data-state="idle"][data-queued="0"][data-indexed="${unique}"]`, { timeout: 300_000 });
+    const secs = (Date.now() - t1) / 1000;
+    const rest = (unique - 1) / Math.max(secs - first, 1e-3);
+    log(`indexed ${unique} photos in ${secs.toFixed(1)} s: the first after ${first.toFixed(1)} s, then ${rest.toFixed(2)} photos/s`);
+    check((await status("#index-status", "data-failed")) === "2", "the corrupt photo and the non-image are skipped");
+    const skipped = await page.textContent("#skipped");
+    check(skipped.includes("<i>broken.jpg") && skipped.includes("notes.txt"), "skipped files are listed by name");
+    check((await page.$$("#skipped i")).length === 0, "file names render as text, not HTML");
+    await page.click("#skipped summary");
+    await shot("03-indexed");
+
+    // A photo dropped on the drop zone under a new name is known by its content: not embedded again.
+    const dropped = fs.readFileSync(path.join(ALBUM, t.album[0]));
+    const dt = await page.evaluateHandle((bytes) => {
+      const d = new DataTransfer();
+      d.items.add(new File([new Uint8Array(bytes)], "dropped again.jpg"));
+      return d;
+    }, [...dropped]);
+    await page.dispatchEvent("#dropzone", "drop", { dataTransfer: dt });
+    await page.waitForFunction(() => /^0\D+1\D/.test(document.querySelector("#notice").textContent));
+    check((await status("#index-status", "data-indexed")) === String(unique), "a dropped duplicate is recognised, not embedded twice");
+
+    // 4. Search in Chinese: same top-1 as brivl natively, every score within the tolerance.
+    await page.fill("#top-k", "100");
+    await page.dispatchEvent("#top-k", "change");
+    await page.fill("#query", QUERY);
+    check((await page.inputValue("#query-used")) === QUERY, "the query used is shown");
+    await page.click("#search");
+    await page.waitForSelector("#results li");
+    const hits = await page.$$eval("#results li", (els) => els.map((e) => ({ hash: e.dataset.hash, score: Number(e.dataset.score) })));
+    check(hits.length === unique, `${hits.length} results, one per distinct photo`);
+    check(hits[0].hash === t.expectedHash, `top-1 is ${t.native.photos.get(t.expectedHash).name}`);
+    let worst = 0;
+    for (const h of hits) {
+      const n = t.ranking.find((r) => r.hash === h.hash);
+      worst = Math.max(worst, Math.abs(n.score - h.score));
+    }
+    check(worst <= TOLERANCE, `scores match brivl natively (max difference ${worst.toExponential(2)})`);
+    check(hits.every((h, i) => i === 0 || hits[i - 1].score >= h.score), "results are ordered by score");
+    await shot("04-search");
+
+    // 5. The large view, then similar photos from it (image to image on stored embeddings).
+    await page.click("#results li:first-child .thumb");
+    await page.waitForSelector(".large img");
+    await shot("05-large");
+    await page.keyboard.press("Escape");
+    await page.waitForSelector(".large", { state: "detached" });
+    await page.click("#results li:first-child .similar");
+    await page.waitForFunction((h) => !document.querySelector(`#results li[data-hash="${h}"]`), t.expectedHash);
+    const similar = await page.$$eval("#results li", (els) => els.map((e) => ({ hash: e.dataset.hash, score: Number(e.dataset.score) })));
+    const from = t.native.photos.get(t.expectedHash).emb;
+    const nativeSimilar = [...t.native.photos.entries()].filter(([h]) => h !== t.expectedHash)
+      .map(([hash, p]) => ({ hash, score: dot(from, p.emb) })).sort((a, b) => b.score - a.score);
+    check(similar.length === unique - 1 && similar[0].hash === nativeSimilar[0].hash, "similar-photo search matches brivl natively");
+    await shot("06-similar");
+
+    // 6. Switch language; the phone layout.
+    await page.click("#lang-switch");
+    check((await page.getAttribute("html", "lang")) === "en", "language switches to English");
+    await page.setViewportSize({ width: 390, height: 844 });
+    await shot("07-phone-en");
+    await page.setViewportSize({ width: 1280, height: 900 });
+
+    // 7. Reload: the model comes from the cache, the index is intact, search gives the same.
+    await page.reload();
+    await page.waitForSelector('#model-status[data-state="ready"]', { timeout: 300_000 });
+    check((await status("#model-name", "data-from-cache")) === "yes", "second visit loads the model from Cache Storage");
+    await page.waitForSelector(`#index-status[data-indexed="${unique}"]`);
+    await page.fill("#query", QUERY);
+    await page.click("#search");
+    await page.waitForSelector("#results li");
+    const again = await page.$$eval("#results li", (els) => els.map((e) => ({ hash: e.dataset.hash, score: Number(e.dataset.score) })));
+    check(again[0].hash === t.expectedHash && Math.abs(again[0].score - hits[0].score) < 1e-6, "after a reload the index answers the same");
+    await shot("08-after-reload");
+
+    // 8. Cancel empties the queue and keeps what is indexed. Then pause mid-way and reload:
+    // indexing resumes, nothing lost or doubled.
+    await page.click("#clear");
+    await page.waitForSelector('#index-status[data-indexed="0"]');
+    await page.setInputFiles("#pick-folder", t.drop);
+    await page.waitForSelector('#index-status[data-state="running"]');
+    await page.click("#cancel");
+    await page.waitForSelector('#index-status[data-state="idle"][data-queued="0"]');
+    check(Number(await status("#index-status", "data-indexed")) <= unique, "cancel stops indexing and empties the queue");
+    await page.click("#clear");
+    await page.waitForSelector('#index-status[data-indexed="0"]');
+    await page.setInputFiles("#pick-folder", t.drop);
+    await page.waitForSelector('#index-status[data-state="running"]');
+    await page.click("#pause");
+    await page.waitForSelector('#index-status[data-state="paused"]');
+    const before = Number(await status("#index-status", "data-indexed"));
+    const queued = Number(await status("#index-status", "data-queued"));
+    log(`paused with ${before} indexed, ${queued} queued`);
+    await shot("09-paused");
+    await page.reload();
+    await page.waitForSelector(`#index-status[data-state="idle"][data-queued="0"][data-indexed="${unique}"]`, { timeout: 300_000 });
+    const stored = await page.evaluate(() => new Promise((resolve, reject) => {
+      const open = indexedDB.open("brivl");
+      open.onsuccess = () => {
+        const tx = open.result.transaction(["photos", "queue"]);
+        const a = tx.objectStore("photos").count();
+        const b = tx.objectStore("queue").count();
+        tx.oncomplete = () => resolve([a.result, b.result]);
+      };
+      open.onerror = () => reject(open.error);
+    }));
+    check(stored[0] === unique && stored[1] === 0, `after the reload ${stored[0]} photos stored, ${stored[1]} queued`);
+
+    // 9. Offline: the app shell comes from the service worker, the model from Cache Storage.
+    await context.setOffline(true);
+    await page.reload();
+    await page.waitForSelector('#model-status[data-state="ready"]', { timeout: 60_000 });
+    await page.fill("#query", QUERY);
+    await page.click("#search");
+    await page.waitForSelector(`#results li:first-child[data-hash="${t.expectedHash}"]`);
+    check(true, "offline, the app starts and searches");
+    await shot("10-offline");
+    await context.setOffline(false);
+
+    // 10. Privacy: nothing left the origin; the policy was never violated.
+    const outside = requests.filter((u) => !u.startsWith(origin) && !u.startsWith("blob:") && !u.startsWith("data:"));
+    check(outside.length === 0, `no request left ${origin} (${requests.length} requests; outside: ${outside.join(", ")})`);
+    const csp = await page.evaluate(() => window.__csp);
+    check(csp.length === 0, `no Content-Security-Policy violation ${csp.join("; ")}`);
+    // Offline, the manifest request fails by design (the cached model is used).
+    const errors = problems.filter((p) => !/Failed to load resource|Failed to fetch|ERR_INTERNET_DISCONNECTED/.test(p));
+    check(errors.length === 0, `no page errors ${errors.join(" | ")}`);
+    log("all checks passed");
+  } catch (e) {
+    await shot("failure").catch(() => {});
+    console.error(problems.join("\n"));
+    throw e;
+  } finally {
+    await browser.close();
+    server.close();
+    fs.rmSync(work, { recursive: true, force: true });
+  }
+}
+
+main().catch((e) => {
+  console.error(e);
+  process.exit(1);
+});

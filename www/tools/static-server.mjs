@@ -1,0 +1,84 @@
+// A small static file server for the built site (dist/): correct MIME types (WebAssembly
+// streaming needs application/wasm) and the same Content-Security-Policy as index.html, sent as a
+// header too so the engine worker's scripts carry it. Used by serve.sh and the browser tests.
+// Usage: node static-server.mjs <folder> [port] [host]
+import fs from "node:fs";
+import http from "node:http";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+
+const TYPES = {
+  ".html": "text/html; charset=utf-8",
+  ".js": "text/javascript; charset=utf-8",
+  ".mjs": "text/javascript; charset=utf-8",
+  ".wasm": "application/wasm",
+  ".css": "text/css; charset=utf-8",
+  ".json": "application/json; charset=utf-8",
+  ".tsv": "text/tab-separated-values; charset=utf-8",
+  ".txt": "text/plain; charset=utf-8",
+  ".md": "text/plain; charset=utf-8",
+  ".svg": "image/svg+xml",
+  ".png": "image/png",
+  ".jpg": "image/jpeg",
+  ".jpeg": "image/jpeg",
+  ".webp": "image/webp",
+  ".gif": "image/gif",
+  ".ico": "image/x-icon",
+};
+
+export const CSP =
+  "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; style-src 'self'; img-src 'self' blob:; " +
+  "connect-src 'self'; worker-src 'self'; font-src 'self'; object-src 'none'; base-uri 'self'; form-action 'none'; " +
+  "frame-ancestors 'none'";
+
+export function serve(root, port = 0, host = "127.0.0.1") {
+  const base = path.resolve(root);
+  const server = http.createServer((req, res) => {
+    if (req.method !== "GET" && req.method !== "HEAD") {
+      res.writeHead(405).end();
+      return;
+    }
+    let rel;
+    try {
+      rel = decodeURIComponent(new URL(req.url, "http://x").pathname);
+    } catch {
+      res.writeHead(400).end();
+      return;
+    }
+    let file = path.join(base, rel);
+    if (file !== base && !file.startsWith(base + path.sep)) {
+      res.writeHead(403).end();
+      return;
+    }
+    if (fs.existsSync(file) && fs.statSync(file).isDirectory()) file = path.join(file, "index.html");
+    fs.stat(file, (err, st) => {
+      if (err || !st.isFile()) {
+        res.writeHead(404, { "content-type": "text/plain" }).end("not found");
+        return;
+      }
+      res.writeHead(200, {
+        "content-type": TYPES[path.extname(file).toLowerCase()] || "application/octet-stream",
+        "content-length": st.size,
+        "cache-control": "no-cache",
+        "content-security-policy": CSP,
+        "x-content-type-options": "nosniff",
+        "referrer-policy": "no-referrer",
+      });
+      if (req.method === "HEAD") res.end();
+      else fs.createReadStream(file).pipe(res);
+    });
+  });
+  return new Promise((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(port, host, () => {
+      const { port: p } = server.address();
+      resolve({ server, url: `http://${host === "0.0.0.0" ? "localhost" : host}:${p}/` });
+    });
+  });
+}
+
+if (process.argv[1] && fileURLToPath(import.meta.url) === path.resolve(process.argv[1])) {
+  const [root = "dist", port = "8080", host = "127.0.0.1"] = process.argv.slice(2);
+  const { url } = await serve(root, Number(port), host);
+  console.log(`brivl is served at ${url}  (Ctrl+C stops it)`);
+}
