@@ -137,10 +137,16 @@ def glosses(sense):
             if g.startswith(art):
                 g = g[len(art):]
         g = g.strip()
-        if not KEY_OK.match(g) or len(g.split()) > MAX_KEY_WORDS or g in ("a", "an", "the"):
+        if not KEY_OK.match(g) or len(g.split()) > MAX_KEY_WORDS:
+            continue
+        # The query side drops articles everywhere ("party a" would read as "party").
+        words = g.split(" ")
+        key = " ".join(w for w in words if w not in ("a", "an", "the"))
+        if not key:
             continue
         whole = len(parts) == 1 and not had_paren
-        out.append((g, pos, penalty + 0.5 * i + (0.3 if had_paren else 0.0), whole))
+        lost_article = 3.0 if len(key.split(" ")) < len(words) else 0.0
+        out.append((key, pos, penalty + lost_article + 0.5 * i + (0.3 if had_paren else 0.0), whole))
     return out
 
 
