@@ -96,6 +96,12 @@ const TIMES: [&str; 20] = [
     "spring", "summer", "autumn", "fall", "winter", "daytime", "christmas", "dark", "nighttime",
 ];
 
+/// What one is "in" when wearing it.
+const CLOTHES: [&str; 16] = [
+    "dress", "shirt", "coat", "jacket", "suit", "uniform", "costume", "kimono", "sweater", "skirt", "jeans", "clothes",
+    "hoodie", "swimsuit", "gown", "hanfu",
+];
+
 /// Words that carry nothing for a photo search.
 const FILLER: [&str; 28] = [
     "the", "some", "very", "is", "are", "was", "were", "be", "being", "there", "that", "which", "who", "my",
@@ -209,6 +215,7 @@ enum Item<'t> {
     And,
     Of,
     With,
+    Wearing,
     /// A measure word fixed by the phrase ("a pair of" -> 双).
     Measure(&'static str),
     /// "a"/"an": 一 + classifier on the subject ("a red ball" -> 一个红色的球), nothing elsewhere
@@ -224,6 +231,8 @@ struct Np<'t> {
     words: Vec<Word<'t>>,
     /// "X with Y": rendered 带Y的X.
     with: Vec<Np<'t>>,
+    /// "X wearing Y", "X in a red dress": rendered 穿着Y的X.
+    wearing: Vec<Np<'t>>,
     /// "X of Y": rendered Y的X.
     of: Option<Box<Np<'t>>>,
     /// "X and Y".
@@ -246,19 +255,22 @@ impl<'t> Np<'t> {
     /// `head_pos` picks the head's reading: [`Pos::Place`] for a surface after "on".
     fn render_as(&self, head_pos: Pos) -> String {
         let mut out = String::new();
-        for w in &self.with {
-            out.push_str(&format!("带{}的", w.render()));
-        }
-        if let Some(of) = &self.of {
-            out.push_str(&of.render());
-            out.push('的');
-        }
         if let Some(c) = &self.count {
             out.push_str(&c.zh);
             if c.classifier {
                 let cl = self.measure.or_else(|| self.head().and_then(|h| h.classifier())).unwrap_or("个");
                 out.push_str(cl);
             }
+        }
+        for w in &self.wearing {
+            out.push_str(&format!("穿着{}的", w.render()));
+        }
+        for w in &self.with {
+            out.push_str(&format!("带{}的", w.render()));
+        }
+        if let Some(of) = &self.of {
+            out.push_str(&of.render());
+            out.push('的');
         }
         if let Some((head, mods)) = self.words.split_last() {
             for m in mods {
@@ -344,8 +356,10 @@ fn items<'t>(table: &'t Table, words: &[&str]) -> Vec<Item<'t>> {
             out.push(Item::And);
         } else if w == "of" {
             out.push(Item::Of);
-        } else if w == "with" || w == "wearing" || w == "holding" {
+        } else if w == "with" || w == "holding" {
             out.push(Item::With);
+        } else if w == "wearing" || w == "dressed" {
+            out.push(Item::Wearing);
         } else {
             out.push(Item::Word(word(table, w)));
         }
@@ -380,19 +394,31 @@ fn parse<'t>(items: Vec<Item<'t>>) -> Clause<'t> {
     // Set by "and" / "with" / "of": how the phrase being built joins the one before it.
     let mut join: Option<Item<'t>> = None;
 
-    fn finish<'t>(clause: &mut Clause<'t>, slot: Slot, join: &mut Option<Item<'t>>, np: Np<'t>) {
+    fn finish<'t>(clause: &mut Clause<'t>, slot: &mut Slot, join: &mut Option<Item<'t>>, np: Np<'t>) {
         if np.is_empty() {
             return;
         }
-        let target = match slot {
+        let target = match *slot {
             Slot::Subject => &mut clause.subject,
             Slot::Object => &mut clause.object,
             Slot::Place(i) => {
-                let place = &mut clause.places[i].1;
+                let (prep, place) = &mut clause.places[i];
                 if place.is_empty() && join.is_none() {
-                    // A time, not a place: "at night" -> 夜晚的...
-                    if np.head().is_some_and(|h| h.is_in(&TIMES)) {
+                    let head = np.head();
+                    if head.is_some_and(|h| h.is_in(&TIMES)) {
+                        // A time, not a place: "at night" -> 夜晚的...
                         clause.times.push(np);
+                    } else if prep.post == IN.post && head.is_some_and(|h| h.is_in(&CLOTHES)) {
+                        // "woman in a red dress" is what she wears: 穿着红色的连衣裙的女人.
+                        match &mut clause.subject {
+                            Some(subject) => {
+                                subject.wearing.push(np);
+                                clause.places.pop();
+                                // What follows ("... with a dog") belongs to the subject again.
+                                *slot = if clause.verb.is_some() { Slot::Object } else { Slot::Subject };
+                            }
+                            None => *place = np,
+                        }
                     } else {
                         *place = np;
                     }
@@ -414,14 +440,9 @@ fn parse<'t>(items: Vec<Item<'t>>) -> Clause<'t> {
     fn attach<'t>(prev: &mut Np<'t>, join: Option<Item<'t>>, np: Np<'t>) {
         match join {
             Some(Item::With) => prev.with.push(np),
-            Some(Item::Of) => {
-                let mut owner = np;
-                std::mem::swap(prev, &mut owner);
-                // `prev` is now Y; "X of Y" renders as Y的X, so X hangs below Y's 的.
-                let y = std::mem::take(prev);
-                *prev = owner;
-                prev.of = Some(Box::new(y));
-            }
+            Some(Item::Wearing) => prev.wearing.push(np),
+            // "X of Y": `prev` is X, rendered Y的X.
+            Some(Item::Of) => prev.of = Some(Box::new(np)),
             _ => prev.and.push(np),
         }
     }
@@ -439,7 +460,7 @@ fn parse<'t>(items: Vec<Item<'t>>) -> Clause<'t> {
                 let is_verb = clause.verb.is_none() && (w.ing_verb || w.only_verb());
                 if is_verb {
                     let np = std::mem::take(&mut cur);
-                    finish(&mut clause, slot, &mut join, np);
+                    finish(&mut clause, &mut slot, &mut join, np);
                     clause.verb = Some(w);
                     slot = Slot::Object;
                 } else {
@@ -458,7 +479,7 @@ fn parse<'t>(items: Vec<Item<'t>>) -> Clause<'t> {
             Item::Number(c) => {
                 if !cur.words.is_empty() {
                     let np = std::mem::take(&mut cur);
-                    finish(&mut clause, slot, &mut join, np);
+                    finish(&mut clause, &mut slot, &mut join, np);
                 }
                 cur.count = Some(c);
             }
@@ -475,25 +496,25 @@ fn parse<'t>(items: Vec<Item<'t>>) -> Clause<'t> {
                     cur.count.get_or_insert(Count { zh: "一".into(), classifier: true });
                 } else {
                     let np = std::mem::take(&mut cur);
-                    finish(&mut clause, slot, &mut join, np);
+                    finish(&mut clause, &mut slot, &mut join, np);
                     join = Some(Item::Of);
                 }
             }
-            Item::And | Item::With => {
+            Item::And | Item::With | Item::Wearing => {
                 let np = std::mem::take(&mut cur);
-                finish(&mut clause, slot, &mut join, np);
+                finish(&mut clause, &mut slot, &mut join, np);
                 join = Some(item);
             }
             Item::Prep(p) => {
                 let np = std::mem::take(&mut cur);
-                finish(&mut clause, slot, &mut join, np);
+                finish(&mut clause, &mut slot, &mut join, np);
                 join = None;
                 clause.places.push((p, Np::default()));
                 slot = Slot::Place(clause.places.len() - 1);
             }
         }
     }
-    finish(&mut clause, slot, &mut join, cur);
+    finish(&mut clause, &mut slot, &mut join, cur);
     clause.places.retain(|(_, np)| !np.is_empty());
     clause
 }
