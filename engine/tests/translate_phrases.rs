@@ -7,6 +7,8 @@
 
 #![cfg(not(target_arch = "wasm32"))]
 
+use std::time::Instant;
+
 use brivl_engine::translate::{Dictionary, Lang};
 
 const MIN_RATE: f64 = 0.9;
@@ -62,14 +64,19 @@ fn form_matching_is_exact() {
 
 #[test]
 fn everyday_phrases_translate_acceptably() {
+    let start = Instant::now();
     let dict = Dictionary::builtin().unwrap();
+    let load_ms = start.elapsed().as_secs_f64() * 1e3;
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/translate/phrases.tsv");
     let text = std::fs::read_to_string(path).unwrap();
     let mut total = 0;
     let mut failures = Vec::new();
+    let mut translate_secs = 0.0;
     for line in text.lines().filter(|l| !l.is_empty() && !l.starts_with('#')) {
         let (english, forms) = line.split_once('\t').unwrap_or_else(|| panic!("phrases.tsv: no tab in {line:?}"));
+        let start = Instant::now();
         let prepared = dict.prepare_query(english);
+        translate_secs += start.elapsed().as_secs_f64();
         assert_eq!(prepared.lang, Lang::English, "{english}");
         total += 1;
         if !acceptable(forms, &prepared.query_used) {
@@ -77,7 +84,13 @@ fn everyday_phrases_translate_acceptably() {
         }
     }
     let rate = (total - failures.len()) as f64 / total as f64;
-    eprintln!("{} / {total} phrases acceptable ({:.1}%); failures:", total - failures.len(), 100.0 * rate);
+    eprintln!(
+        "dictionary: {} keys loaded in {load_ms:.1} ms; {:.1} us per query\n{} / {total} phrases acceptable ({:.1}%); failures:",
+        dict.len(),
+        translate_secs * 1e6 / total as f64,
+        total - failures.len(),
+        100.0 * rate
+    );
     for f in &failures {
         eprintln!("  {f}");
     }

@@ -100,7 +100,10 @@ mod tests {
     #[test]
     fn runs_split_at_script_changes() {
         assert_eq!(runs("红色的 car"), vec![Run::Chinese("红色的"), Run::Other(" car")]);
-        assert_eq!(runs("a 猫 on 沙发"), vec![Run::Other("a "), Run::Chinese("猫"), Run::Other(" on "), Run::Chinese("沙发")]);
+        assert_eq!(
+            runs("a 猫 on 沙发"),
+            vec![Run::Other("a "), Run::Chinese("猫"), Run::Other(" on "), Run::Chinese("沙发")]
+        );
         assert_eq!(runs(""), vec![]);
         assert_eq!(runs("dog"), vec![Run::Other("dog")]);
     }

@@ -276,8 +276,10 @@ mod tests {
 
     #[test]
     fn table_parses_and_rejects_bad_lines() {
-        let t = Table::parse("# c\ncat\t猫\tn\t只\norange\t橙子\tn\t\norange\t橙色\ta\ntop of the mountain\t山顶\tn\n".as_bytes())
-            .unwrap();
+        let t = Table::parse(
+            "# c\ncat\t猫\tn\t只\norange\t橙子\tn\t\norange\t橙色\ta\ntop of the mountain\t山顶\tn\n".as_bytes(),
+        )
+        .unwrap();
         assert_eq!(t.get("cat").unwrap().noun.as_ref().unwrap().classifier.as_deref(), Some("只"));
         assert_eq!(t.get("orange").unwrap().prefer(Pos::Adjective).zh, "橙色");
         assert_eq!(t.get("orange").unwrap().prefer(Pos::Noun).zh, "橙子");

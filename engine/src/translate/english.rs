@@ -87,13 +87,33 @@ fn single_prep(w: &str) -> Option<Prep> {
 }
 
 /// Places one is in the middle of rather than inside: "in the rain" is 在雨中, not 在雨里.
-const IN_ZHONG: [&str; 14] =
-    ["rain", "snow", "fog", "mist", "water", "wind", "sunlight", "sky", "air", "dark", "darkness", "crowd", "storm", "sea"];
+const IN_ZHONG: [&str; 14] = [
+    "rain", "snow", "fog", "mist", "water", "wind", "sunlight", "sky", "air", "dark", "darkness", "crowd", "storm",
+    "sea",
+];
 
 /// Nouns that name a time: "at night", "in winter" become a time phrase (夜晚的城市), not a place.
 const TIMES: [&str; 20] = [
-    "night", "evening", "morning", "afternoon", "sunset", "sunrise", "dawn", "dusk", "noon", "midnight", "twilight",
-    "spring", "summer", "autumn", "fall", "winter", "daytime", "christmas", "dark", "nighttime",
+    "night",
+    "evening",
+    "morning",
+    "afternoon",
+    "sunset",
+    "sunrise",
+    "dawn",
+    "dusk",
+    "noon",
+    "midnight",
+    "twilight",
+    "spring",
+    "summer",
+    "autumn",
+    "fall",
+    "winter",
+    "daytime",
+    "christmas",
+    "dark",
+    "nighttime",
 ];
 
 /// What one is "in" when wearing it.
@@ -104,8 +124,8 @@ const CLOTHES: [&str; 16] = [
 
 /// Words that carry nothing for a photo search.
 const FILLER: [&str; 28] = [
-    "the", "some", "very", "is", "are", "was", "were", "be", "being", "there", "that", "which", "who", "my",
-    "our", "your", "his", "her", "their", "its", "this", "these", "those", "just", "showing", "shows", "to", "for",
+    "the", "some", "very", "is", "are", "was", "were", "be", "being", "there", "that", "which", "who", "my", "our",
+    "your", "his", "her", "their", "its", "this", "these", "those", "just", "showing", "shows", "to", "for",
 ];
 
 /// "photo of", "picture of" ...: dropped together with their "of".
@@ -339,7 +359,12 @@ fn items<'t>(table: &'t Table, words: &[&str]) -> Vec<Item<'t>> {
                 continue;
             }
             if let Some(entry) = table.lookup(span) {
-                out.push(Item::Word(Word { en: span.join(" "), entry: Some(entry), ing_verb: false, verb_modifier: false }));
+                out.push(Item::Word(Word {
+                    en: span.join(" "),
+                    entry: Some(entry),
+                    ing_verb: false,
+                    verb_modifier: false,
+                }));
                 i += n;
                 continue 'outer;
             }
@@ -373,9 +398,10 @@ fn is_grammar(w: &str) -> bool {
 
 fn word<'t>(table: &'t Table, w: &str) -> Word<'t> {
     let surface = table.get(w);
-    let ing_base = w.strip_suffix("ing").filter(|_| !ING_NOUNS.contains(&w)).and_then(|_| {
-        lemmas(w).into_iter().find_map(|l| table.get(&l).filter(|e| e.verb.is_some()))
-    });
+    let ing_base = w
+        .strip_suffix("ing")
+        .filter(|_| !ING_NOUNS.contains(&w))
+        .and_then(|_| lemmas(w).into_iter().find_map(|l| table.get(&l).filter(|e| e.verb.is_some())));
     let (entry, ing_verb) = match (surface, ing_base) {
         // "smiling" listed as an adjective keeps that reading.
         (Some(e), _) if e.adjective.is_some() => (Some(e), false),

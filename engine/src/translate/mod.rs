@@ -124,7 +124,7 @@ mod tests {
 
     const TABLE: &str = "cat\t猫\tn\t只\ndog\t狗\tn\t只\nsofa\t沙发\tn\t张\nyellow\t黄色\ta\t\nduck\t鸭子\tn\t只\n\
         water\t水面\tn\t\nblue\t蓝色\ta\t\nrun\t奔跑\tv\t\nbeach\t沙滩\tn\t\nsunset\t日落\tn\t\nsea\t海\tn\t\n\
-        night\t夜晚\tn\t\ncity\t城市\tn\t座\ncoffee\t咖啡\tn\t\nred\t红色\ta\t\ncar\t汽车\tn\t辆\nrain\t雨\tn\t\n\
+        night\t夜晚\tn\t\ncity\t城市\tn\t座\nsleep\t睡觉\tv\t\nball\t球\tn\t个\ndress\t连衣裙\tn\t条\ncoffee\t咖啡\tn\t\nred\t红色\ta\t\ncar\t汽车\tn\t辆\nrain\t雨\tn\t\n\
         big\t大\ta\t\ntree\t树\tn\t棵\nlake\t湖\tn\t\nhouse\t房子\tn\t座\nice cream\t冰淇淋\tn\t\n";
 
     fn dict() -> Dictionary {
@@ -145,7 +145,8 @@ mod tests {
 
     #[test]
     fn english_noun_phrases_and_places() {
-        assert_eq!(zh("a cat on a sofa"), "猫在沙发上");
+        assert_eq!(zh("a cat on a sofa"), "一只猫在沙发上");
+        assert_eq!(zh("cats on the sofa"), "猫在沙发上");
         assert_eq!(zh("Two yellow ducks on blue water"), "两只黄色的鸭子在蓝色的水面上");
         assert_eq!(zh("big tree"), "大树");
         assert_eq!(zh("red car in the rain"), "红色的汽车在雨中");
@@ -160,6 +161,15 @@ mod tests {
     fn verbs_go_after_places() {
         assert_eq!(zh("dogs running on the beach"), "狗在沙滩上奔跑");
         assert_eq!(zh("two dogs running on the beach at sunset"), "日落时两只狗在沙滩上奔跑");
+    }
+
+    #[test]
+    fn with_of_and_clothes_attach_to_the_noun() {
+        assert_eq!(zh("a dog with a red ball"), "一只带红色的球的狗");
+        assert_eq!(zh("cat in a red dress"), "穿着红色的连衣裙的猫");
+        assert_eq!(zh("trees of the city"), "城市的树");
+        assert_eq!(zh("a cat and a dog"), "一只猫和狗");
+        assert_eq!(zh("sleeping cat"), "睡觉的猫");
     }
 
     #[test]
