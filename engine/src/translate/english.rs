@@ -123,8 +123,8 @@ const CLOTHES: [&str; 16] = [
 ];
 
 /// Words that carry nothing for a photo search.
-const FILLER: [&str; 28] = [
-    "the", "some", "very", "is", "are", "was", "were", "be", "being", "there", "that", "which", "who", "my", "our",
+const FILLER: [&str; 31] = [
+    "i", "we", "me", "the", "some", "very", "is", "are", "was", "were", "be", "being", "there", "that", "which", "who", "my", "our",
     "your", "his", "her", "their", "its", "this", "these", "those", "just", "showing", "shows", "to", "for",
 ];
 
@@ -132,7 +132,7 @@ const FILLER: [&str; 28] = [
 const FRAME_WORDS: [&str; 9] = ["photo", "photos", "picture", "pictures", "image", "images", "pic", "shot", "snapshot"];
 
 /// Nouns that count what follows "of": "a cup of coffee" is 一杯咖啡.
-const MEASURES: [(&str, &str); 22] = [
+const MEASURES: [(&str, &str); 23] = [
     ("cup", "杯"),
     ("mug", "杯"),
     ("glass", "杯"),
@@ -155,6 +155,7 @@ const MEASURES: [(&str, &str); 22] = [
     ("slice", "片"),
     ("piece", "块"),
     ("field", "片"),
+    ("vase", "瓶"),
 ];
 
 /// -ing nouns that are never the verb of the clause.
