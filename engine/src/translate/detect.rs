@@ -75,6 +75,9 @@ pub fn runs(text: &str) -> Vec<Run<'_>> {
 mod tests {
     use super::*;
 
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
     #[test]
     fn detects_each_language() {
         assert_eq!(detect("海边的日落"), Lang::Chinese);

@@ -260,6 +260,9 @@ pub fn lemmas(word: &str) -> Vec<String> {
 mod tests {
     use super::*;
 
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
     #[test]
     fn lemmas_cover_common_inflections() {
         assert_eq!(lemmas("running")[0], "run");

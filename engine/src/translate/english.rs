@@ -124,8 +124,9 @@ const CLOTHES: [&str; 16] = [
 
 /// Words that carry nothing for a photo search.
 const FILLER: [&str; 31] = [
-    "i", "we", "me", "the", "some", "very", "is", "are", "was", "were", "be", "being", "there", "that", "which", "who", "my", "our",
-    "your", "his", "her", "their", "its", "this", "these", "those", "just", "showing", "shows", "to", "for",
+    "i", "we", "me", "the", "some", "very", "is", "are", "was", "were", "be", "being", "there", "that", "which", "who",
+    "my", "our", "your", "his", "her", "their", "its", "this", "these", "those", "just", "showing", "shows", "to",
+    "for",
 ];
 
 /// "photo of", "picture of" ...: dropped together with their "of".

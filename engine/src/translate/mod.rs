@@ -122,6 +122,9 @@ fn tidy(s: &str) -> String {
 mod tests {
     use super::*;
 
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
     const TABLE: &str = "cat\t猫\tn\t只\ndog\t狗\tn\t只\nsofa\t沙发\tn\t张\nyellow\t黄色\ta\t\nduck\t鸭子\tn\t只\n\
         water\t水面\tn\t\nblue\t蓝色\ta\t\nrun\t奔跑\tv\t\nbeach\t沙滩\tn\t\nsunset\t日落\tn\t\nsea\t海\tn\t\n\
         night\t夜晚\tn\t\ncity\t城市\tn\t座\nsleep\t睡觉\tv\t\nball\t球\tn\t个\ndress\t连衣裙\tn\t条\ncoffee\t咖啡\tn\t\nred\t红色\ta\t\ncar\t汽车\tn\t辆\nrain\t雨\tn\t\n\
@@ -190,8 +193,10 @@ mod tests {
     }
 
     #[test]
-    fn builtin_table_loads() {
-        let d = Dictionary::builtin().unwrap();
+    fn shipped_table_loads_and_translates() {
+        // The bytes the web app fetches; natively the same as `Dictionary::builtin()`.
+        let d = Dictionary::from_bytes(include_bytes!("../../data/en-zh.tsv")).unwrap();
         assert!(d.len() > 10_000, "{}", d.len());
+        assert_eq!(d.prepare_query("two yellow ducks on the water").query_used, "两只黄色的鸭子在水面上");
     }
 }
