@@ -36,7 +36,7 @@ impl Prep {
         let head = np.head();
         if self.post == IN.post && head.is_some_and(|h| h.is_in(&IN_ZHONG)) {
             "中"
-        } else if self.post == NEAR.post && head.is_some_and(|h| h.zh(Pos::Place).chars().count() == 1) {
+        } else if self.post == NEAR.post && head.is_some_and(|h| h.zh(Pos::Noun).chars().count() == 1) {
             "边"
         } else {
             self.post
