@@ -200,23 +200,23 @@ struct Word<'t> {
     /// The English as matched (lowercase), for the place and time lists.
     en: String,
     /// `None`: not in the table, kept in English.
-    entry: Option<&'t Entry>,
+    entry: Option<Entry<'t>>,
     /// An -ing form whose base the table knows as a verb.
     ing_verb: bool,
     /// An -ing form before a noun ("sleeping baby"): the verb reading + 的 (睡觉的婴儿).
     verb_modifier: bool,
 }
 
-impl Word<'_> {
+impl<'t> Word<'t> {
     fn zh(&self, pos: Pos) -> String {
         match self.entry {
-            Some(e) => e.prefer(pos).zh.clone(),
+            Some(e) => e.prefer(pos).zh.to_string(),
             None => format!(" {} ", self.en),
         }
     }
 
-    fn classifier(&self) -> Option<&str> {
-        self.entry.and_then(|e| e.prefer(Pos::Noun).classifier.as_deref())
+    fn classifier(&self) -> Option<&'t str> {
+        self.entry.and_then(|e| e.prefer(Pos::Noun).classifier)
     }
 
     /// The base form, for the place/time lists: "nights" -> "night".
@@ -225,7 +225,7 @@ impl Word<'_> {
     }
 
     fn only_verb(&self) -> bool {
-        self.entry.is_some_and(|e| e.verb.is_some() && e.noun.is_none() && e.adjective.is_none())
+        self.entry.is_some_and(|e| e.has(Pos::Verb) && !e.has(Pos::Noun) && !e.has(Pos::Adjective))
     }
 }
 
@@ -403,10 +403,10 @@ fn word<'t>(table: &'t Table, w: &str) -> Word<'t> {
     let ing_base = w
         .strip_suffix("ing")
         .filter(|_| !ING_NOUNS.contains(&w))
-        .and_then(|_| lemmas(w).into_iter().find_map(|l| table.get(&l).filter(|e| e.verb.is_some())));
+        .and_then(|_| lemmas(w).into_iter().find_map(|l| table.get(&l).filter(|e| e.has(Pos::Verb))));
     let (entry, ing_verb) = match (surface, ing_base) {
         // "smiling" listed as an adjective keeps that reading.
-        (Some(e), _) if e.adjective.is_some() => (Some(e), false),
+        (Some(e), _) if e.has(Pos::Adjective) => (Some(e), false),
         // "running": the verb reading of "run", even where the table also lists "running".
         (_, Some(base)) => (Some(base), true),
         (Some(e), None) => (Some(e), false),

@@ -129,7 +129,8 @@ def glosses(sense):
         had_paren = "(" in part
         g = PAREN.sub(" ", part)
         g = re.sub(r"\s+", " ", g).strip().lower().rstrip(".")
-        g = g.replace("sth", "").replace("sb", "").strip() if re.search(r"\b(sth|sb)\b", g) else g
+        # "to give sb sth" -> "give"; the key must be single-spaced words (the engine checks).
+        g = " ".join(re.sub(r"\b(sth|sb)\b", " ", g).split())
         pos = "n"
         if g.startswith("to "):
             pos, g = "v", g[3:]
