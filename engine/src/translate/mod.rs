@@ -185,6 +185,38 @@ mod tests {
     }
 
     #[test]
+    fn odd_input_never_panics_and_never_comes_back_empty() {
+        let d = dict();
+        let long = "red car on the beach with a dog ".repeat(300);
+        for q in [
+            "of",
+            "of of of",
+            "a a a",
+            "with",
+            "in",
+            "and and",
+            "'s",
+            "-",
+            "的 the 猫 of",
+            "two",
+            "lots of",
+            "pair of",
+            "cup of",
+            "on in at",
+            "with with cat",
+            "cat of of dog",
+            "running running",
+            "2 2 2",
+            "🐱 the",
+            "x",
+            &long,
+        ] {
+            let p = d.prepare_query(q);
+            assert!(!p.query_used.trim().is_empty(), "{q:?} -> {:?}", p.query_used);
+        }
+    }
+
+    #[test]
     fn mixed_queries_translate_only_the_english() {
         let p = dict().prepare_query("红色的 car");
         assert_eq!(p.lang, Lang::Mixed);
