@@ -48,6 +48,13 @@ impl Dictionary {
         Self::from_bytes(BUILTIN_TABLE)
     }
 
+    /// The shipped table, parsed once per process on first use.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn shared() -> Result<&'static Self, DictError> {
+        static SHARED: std::sync::OnceLock<Result<Dictionary, DictError>> = std::sync::OnceLock::new();
+        SHARED.get_or_init(Self::builtin).as_ref().map_err(Clone::clone)
+    }
+
     /// How many English keys the table has.
     pub fn len(&self) -> usize {
         self.table.len()
@@ -222,6 +229,14 @@ mod tests {
         assert_eq!(p.lang, Lang::Mixed);
         assert_eq!(p.query_used, "红色的汽车");
         assert_eq!(zh("cat 在沙发上"), "猫在沙发上");
+    }
+
+    #[cfg(not(target_arch = "wasm32"))]
+    #[test]
+    fn shared_table_is_parsed_once() {
+        let a = Dictionary::shared().unwrap();
+        assert!(std::ptr::eq(a, Dictionary::shared().unwrap()));
+        assert_eq!(a.prepare_query("a cat on a sofa").query_used, "一只猫在沙发上");
     }
 
     #[test]
