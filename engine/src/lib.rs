@@ -21,6 +21,7 @@ pub mod pool;
 pub mod quant;
 pub mod tensor;
 pub mod tokenizer;
+pub mod translate;
 pub mod uniforms;
 
 #[cfg(test)]
