@@ -235,7 +235,7 @@ fn index_lists_bad_files_skips_unchanged_follows_changes_and_searches() {
     assert!(err.contains("another --db"), "{err}");
     assert_eq!(indexed(&db), rows);
 
-    // Text search: every photo ranked, best first, the query passed through for now. The cache
+    // Text search: every photo ranked, best first, Chinese passed through as typed. The cache
     // of before the changes is planted first: search must see it is stale and rebuild it.
     std::fs::write(&cache, &stale_cache).unwrap();
     let dbs = db.to_str().unwrap();
@@ -247,6 +247,10 @@ fn index_lists_bad_files_skips_unchanged_follows_changes_and_searches() {
     assert_ne!(std::fs::read(&cache).unwrap(), stale_cache, "the stale cache was rebuilt");
     let scores: Vec<f64> = results.iter().map(|r| r["score"].as_f64().unwrap()).collect();
     assert!(scores.windows(2).all(|w| w[0] >= w[1]), "{scores:?}");
+    // An English query is translated offline; the JSON says what the model read.
+    let en = search_json(&["a cat on a sofa", "--db", dbs, "--backend", "cpu"]);
+    assert_eq!(en["query_used"], "一只猫在沙发上");
+    assert_eq!(en["lang"], "english");
     assert!(scores.iter().all(|s| (-1.01..=1.01).contains(s)));
     let v = search_json(&["海边的日落", "--db", dbs, "--top-k", "3", "--backend", "cpu"]);
     let top3: Vec<f64> = v["results"].as_array().unwrap().iter().map(|r| r["score"].as_f64().unwrap()).collect();

@@ -60,6 +60,7 @@ fn App() -> impl IntoView {
         indexer::load_index(s).await;
         model::load_startup(s).await;
     });
+    spawn_local(search::load_dictionary(s));
 
     view! {
         <header class="top">

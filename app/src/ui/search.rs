@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use brivl_engine::translate::Dictionary;
 use leptos::prelude::*;
 
 use super::engine::{engine, floats};
@@ -10,11 +11,36 @@ use super::state::{LastQuery, Results, State};
 use crate::protocol::Request;
 use crate::ranking::rank;
 
-/// Where a typed query becomes the text the model reads (shown as "query used", editable).
-/// The model reads Chinese; English-to-Chinese query translation (issue 7,
-/// `brivl_engine::translate::prepare_query`) plugs in here. Until then the query is used as typed.
+thread_local! {
+    // The English -> Chinese table, fetched from the site once (kept out of the wasm binary).
+    static DICTIONARY: std::cell::RefCell<Option<Dictionary>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Fetches the site's `en-zh.tsv`; until it is loaded (or if it fails), queries are used as typed.
+pub async fn load_dictionary(s: State) {
+    match super::store::fetch_bytes("en-zh.tsv", |_, _| {}).await {
+        Ok(bytes) => match Dictionary::from_bytes(&bytes.to_vec()) {
+            Ok(d) => {
+                DICTIONARY.with(|cell| *cell.borrow_mut() = Some(d));
+                // A query typed before the table arrived is prepared again.
+                let q = s.query.get_untracked();
+                if !q.is_empty() {
+                    s.query_used.set(prepare_query(&q));
+                }
+            }
+            Err(e) => s.notice.set(format!("en-zh.tsv: {e}")),
+        },
+        Err(e) => s.notice.set(format!("en-zh.tsv: {e}")),
+    }
+}
+
+/// Where a typed query becomes the text the model reads (shown as "query used", editable): the
+/// model reads Chinese, so English words and phrases are translated offline; Chinese is kept.
 pub fn prepare_query(text: &str) -> String {
-    text.trim().to_string()
+    DICTIONARY.with(|cell| match cell.borrow().as_ref() {
+        Some(d) => d.prepare_query(text.trim()).query_used,
+        None => text.trim().to_string(),
+    })
 }
 
 pub async fn search_text(s: State) {

@@ -151,7 +151,8 @@ enum Command {
         /// Leave out results scoring below this cosine similarity.
         #[arg(long)]
         min_score: Option<f32>,
-        /// One JSON object: {"query", "query_used", "image", "results": [{"path", "score"}]}.
+        /// One JSON object: {"query", "query_used" (the Chinese the model read), "lang", "unknown"
+        /// (English words kept as typed), "image", "results": [{"path", "score"}]}.
         #[arg(long)]
         json: bool,
         /// Where the query is embedded when the model is needed (gpu or cpu).
@@ -487,7 +488,8 @@ fn search(
 ) -> AnyResult<()> {
     let db = db_path(db)?;
     let store = Store::open_existing(&db)?;
-    let query_used = query.map(search::prepare_query);
+    let prepared = query.map(search::prepare_query).transpose()?;
+    let query_used = prepared.as_ref().map(|p| p.query_used.clone());
     // The model is loaded only when the query needs it (text, or a photo not in the index).
     let load_model = || -> AnyResult<Embedder> {
         let path = match &model {
@@ -531,12 +533,20 @@ fn search(
         let doc = serde_json::json!({
             "query": query,
             "query_used": query_used,
+            "lang": prepared.as_ref().map(|p| p.lang),
+            "unknown": prepared.as_ref().map(|p| &p.unknown),
             "image": image.map(|p| p.display().to_string()),
             "model": short(&store.model.hash),
             "results": results,
         });
         writeln!(out, "{doc}")?;
     } else {
+        // Say what the model read when it is not what was typed (stderr keeps stdout parseable).
+        if let (Some(q), Some(used)) = (query, &query_used) {
+            if q.trim() != used {
+                eprintln!("query used: {used}");
+            }
+        }
         for h in &hits {
             writeln!(out, "{:.4}\t{}", h.score, h.path)?;
         }

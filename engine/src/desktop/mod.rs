@@ -29,6 +29,8 @@ pub enum DesktopError {
     OtherModel { index: String, index_model: String, model: String },
     #[error("{0}")]
     Engine(#[from] crate::Error),
+    #[error("query dictionary: {0}")]
+    Dictionary(String),
 }
 
 /// The first 16 hex digits of a model hash, as `brivl convert` prints them.

@@ -19,14 +19,16 @@ use half::f16;
 
 use super::store::Store;
 use super::DesktopError;
+use crate::translate::{Dictionary, PreparedQuery};
 
 /// Indexes with fewer photos than this are ranked exactly (every row rescored).
 pub const EXACT_BELOW: usize = 1024;
 
-/// The query as the text tower gets it. One place, so that a translation step (English ->
-/// Chinese, the language BriVL was trained on) can be slotted in.
-pub fn prepare_query(query: &str) -> String {
-    query.trim().to_string()
+/// The query as the text tower gets it: BriVL reads Chinese, so English words and phrases are
+/// translated offline (`translate`); Chinese passes through trimmed.
+pub fn prepare_query(query: &str) -> Result<PreparedQuery, DesktopError> {
+    let dict = Dictionary::shared().map_err(|e| DesktopError::Dictionary(e.to_string()))?;
+    Ok(dict.prepare_query(query.trim()))
 }
 
 /// How many coarse candidates are rescored exactly for a top-`k` search.
@@ -332,6 +334,7 @@ mod tests {
         let b: Vec<i8> = (0..37).map(|i| (127 - i * 5 % 255) as i8).collect();
         let want: i32 = a.iter().zip(&b).map(|(&x, &y)| x as i32 * y as i32).sum();
         assert_eq!(dot_i8(&a, &b), want);
-        assert_eq!(prepare_query("  海边的日落 \n"), "海边的日落");
+        assert_eq!(prepare_query("  海边的日落 \n").unwrap().query_used, "海边的日落");
+        assert_eq!(prepare_query("a cat on a sofa").unwrap().query_used, "一只猫在沙发上");
     }
 }
