@@ -1,5 +1,6 @@
 // y[t, c] = table[min(ids[t], V - 1), c] (+ add[t % L, c]): a row gather from a [V, D] table in
-// f32, packed f16 (unpack2x16float, no shader-f16 needed) or packed q8 with per-row scales.
+// f32, packed f16 (unpack2x16float, no shader-f16 needed) or packed q8 (one scale per q8_group
+// values of a row).
 //
 // One thread per output element, 256 per workgroup, folded into y by Pass::grid. Ids are
 // clamped so a bad id reads the last row instead of out of bounds. Defines: TF32 | TF16 | TQ8
@@ -27,9 +28,9 @@ fn lookup(r: u32, c: u32) -> f32 {
     return unpack2x16float(table[r * params.row_words + c / 2u])[c & 1u];
 #endif
 #ifdef TQ8
-    // extractBits on i32 sign-extends the byte; the row scales follow the last row.
+    // extractBits on i32 sign-extends the byte; the scales follow the last row, row by row.
     let q = extractBits(bitcast<i32>(table[r * params.row_words + c / 4u]), (c & 3u) * 8u, 8u);
-    return f32(q) * bitcast<f32>(table[params.vocab * params.row_words + r]);
+    return f32(q) * bitcast<f32>(table[params.vocab * params.row_words + r * params.groups + c / params.q8_group]);
 #endif
 }
 

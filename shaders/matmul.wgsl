@@ -1,4 +1,5 @@
-// y[M, N] = act(x[M, K] . w[N, K]^T * scale[N] + bias[N]), w in f32, packed f16 or packed q8.
+// y[M, N] = act(x[M, K] . w[N, K]^T + bias[N]), w in f32, packed f16 or packed q8 (int8 times
+// one f32 scale per q8_group values of a row, applied as the tile is loaded).
 //
 // One general kernel: 64x64 output tiles, 16x16 threads with 4x4 outputs each, K in steps of
 // 16 through workgroup memory (8 KB, half the WebGPU minimum). Loads are bounds-checked, so any
@@ -49,16 +50,9 @@ fn weight(n: u32, k: u32) -> f32 {
 #endif
 #endif
 #ifdef WQ8
-    // extractBits on i32 sign-extends the byte.
-    return f32(extractBits(bitcast<i32>(w[n * params.row_words + k / 4u]), (k & 3u) * 8u, 8u));
-#endif
-}
-
-fn scale(n: u32) -> f32 {
-#ifdef WQ8
-    return bitcast<f32>(w[params.n * params.row_words + n]);
-#else
-    return 1.0;
+    // extractBits on i32 sign-extends the byte; the scales follow the last row, row by row.
+    let q = f32(extractBits(bitcast<i32>(w[n * params.row_words + k / 4u]), (k & 3u) * 8u, 8u));
+    return q * bitcast<f32>(w[params.n * params.row_words + n * params.groups + k / params.q8_group]);
 #endif
 }
 
@@ -121,11 +115,10 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
 #ifdef BIAS
         b = bias[c];
 #endif
-        let s = scale(c);
         for (var i = 0u; i < 4u; i++) {
             let r = row0 + lid.y * 4u + i;
             if (r < params.m) {
-                y[r * params.n + c] = activate(accs[i][j] * s + b, params.act);
+                y[r * params.n + c] = activate(accs[i][j] + b, params.act);
             }
         }
     }

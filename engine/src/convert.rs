@@ -1,5 +1,6 @@
 //! Checkpoint -> model file: keeps the two towers, folds BatchNorm into the convs, fuses BERT's
-//! Q, K and V into one projection, renames to the engine's names and quantises the matrices.
+//! Q, K and V into one projection, renames to the engine's names and quantises the matrices
+//! (with `q8`, the backbone's 1x1 convs are f16, see [`Store::NotQ8`]).
 //!
 //! Engine names (what `models::brivl` loads):
 //! `image.stem`, `image.blocks.S.B.{expand,dw,se_reduce,se_expand,project}`, `image.head`,
@@ -53,6 +54,19 @@ pub struct Converted {
     pub parameters: usize,
 }
 
+/// How a weight is stored.
+#[derive(Clone, Copy, PartialEq)]
+enum Store {
+    /// f32: biases, norms, the stem and depthwise convs, BERT's position rows.
+    F32,
+    /// A matrix in the file's quantisation.
+    Quant,
+    /// A matrix in the file's quantisation, but f16 where that is q8: the backbone's 1x1 convs
+    /// carry most of the image tower's int8 error while holding 8% of the int8 weights (worst
+    /// full-size image cosine 0.9954 with them in q8; `tests/reference/quant_sensitivity.py`).
+    NotQ8,
+}
+
 struct Ctx<'a, S: Source> {
     src: &'a S,
     used: RefCell<BTreeSet<String>>,
@@ -76,14 +90,18 @@ impl<S: Source> Ctx<'_, S> {
         self.src.names().iter().any(|n| n == name)
     }
 
-    fn emit(&self, name: String, shape: Vec<usize>, values: Vec<f32>, matrix: bool) {
-        let dtype = if matrix { self.quant } else { DType::F32 };
+    fn emit(&self, name: String, shape: Vec<usize>, values: Vec<f32>, store: Store) {
+        let dtype = match store {
+            Store::F32 => DType::F32,
+            Store::NotQ8 if self.quant == DType::Q8 => DType::F16,
+            _ => self.quant,
+        };
         self.out.borrow_mut().push(WriteTensor { name, shape, values, dtype });
     }
 
     /// A conv (any kernel) followed by BatchNorm -> folded weight and bias.
-    /// `as_matrix`: a 1x1 conv stored as `[out, in]` for the matmul kernel.
-    fn conv_bn(&self, conv: &str, bn: &str, to: &str, as_matrix: bool) -> Result<()> {
+    /// `store` other than F32: a 1x1 conv stored as `[out, in]` for the matmul kernel.
+    fn conv_bn(&self, conv: &str, bn: &str, to: &str, store: Store) -> Result<()> {
         let (Some((shape, mut w)), Some((_, g)), Some((_, b)), Some((_, m)), Some((_, v))) = (
             self.get(&format!("{conv}.weight"))?,
             self.get(&format!("{bn}.weight"))?,
@@ -96,9 +114,9 @@ impl<S: Source> Ctx<'_, S> {
         self.used.borrow_mut().insert(format!("{bn}.num_batches_tracked"));
         let bias = fold_batch_norm(&mut w, None, shape[0], &g, &b, &m, &v, BN_EPS)
             .map_err(|e| Error::Model(format!("folding {bn} into {conv}: {e}")))?;
-        let shape = if as_matrix { pointwise_shape(conv, &shape)? } else { shape };
-        self.emit(format!("{to}.bias"), vec![bias.len()], bias, false);
-        self.emit(format!("{to}.weight"), shape, w, as_matrix);
+        let shape = if store == Store::F32 { shape } else { pointwise_shape(conv, &shape)? };
+        self.emit(format!("{to}.bias"), vec![bias.len()], bias, Store::F32);
+        self.emit(format!("{to}.weight"), shape, w, store);
         Ok(())
     }
 
@@ -106,17 +124,17 @@ impl<S: Source> Ctx<'_, S> {
     fn linear(&self, from: &str, to: &str) -> Result<()> {
         if let Some((shape, w)) = self.get(&format!("{from}.weight"))? {
             let shape = if shape.len() == 4 { pointwise_shape(from, &shape)? } else { shape };
-            self.emit(format!("{to}.weight"), shape, w, true);
+            self.emit(format!("{to}.weight"), shape, w, Store::Quant);
         }
         if let Some((shape, b)) = self.get(&format!("{from}.bias"))? {
-            self.emit(format!("{to}.bias"), shape, b, false);
+            self.emit(format!("{to}.bias"), shape, b, Store::F32);
         }
         Ok(())
     }
 
     fn copy(&self, from: &str, to: &str) -> Result<()> {
         if let Some((shape, v)) = self.get(from)? {
-            self.emit(to.to_string(), shape, v, false);
+            self.emit(to.to_string(), shape, v, Store::F32);
         }
         Ok(())
     }
@@ -126,7 +144,7 @@ impl<S: Source> Ctx<'_, S> {
         for l in 0..count_indexed(&self.src.names(), &format!("{from}.layers.")) {
             let (f, t) = (format!("{from}.layers.{l}"), format!("{to}.{l}"));
             if let Some((shape, w)) = self.get(&format!("{f}.self_attn.in_proj_weight"))? {
-                self.emit(format!("{t}.in_proj.weight"), shape, w, true);
+                self.emit(format!("{t}.in_proj.weight"), shape, w, Store::Quant);
             }
             self.copy(&format!("{f}.self_attn.in_proj_bias"), &format!("{t}.in_proj.bias"))?;
             self.linear(&format!("{f}.self_attn.out_proj"), &format!("{t}.out_proj"))?;
@@ -178,7 +196,7 @@ pub fn convert(src: &impl Source, vocab: &str, config: &BrivlConfig, quant: DTyp
 
     // Image backbone.
     let bb = "imgencoder.backbone";
-    cx.conv_bn(&format!("{bb}.conv_stem"), &format!("{bb}.bn1"), "image.stem", false)?;
+    cx.conv_bn(&format!("{bb}.conv_stem"), &format!("{bb}.bn1"), "image.stem", Store::F32)?;
     let stages = count_indexed(&names, &format!("{bb}.blocks."));
     if stages == 0 {
         cx.missing.borrow_mut().push(format!("{bb}.blocks.*"));
@@ -192,18 +210,18 @@ pub fn convert(src: &impl Source, vocab: &str, config: &BrivlConfig, quant: DTyp
         for b in 0..count_indexed(&names, &format!("{bb}.blocks.{s}.")) {
             let (f, t) = (format!("{bb}.blocks.{s}.{b}"), format!("image.blocks.{s}.{b}"));
             if cx.has(&format!("{f}.conv_pwl.weight")) {
-                cx.conv_bn(&format!("{f}.conv_pw"), &format!("{f}.bn1"), &format!("{t}.expand"), true)?;
-                cx.conv_bn(&format!("{f}.conv_dw"), &format!("{f}.bn2"), &format!("{t}.dw"), false)?;
-                cx.conv_bn(&format!("{f}.conv_pwl"), &format!("{f}.bn3"), &format!("{t}.project"), true)?;
+                cx.conv_bn(&format!("{f}.conv_pw"), &format!("{f}.bn1"), &format!("{t}.expand"), Store::NotQ8)?;
+                cx.conv_bn(&format!("{f}.conv_dw"), &format!("{f}.bn2"), &format!("{t}.dw"), Store::F32)?;
+                cx.conv_bn(&format!("{f}.conv_pwl"), &format!("{f}.bn3"), &format!("{t}.project"), Store::NotQ8)?;
             } else {
-                cx.conv_bn(&format!("{f}.conv_dw"), &format!("{f}.bn1"), &format!("{t}.dw"), false)?;
-                cx.conv_bn(&format!("{f}.conv_pw"), &format!("{f}.bn2"), &format!("{t}.project"), true)?;
+                cx.conv_bn(&format!("{f}.conv_dw"), &format!("{f}.bn1"), &format!("{t}.dw"), Store::F32)?;
+                cx.conv_bn(&format!("{f}.conv_pw"), &format!("{f}.bn2"), &format!("{t}.project"), Store::NotQ8)?;
             }
             cx.linear(&format!("{f}.se.conv_reduce"), &format!("{t}.se_reduce"))?;
             cx.linear(&format!("{f}.se.conv_expand"), &format!("{t}.se_expand"))?;
         }
     }
-    cx.conv_bn(&format!("{bb}.conv_head"), &format!("{bb}.bn2"), "image.head", true)?;
+    cx.conv_bn(&format!("{bb}.conv_head"), &format!("{bb}.bn2"), "image.head", Store::Quant)?;
     cx.linear("imgencoder.learnable.max_pool.0", "image.box_proj")?;
     cx.torch_encoder("imgencoder.learnable.imgAtt", "image.att")?;
     cx.linear("imgencoder.learnable.imgFC.fc1", "image.fc1")?;
@@ -213,7 +231,7 @@ pub fn convert(src: &impl Source, vocab: &str, config: &BrivlConfig, quant: DTyp
     let bert = "textencoder.backbone.bert";
     if let Some((shape, w)) = cx.get(&format!("{bert}.embeddings.word_embeddings.weight"))? {
         validate_vocab(vocab, shape[0])?;
-        cx.emit("text.embeddings.word.weight".into(), shape, w, true);
+        cx.emit("text.embeddings.word.weight".into(), shape, w, Store::Quant);
     }
     if let (Some((pshape, mut pos)), Some((_, typ))) = (
         cx.get(&format!("{bert}.embeddings.position_embeddings.weight"))?,
@@ -224,7 +242,7 @@ pub fn convert(src: &impl Source, vocab: &str, config: &BrivlConfig, quant: DTyp
         for row in pos.chunks_exact_mut(h) {
             row.iter_mut().zip(&typ[..h]).for_each(|(p, t)| *p += t);
         }
-        cx.emit("text.embeddings.position_type.weight".into(), pshape, pos, false);
+        cx.emit("text.embeddings.position_type.weight".into(), pshape, pos, Store::F32);
     }
     cx.copy(&format!("{bert}.embeddings.LayerNorm.weight"), "text.embeddings.ln.weight")?;
     cx.copy(&format!("{bert}.embeddings.LayerNorm.bias"), "text.embeddings.ln.bias")?;
@@ -241,8 +259,8 @@ pub fn convert(src: &impl Source, vocab: &str, config: &BrivlConfig, quant: DTyp
             }
         }
         if !shape.is_empty() {
-            cx.emit(format!("{t}.in_proj.weight"), vec![3 * shape[0], shape[1]], ws, true);
-            cx.emit(format!("{t}.in_proj.bias"), vec![bs.len()], bs, false);
+            cx.emit(format!("{t}.in_proj.weight"), vec![3 * shape[0], shape[1]], ws, Store::Quant);
+            cx.emit(format!("{t}.in_proj.bias"), vec![bs.len()], bs, Store::F32);
         }
         cx.linear(&format!("{f}.attention.output.dense"), &format!("{t}.out_proj"))?;
         cx.linear(&format!("{f}.intermediate.dense"), &format!("{t}.ff1"))?;

@@ -1,17 +1,19 @@
 //! The converted model file: safetensors whose metadata holds the architecture, the vocabulary,
-//! a format version and a content hash. Weight matrices are f32, f16, or int8 with a per-row
-//! `<name>.scale` (f32); everything else is f32.
+//! a format version and a content hash. Weight matrices are f32, f16, or int8 with
+//! `<name>.scale` (f32 `[rows, ceil(cols / q8_group)]`, one scale per `q8_group` values of a row,
+//! see `quant.rs`); everything else is f32.
 
 use std::collections::BTreeMap;
 
 use safetensors::{Dtype, SafeTensors};
 use sha2::{Digest, Sha256};
 
-use crate::quant::Packed;
+use crate::quant::{q8_groups, Packed, Q8_GROUP};
 use crate::{DType, Error, Result};
 
 pub const FORMAT: &str = "brivl";
-pub const FORMAT_VERSION: u32 = 1;
+/// 2: q8 scales per group of `q8_group` values of a row (1 had one scale per row).
+pub const FORMAT_VERSION: u32 = 2;
 
 /// A tensor as stored: logical shape, and the packed words the engine uploads.
 #[derive(Clone, Debug)]
@@ -60,7 +62,14 @@ impl ModelFile {
         }
         let version = get("format_version")?;
         if version != FORMAT_VERSION.to_string() {
-            return Err(bad(format!("model file format version {version}; this build reads version {FORMAT_VERSION}")));
+            return Err(bad(format!(
+                "model file format version {version}; this build reads version {FORMAT_VERSION} \
+                 (convert the checkpoint again with this build's `brivl convert`)"
+            )));
+        }
+        let group = get("q8_group")?;
+        if group != Q8_GROUP.to_string() {
+            return Err(bad(format!("model file has q8 scales per {group} values; this build reads {Q8_GROUP}")));
         }
         let st = SafeTensors::deserialize(bytes).map_err(|e| bad(format!("corrupt model file: {e}")))?;
         let mut names: Vec<String> = st.names().into_iter().map(str::to_string).collect();
@@ -94,8 +103,13 @@ impl ModelFile {
                         .map_err(|_| bad(format!("int8 tensor '{name}' has no '{name}.scale'")))?;
                     let scales: Vec<f32> =
                         scale.data().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
-                    if scales.len() != rows {
-                        return Err(bad(format!("'{name}.scale' has {} values for {rows} rows", scales.len())));
+                    let want = [rows, q8_groups(cols)];
+                    if scale.dtype() != Dtype::F32 || scale.shape() != want {
+                        return Err(bad(format!(
+                            "'{name}.scale' is {:?} {:?}, expected F32 {want:?}",
+                            scale.dtype(),
+                            scale.shape()
+                        )));
                     }
                     pack_q8(data, &scales, rows, cols)
                 }
@@ -141,15 +155,16 @@ fn pack_f16(data: &[u8], rows: usize, cols: usize) -> Packed {
     Packed { dtype: DType::F16, rows, cols, words }
 }
 
+/// `data`: int8 `[rows, cols]`; `scales`: `[rows, q8_groups(cols)]`.
 fn pack_q8(data: &[u8], scales: &[f32], rows: usize, cols: usize) -> Packed {
     let rw = cols.div_ceil(4);
-    let mut words = vec![0u32; rows * rw + rows];
+    let mut words = vec![0u32; rows * rw];
     for r in 0..rows {
         for c in 0..cols {
             words[r * rw + c / 4] |= (data[r * cols + c] as u32) << (8 * (c % 4));
         }
-        words[rows * rw + r] = scales[r].to_bits();
     }
+    words.extend(scales.iter().map(|s| s.to_bits()));
     Packed { dtype: DType::Q8, rows, cols, words }
 }
 
@@ -158,7 +173,7 @@ pub struct WriteTensor {
     pub name: String,
     pub shape: Vec<usize>,
     pub values: Vec<f32>,
-    /// F32 for everything; F16 or Q8 only for matrices (`[rows, ...]` quantised per row).
+    /// F32 for everything; F16 or Q8 only for matrices (`[rows, ...]`, q8 scaled per group of a row).
     pub dtype: DType,
 }
 
@@ -190,7 +205,7 @@ pub fn write(tensors: &[WriteTensor], config_json: &str, vocab: &str) -> Result<
                 items.push((
                     format!("{}.scale", t.name),
                     Dtype::F32,
-                    vec![rows],
+                    vec![rows, q8_groups(cols)],
                     bytemuck::cast_slice(&scales).to_vec(),
                 ));
             }
@@ -201,6 +216,7 @@ pub fn write(tensors: &[WriteTensor], config_json: &str, vocab: &str) -> Result<
     let meta = std::collections::HashMap::from([
         ("format".to_string(), FORMAT.to_string()),
         ("format_version".to_string(), FORMAT_VERSION.to_string()),
+        ("q8_group".to_string(), Q8_GROUP.to_string()),
         ("config".to_string(), config_json.to_string()),
         ("vocab".to_string(), vocab.to_string()),
         ("content_hash".to_string(), hash.clone()),
@@ -213,4 +229,74 @@ pub fn write(tensors: &[WriteTensor], config_json: &str, vocab: &str) -> Result<
         .collect::<Result<_>>()?;
     let bytes = safetensors::serialize(views, Some(meta)).map_err(|e| bad(e.to_string()))?;
     Ok((bytes, hash))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one_q8_tensor(rows: usize, cols: usize) -> (Vec<f32>, Vec<u8>) {
+        let values: Vec<f32> =
+            (0..rows * cols).map(|i| ((i * 29 % 31) as f32 - 15.0) * (1 + i % cols / Q8_GROUP) as f32).collect();
+        let t = WriteTensor { name: "m".into(), shape: vec![rows, cols], values: values.clone(), dtype: DType::Q8 };
+        (values, write(&[t], "{}", "v").unwrap().0)
+    }
+
+    /// The file with `from` replaced by `to` (same length) in its JSON header.
+    fn edit_header(bytes: &[u8], from: &str, to: &str) -> Vec<u8> {
+        assert_eq!(from.len(), to.len());
+        let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+        let header = std::str::from_utf8(&bytes[8..8 + header_len]).unwrap();
+        assert!(header.contains(from), "{from} not in {header}");
+        let mut out = bytes[..8].to_vec();
+        out.extend(header.replace(from, to).as_bytes());
+        out.extend(&bytes[8 + header_len..]);
+        out
+    }
+
+    #[test]
+    fn q8_round_trips_with_its_group_scales() {
+        let (rows, cols) = (3, 2 * Q8_GROUP + 5);
+        let (values, bytes) = one_q8_tensor(rows, cols);
+        let file = ModelFile::parse(&bytes).unwrap();
+        let t = file.get("m").unwrap();
+        assert_eq!(t.shape, [rows, cols]);
+        assert_eq!(t.packed, Packed::new(&values, rows, cols, DType::Q8).unwrap());
+    }
+
+    #[test]
+    fn other_versions_and_group_sizes_are_refused_with_the_reason() {
+        let (_, bytes) = one_q8_tensor(2, 7);
+        let v1 = edit_header(&bytes, &format!("\"format_version\":\"{FORMAT_VERSION}\""), "\"format_version\":\"1\"");
+        let err = ModelFile::parse(&v1).err().unwrap().to_string();
+        assert!(err.contains("format version 1") && err.contains("convert the checkpoint again"), "{err}");
+        let other = if Q8_GROUP == 32 { "64" } else { "32" };
+        let g = edit_header(&bytes, &format!("\"q8_group\":\"{Q8_GROUP}\""), &format!("\"q8_group\":\"{other}\""));
+        let err = ModelFile::parse(&g).err().unwrap().to_string();
+        assert!(err.contains(&format!("per {other} values")), "{err}");
+    }
+
+    #[test]
+    fn q8_scales_of_the_wrong_shape_are_refused() {
+        // One scale per row (version 1's layout) under a version 2 header, with a valid hash.
+        let (rows, cols) = (2, Q8_GROUP + 1);
+        let data = vec![1u8; rows * cols];
+        let scales = vec![0u8; rows * 4];
+        let items = [("m", Dtype::I8, vec![rows, cols], &data), ("m.scale", Dtype::F32, vec![rows], &scales)];
+        let hash = content_hash(items.iter().map(|(n, d, s, b)| (*n, dtype_name(*d), s.as_slice(), b.as_slice())));
+        let meta = std::collections::HashMap::from([
+            ("format".to_string(), FORMAT.to_string()),
+            ("format_version".to_string(), FORMAT_VERSION.to_string()),
+            ("q8_group".to_string(), Q8_GROUP.to_string()),
+            ("config".to_string(), "{}".to_string()),
+            ("vocab".to_string(), "v".to_string()),
+            ("content_hash".to_string(), hash),
+        ]);
+        let views = items
+            .iter()
+            .map(|(n, d, s, b)| (n.to_string(), safetensors::tensor::TensorView::new(*d, s.clone(), b).unwrap()));
+        let bytes = safetensors::serialize(views, Some(meta)).unwrap();
+        let err = ModelFile::parse(&bytes).err().unwrap().to_string();
+        assert!(err.contains("'m.scale' is F32 [2], expected F32 [2, 2]"), "{err}");
+    }
 }

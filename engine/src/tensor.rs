@@ -15,7 +15,7 @@ pub enum DType {
     F32,
     /// Two halves per word, rows padded to whole words.
     F16,
-    /// Four signed bytes per word, rows padded to whole words, then one f32 scale per row.
+    /// Four signed bytes per word, rows padded to whole words, then f32 scales per group of a row.
     Q8,
     /// Token ids, masks, packed RGBA8 pixels.
     U32,

@@ -130,6 +130,26 @@ fn q8_cpu_matches_reference() {
 }
 
 #[test]
+fn q8_files_keep_the_backbone_pointwise_convs_in_f16() {
+    let file = convert_tiny(DType::Q8);
+    let dtype = |name: &str| file.get(name).unwrap().packed.dtype;
+    // Inverted-residual expand and project, depthwise-separable project: f16 (measured).
+    assert_eq!(dtype("image.blocks.1.0.expand.weight"), DType::F16);
+    assert_eq!(dtype("image.blocks.1.0.project.weight"), DType::F16);
+    assert_eq!(dtype("image.blocks.0.0.project.weight"), DType::F16);
+    // Every other matrix int8; convs other than 1x1 and vectors f32.
+    for name in ["image.head.weight", "image.blocks.1.0.se_reduce.weight", "image.att.0.in_proj.weight"] {
+        assert_eq!(dtype(name), DType::Q8, "{name}");
+    }
+    for name in ["text.embeddings.word.weight", "text.bert.0.ff1.weight", "text.fc2.weight"] {
+        assert_eq!(dtype(name), DType::Q8, "{name}");
+    }
+    for name in ["image.stem.weight", "image.blocks.1.0.dw.weight", "image.blocks.1.0.project.bias"] {
+        assert_eq!(dtype(name), DType::F32, "{name}");
+    }
+}
+
+#[test]
 fn real_jpeg_decoding_stays_close_to_the_reference() {
     // Our JPEG decoder (zune-jpeg) and libjpeg-turbo differ by a few levels per pixel.
     let file = convert_tiny(DType::F32);

@@ -4,12 +4,15 @@
 
 use crate::error::ensure_shape;
 use crate::pipelines::Kernel;
-use crate::quant::row_words;
+use crate::quant::{q8_groups, row_words, Q8_GROUP};
 use crate::{DType, Pass, Result, Tensor};
 
 crate::uniform_struct! {
     /// Shapes for `embedding.wgsl`.
-    pub struct EmbeddingParams { pub tokens: u32, pub len: u32, pub d: u32, pub vocab: u32, pub row_words: u32 }
+    /// `groups` and `q8_group`: q8 scales per row and values per scale (unused otherwise).
+    pub struct EmbeddingParams {
+        pub tokens: u32, pub len: u32, pub d: u32, pub vocab: u32, pub row_words: u32, pub groups: u32, pub q8_group: u32
+    }
 }
 
 const KERNEL: Kernel = crate::kernel!("embedding", "main");
@@ -56,6 +59,8 @@ pub fn embedding(pass: &mut Pass, ids: &Tensor, table: &Tensor, add: Option<&Ten
         d: d as u32,
         vocab: v as u32,
         row_words: row_words(table.dtype(), d) as u32,
+        groups: q8_groups(d) as u32,
+        q8_group: Q8_GROUP as u32,
     };
     let grid = Pass::grid(count.div_ceil(WG) as u32);
     match add {
@@ -84,7 +89,7 @@ pub fn embedding_cpu(ids: &[u32], table: &[f32], d: usize, len: usize, add: Opti
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::quant::Packed;
+    use crate::quant::{Packed, Q8_GROUP};
     use crate::testing::{assert_close, gpu_test, random};
 
     gpu_test!(embedding_each_dtype_matches_cpu, |gpu| {
@@ -111,6 +116,22 @@ mod tests {
                 assert_close(&got, &want, 0.0, 2e-7, &format!("embedding {dtype:?} add={with_add}"));
             }
         }
+    });
+
+    gpu_test!(embedding_q8_group_scales, |gpu| {
+        // Rows of two whole scale groups and a short one, of different magnitudes each.
+        let (v, d, l) = (9, 2 * Q8_GROUP + 5, 4);
+        let mut w = random(v * d, 4, 1.0);
+        w.iter_mut().enumerate().for_each(|(i, x)| *x *= [1.0, 8.0, 0.25][(i % d) / Q8_GROUP]);
+        let ids: Vec<u32> = vec![8, 0, 3, 5];
+        let packed = Packed::new(&w, v, d, DType::Q8).unwrap();
+        let table = Tensor::from_packed(gpu, &packed).unwrap();
+        let idt = Tensor::from_u32(gpu, &[1, l], &ids).unwrap();
+        let mut pass = Pass::new(gpu);
+        let y = embedding(&mut pass, &idt, &table, None).unwrap();
+        pass.submit().unwrap();
+        let got = y.read_f32(gpu).await.unwrap();
+        assert_close(&got, &embedding_cpu(&ids, &packed.dequantize(), d, l, None), 0.0, 0.0, "q8 gather");
     });
 
     gpu_test!(embedding_large_gather, |gpu| {

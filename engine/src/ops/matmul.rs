@@ -4,12 +4,15 @@
 use crate::error::ensure_shape;
 use crate::ops::Activation;
 use crate::pipelines::Kernel;
-use crate::quant::row_words;
+use crate::quant::{q8_groups, row_words, Q8_GROUP};
 use crate::{DType, Pass, Result, Tensor};
 
 crate::uniform_struct! {
     /// Shapes for `matmul.wgsl`.
-    pub struct MatmulParams { pub m: u32, pub n: u32, pub k: u32, pub row_words: u32, pub act: u32 }
+    /// `groups` and `q8_group`: q8 scales per row and values per scale (unused otherwise).
+    pub struct MatmulParams {
+        pub m: u32, pub n: u32, pub k: u32, pub row_words: u32, pub act: u32, pub groups: u32, pub q8_group: u32
+    }
 }
 
 const KERNEL: Kernel = crate::kernel!("matmul", "main");
@@ -50,6 +53,8 @@ pub fn linear(pass: &mut Pass, x: &Tensor, w: &Tensor, bias: Option<&Tensor>, ac
         k: k as u32,
         row_words: row_words(w.dtype(), k) as u32,
         act: act as u32,
+        groups: q8_groups(k) as u32,
+        q8_group: Q8_GROUP as u32,
     };
     let groups = [n.div_ceil(TILE) as u32, rows_tiles as u32, 1];
     match bias {
@@ -85,7 +90,9 @@ mod tests {
 
     async fn check(gpu: &Gpu, m: usize, n: usize, k: usize, dtype: DType, bias: bool, act: Activation) {
         let x = random(m * k, 1 + m as u64, 1.0);
-        let wf = random(n * k, 2 + n as u64, 1.0 / (k as f32).sqrt());
+        // Columns of different magnitude per q8 group, so a wrongly indexed scale shows.
+        let mut wf = random(n * k, 2 + n as u64, 1.0 / (k as f32).sqrt());
+        wf.iter_mut().enumerate().for_each(|(i, v)| *v *= [1.0, 8.0, 0.25][(i % k) / Q8_GROUP % 3]);
         let b = random(n, 3, 0.5);
         let packed = Packed::new(&wf, n, k, dtype).unwrap();
         // The reference uses exactly the weights the kernel sees, so only arithmetic differs.
@@ -99,7 +106,6 @@ mod tests {
         pass.submit().unwrap();
         let got = y.read_f32(gpu).await.unwrap();
         // f32 sums of K terms in a different order: error grows like sqrt(K) * eps * |terms|.
-        // q8 applies the row scale after the sum instead of to each weight: same bound.
         let atol = 2e-6 * (k as f32).sqrt();
         assert_close(&got, &want, atol, 1e-5, &format!("linear {m}x{k} by {n}x{k} {dtype:?} bias={bias} {act:?}"));
     }
@@ -118,8 +124,10 @@ mod tests {
         }
     });
 
-    gpu_test!(linear_int8_per_channel, |gpu| {
-        for (m, n, k) in [(37, 70, 33), (2, 9, 7), (70, 65, 130)] {
+    gpu_test!(linear_int8_group_scales, |gpu| {
+        // K below one scale group, a few whole groups, and whole groups plus a short one.
+        let g = Q8_GROUP;
+        for (m, n, k) in [(37, 70, 33), (2, 9, 7), (70, 65, 130), (5, 67, 2 * g), (19, 3, 3 * g + 17)] {
             check(gpu, m, n, k, DType::Q8, true, Activation::Gelu).await;
         }
     });
