@@ -27,7 +27,7 @@ pub fn for_row_chunks(
     work: usize,
     f: impl Fn(usize, &mut [f32]) + Sync,
 ) {
-    let rows = if row_len == 0 { 0 } else { out.len() / row_len };
+    let rows = out.len().checked_div(row_len).unwrap_or(0);
     let n = threads().min(work / MIN_WORK_PER_THREAD).min(rows.div_ceil(align.max(1))).max(1);
     if n == 1 {
         f(0, out);
