@@ -349,8 +349,8 @@ impl Backend for CpuBackend {
     }
     fn linear(&mut self, x: &CpuTensor, w: &CpuWeight, b: Option<&CpuWeight>, act: Activation) -> Result<CpuTensor> {
         let (n, k) = (w.packed.rows, w.packed.cols);
-        if last(&x.shape) != k {
-            return Err(Error::Shape(format!("linear: x {:?} does not end in K = {k}", x.shape)));
+        if last(&x.shape) != k || k == 0 {
+            return Err(Error::Shape(format!("linear: x {:?} does not end in K = {k} > 0", x.shape)));
         }
         self.flops += cost::linear(&x.shape, n);
         let y = matmul::linear_cpu(x.f32()?, &w.values, b.map(|b| &b.values[..]), k, act);

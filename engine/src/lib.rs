@@ -14,6 +14,7 @@ pub mod gpu;
 pub mod model_file;
 pub mod models;
 pub mod ops;
+pub mod parallel;
 pub mod pass;
 pub mod photo;
 pub mod pipelines;

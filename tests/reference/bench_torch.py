@@ -26,7 +26,7 @@ import brivl_ref  # noqa: E402
 def parse_brivl(path):
     out = {}
     for line in open(path, encoding="utf-8"):
-        m = re.match(r"\s*(image|text)\s+batch (\d+): ([\d.]+) ms per", line)
+        m = re.match(r"\s*(image|text)\s+batch (\d+):\s+([\d.]+) ms per", line)
         if m:
             out[(m.group(1), int(m.group(2)))] = float(m.group(3))
         elif line.startswith("backend:"):

@@ -67,18 +67,71 @@ pub fn linear(pass: &mut Pass, x: &Tensor, w: &Tensor, bias: Option<&Tensor>, ac
     Ok(y)
 }
 
-/// CPU twin: `x` is `[M, K]` row-major, `w` the dequantised `[N, K]`.
+/// CPU twin: `x` is `[M, K]` row-major, `w` the dequantised `[N, K]`. Rows of `x` are split
+/// over threads (native); see [`linear_rows`] for the loop order.
 pub fn linear_cpu(x: &[f32], w: &[f32], bias: Option<&[f32]>, k: usize, act: Activation) -> Vec<f32> {
-    let n = w.len() / k.max(1);
-    let m = x.len() / k.max(1);
+    if k == 0 {
+        // No rows to tell apart (the backends refuse K = 0).
+        return Vec::new();
+    }
+    let (m, n) = (x.len() / k, w.len() / k);
     let mut y = vec![0f32; m * n];
-    for (xr, yr) in x.chunks_exact(k).zip(y.chunks_exact_mut(n)) {
-        for (j, (wr, out)) in w.chunks_exact(k).zip(yr.iter_mut()).enumerate() {
-            let dot: f32 = xr.iter().zip(wr).map(|(a, b)| a * b).sum();
-            *out = act.apply(dot + bias.map_or(0.0, |b| b[j]));
+    crate::parallel::for_row_chunks(&mut y, n, ROWS, m * n * k, |first, ys| {
+        linear_rows(&x[first * k..], w, bias, k, n, act, ys);
+    });
+    y
+}
+
+/// Rows of `x` per pass over the weights: each weight row is read once for this many outputs.
+const ROWS: usize = 4;
+/// Independent partial sums per dot product, so the compiler may use SIMD lanes (a single f32
+/// running sum must be added in order).
+const LANES: usize = 8;
+/// Weight rows per block: about 256 KiB, so a block stays in L2 while every row of `x` passes.
+const BLOCK_BYTES: usize = 256 << 10;
+
+/// `ys` (rows of `n`) = act(x[..rows] · wᵀ + bias), blocked: weight rows in cache-sized blocks,
+/// then `ROWS` rows of `x` against each weight row of the block.
+fn linear_rows(x: &[f32], w: &[f32], bias: Option<&[f32]>, k: usize, n: usize, act: Activation, ys: &mut [f32]) {
+    let rows = ys.len() / n.max(1);
+    let block = (BLOCK_BYTES / (4 * k)).clamp(1, n.max(1));
+    for j0 in (0..n).step_by(block) {
+        for i0 in (0..rows).step_by(ROWS) {
+            // A short last group repeats its first row; those sums are dropped.
+            let xr: [&[f32]; ROWS] = std::array::from_fn(|r| {
+                let i = i0 + if i0 + r < rows { r } else { 0 };
+                &x[i * k..(i + 1) * k]
+            });
+            for j in j0..(j0 + block).min(n) {
+                let dots = dot_rows(xr, &w[j * k..(j + 1) * k]);
+                for (r, d) in dots.iter().enumerate().take(rows - i0) {
+                    ys[(i0 + r) * n + j] = act.apply(d + bias.map_or(0.0, |b| b[j]));
+                }
+            }
         }
     }
-    y
+}
+
+/// The dot products of `ROWS` rows with one weight row, `LANES` partial sums each.
+#[inline(always)]
+fn dot_rows(xr: [&[f32]; ROWS], w: &[f32]) -> [f32; ROWS] {
+    let k = w.len();
+    let xr = xr.map(|r| &r[..k]);
+    let mut acc = [[0f32; LANES]; ROWS];
+    let whole = k - k % LANES;
+    for c in (0..whole).step_by(LANES) {
+        let wc = &w[c..c + LANES];
+        for (a, x) in acc.iter_mut().zip(xr) {
+            let xc = &x[c..c + LANES];
+            for l in 0..LANES {
+                a[l] += xc[l] * wc[l];
+            }
+        }
+    }
+    std::array::from_fn(|r| {
+        let tail: f32 = (whole..k).map(|c| xr[r][c] * w[c]).sum();
+        acc[r].iter().sum::<f32>() + tail
+    })
 }
 
 #[cfg(test)]
@@ -117,6 +170,26 @@ mod tests {
         }
         check(gpu, 64, 64, 64, DType::F32, false, Activation::None).await;
     });
+
+    #[test]
+    fn linear_cpu_matches_plain_dot_products() {
+        // Ragged rows (not a multiple of 4), K not a multiple of 8, several weight blocks
+        // (K = 2000: 32 rows per block), and enough work for more than one thread.
+        for (m, n, k) in [(1, 1, 1), (5, 3, 7), (37, 70, 300), (9, 70, 2000)] {
+            let x = random(m * k, 5, 1.0);
+            let w = random(n * k, 6, 1.0);
+            let b = random(n, 7, 1.0);
+            let got = linear_cpu(&x, &w, Some(&b), k, Activation::Relu);
+            let want: Vec<f32> = (0..m * n)
+                .map(|i| {
+                    let (r, j) = (i / n, i % n);
+                    let dot: f64 = (0..k).map(|c| x[r * k + c] as f64 * w[j * k + c] as f64).sum();
+                    (dot + b[j] as f64).max(0.0) as f32
+                })
+                .collect();
+            assert_close(&got, &want, 1e-5 * (k as f32).sqrt(), 1e-5, &format!("linear_cpu {m}x{k} by {n}x{k}"));
+        }
+    }
 
     gpu_test!(linear_fused_activations, |gpu| {
         for act in Activation::ALL {
