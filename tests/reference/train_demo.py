@@ -179,7 +179,10 @@ def main():
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--queue", type=int, default=1024)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--max-minutes", type=float, default=30.0, help="stop after the epoch that passes this")
+    ap.add_argument("--init", help="start from this checkpoint (released layout, with its momentum twins)")
+    ap.add_argument("--stop-after", type=int, default=None,
+                    help="stop after this many epochs (the learning-rate schedule stays that of --epochs)")
+    ap.add_argument("--max-minutes", type=float, default=None, help="stop after the epoch that passes this")
     args = ap.parse_args()
 
     t0 = time.time()
@@ -204,6 +207,14 @@ def main():
     check_batched(model, cfg)
     img, txt = model.imgencoder, model.textencoder
     img_m, txt_m = copy.deepcopy(img), copy.deepcopy(txt)
+    if args.init:
+        sd = torch.load(args.init, map_location="cpu", weights_only=True)["learnable"]
+        for name, enc in (("imgencoder", img), ("textencoder", txt), ("imgencoder_mom", img_m),
+                          ("textencoder_mom", txt_m)):
+            own = {k[len(name) + 1:]: v for k, v in sd.items()
+                   if k.startswith(name + ".") and not k.endswith("embeddings.position_ids")}
+            enc.load_state_dict(own, strict=True)
+        print("started from", args.init)
     for p in list(img_m.parameters()) + list(txt_m.parameters()):
         p.requires_grad_(False)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -252,7 +263,7 @@ def main():
             torch.nn.utils.clip_grad_norm_(params, 5.0)
             opt.step()
             sched.step()
-            losses.append(float(loss))
+            losses.append(loss.item())
             queue_i = torch.cat([ki, queue_i])[:args.queue]
             queue_t = torch.cat([kt, queue_t])[:args.queue]
             queue_ids = torch.cat([ys, queue_ids])[:args.queue]
@@ -268,8 +279,10 @@ def main():
         if best is None or score > best[0]:
             best = (score, epoch, copy.deepcopy(img.state_dict()), copy.deepcopy(txt.state_dict()),
                     copy.deepcopy(img_m.state_dict()), copy.deepcopy(txt_m.state_dict()))
-        if rec["minutes"] > args.max_minutes:
+        if args.max_minutes is not None and rec["minutes"] > args.max_minutes:
             print("time budget reached")
+            break
+        if args.stop_after is not None and epoch + 1 >= args.stop_after:
             break
 
     _, best_epoch, si, st, sim, stm = best
