@@ -49,7 +49,13 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 }
 
 /// Text-to-image recall at each k: queries are the distinct captions in `captions`.
-fn recall(photos: &[Vec<f32>], captions: &[String], queries: &[String], query_embs: &[Vec<f32>], ks: &[usize]) -> Vec<f64> {
+fn recall(
+    photos: &[Vec<f32>],
+    captions: &[String],
+    queries: &[String],
+    query_embs: &[Vec<f32>],
+    ks: &[usize],
+) -> Vec<f64> {
     let mut hits = vec![0usize; ks.len()];
     for (q, e) in queries.iter().zip(query_embs) {
         let mut order: Vec<usize> = (0..photos.len()).collect();
@@ -83,7 +89,8 @@ fn embed_texts(embedder: &mut Embedder, texts: &[String]) -> Vec<Vec<f32>> {
 fn check(gpu: bool) {
     let bytes = std::fs::read(www("models/brivl-demo-q8.safetensors")).unwrap();
     let file = ModelFile::parse(&bytes).unwrap();
-    let device = gpu.then(|| pollster::block_on(Gpu::new()).expect("the demo recall test needs a GPU adapter (lavapipe on CI)"));
+    let device =
+        gpu.then(|| pollster::block_on(Gpu::new()).expect("the demo recall test needs a GPU adapter (lavapipe on CI)"));
     let mut embedder = Embedder::load(&file, device.as_ref()).unwrap();
     let album = album();
     assert!(album.files.len() >= 100, "album has {} photos", album.files.len());
@@ -122,7 +129,12 @@ fn check(gpu: bool) {
         en[0],
         en[1],
     );
-    assert!(zh[0] >= MIN_R1 && zh[1] >= MIN_R5, "zh recall R@1 {:.3} R@5 {:.3} below {MIN_R1} / {MIN_R5}", zh[0], zh[1]);
+    assert!(
+        zh[0] >= MIN_R1 && zh[1] >= MIN_R5,
+        "zh recall R@1 {:.3} R@5 {:.3} below {MIN_R1} / {MIN_R5}",
+        zh[0],
+        zh[1]
+    );
 }
 
 // Ignored until the committed demo model reaches the bar (it was trained for about 50 minutes on
