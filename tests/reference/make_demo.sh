@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Remakes the demo model and album (see README.md beside this): the held-out album and its
-# captions, the trained checkpoint (CPU, about 75 min on 2 busy cores), the q8 model file, and the
+# captions, the trained checkpoint (CPU, about 90 min on 2 busy cores), the q8 model file, and the
 # PyTorch recall on the album (compare with `cargo test -p brivl-engine --test demo_recall`).
 #
 # Env: PY (python with torch/timm/transformers), OUT (/tmp/brivl-demo), CARGO_TARGET_DIR.
@@ -17,12 +17,14 @@ fi
 
 echo "== album (held-out split)"
 "$PY" tests/reference/demo_scenes.py --album www/demo/album
-# Two stages, as the committed model was made (the first run was cut by a 30-minute budget after
-# one of its four planned epochs; the second continues from it with a fresh schedule).
+# Three stages, as the committed model was made (the first run was cut by a 30-minute budget after
+# one of its four planned epochs; the next two continue, each with a fresh schedule).
 echo "== train, stage 1"
 "$PY" tests/reference/train_demo.py --out "$OUT/stage1" --epochs 4 --stop-after 1
 echo "== train, stage 2"
-"$PY" tests/reference/train_demo.py --init "$OUT/stage1/brivl-demo.pth" --renders 12 --epochs 2 --out "$OUT"
+"$PY" tests/reference/train_demo.py --init "$OUT/stage1/brivl-demo.pth" --renders 12 --epochs 2 --out "$OUT/stage2"
+echo "== train, stage 3"
+"$PY" tests/reference/train_demo.py --init "$OUT/stage2/brivl-demo.pth" --renders 12 --epochs 2 --out "$OUT"
 echo "== convert (q8)"
 cfg() { "$PY" -c "import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])" "$OUT/config.json" "$1"; }
 mkdir -p www/models
