@@ -58,19 +58,29 @@ fn synth_photo(path: &Path, seed: u32, width: u32, height: u32) {
     img.save_with_format(path, format).unwrap();
 }
 
-/// The good photos of the test album, copied into `dir` (nested, as albums are): the tiny
-/// fixture's inputs plus `synthesized` made-up photos. Returns their paths.
-/// To test on the demo album instead, copy `www/demo/album/` here (and use its model).
-fn good_photos_album(dir: &Path, synthesized: u32) -> Vec<PathBuf> {
+/// The demo model the web app ships (`www/models/`), made by `tests/reference/make_demo.sh`.
+fn demo_model() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../www/models/brivl-demo-q8.safetensors")
+}
+
+/// The good photos of the test album, copied into `dir` (nested, as albums are): the demo
+/// album's photos (`www/demo/album/`) or the tiny fixture's inputs, plus `synthesized` made-up
+/// photos. Returns their paths.
+fn good_photos_album(dir: &Path, demo: bool, synthesized: u32) -> Vec<PathBuf> {
     let mut out = Vec::new();
-    std::fs::create_dir_all(dir.join("fixture")).unwrap();
-    for e in std::fs::read_dir(fixture("tiny/images")).unwrap() {
+    let (from, to_dir) = if demo {
+        (PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../www/demo/album"), dir.join("demo"))
+    } else {
+        (fixture("tiny/images"), dir.join("fixture"))
+    };
+    std::fs::create_dir_all(&to_dir).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
         let p = e.unwrap().path();
         let name = p.file_name().unwrap().to_str().unwrap().to_string();
-        if name.ends_with(".pil.png") {
-            continue; // PIL's decodes of the JPEGs: the same pictures again
+        if name.ends_with(".pil.png") || name.ends_with(".tsv") || name.ends_with(".md") {
+            continue; // PIL's decodes of the JPEGs (the same pictures again); the demo's notes
         }
-        let to = dir.join("fixture").join(&name);
+        let to = to_dir.join(&name);
         std::fs::copy(&p, &to).unwrap();
         out.push(to);
     }
@@ -169,9 +179,9 @@ fn search_json(args: &[&str]) -> serde_json::Value {
 #[test]
 fn index_lists_bad_files_skips_unchanged_follows_changes_and_searches() {
     let dir = temp_dir("main");
-    let model = tiny_model(&dir, "q8");
+    let model = demo_model();
     let album = dir.join("album");
-    let mut good = good_photos_album(&album, 6);
+    let mut good = good_photos_album(&album, true, 6);
     let bad = bad_files(&album.join("bad"));
     let db = dir.join("db/index.sqlite");
 
@@ -239,7 +249,7 @@ fn index_lists_bad_files_skips_unchanged_follows_changes_and_searches() {
     // of before the changes is planted first: search must see it is stale and rebuild it.
     std::fs::write(&cache, &stale_cache).unwrap();
     let dbs = db.to_str().unwrap();
-    let v = search_json(&["海边的日落", "--db", dbs, "--backend", "gpu"]);
+    let v = search_json(&["海边的日落", "--db", dbs, "--backend", "gpu", "--top-k", "1000"]);
     assert_eq!(v["query_used"], "海边的日落");
     let results = v["results"].as_array().unwrap();
     let found: BTreeSet<&str> = results.iter().map(|r| r["path"].as_str().unwrap()).collect();
@@ -314,7 +324,7 @@ fn index_killed_mid_run_then_rerun_has_every_photo_once() {
     let dir = temp_dir("kill");
     let model = tiny_model(&dir, "q8");
     let album = dir.join("album");
-    let good = good_photos_album(&album, 150);
+    let good = good_photos_album(&album, false, 150);
     let db = dir.join("index.sqlite");
     let args = [
         "index",
