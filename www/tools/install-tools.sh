@@ -12,7 +12,8 @@ want=$(awk '/^name = "wasm-bindgen"$/ {getline; gsub(/[^0-9.]/, "", $0); print; 
 have=$(wasm-bindgen --version 2>/dev/null | awk '{print $2}' || true)
 if [ "$have" != "$want" ]; then
   echo "install: cargo install wasm-bindgen-cli $want (had '${have}')"
-  cargo install -q wasm-bindgen-cli --version "$want" --locked
+  # Not --locked: its lockfile pins a webpki-roots that no longer builds.
+  cargo install -q wasm-bindgen-cli --version "$want"
 fi
 
 have=$(trunk --version 2>/dev/null | awk '{print $2}' || true)
