@@ -155,17 +155,14 @@ fn count(stdout: &str, what: &str) -> usize {
     num.parse().unwrap_or_else(|_| panic!("no number before '{what}' in: {stdout}"))
 }
 
+/// `brivl index ALBUM --model M --db DB --backend B`, as arguments.
+fn index_args<'a>(album: &'a Path, model: &'a Path, db: &'a Path, backend: &'a str) -> Vec<&'a str> {
+    let path = |p: &'a Path| p.to_str().unwrap();
+    vec!["index", path(album), "--model", path(model), "--db", path(db), "--backend", backend]
+}
+
 fn index(album: &Path, model: &Path, db: &Path, backend: &str) -> Output {
-    brivl(&[
-        "index",
-        album.to_str().unwrap(),
-        "--model",
-        model.to_str().unwrap(),
-        "--db",
-        db.to_str().unwrap(),
-        "--backend",
-        backend,
-    ])
+    brivl(&index_args(album, model, db, backend))
 }
 
 fn search_json(args: &[&str]) -> serde_json::Value {
@@ -326,22 +323,10 @@ fn index_killed_mid_run_then_rerun_has_every_photo_once() {
     let album = dir.join("album");
     let good = good_photos_album(&album, false, 150);
     let db = dir.join("index.sqlite");
-    let args = [
-        "index",
-        album.to_str().unwrap(),
-        "--model",
-        model.to_str().unwrap(),
-        "--db",
-        db.to_str().unwrap(),
-        "--backend",
-        "cpu",
-        "--batch",
-        "2",
-        "--workers",
-        "1",
-    ];
+    let mut args = index_args(&album, &model, &db, "cpu");
+    args.extend(["--batch", "2", "--workers", "1"]);
     let mut child = Command::new(env!("CARGO_BIN_EXE_brivl"))
-        .args(args)
+        .args(&args)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
