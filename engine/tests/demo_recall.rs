@@ -155,16 +155,12 @@ fn check(gpu: bool) {
     assert!(tr[0] >= MIN_R1_EN, "translated en recall R@1 {:.3} below {MIN_R1_EN}", tr[0]);
 }
 
-// Ignored until the committed demo model reaches the bar (it is undertrained: zh R@1 0.53, R@5
-// 0.92 after about 99 minutes of CPU training; see tests/reference/README.md). Run with `--ignored`.
 #[test]
-#[ignore = "demo model below the issue's recall bar; run with --ignored"]
 fn demo_model_finds_held_out_photos_on_the_gpu() {
     check(true);
 }
 
 #[test]
-#[ignore = "demo model below the issue's recall bar; run with --ignored"]
 fn demo_model_finds_held_out_photos_on_the_cpu() {
     check(false);
 }

@@ -122,6 +122,30 @@ def augment_zh(combo, rng):
     return num + meas + obj + where
 
 
+def partial_zh(combo, rng):
+    """A training caption that names the kind and only some of the other attributes (两只鸭子,
+    黄色的鸭子, 水面上的鸭子, 鸭子, ...), as people search. Returns (caption, attributes) with None
+    for each attribute left unsaid: a scene matching the said ones is no negative for it."""
+    k, c, n, b = combo
+    keep = [rng.random() < 0.5 for _ in range(3)]  # colour, count, background
+    if all(keep):
+        keep[rng.randrange(3)] = False
+    col = _ZH[c] + ("的" if rng.random() < 0.7 else "") if keep[0] else ""
+    num = _COUNT_ZH[n] + (_MEASURE[k] if rng.random() < 0.7 else "") if keep[1] else ""
+    text = num + col + _ZH[k]
+    if keep[2]:
+        text = _ZH[b] + "上的" + text if rng.random() < 0.4 else text + "在" + _ZH[b] + "上"
+    return text, (k, c if keep[0] else None, n if keep[1] else None, b if keep[2] else None)
+
+
+def training_caption(combo, rng, partial=0.3):
+    """(caption, attributes) for one training image: a full caption variant (augment_zh) or, with
+    probability `partial`, a partial one (partial_zh)."""
+    if rng.random() < partial:
+        return partial_zh(combo, rng)
+    return augment_zh(combo, rng), combo
+
+
 # ----------------------------------------------------------------------------- drawing
 
 def _jitter(rgb, rng, amount=18):

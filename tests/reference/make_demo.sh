@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Remakes the demo model and album (see README.md beside this): the held-out album and its
-# captions, the trained checkpoint (CPU, about 90 min on 2 busy cores), the q8 model file, and the
+# captions, the trained checkpoint (CPU, about 30 min on 2 free cores), the q8 model file, and the
 # PyTorch recall on the album (compare with `cargo test -p brivl-engine --test demo_recall`).
 #
 # Env: PY (python with torch/timm/transformers), OUT (/tmp/brivl-demo), CARGO_TARGET_DIR.
@@ -17,19 +17,8 @@ fi
 
 echo "== album (held-out split)"
 "$PY" tests/reference/demo_scenes.py --album www/demo/album
-# Six stages, as the committed model was made: the first three ran on two cores shared with
-# other builds (the first was cut by a 30-minute budget after one of its four planned epochs); the
-# last three continued on free cores. Each stage starts a fresh schedule from the previous weights.
-echo "== train, stage 1"
-"$PY" tests/reference/train_demo.py --out "$OUT/stage1" --epochs 4 --stop-after 1
-prev="$OUT/stage1"
-for stage in "2 2" "3 2" "4 2" "5 6" "6 8"; do
-  set -- $stage
-  echo "== train, stage $1 ($2 epochs)"
-  out="$OUT/stage$1"; [ "$1" = 6 ] && out="$OUT"
-  "$PY" tests/reference/train_demo.py --init "$prev/brivl-demo.pth" --renders 12 --epochs "$2" --out "$out"
-  prev="$out"
-done
+echo "== train"
+"$PY" tests/reference/train_demo.py --out "$OUT"
 echo "== convert (q8)"
 cfg() { "$PY" -c "import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])" "$OUT/config.json" "$1"; }
 mkdir -p www/models

@@ -29,7 +29,9 @@ def main():
     args = ap.parse_args()
     torch.set_num_threads(2)
     torch.backends.mha.set_fastpath_enabled(False)
-    cfg = train_demo.DEMO
+    # The trainer's options (e.g. --width) are in its log; older folders have none.
+    log = os.path.join(args.dir, "train_log.json")
+    cfg = json.load(open(log))["config"] if os.path.exists(log) else train_demo.DEMO
     model, _ = ref.load_released(os.path.join(args.dir, cfg["name"] + ".pth"), cfg)
     rows = [line.rstrip("\n").split("\t") for line in open(os.path.join(args.album, "captions.tsv"), encoding="utf-8")]
     with torch.no_grad():
