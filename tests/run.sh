@@ -25,7 +25,7 @@ echo "== web app in headless Chromium (WebGPU on SwiftShader, then the CPU path)
 (cd www && trunk build --release)
 cargo build -p brivl-engine --bin brivl
 # The demo model and the first 30 photos of the demo album (SwiftShader embeds ~2 photos/s); the
-# query's photo leads the others by a wide margin (cosine 0.59 over the next, natively).
+# query's photo leads the others by a wide margin (cosine 0.44 over the next, natively).
 export BRIVL_TEST_MODEL=www/models/brivl-demo-q8.safetensors BRIVL_TEST_ALBUM=www/demo/album BRIVL_TEST_LIMIT=30
 export BRIVL_TEST_QUERY=两辆红色的汽车在沙滩上 BRIVL_TEST_EXPECTED=scene-022.jpg
 node tests/browser/webapp.test.mjs --mode gpu

@@ -138,7 +138,7 @@ def partial_zh(combo, rng):
     return text, (k, c if keep[0] else None, n if keep[1] else None, b if keep[2] else None)
 
 
-def training_caption(combo, rng, partial=0.3):
+def training_caption(combo, rng, partial=0.15):
     """(caption, attributes) for one training image: a full caption variant (augment_zh) or, with
     probability `partial`, a partial one (partial_zh)."""
     if rng.random() < partial:

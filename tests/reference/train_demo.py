@@ -192,7 +192,7 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--width", type=float, default=DEMO["backbone"]["channel_multiplier"],
                     help="EfficientNet channel multiplier of the image backbone")
-    ap.add_argument("--partial", type=float, default=0.3, help="share of partial training captions")
+    ap.add_argument("--partial", type=float, default=0.15, help="share of partial training captions")
     ap.add_argument("--max-minutes", type=float, default=None, help="stop after the epoch that passes this")
     args = ap.parse_args()
 
