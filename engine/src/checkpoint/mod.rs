@@ -6,11 +6,13 @@
 //! and returns [`TensorView`]s that borrow the storages from the input: nothing is copied until
 //! a tensor is converted, and contiguous little-endian f32 tensors are not copied even then.
 //!
-//! ```ignore
+//! ```no_run
+//! # use brivl_engine::checkpoint::read_checkpoint_with;
 //! let bytes = std::fs::read("brivl-with-roberta-base.pth")?;
 //! let ck = read_checkpoint_with(&bytes, |name| !name.contains("_mom."))?;
 //! let weights = ck.subtree("learnable");
 //! let w = weights.tensor("imgencoder.learnable.imgFC.fc1.weight")?.to_f32()?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
 mod pickle;
