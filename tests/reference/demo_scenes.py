@@ -302,6 +302,11 @@ def render(combo, seed, quality=None):
     return buf.getvalue()
 
 
+def album_photo(combo, seed=1):
+    """The album's photo of a held-out combination (JPEG bytes)."""
+    return render(combo, "album-%d" % seed, quality=85)
+
+
 def write_album(folder, seed=1):
     """The held-out split, one photo per combination, in a shuffled order, plus captions.tsv."""
     _, _, held = split_combos()
@@ -315,7 +320,7 @@ def write_album(folder, seed=1):
     total = 0
     for i, combo in enumerate(order):
         name = "scene-%03d.jpg" % i
-        data = render(combo, "album-%d" % seed, quality=85)
+        data = album_photo(combo, seed)
         with open(os.path.join(folder, name), "wb") as f:
             f.write(data)
         total += len(data)

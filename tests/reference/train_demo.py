@@ -219,7 +219,7 @@ def main():
     x_val = torch.cat([x_val, x_dis])
     val_combos = [val_c[i] for i in y_val.tolist()] + [distract[i] for i in y_dis.tolist()]
     # The held-out album itself, evaluated for the log only (never to choose an epoch).
-    x_held = torch.stack([to_input(scenes.render(c, "album-1", quality=85), cfg["image_size"]) for c in held_c])
+    x_held = torch.stack([to_input(scenes.album_photo(c), cfg["image_size"]) for c in held_c])
     train_attr = torch.tensor([attributes(c) for c in train_c])
     t_data = time.time() - t0
     print("rendered %d training, %d validation and %d held-out images in %.0f s" % (
