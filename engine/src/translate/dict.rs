@@ -272,15 +272,9 @@ pub fn lemmas(word: &str) -> Vec<String> {
         (n >= 3 && b[n - 1] == b[n - 2] && !b"aeiou".contains(&b[n - 1]) && b[n - 1] != b's' && b[n - 1] != b'l')
             .then(|| stem[..n - 1].to_string())
     };
-    if let Some(stem) = word.strip_suffix("ing") {
-        if let Some(s) = undouble(stem) {
-            push(s);
-        }
-        push(stem.to_string());
-        push(format!("{stem}e"));
-    } else if let Some(stem) = word.strip_suffix("ied") {
+    if let Some(stem) = word.strip_suffix("ied") {
         push(format!("{stem}y"));
-    } else if let Some(stem) = word.strip_suffix("ed") {
+    } else if let Some(stem) = word.strip_suffix("ing").or_else(|| word.strip_suffix("ed")) {
         if let Some(s) = undouble(stem) {
             push(s);
         }
