@@ -277,17 +277,18 @@ async function main() {
 
     // 8. Cancel empties the queue and keeps what is indexed. Then pause mid-way and reload:
     // indexing resumes, nothing lost or doubled.
-    await page.click("#clear");
-    await page.waitForSelector('#index-status[data-indexed="0"]');
-    await page.setInputFiles("#pick-folder", t.drop);
-    await page.waitForSelector('#index-status[data-state="running"]');
+    // From an empty index, start indexing the dropped folder again.
+    const reindex = async () => {
+      await page.click("#clear");
+      await page.waitForSelector('#index-status[data-indexed="0"]');
+      await page.setInputFiles("#pick-folder", t.drop);
+      await page.waitForSelector('#index-status[data-state="running"]');
+    };
+    await reindex();
     await page.click("#cancel");
     await page.waitForSelector('#index-status[data-state="idle"][data-queued="0"]');
     check(Number(await status("#index-status", "data-indexed")) <= unique, "cancel stops indexing and empties the queue");
-    await page.click("#clear");
-    await page.waitForSelector('#index-status[data-indexed="0"]');
-    await page.setInputFiles("#pick-folder", t.drop);
-    await page.waitForSelector('#index-status[data-state="running"]');
+    await reindex();
     await page.click("#pause");
     await page.waitForSelector('#index-status[data-state="paused"]');
     const before = Number(await status("#index-status", "data-indexed"));
