@@ -12,6 +12,12 @@ export CHROMEDRIVER=/usr/bin/chromedriver
 # wasm-bindgen-test stops a browser run after 20 s by default; the suite takes longer on 2 cores.
 export WASM_BINDGEN_TEST_TIMEOUT="${WASM_BINDGEN_TEST_TIMEOUT:-900}"
 
+echo "== format and lints (native and wasm32)"
+cargo fmt --all --check
+cargo clippy --workspace --all-targets -- -D warnings
+# The desktop program (SQLite, terminal) is native only; everything else builds for the browser.
+cargo clippy -p brivl-engine -p brivl-core -p brivl-web --target wasm32-unknown-unknown --lib --bins --tests -- -D warnings
+
 echo "== native tests (Vulkan)"
 # --nocapture so the log names the adapter ("kernel tests on: ...").
 cargo test --workspace -- --nocapture
@@ -23,7 +29,7 @@ echo "== web app in headless Chromium (WebGPU on SwiftShader, then the CPU path)
 # trunk builds the static site into dist/; the test runs `brivl embed` on
 # the album natively as the reference, and drives the app. Screenshots: tests/artifacts/webapp-*/.
 (cd www && trunk build --release)
-cargo build -p brivl-engine --bin brivl
+cargo build -p brivl-desktop --bin brivl
 # The demo model and the first 30 photos of the demo album (SwiftShader embeds ~2 photos/s); the
 # query's photo leads the others by a wide margin (cosine 0.44 over the next, natively).
 export BRIVL_TEST_MODEL=www/models/brivl-demo-q8.safetensors BRIVL_TEST_ALBUM=www/demo/album BRIVL_TEST_LIMIT=30

@@ -6,8 +6,6 @@
 pub mod backend;
 pub mod checkpoint;
 pub mod convert;
-#[cfg(not(target_arch = "wasm32"))]
-pub mod desktop;
 pub mod embedder;
 pub mod error;
 pub mod gpu;
@@ -22,7 +20,6 @@ pub mod pool;
 pub mod quant;
 pub mod tensor;
 pub mod tokenizer;
-pub mod translate;
 pub mod uniforms;
 
 #[cfg(test)]

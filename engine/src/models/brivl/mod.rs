@@ -14,7 +14,7 @@ pub use text::TextTower;
 
 use crate::backend::Backend;
 use crate::model_file::ModelFile;
-use crate::Result;
+use crate::{Error, Result};
 
 /// Both towers, loaded onto one backend.
 pub struct Brivl<B: Backend> {
@@ -28,5 +28,13 @@ impl<B: Backend> Brivl<B> {
         let config = BrivlConfig::from_json(&file.config_json)?;
         let loader = Loader::new(backend, file);
         Ok(Self { image: ImageTower::load(&loader, &config)?, text: TextTower::load(&loader, &config)?, config })
+    }
+}
+
+/// The width of the embeddings a model file gives: the output rows of its image projection.
+pub fn embedding_dim(file: &ModelFile) -> Result<usize> {
+    match file.get("image.fc2.weight")?.shape[..] {
+        [rows, _] if rows > 0 => Ok(rows),
+        ref shape => Err(Error::Model(format!("image.fc2.weight is {shape:?}, expected [width, inputs]"))),
     }
 }

@@ -1,0 +1,289 @@
+//! `brivl index`: bring the index up to date with the folders. Photos are read, hashed and decoded
+//! on worker threads while the calling thread runs the model, and each batch is committed in one
+//! transaction, so an interrupted run keeps everything embedded so far.
+//!
+//! What happens to each file (size and modification time decide "unchanged"):
+//! - unchanged since it was indexed, or since it failed: not read again;
+//! - new or changed: read and hashed; if a photo with the same content hash is in the index
+//!   (a renamed, moved or copied photo, or a touched one) its embedding is reused, otherwise the
+//!   photo is decoded and embedded;
+//! - gone from a folder being indexed: dropped at the end of the run (after renames had their
+//!   chance to reuse its embedding). Paths outside the folders given are left alone.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+
+use sha2::{Digest, Sha256};
+
+use brivl_core::encoding::to_f16_bytes;
+use brivl_engine::embedder::Pixels;
+use brivl_engine::photo::{self, PhotoLimits};
+
+use crate::store::{Change, Store, StoredFailure};
+use crate::walk::{is_under, walk, FoundFile};
+use crate::DesktopError;
+
+/// A file that could not be indexed, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Failure {
+    pub path: String,
+    pub error: String,
+}
+
+/// What a run will do, worked out from the walk and the index before anything is read.
+pub struct Plan {
+    /// New or changed files, to read.
+    pub todo: Vec<FoundFile>,
+    pub unchanged: usize,
+    /// Indexed paths under the folders that are gone.
+    pub removed: Vec<String>,
+    /// Unchanged files that failed before (not read again) and paths the walk could not use.
+    pub known_failures: Vec<Failure>,
+    known_hashes: HashSet<[u8; 32]>,
+}
+
+/// Walks `roots` and compares what it finds with the index.
+pub fn plan(store: &Store, roots: &[PathBuf]) -> Result<Plan, DesktopError> {
+    let walked = walk(roots).map_err(DesktopError::Io)?;
+    let photos = store.photos()?;
+    let failures = store.failures()?;
+    let indexed: HashMap<&str, (u64, i64)> = photos.iter().map(|p| (p.path.as_str(), (p.size, p.mtime_ns))).collect();
+    let failed: HashMap<&str, &StoredFailure> = failures.iter().map(|f| (f.path.as_str(), f)).collect();
+    let mut todo = Vec::new();
+    let mut unchanged = 0;
+    let mut known_failures: Vec<Failure> =
+        walked.problems.into_iter().map(|p| Failure { path: p.path, error: p.error }).collect();
+    let walked_paths: HashSet<String> = walked.files.iter().map(|f| f.path.clone()).collect();
+    for f in walked.files {
+        let stamp = (f.size, f.mtime_ns);
+        if indexed.get(f.path.as_str()) == Some(&stamp) {
+            unchanged += 1;
+        } else if let Some(old) = failed.get(f.path.as_str()).filter(|o| (o.size, o.mtime_ns) == stamp) {
+            known_failures.push(Failure { path: f.path, error: old.error.clone() });
+        } else {
+            todo.push(f);
+        }
+    }
+    // Only paths that are really gone: a folder that could not be listed this time keeps its photos.
+    let under_roots = |p: &str| walked.roots.iter().any(|r| is_under(p, r));
+    let removed = photos
+        .iter()
+        .map(|p| p.path.as_str())
+        .chain(failures.iter().map(|f| f.path.as_str()))
+        .filter(|p| under_roots(p) && !walked_paths.contains(*p) && !std::path::Path::new(p).exists())
+        .map(str::to_string)
+        .collect();
+    Ok(Plan { todo, unchanged, removed, known_failures, known_hashes: photos.iter().map(|p| p.hash).collect() })
+}
+
+/// Tuning of [`run`].
+#[derive(Clone, Debug)]
+pub struct IndexOptions {
+    /// Photos per forward pass.
+    pub batch: usize,
+    /// Decoding threads.
+    pub workers: usize,
+    pub limits: PhotoLimits,
+}
+
+impl Default for IndexOptions {
+    fn default() -> Self {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Self { batch: 8, workers: cores.clamp(1, 8), limits: PhotoLimits::default() }
+    }
+}
+
+/// What a run did.
+#[derive(Debug, Default)]
+pub struct Report {
+    /// Photos decoded and run through the model.
+    pub embedded: usize,
+    /// New or changed files whose content was already indexed (renamed, moved, copied, touched).
+    pub reused: usize,
+    pub unchanged: usize,
+    pub removed: usize,
+    /// Sorted by path: this run's failures and the unchanged ones from before.
+    pub failures: Vec<Failure>,
+    /// Photos in the index after the run.
+    pub photos: usize,
+}
+
+/// A file after a worker had it.
+enum Read {
+    Decoded(FoundFile, [u8; 32], Pixels),
+    /// Its content hash is already in the index: nothing to decode.
+    Known(FoundFile, [u8; 32]),
+    Failed(FoundFile, String),
+}
+
+/// The model's image side: one L2-normalised embedding per image, in order (the CLI passes
+/// `Embedder::embed_images`; it is only called when a photo needs embedding).
+pub type EmbedFn<'a> = dyn FnMut(&[Pixels]) -> brivl_engine::Result<Vec<Vec<f32>>> + 'a;
+
+/// Carries out `plan`: reads and decodes `plan.todo` on `opts.workers` threads, embeds on this
+/// thread in batches, commits each batch, then drops the removed paths. `progress` is called
+/// with the number of files of `plan.todo` done so far.
+pub fn run(
+    store: &mut Store,
+    embedder: &mut EmbedFn,
+    plan: Plan,
+    opts: &IndexOptions,
+    progress: &mut dyn FnMut(usize),
+) -> Result<Report, DesktopError> {
+    let mut report = Report {
+        unchanged: plan.unchanged,
+        removed: plan.removed.len(),
+        failures: plan.known_failures,
+        ..Report::default()
+    };
+    let batch = opts.batch.max(1);
+    let next = AtomicUsize::new(0);
+    let todo = &plan.todo;
+    let known = &plan.known_hashes;
+    std::thread::scope(|scope| -> Result<(), DesktopError> {
+        // Bounded: decoded photos can be large, so workers wait rather than pile them up.
+        let (tx, rx) = mpsc::sync_channel::<Read>(batch);
+        for _ in 0..opts.workers.max(1) {
+            let tx = tx.clone();
+            let next = &next;
+            scope.spawn(move || loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(file) = todo.get(i) else { break };
+                if tx.send(read_file(file.clone(), known, &opts.limits)).is_err() {
+                    break; // the embedding side stopped on an error
+                }
+            });
+        }
+        drop(tx);
+        let mut done = 0;
+        while let Ok(first) = rx.recv() {
+            let mut changes = Vec::new();
+            let mut images = Vec::new();
+            let mut take = |r: Read, images: &mut Vec<(FoundFile, [u8; 32], Pixels)>| -> Result<(), DesktopError> {
+                match r {
+                    Read::Decoded(f, h, p) => images.push((f, h, p)),
+                    Read::Known(f, h) => match store.embedding_by_hash(&h)? {
+                        Some(embedding) => {
+                            report.reused += 1;
+                            changes.push(photo_change(f, h, embedding));
+                        }
+                        // The row with that content changed earlier in this run: decode after all.
+                        None => match read_file(f, &HashSet::new(), &opts.limits) {
+                            Read::Decoded(f, h, p) => images.push((f, h, p)),
+                            Read::Failed(f, e) => changes.push(failure_change(f, e, &mut report.failures)),
+                            Read::Known(..) => unreachable!("no known hashes given"),
+                        },
+                    },
+                    Read::Failed(f, e) => changes.push(failure_change(f, e, &mut report.failures)),
+                }
+                Ok(())
+            };
+            take(first, &mut images)?;
+            let mut n = 1;
+            while images.len() < batch {
+                let Ok(r) = rx.try_recv() else { break };
+                take(r, &mut images)?;
+                n += 1;
+            }
+            report.embedded += embed(embedder, store.model.dim, images, &mut changes, &mut report.failures)?;
+            store.write(&changes)?;
+            done += n;
+            progress(done);
+        }
+        Ok(())
+    })?;
+    let removals: Vec<Change> = plan.removed.into_iter().map(|path| Change::Remove { path }).collect();
+    store.write(&removals)?;
+    report.failures.sort_by(|a, b| a.path.cmp(&b.path));
+    report.photos = store.photo_count()?;
+    Ok(report)
+}
+
+/// Embeds `images` in one pass, or one by one when the pass fails, so one photo the device
+/// cannot take (say, too large for a buffer) does not sink its batch. A photo that fails alone
+/// is reported but not recorded: the cause may be the device, not the file.
+fn embed(
+    embedder: &mut EmbedFn,
+    dim: usize,
+    images: Vec<(FoundFile, [u8; 32], Pixels)>,
+    changes: &mut Vec<Change>,
+    failures: &mut Vec<Failure>,
+) -> Result<usize, DesktopError> {
+    if images.is_empty() {
+        return Ok(0);
+    }
+    let (files, pixels): (Vec<_>, Vec<_>) = images.into_iter().map(|(f, h, p)| ((f, h), p)).unzip();
+    let embeddings: Vec<brivl_engine::Result<Vec<f32>>> = match embedder(&pixels) {
+        Ok(e) if e.len() == pixels.len() => e.into_iter().map(Ok).collect(),
+        Ok(e) => {
+            return Err(DesktopError::Io(format!("the model gave {} embeddings for {} photos", e.len(), pixels.len())))
+        }
+        Err(_) if pixels.len() > 1 => {
+            pixels.chunks(1).map(|one| embedder(one).and_then(|e| first(e, "photo"))).collect()
+        }
+        Err(e) => vec![Err(e)],
+    };
+    let mut n = 0;
+    for ((file, hash), e) in files.into_iter().zip(embeddings) {
+        match e {
+            Ok(e) if e.len() == dim => {
+                changes.push(photo_change(file, hash, to_f16_bytes(&e)));
+                n += 1;
+            }
+            // The index refuses other models, so this is a bug, not bad input.
+            Ok(e) => {
+                return Err(DesktopError::Io(format!(
+                    "the model gave a {}-d embedding, the index holds {dim}-d",
+                    e.len()
+                )))
+            }
+            Err(e) => failures.push(Failure { path: file.path, error: format!("embedding failed: {e}") }),
+        }
+    }
+    Ok(n)
+}
+
+fn first(mut e: Vec<Vec<f32>>, what: &str) -> brivl_engine::Result<Vec<f32>> {
+    if e.is_empty() {
+        return Err(brivl_engine::Error::Model(format!("no embedding for the {what}")));
+    }
+    Ok(e.swap_remove(0))
+}
+
+fn photo_change(f: FoundFile, hash: [u8; 32], embedding: Vec<u8>) -> Change {
+    Change::Photo { path: f.path, size: f.size, mtime_ns: f.mtime_ns, hash, embedding }
+}
+
+fn failure_change(f: FoundFile, error: String, failures: &mut Vec<Failure>) -> Change {
+    failures.push(Failure { path: f.path.clone(), error: error.clone() });
+    Change::Failure(StoredFailure { path: f.path, size: f.size, mtime_ns: f.mtime_ns, error })
+}
+
+/// Reads, hashes and (unless the hash is in `known`) decodes one file.
+fn read_file(file: FoundFile, known: &HashSet<[u8; 32]>, limits: &PhotoLimits) -> Read {
+    let bytes = match std::fs::read(&file.path) {
+        Ok(b) => b,
+        Err(e) => return Read::Failed(file, format!("cannot read: {e}")),
+    };
+    let hash = content_hash(&bytes);
+    if known.contains(&hash) {
+        return Read::Known(file, hash);
+    }
+    match decode_pixels(&bytes, limits) {
+        Ok(p) => Read::Decoded(file, hash, p),
+        Err(e) => Read::Failed(file, e),
+    }
+}
+
+/// What the index keys a photo's content by: SHA-256 of the file's bytes.
+pub fn content_hash(bytes: &[u8]) -> [u8; 32] {
+    Sha256::digest(bytes).into()
+}
+
+/// Photo bytes -> the pixels the image tower takes.
+pub fn decode_pixels(bytes: &[u8], limits: &PhotoLimits) -> Result<Pixels, String> {
+    let img = photo::decode_with_limits(bytes, limits).map_err(|e| e.to_string())?;
+    Ok(Pixels { width: img.width as usize, height: img.height as usize, rgba: img.pack_rgba_u32() })
+}

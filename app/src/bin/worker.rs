@@ -1,6 +1,0 @@
-//! The engine's Web Worker entry point (trunk builds it as a worker with a loader shim).
-
-fn main() {
-    #[cfg(target_arch = "wasm32")]
-    brivl_app::worker::start();
-}

@@ -1,0 +1,199 @@
+//! Getting the model into the worker: from the site's `models/` (listed in `models/models.json`
+//! with size and SHA-256) or from a file the user drops; kept in Cache Storage so a second visit
+//! needs no download and works offline.
+
+use brivl_core::model_id::ModelId;
+use js_sys::Uint8Array;
+use leptos::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use super::engine::engine;
+use super::state::{ModelStatus, ReadyModel, State};
+use super::{indexer, store};
+use crate::protocol::{Reply, Request};
+
+/// One entry of `models/models.json`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SiteModel {
+    pub file: String,
+    pub bytes: f64,
+    pub sha256: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct Manifest {
+    models: Vec<SiteModel>,
+}
+
+/// The model last used, remembered in localStorage so the next visit loads it from the cache
+/// (offline included). `key` is its Cache Storage path.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Remembered {
+    key: String,
+    name: String,
+    bytes: f64,
+    sha256: String,
+    from_site: bool,
+}
+
+const REMEMBER: &str = "brivl.model";
+
+fn local_storage() -> Option<web_sys::Storage> {
+    web_sys::window()?.local_storage().ok()?
+}
+
+fn remembered() -> Option<Remembered> {
+    serde_json::from_str(&local_storage()?.get_item(REMEMBER).ok()??).ok()
+}
+
+fn remember(r: &Remembered) {
+    if let Some(ls) = local_storage() {
+        let _ = ls.set_item(REMEMBER, &serde_json::to_string(r).expect("serialises"));
+    }
+}
+
+/// `?backend=cpu` in the address runs the CPU path even where WebGPU exists.
+fn prefer_gpu() -> bool {
+    let search = web_sys::window().and_then(|w| w.location().search().ok()).unwrap_or_default();
+    !search.contains("backend=cpu")
+}
+
+/// The start-up load: the model used last time if it is still cached, else the site's default.
+pub async fn load_startup(s: State) {
+    let manifest = match store::fetch_text("models/models.json").await {
+        Ok(text) => serde_json::from_str::<Manifest>(&text).ok(),
+        Err(_) => None,
+    };
+    let site = manifest.and_then(|m| m.models.into_iter().next());
+    if let Some(r) = remembered() {
+        // A dropped model stays the user's choice; a site model while the site still lists it, or
+        // when the site cannot be reached (offline).
+        let current = !r.from_site || site.as_ref().is_none_or(|m| m.sha256 == r.sha256);
+        if current && from_cache(s, &r).await {
+            return;
+        }
+    }
+    match site {
+        Some(m) => load_site(s, m).await,
+        None => s.model.set(ModelStatus::Idle),
+    }
+}
+
+/// Back to the site's default model after a dropped one.
+pub async fn use_site_model(s: State) {
+    if let Some(ls) = local_storage() {
+        let _ = ls.remove_item(REMEMBER);
+    }
+    load_startup(s).await;
+}
+
+/// Loads `r` from Cache Storage if it is there with the right SHA-256 (a bad copy is deleted).
+async fn from_cache(s: State, r: &Remembered) -> bool {
+    let Ok(Some(bytes)) = store::cache_get(&r.key).await else { return false };
+    if store::sha256_hex(&bytes).await.ok().as_deref() != Some(r.sha256.as_str()) {
+        let _ = store::cache_delete(&r.key).await;
+        return false;
+    }
+    activate(s, r.clone(), bytes, true).await;
+    true
+}
+
+/// A site model: from the cache when it holds this version, else downloaded with progress, its
+/// SHA-256 checked against the manifest, and cached.
+pub async fn load_site(s: State, m: SiteModel) {
+    let key = format!("models/{}", m.file);
+    let cached = Remembered {
+        key: key.clone(),
+        name: m.file.clone(),
+        bytes: m.bytes,
+        sha256: m.sha256.clone(),
+        from_site: true,
+    };
+    if from_cache(s, &cached).await {
+        return;
+    }
+    let total = m.bytes;
+    s.model.set(ModelStatus::Downloading { name: m.file.clone(), received: 0.0, total });
+    let name = m.file.clone();
+    let bytes = match store::fetch_bytes(&key, move |received, len| {
+        let total = if len > 0.0 { len } else { total };
+        s.model.set(ModelStatus::Downloading { name: name.clone(), received, total });
+    })
+    .await
+    {
+        Ok(b) => b,
+        Err(e) => return refuse(s, &m.file, e),
+    };
+    s.model.set(ModelStatus::Checking { name: m.file.clone() });
+    let sha = store::sha256_hex(&bytes).await.unwrap_or_default();
+    if sha != m.sha256 {
+        return refuse(
+            s,
+            &m.file,
+            format!("SHA-256 {sha} differs from models.json's {} (corrupt or replaced download)", m.sha256),
+        );
+    }
+    let r = Remembered { key, name: m.file, bytes: bytes.length() as f64, sha256: sha, from_site: true };
+    activate(s, r, bytes, false).await;
+}
+
+/// A model file the user picked or dropped: loaded if the engine accepts it, then cached.
+pub async fn load_file(s: State, file: web_sys::File) {
+    let name = file.name();
+    s.model.set(ModelStatus::Checking { name: name.clone() });
+    let bytes = match store::file_bytes(&file).await {
+        Ok(b) => b,
+        Err(e) => return refuse(s, &name, e),
+    };
+    let sha = store::sha256_hex(&bytes).await.unwrap_or_default();
+    let r = Remembered {
+        key: format!("models/local/{sha}"),
+        name,
+        bytes: bytes.length() as f64,
+        sha256: sha,
+        from_site: false,
+    };
+    activate(s, r, bytes, false).await;
+}
+
+fn refuse(s: State, name: &str, error: String) {
+    let previous = s.in_use.get_untracked();
+    s.model.set(ModelStatus::Refused { name: name.to_string(), error, previous });
+}
+
+/// Sends the bytes to the worker; on success caches them (when they came from elsewhere),
+/// remembers the choice and starts indexing what is queued.
+async fn activate(s: State, r: Remembered, bytes: Uint8Array, from_cache: bool) {
+    s.model.set(ModelStatus::Loading { name: r.name.clone() });
+    // The worker takes the bytes; keep a copy to cache only when they are not cached yet.
+    let to_cache = (!from_cache).then(|| Uint8Array::new(&bytes));
+    let engine = match engine().await {
+        Ok(e) => e,
+        Err(e) => return refuse(s, &r.name, e),
+    };
+    let answer = match engine.call(&Request::Load { prefer_gpu: prefer_gpu() }, Some(bytes)).await {
+        Ok(a) => a,
+        Err(e) => return refuse(s, &r.name, e),
+    };
+    let Reply::Loaded { backend, on_gpu, gpu_error, content_hash, dim } = answer.reply else {
+        return refuse(s, &r.name, "unexpected reply from the engine".into());
+    };
+    if let Some(copy) = to_cache {
+        if let Err(e) = store::cache_put(&r.key, &copy).await {
+            web_sys::console::warn_1(&format!("brivl: model not cached: {e}").into());
+        }
+    }
+    remember(&r);
+    let ready = ReadyModel {
+        name: r.name,
+        bytes: r.bytes,
+        backend,
+        on_gpu,
+        gpu_note: gpu_error,
+        hash: content_hash.clone(),
+        from_cache,
+    };
+    s.in_use.set(Some(ready.clone()));
+    s.model.set(ModelStatus::Ready(ready));
+    indexer::adopt_model(s, ModelId { hash: content_hash, dim }).await;
+}

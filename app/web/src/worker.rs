@@ -1,0 +1,153 @@
+//! The engine worker: loads the model (WebGPU when the browser has it, else the CPU path),
+//! decodes photos (EXIF orientation applied), embeds photos and queries, makes thumbnails.
+//! Requests are handled one at a time, in order.
+
+use brivl_engine::embedder::{Embedder, Pixels};
+use brivl_engine::model_file::ModelFile;
+use brivl_engine::models::brivl::embedding_dim;
+use brivl_engine::photo::{self, Rgb8};
+use brivl_engine::Gpu;
+use futures::StreamExt;
+use js_sys::{Array, Float32Array, Uint8Array};
+use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
+use web_sys::{DedicatedWorkerGlobalScope, MessageEvent};
+
+use crate::protocol::{Reply, Request};
+
+pub fn start() {
+    console_error_panic_hook::set_once();
+    let scope: DedicatedWorkerGlobalScope = js_sys::global().unchecked_into();
+    let (tx, mut rx) = futures::channel::mpsc::unbounded::<Array>();
+    let onmessage = Closure::<dyn FnMut(MessageEvent)>::new(move |ev: MessageEvent| {
+        let _ = tx.unbounded_send(ev.data().unchecked_into());
+    });
+    scope.set_onmessage(Some(onmessage.as_ref().unchecked_ref()));
+    onmessage.forget();
+
+    let out = scope.clone();
+    wasm_bindgen_futures::spawn_local(async move {
+        let mut engine: Option<Embedder> = None;
+        while let Some(msg) = rx.next().await {
+            let id = msg.get(0);
+            let payload = msg.get(2).dyn_into::<Uint8Array>().map(|a| a.to_vec()).unwrap_or_default();
+            let (reply, buffers) = match serde_json::from_str::<Request>(&msg.get(1).as_string().unwrap_or_default()) {
+                Ok(req) => handle(&mut engine, req, payload).await,
+                Err(e) => (Reply::Failed { error: format!("bad request: {e}") }, vec![]),
+            };
+            send(&out, id, &reply, buffers);
+        }
+    });
+    send(&scope, JsValue::from(0), &Reply::Ready, vec![]);
+}
+
+fn send(scope: &DedicatedWorkerGlobalScope, id: JsValue, reply: &Reply, buffers: Vec<JsValue>) {
+    let msg = Array::of2(&id, &JsValue::from(serde_json::to_string(reply).expect("replies serialise")));
+    let transfer = Array::new();
+    for b in buffers {
+        transfer.push(&b.unchecked_ref::<Uint8Array>().buffer());
+        msg.push(&b);
+    }
+    if let Err(e) = scope.post_message_with_transfer(&msg, &transfer) {
+        web_sys::console::error_2(&"brivl worker: reply not sent".into(), &e);
+    }
+}
+
+async fn handle(engine: &mut Option<Embedder>, req: Request, payload: Vec<u8>) -> (Reply, Vec<JsValue>) {
+    let failed = |error: String| (Reply::Failed { error }, vec![]);
+    match req {
+        Request::Load { prefer_gpu } => match load(&payload, prefer_gpu).await {
+            Ok(Loaded { embedder: e, on_gpu, gpu_error, dim }) => {
+                let reply = Reply::Loaded {
+                    backend: e.backend_name(),
+                    on_gpu,
+                    gpu_error,
+                    content_hash: e.content_hash.clone(),
+                    dim,
+                };
+                *engine = Some(e);
+                (reply, vec![])
+            }
+            Err(e) => failed(e),
+        },
+        Request::EmbedImage { thumb_size } => {
+            let Some(e) = engine.as_mut() else { return failed("no model loaded".into()) };
+            let img = match photo::decode(&payload) {
+                Ok(img) => img,
+                Err(err) => return failed(err.to_string()),
+            };
+            drop(payload);
+            let thumb = match thumbnail(&img, thumb_size) {
+                Ok(t) => t,
+                Err(err) => return failed(format!("thumbnail: {err}")),
+            };
+            let pixels = Pixels { width: img.width as usize, height: img.height as usize, rgba: img.pack_rgba_u32() };
+            match e.embed_images(&[pixels]).await {
+                Ok(mut v) if v.len() == 1 => {
+                    let emb = Float32Array::from(v.pop().unwrap().as_slice());
+                    let emb = Uint8Array::new(&emb.buffer());
+                    let reply = Reply::Image { width: img.width, height: img.height };
+                    (reply, vec![emb.into(), Uint8Array::from(thumb.as_slice()).into()])
+                }
+                Ok(_) => failed("the engine returned no embedding".into()),
+                Err(err) => failed(err.to_string()),
+            }
+        }
+        Request::EmbedText { text } => {
+            let Some(e) = engine.as_mut() else { return failed("no model loaded".into()) };
+            let tokens = e.tokenize(&text, None).map(|(_, m)| m.iter().filter(|&&x| x != 0).count()).unwrap_or(0);
+            match e.embed_texts(&[&text], None).await {
+                Ok(mut v) if v.len() == 1 => {
+                    let emb = Float32Array::from(v.pop().unwrap().as_slice());
+                    (Reply::Text { tokens }, vec![Uint8Array::new(&emb.buffer()).into()])
+                }
+                Ok(_) => failed("the engine returned no embedding".into()),
+                Err(err) => failed(err.to_string()),
+            }
+        }
+    }
+}
+
+/// A loaded model: where it runs (with the reason the GPU could not be used, if preferred) and
+/// its embedding width.
+struct Loaded {
+    embedder: Embedder,
+    on_gpu: bool,
+    gpu_error: Option<String>,
+    dim: usize,
+}
+
+/// Parses the model (refused with the reason when wrong or corrupt) and loads it on WebGPU, or on
+/// the CPU path: chosen (`prefer_gpu` false), or because the GPU could not be used.
+async fn load(bytes: &[u8], prefer_gpu: bool) -> Result<Loaded, String> {
+    let file = ModelFile::parse(bytes).map_err(|e| e.to_string())?;
+    let dim = embedding_dim(&file).map_err(|e| e.to_string())?;
+    let on_cpu = |gpu_error| {
+        let embedder = Embedder::load(&file, None).map_err(|e| e.to_string())?;
+        Ok(Loaded { embedder, on_gpu: false, gpu_error, dim })
+    };
+    if !prefer_gpu {
+        return on_cpu(None);
+    }
+    let gpu_error = match Gpu::new().await {
+        Ok(gpu) => match Embedder::load(&file, Some(&gpu)) {
+            Ok(embedder) => return Ok(Loaded { embedder, on_gpu: true, gpu_error: None, dim }),
+            Err(e) => e.to_string(),
+        },
+        Err(e) => e.to_string(),
+    };
+    on_cpu(Some(gpu_error))
+}
+
+/// A JPEG whose longer side is at most `max_side` (never enlarged).
+fn thumbnail(img: &Rgb8, max_side: u32) -> Result<Vec<u8>, String> {
+    let rgb = image::RgbImage::from_raw(img.width, img.height, img.pixels.clone())
+        .ok_or_else(|| "pixel buffer does not match the size".to_string())?;
+    let scale = (max_side as f32 / img.width.max(img.height) as f32).min(1.0);
+    let (w, h) =
+        (((img.width as f32 * scale).round() as u32).max(1), ((img.height as f32 * scale).round() as u32).max(1));
+    let small = image::imageops::thumbnail(&rgb, w, h);
+    let mut out = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 82).encode_image(&small).map_err(|e| e.to_string())?;
+    Ok(out)
+}
