@@ -234,6 +234,21 @@ pub fn sniff(bytes: &[u8]) -> Result<PhotoFormat, PhotoError> {
     }
 }
 
+/// Whether a file that starts with `head` (its first [`SNIFF_BYTES`] bytes, or all of a shorter
+/// file) is a still image, decodable or not (HEIC and AVIF are photos brivl cannot read). An
+/// indexer counts the rest (videos, documents, empty files) as "not photos" without reading
+/// them whole.
+pub fn looks_like_photo(head: &[u8]) -> bool {
+    match sniff(head) {
+        Ok(_) => true,
+        Err(PhotoError::Unsupported { format, .. }) => !format.starts_with("ISO media"),
+        Err(_) => false,
+    }
+}
+
+/// How many leading bytes [`looks_like_photo`] needs.
+pub const SNIFF_BYTES: usize = 32;
+
 /// The first bytes as hex (and as text when printable), for error messages.
 fn magic(bytes: &[u8]) -> String {
     let head = &bytes[..bytes.len().min(8)];

@@ -73,7 +73,8 @@ fn main() {
     let cpu = std::env::var("BRIVL_BENCH_BACKEND").is_ok_and(|b| b == "cpu");
     let gpu = if cpu { None } else { Some(pollster::block_on(Gpu::new()).expect("GPU adapter")) };
     let mut embedder = Embedder::load(&file, gpu.as_ref()).expect("load model");
-    let model = ModelId { hash: file.content_hash.clone(), dim: file.get("image.fc2.weight").unwrap().shape[0] };
+    let model =
+        ModelId { hash: file.content_hash.clone(), dim: brivl_engine::models::brivl::embedding_dim(&file).unwrap() };
     drop(file);
     let opts = IndexOptions::default();
     println!("{what}");
@@ -157,7 +158,7 @@ fn unit(seed: u64, dim: usize) -> Vec<f32> {
 fn bench_search(scratch: &Path, rows: usize, dim: usize) {
     println!("search: synthetic index of {rows} random {dim}-d embeddings");
     let db = scratch.join("synthetic.sqlite");
-    let model = ModelId { hash: "synthetic".into(), dim };
+    let model = ModelId { hash: "5".repeat(64), dim };
     let mut store = Store::open_for_model(&db, &model, None).expect("open index");
     let mut vectors = Vec::with_capacity(rows);
     let t = Instant::now();

@@ -11,9 +11,10 @@
 //!   chance to reuse its embedding). Paths outside the folders given are left alone.
 
 use std::collections::{HashMap, HashSet};
+use std::io::Read as _;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc;
+use std::sync::{mpsc, Condvar, Mutex};
 
 use sha2::{Digest, Sha256};
 
@@ -72,7 +73,10 @@ pub fn plan(store: &Store, roots: &[PathBuf]) -> Result<Plan, DesktopError> {
         .iter()
         .map(|p| p.path.as_str())
         .chain(failures.iter().map(|f| f.path.as_str()))
-        .filter(|p| under_roots(p) && !walked_paths.contains(*p) && !std::path::Path::new(p).exists())
+        // `try_exists` errs (and the photo stays) when a folder above cannot be read.
+        .filter(|p| {
+            under_roots(p) && !walked_paths.contains(*p) && matches!(std::path::Path::new(p).try_exists(), Ok(false))
+        })
         .map(str::to_string)
         .collect();
     Ok(Plan { todo, unchanged, removed, known_failures, known_hashes: photos.iter().map(|p| p.hash).collect() })
@@ -86,12 +90,28 @@ pub struct IndexOptions {
     /// Decoding threads.
     pub workers: usize,
     pub limits: PhotoLimits,
+    /// Larger files are not read (listed as failures when they look like photos).
+    pub max_file_bytes: u64,
+    /// Bytes of files and decoded pixels in flight between the readers and the model. One photo
+    /// larger than this still goes through, alone.
+    pub memory_budget: u64,
 }
+
+/// The default of [`IndexOptions::max_file_bytes`], as in the web app.
+pub const MAX_FILE_BYTES: u64 = 200 << 20;
+/// The default of [`IndexOptions::memory_budget`].
+pub const MEMORY_BUDGET: u64 = 1 << 30;
 
 impl Default for IndexOptions {
     fn default() -> Self {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-        Self { batch: 8, workers: cores.clamp(1, 8), limits: PhotoLimits::default() }
+        Self {
+            batch: 8,
+            workers: cores.clamp(1, 8),
+            limits: PhotoLimits::default(),
+            max_file_bytes: MAX_FILE_BYTES,
+            memory_budget: MEMORY_BUDGET,
+        }
     }
 }
 
@@ -106,16 +126,58 @@ pub struct Report {
     pub removed: usize,
     /// Sorted by path: this run's failures and the unchanged ones from before.
     pub failures: Vec<Failure>,
+    /// Files that are not photos at all (videos, documents): counted, not read, not failures.
+    pub not_photos: usize,
     /// Photos in the index after the run.
     pub photos: usize,
 }
 
 /// A file after a worker had it.
-enum Read {
-    Decoded(FoundFile, [u8; 32], Pixels),
+enum Read<'a> {
+    /// The ticket holds the photo's bytes in the memory budget until it is embedded.
+    Decoded(FoundFile, [u8; 32], Pixels, Ticket<'a>),
     /// Its content hash is already in the index: nothing to decode.
     Known(FoundFile, [u8; 32]),
     Failed(FoundFile, String),
+    NotPhoto,
+}
+
+/// Bytes in flight (files being read, decoded pixels waiting for the model), bounded: a reader
+/// waits while taking its photo would pass the limit, unless nothing else is in flight.
+struct Budget {
+    limit: u64,
+    used: Mutex<u64>,
+    freed: Condvar,
+}
+
+/// A share of the [`Budget`], given back when dropped.
+struct Ticket<'a> {
+    budget: Option<&'a Budget>,
+    bytes: u64,
+}
+
+impl Budget {
+    fn new(limit: u64) -> Self {
+        Self { limit, used: Mutex::new(0), freed: Condvar::new() }
+    }
+
+    fn take(&self, bytes: u64) -> Ticket<'_> {
+        let mut used = self.used.lock().unwrap_or_else(|e| e.into_inner());
+        while *used > 0 && used.saturating_add(bytes) > self.limit {
+            used = self.freed.wait(used).unwrap_or_else(|e| e.into_inner());
+        }
+        *used += bytes;
+        Ticket { budget: Some(self), bytes }
+    }
+}
+
+impl Drop for Ticket<'_> {
+    fn drop(&mut self) {
+        if let Some(b) = self.budget {
+            *b.used.lock().unwrap_or_else(|e| e.into_inner()) -= self.bytes;
+            b.freed.notify_all();
+        }
+    }
 }
 
 /// The model's image side: one L2-normalised embedding per image, in order (the CLI passes
@@ -142,6 +204,7 @@ pub fn run(
     let next = AtomicUsize::new(0);
     let todo = &plan.todo;
     let known = &plan.known_hashes;
+    let budget = &Budget::new(opts.memory_budget);
     std::thread::scope(|scope| -> Result<(), DesktopError> {
         // Bounded: decoded photos can be large, so workers wait rather than pile them up.
         let (tx, rx) = mpsc::sync_channel::<Read>(batch);
@@ -151,7 +214,7 @@ pub fn run(
             scope.spawn(move || loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(file) = todo.get(i) else { break };
-                if tx.send(read_file(file.clone(), known, &opts.limits)).is_err() {
+                if tx.send(read_file(file.clone(), known, opts, Some(budget))).is_err() {
                     break; // the embedding side stopped on an error
                 }
             });
@@ -161,19 +224,26 @@ pub fn run(
         while let Ok(first) = rx.recv() {
             let mut changes = Vec::new();
             let mut images = Vec::new();
-            let mut take = |r: Read, images: &mut Vec<(FoundFile, [u8; 32], Pixels)>| -> Result<(), DesktopError> {
+            let mut take = |r, images: &mut Vec<_>| -> Result<(), DesktopError> {
                 match r {
-                    Read::Decoded(f, h, p) => images.push((f, h, p)),
+                    Read::Decoded(f, h, p, t) => images.push((f, h, p, t)),
+                    Read::NotPhoto => report.not_photos += 1,
                     Read::Known(f, h) => match store.embedding_by_hash(&h)? {
                         Some(embedding) => {
                             report.reused += 1;
                             changes.push(photo_change(f, h, embedding));
                         }
-                        // The row with that content changed earlier in this run: decode after all.
-                        None => match read_file(f, &HashSet::new(), &opts.limits) {
-                            Read::Decoded(f, h, p) => images.push((f, h, p)),
+                        // The row with that content changed earlier in this run: decode after all
+                        // (outside the budget: this thread is the one that frees it).
+                        None => match read_file(f, &HashSet::new(), opts, None) {
+                            Read::Decoded(f, h, p, t) => images.push((f, h, p, t)),
                             Read::Failed(f, e) => changes.push(failure_change(f, e, &mut report.failures)),
-                            Read::Known(..) => unreachable!("no known hashes given"),
+                            Read::NotPhoto => report.not_photos += 1,
+                            Read::Known(f, _) => changes.push(failure_change(
+                                f,
+                                "the file changed while indexing".into(),
+                                &mut report.failures,
+                            )),
                         },
                     },
                     Read::Failed(f, e) => changes.push(failure_change(f, e, &mut report.failures)),
@@ -207,14 +277,15 @@ pub fn run(
 fn embed(
     embedder: &mut EmbedFn,
     dim: usize,
-    images: Vec<(FoundFile, [u8; 32], Pixels)>,
+    images: Vec<Decoded<'_>>,
     changes: &mut Vec<Change>,
     failures: &mut Vec<Failure>,
 ) -> Result<usize, DesktopError> {
     if images.is_empty() {
         return Ok(0);
     }
-    let (files, pixels): (Vec<_>, Vec<_>) = images.into_iter().map(|(f, h, p)| ((f, h), p)).unzip();
+    // The tickets go when this batch is embedded.
+    let (files, pixels): (Vec<_>, Vec<_>) = images.into_iter().map(|(f, h, p, t)| ((f, h, t), p)).unzip();
     let embeddings: Vec<brivl_engine::Result<Vec<f32>>> = match embedder(&pixels) {
         Ok(e) if e.len() == pixels.len() => e.into_iter().map(Ok).collect(),
         Ok(e) => {
@@ -226,7 +297,7 @@ fn embed(
         Err(e) => vec![Err(e)],
     };
     let mut n = 0;
-    for ((file, hash), e) in files.into_iter().zip(embeddings) {
+    for ((file, hash, _ticket), e) in files.into_iter().zip(embeddings) {
         match e {
             Ok(e) if e.len() == dim => {
                 changes.push(photo_change(file, hash, to_f16_bytes(&e)));
@@ -261,18 +332,67 @@ fn failure_change(f: FoundFile, error: String, failures: &mut Vec<Failure>) -> C
     Change::Failure(StoredFailure { path: f.path, size: f.size, mtime_ns: f.mtime_ns, error })
 }
 
-/// Reads, hashes and (unless the hash is in `known`) decodes one file.
-fn read_file(file: FoundFile, known: &HashSet<[u8; 32]>, limits: &PhotoLimits) -> Read {
-    let bytes = match std::fs::read(&file.path) {
-        Ok(b) => b,
+/// A decoded photo waiting for the model, with its share of the memory budget.
+type Decoded<'a> = (FoundFile, [u8; 32], Pixels, Ticket<'a>);
+
+/// Bytes of decoding a photo of `pixels` pixels holds at once: RGB8 from the decoder and the
+/// packed RGBA the model takes.
+const BYTES_PER_PIXEL: u64 = 3 + 4;
+
+/// How much of a file the header probe reads (EXIF comes before a JPEG's size).
+const HEAD_BYTES: u64 = 256 << 10;
+
+/// Reads, hashes and (unless the hash is in `known`) decodes one file. The first bytes decide
+/// whether it is a photo at all, and the header its decoded size, before the file is read whole
+/// within `budget`.
+fn read_file<'a>(
+    file: FoundFile,
+    known: &HashSet<[u8; 32]>,
+    opts: &IndexOptions,
+    budget: Option<&'a Budget>,
+) -> Read<'a> {
+    let mut f = match std::fs::File::open(&file.path) {
+        Ok(f) => f,
         Err(e) => return Read::Failed(file, format!("cannot read: {e}")),
     };
+    let mut head = Vec::new();
+    if let Err(e) = (&mut f).take(HEAD_BYTES).read_to_end(&mut head) {
+        return Read::Failed(file, format!("cannot read: {e}"));
+    }
+    if !photo::looks_like_photo(&head[..head.len().min(photo::SNIFF_BYTES)]) {
+        return Read::NotPhoto;
+    }
+    if file.size > opts.max_file_bytes {
+        let why = format!(
+            "{:.0} MB is over the {:.0} MB limit (--max-file-mb)",
+            file.size as f64 / 1e6,
+            opts.max_file_bytes as f64 / 1e6
+        );
+        return Read::Failed(file, why);
+    }
+    // A header that cannot be read from the first bytes (a TIFF with its directory at the end)
+    // is charged as the largest photo the limits allow.
+    let pixels = match photo::probe(&head, &opts.limits) {
+        Ok(info) => info.width as u64 * info.height as u64,
+        Err(photo::PhotoError::TooLarge { .. }) if (head.len() as u64) < file.size => opts.limits.max_pixels,
+        Err(e @ photo::PhotoError::TooLarge { .. }) => return Read::Failed(file, e.to_string()),
+        Err(_) => opts.limits.max_pixels,
+    };
+    let cost = file.size.saturating_add(pixels.saturating_mul(BYTES_PER_PIXEL));
+    let ticket = match budget {
+        Some(b) => b.take(cost),
+        None => Ticket { budget: None, bytes: 0 },
+    };
+    let mut bytes = head;
+    if let Err(e) = f.read_to_end(&mut bytes) {
+        return Read::Failed(file, format!("cannot read: {e}"));
+    }
     let hash = content_hash(&bytes);
     if known.contains(&hash) {
         return Read::Known(file, hash);
     }
-    match decode_pixels(&bytes, limits) {
-        Ok(p) => Read::Decoded(file, hash, p),
+    match decode_pixels(&bytes, &opts.limits) {
+        Ok(p) => Read::Decoded(file, hash, p, ticket),
         Err(e) => Read::Failed(file, e),
     }
 }

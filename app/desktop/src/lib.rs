@@ -3,6 +3,7 @@
 //! decoding on worker threads while the model embeds ([`indexer`]), and rank it against a query
 //! ([`search`], on `brivl-core`'s ranking).
 
+pub mod atomic_file;
 pub mod indexer;
 pub mod search;
 pub mod store;

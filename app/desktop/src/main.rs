@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use brivl_desktop::indexer::{self, IndexOptions};
 use brivl_desktop::store::{ModelId, Store};
-use brivl_desktop::{search, walk, DesktopError};
+use brivl_desktop::{atomic_file, search, walk, DesktopError};
 use brivl_engine::embedder::{Embedder, Pixels};
 use brivl_engine::model_file::ModelFile;
 use brivl_engine::models::brivl::{self, BrivlConfig};
@@ -21,7 +21,8 @@ const EXIT_CODES: &str = "Exit codes:
   1  error (the reason is printed on stderr, on one line)
   2  bad command line
   3  the index was made with another model (refused, nothing written)
-  4  index: finished, but some files could not be read (listed on stderr)";
+  4  index: finished, but some photos could not be read (listed on stderr; files that are not
+     photos at all, like videos or documents, are only counted)";
 
 const EXIT_ERROR: u8 = 1;
 const EXIT_OTHER_MODEL: u8 = 3;
@@ -151,6 +152,13 @@ enum Command {
         /// Decoding threads [default: the number of cores, at most 8]
         #[arg(long)]
         workers: Option<usize>,
+        /// Files larger than this are not read (listed when they look like photos).
+        #[arg(long, default_value_t = indexer::MAX_FILE_BYTES >> 20)]
+        max_file_mb: u64,
+        /// Memory for photos in flight between reading and the model, in MiB (one larger photo
+        /// still goes through alone).
+        #[arg(long, default_value_t = indexer::MEMORY_BUDGET >> 20)]
+        memory_mb: u64,
     },
     /// Search an index by text or by example photo; prints score and path, best first.
     ///
@@ -213,8 +221,16 @@ type AnyResult<T> = Result<T, Box<dyn std::error::Error>>;
 /// Runs a command; `Ok` carries the exit code (0, or 4 when `index` could not read some files).
 fn run(cli: Cli) -> AnyResult<u8> {
     match cli.command {
-        Command::Index { dirs, model, db, backend, batch, workers } => {
-            index(&dirs, &model, db, backend, batch, workers)
+        Command::Index { dirs, model, db, backend, batch, workers, max_file_mb, memory_mb } => {
+            let defaults = IndexOptions::default();
+            let opts = IndexOptions {
+                batch,
+                workers: workers.unwrap_or(defaults.workers),
+                max_file_bytes: max_file_mb.saturating_mul(1 << 20),
+                memory_budget: memory_mb.saturating_mul(1 << 20),
+                ..defaults
+            };
+            index(&dirs, &model, db, backend, &opts)
         }
         Command::Search { query, image, db, model, top_k, min_score, json, backend } => {
             search(query.as_deref(), image.as_deref(), db, model, top_k, min_score, json, backend)?;
@@ -345,6 +361,19 @@ fn run_engine(cmd: Command) -> AnyResult<()> {
     }
 }
 
+/// A file name as terminal output shows it: control characters (newlines, escape sequences) as
+/// `\u{..}` escapes, so a crafted name can neither forge lines nor drive the terminal. `--json`
+/// output is escaped by JSON instead.
+fn terminal_safe(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.chars().any(char::is_control) {
+        return s.into();
+    }
+    s.chars()
+        .map(|c| if c.is_control() { c.escape_unicode().to_string() } else { c.to_string() })
+        .collect::<String>()
+        .into()
+}
+
 fn report(what: &str, batch: usize, ms: f64, flop: u64) {
     let gflop = flop as f64 / 1e9;
     println!("{what:<5} batch {batch}: {ms:8.1} ms per {what}, {gflop:.3} GFLOP each, {:.2} GFLOP/s", gflop / ms * 1e3);
@@ -382,11 +411,9 @@ fn onto(file: &ModelFile, backend: BackendChoice) -> AnyResult<Embedder> {
     Ok(Embedder::load(file, gpu.as_ref())?)
 }
 
-/// Writes to a temporary file beside `path`, then renames: a crash never leaves half a model.
+/// A crash or an error never leaves half a model, nor a temporary file.
 fn write_atomically(path: &Path, bytes: &[u8]) -> AnyResult<()> {
-    let tmp = path.with_extension("partial");
-    std::fs::write(&tmp, bytes).map_err(|e| format!("{}: {e}", tmp.display()))?;
-    std::fs::rename(&tmp, path).map_err(|e| format!("{}: {e}", path.display()))?;
+    atomic_file::write_with(path, |w| w.write_all(bytes)).map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(())
 }
 
@@ -405,22 +432,27 @@ fn index(
     model: &Path,
     db: Option<PathBuf>,
     backend: BackendChoice,
-    batch: usize,
-    workers: Option<usize>,
+    opts: &IndexOptions,
 ) -> AnyResult<u8> {
     let db = db_path(db)?;
     let file = read_model(model)?;
-    let mut store = Store::open_for_model(&db, &model_id(&file)?, Some(model))?;
+    let id = model_id(&file)?;
+    // A new index is bound to the model only once the model has loaded.
+    let new_index = !db.try_exists().map_err(|e| format!("{}: {e}", db.display()))?;
+    let mut embedder = if new_index { Some(onto(&file, backend)?) } else { None };
+    let mut store = Store::open_for_model(&db, &id, Some(model))?;
     let plan = indexer::plan(&store, dirs)?;
     eprintln!(
         "brivl: {} to read, {} unchanged, {} gone; index {}",
         plan.todo.len(),
         plan.unchanged,
         plan.removed.len(),
-        db.display()
+        terminal_safe(&db.display().to_string())
     );
-    // The model goes onto the device only when some photo may need it.
-    let mut embedder = if plan.todo.is_empty() { None } else { Some(onto(&file, backend)?) };
+    // Otherwise the model goes onto the device only when some photo may need it.
+    if embedder.is_none() && !plan.todo.is_empty() {
+        embedder = Some(onto(&file, backend)?);
+    }
     drop(file);
     let mut embed = |pixels: &[Pixels]| match embedder.as_mut() {
         Some(e) => pollster::block_on(e.embed_images(pixels)),
@@ -433,32 +465,31 @@ fn index(
         )?
         .progress_chars("=> "),
     );
-    let opts =
-        IndexOptions { batch, workers: workers.unwrap_or(IndexOptions::default().workers), ..Default::default() };
     let stamp = store.stamp()?;
     let t = Instant::now();
-    let report = indexer::run(&mut store, &mut embed, plan, &opts, &mut |done| bar.set_position(done as u64))?;
+    let report = indexer::run(&mut store, &mut embed, plan, opts, &mut |done| bar.set_position(done as u64))?;
     bar.finish_and_clear();
     let secs = t.elapsed().as_secs_f64();
     if store.stamp()? != stamp || !search::cache_path(&db).exists() {
         search::open_matrix(&store)?; // the search matrix, so the next search starts fast
     }
     println!(
-        "indexed {} photos: {} embedded ({:.1}/s), {} reused by content hash, {} unchanged, {} removed, {} unreadable",
+        "indexed {} photos: {} embedded ({:.1}/s), {} reused by content hash, {} unchanged, {} removed, {} unreadable, {} not photos",
         report.photos,
         report.embedded,
         report.embedded as f64 / secs.max(1e-9),
         report.reused,
         report.unchanged,
         report.removed,
-        report.failures.len()
+        report.failures.len(),
+        report.not_photos
     );
     if report.failures.is_empty() {
         return Ok(0);
     }
-    eprintln!("brivl: could not read {} files:", report.failures.len());
+    eprintln!("brivl: could not read {} photos:", report.failures.len());
     for f in &report.failures {
-        eprintln!("  {}: {}", f.path, f.error);
+        eprintln!("  {}: {}", terminal_safe(&f.path), terminal_safe(&f.error));
     }
     Ok(EXIT_UNREADABLE)
 }
@@ -533,7 +564,7 @@ fn search(
             }
         }
         for h in &hits {
-            writeln!(out, "{:.4}\t{}", h.score, h.path)?;
+            writeln!(out, "{:.4}\t{}", h.score, terminal_safe(&h.path))?;
         }
     }
     Ok(())

@@ -11,7 +11,7 @@
 //! the index's identity and write generation; a stale or unreadable cache is rebuilt from the
 //! database (and a cache that cannot be written only costs speed).
 
-use std::io::{BufWriter, Read, Write};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use brivl_core::ranking::{rank, CoarseIndex};
@@ -78,8 +78,10 @@ pub fn cache_path(db: &Path) -> PathBuf {
 /// Cache layout, little-endian: magic, stamp length (u32) and stamp, dim (u32), rows (u64),
 /// then ids (i64 each), scales (f32 each), codes (dim i8 each).
 fn write_cache(path: &Path, stamp: &str, index: &CoarseIndex) -> std::io::Result<()> {
-    let tmp = PathBuf::from(format!("{}.{}.tmp", path.display(), std::process::id()));
-    let mut w = BufWriter::new(std::fs::File::create(&tmp)?);
+    crate::atomic_file::write_with(path, |w| write_matrix(w, stamp, index))
+}
+
+fn write_matrix(w: &mut impl Write, stamp: &str, index: &CoarseIndex) -> std::io::Result<()> {
     w.write_all(CACHE_MAGIC)?;
     w.write_all(&(stamp.len() as u32).to_le_bytes())?;
     w.write_all(stamp.as_bytes())?;
@@ -92,11 +94,7 @@ fn write_cache(path: &Path, stamp: &str, index: &CoarseIndex) -> std::io::Result
     for s in scales {
         w.write_all(&s.to_le_bytes())?;
     }
-    w.write_all(bytemuck::cast_slice(codes))?;
-    w.into_inner().map_err(|e| e.into_error())?.sync_all()?;
-    std::fs::rename(&tmp, path).inspect_err(|_| {
-        std::fs::remove_file(&tmp).ok();
-    })
+    w.write_all(bytemuck::cast_slice(codes))
 }
 
 /// The cached matrix if the file exists, is whole and carries `stamp` and `dim`.

@@ -16,6 +16,9 @@ use crate::DesktopError;
 /// Bumped when the tables change; an index of another version is refused with the reason.
 const SCHEMA_VERSION: &str = "1";
 
+/// The widest embedding an index may declare (BriVL's is 2048).
+const MAX_DIM: usize = 65_536;
+
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS photos (
@@ -72,22 +75,23 @@ pub struct Store {
 
 impl Store {
     /// Opens the index at `path` for `model`, creating it (and its folder) when absent. An index
-    /// made with another model is refused with [`DesktopError::OtherModel`].
+    /// made with another model is refused with [`DesktopError::OtherModel`]. The check and, for a
+    /// new index, the schema and the model binding are one write transaction: two first runs with
+    /// different models cannot both bind it, and a kill leaves either nothing or a whole index.
     pub fn open_for_model(path: &Path, model: &ModelId, model_path: Option<&Path>) -> Result<Self, DesktopError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| DesktopError::Io(format!("{}: {e}", dir.display())))?;
         }
-        let conn = connect(path)?;
-        let stored = read_model(&conn, path)?;
+        let mut conn = connect(path)?;
         let db = |e| db_error(path, e);
-        match stored {
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(db)?;
+        match read_model(&tx, path)? {
             Some(have) => {
                 have.accepts(model)
                     .map_err(|source| DesktopError::OtherModel { index: path.display().to_string(), source })?;
             }
             None => {
-                conn.execute_batch(SCHEMA).map_err(db)?;
-                let tx = conn.unchecked_transaction().map_err(db)?;
+                tx.execute_batch(SCHEMA).map_err(db)?;
                 for (k, v) in [
                     ("schema", SCHEMA_VERSION.to_string()),
                     ("model_hash", model.hash.clone()),
@@ -98,17 +102,22 @@ impl Store {
                     tx.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)", params![k, v])
                         .map_err(db)?;
                 }
-                tx.commit().map_err(db)?;
             }
         }
         if let Some(m) = model_path.and_then(|m| std::path::absolute(m).ok()) {
             // Remembered so `brivl search` can find the model without `--model`.
-            conn.execute(
+            tx.execute(
                 "INSERT OR REPLACE INTO meta (key, value) VALUES ('model_path', ?1)",
                 params![m.to_string_lossy()],
             )
             .map_err(db)?;
         }
+        tx.commit().map_err(db)?;
+        // Only now that the file is known to be a brivl index: WAL + NORMAL, so a killed process
+        // loses no committed transaction (only a power cut can lose the last few) and commits
+        // need no fsync each.
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(db)?;
+        conn.pragma_update(None, "synchronous", "NORMAL").map_err(db)?;
         Ok(Self { conn, path: path.to_path_buf(), model: model.clone() })
     }
 
@@ -289,10 +298,6 @@ fn connect(path: &Path) -> Result<Connection, DesktopError> {
     let conn = Connection::open(path).map_err(db)?;
     // Another brivl process (a search during an index run) waits instead of failing at once.
     conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(db)?;
-    // WAL + NORMAL: a killed process loses no committed transaction (only a power cut can lose
-    // the last few), and commits need no fsync each.
-    conn.pragma_update(None, "journal_mode", "WAL").map_err(db)?;
-    conn.pragma_update(None, "synchronous", "NORMAL").map_err(db)?;
     Ok(conn)
 }
 
@@ -325,11 +330,15 @@ fn read_model(conn: &Connection, path: &Path) -> Result<Option<ModelId>, Desktop
             ))
         }
     }
-    let hash = get("model_hash")?;
-    let dim = get("dim")?.and_then(|d| d.parse().ok());
+    // Validated here, so nothing later slices a corrupt hash or allocates by an absurd width.
+    let hash = get("model_hash")?.filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()));
+    let dim = get("dim")?.and_then(|d| d.parse().ok()).filter(|d| (1..=MAX_DIM).contains(d));
     match (hash, dim) {
         (Some(hash), Some(dim)) => Ok(Some(ModelId { hash, dim })),
-        _ => Err(DesktopError::NotAnIndex(path.display().to_string(), "model hash or width missing".into())),
+        _ => Err(DesktopError::NotAnIndex(
+            path.display().to_string(),
+            format!("its model hash (64 hex digits) or embedding width (1..={MAX_DIM}) is missing or malformed"),
+        )),
     }
 }
 
@@ -363,7 +372,7 @@ mod tests {
     #[test]
     fn store_round_trip_and_model_check() {
         let path = temp("rt");
-        let model = ModelId { hash: "abc".into(), dim: 3 };
+        let model = ModelId { hash: "abc".repeat(21) + "d", dim: 3 };
         let mut s = Store::open_for_model(&path, &model, Some(Path::new("m.safetensors"))).unwrap();
         s.write(&[photo("/a.jpg", 1), photo("/b.jpg", 2)]).unwrap();
         s.write(&[
@@ -397,7 +406,7 @@ mod tests {
         assert_eq!(seen.len(), 2);
         assert!(seen.iter().all(|&(_, n)| n == 6));
         drop(s);
-        let other = ModelId { hash: "def".into(), dim: 3 };
+        let other = ModelId { hash: "def".repeat(21) + "0", dim: 3 };
         match Store::open_for_model(&path, &other, None) {
             Err(e @ DesktopError::OtherModel { .. }) => assert!(e.to_string().contains("abc"), "{e}"),
             other => panic!("expected OtherModel, got {:?}", other.err()),
@@ -411,15 +420,64 @@ mod tests {
         assert!(matches!(Store::open_existing(&path), Err(DesktopError::NoIndex(_))));
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(&path, vec![7u8; 4096]).unwrap();
-        let model = ModelId { hash: "abc".into(), dim: 3 };
+        let model = ModelId { hash: "abc".repeat(21) + "d", dim: 3 };
         let e = Store::open_for_model(&path, &model, None).err().expect("garbage is refused");
         assert!(e.to_string().contains("not a database"), "{e}");
         std::fs::remove_file(&path).unwrap();
         let conn = Connection::open(&path).unwrap();
         conn.execute_batch("CREATE TABLE t (x)").unwrap();
         drop(conn);
+        let before = std::fs::read(&path).unwrap();
         let e = Store::open_for_model(&path, &model, None).err().expect("another database is refused");
         assert!(e.to_string().contains("not a brivl index"), "{e}");
+        assert_eq!(std::fs::read(&path).unwrap(), before, "another program's database is left untouched");
+        assert!(!path.with_extension("sqlite-wal").exists(), "and not switched to WAL");
+        std::fs::remove_dir_all(path.parent().unwrap().parent().unwrap()).ok();
+    }
+
+    #[test]
+    fn store_validates_its_metadata() {
+        let model = ModelId { hash: "0f".repeat(32), dim: 3 };
+        for (i, (key, value, what)) in [
+            ("model_hash", "é".repeat(32), "model hash"),
+            ("model_hash", "abc".into(), "model hash"),
+            ("dim", "99999999999".into(), "embedding width"),
+            ("dim", "0".into(), "embedding width"),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let path = temp(&format!("meta{i}"));
+            drop(Store::open_for_model(&path, &model, None).unwrap());
+            let conn = Connection::open(&path).unwrap();
+            conn.execute("UPDATE meta SET value = ?1 WHERE key = ?2", params![value, key]).unwrap();
+            drop(conn);
+            let e = Store::open_existing(&path).err().expect("corrupt metadata is refused");
+            assert!(e.to_string().contains("not a brivl index") && e.to_string().contains(what), "{e}");
+            std::fs::remove_dir_all(path.parent().unwrap().parent().unwrap()).ok();
+        }
+    }
+
+    #[test]
+    fn store_first_runs_of_two_models_cannot_both_bind() {
+        // Many threads race to create one index with two models: exactly one model wins, and
+        // every open with the other is refused.
+        let path = temp("race");
+        let a = ModelId { hash: "a".repeat(64), dim: 3 };
+        let b = ModelId { hash: "b".repeat(64), dim: 3 };
+        let results: Vec<(bool, bool)> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..8)
+                .map(|i| {
+                    let (path, m) = (&path, if i % 2 == 0 { &a } else { &b });
+                    s.spawn(move || (i % 2 == 0, Store::open_for_model(path, m, None).is_ok()))
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let winner = Store::open_existing(&path).unwrap().model;
+        for (is_a, ok) in results {
+            assert_eq!(ok, (winner == a) == is_a, "only the bound model opens");
+        }
         std::fs::remove_dir_all(path.parent().unwrap().parent().unwrap()).ok();
     }
 }
