@@ -23,11 +23,21 @@ pub trait Source {
     fn names(&self) -> Vec<String>;
     /// Shape and f32 values; `None` when absent.
     fn tensor(&self, name: &str) -> Result<Option<(Vec<usize>, Vec<f32>)>>;
+    /// Bytes the tensors are stored in, when known: the converter refuses to read more elements
+    /// than that (tensors that are views of the same storage could otherwise repeat it without
+    /// bound).
+    fn stored_bytes(&self) -> Option<usize> {
+        None
+    }
 }
 
 impl Source for crate::checkpoint::Checkpoint<'_> {
     fn names(&self) -> Vec<String> {
         crate::checkpoint::Checkpoint::names(self).map(str::to_string).collect()
+    }
+
+    fn stored_bytes(&self) -> Option<usize> {
+        Some(self.file_bytes())
     }
 
     fn tensor(&self, name: &str) -> Result<Option<(Vec<usize>, Vec<f32>)>> {
@@ -69,25 +79,56 @@ enum Store {
 
 struct Ctx<'a, S: Source> {
     src: &'a S,
+    names: BTreeSet<String>,
     used: RefCell<BTreeSet<String>>,
     missing: RefCell<Vec<String>>,
     out: RefCell<Vec<WriteTensor>>,
     quant: DType,
+    /// Elements that may still be read (see [`Source::stored_bytes`]).
+    budget: std::cell::Cell<usize>,
 }
+
+/// Elements any source may give, whatever its size.
+const MIN_ELEMENT_BUDGET: usize = 1 << 20;
 
 impl<S: Source> Ctx<'_, S> {
     fn get(&self, name: &str) -> Result<Option<(Vec<usize>, Vec<f32>)>> {
         let t = self.src.tensor(name)?;
-        if t.is_some() {
+        if let Some((shape, values)) = &t {
             self.used.borrow_mut().insert(name.to_string());
+            if shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d)) != Some(values.len()) {
+                return Err(Error::Model(format!("tensor '{name}' is {shape:?} but has {} values", values.len())));
+            }
+            if shape.contains(&0) {
+                return Err(Error::Model(format!("tensor '{name}' is {shape:?}: an empty dimension")));
+            }
+            let left = self.budget.get().checked_sub(values.len()).ok_or_else(|| {
+                Error::Model(format!(
+                    "tensor '{name}': the checkpoint's tensors repeat their storage: more elements than its {} \
+                     stored bytes",
+                    self.src.stored_bytes().unwrap_or(0)
+                ))
+            })?;
+            self.budget.set(left);
         } else {
             self.missing.borrow_mut().push(name.to_string());
         }
         Ok(t)
     }
 
+    /// A tensor that must have `rank` dimensions (`what` says which, for the message).
+    fn get_rank(&self, name: &str, rank: usize, what: &str) -> Result<Option<(Vec<usize>, Vec<f32>)>> {
+        let t = self.get(name)?;
+        if let Some((shape, _)) = &t {
+            if shape.len() != rank {
+                return Err(Error::Model(format!("tensor '{name}' is {shape:?}, expected {what}")));
+            }
+        }
+        Ok(t)
+    }
+
     fn has(&self, name: &str) -> bool {
-        self.src.names().iter().any(|n| n == name)
+        self.names.contains(name)
     }
 
     fn emit(&self, name: String, shape: Vec<usize>, values: Vec<f32>, store: Store) {
@@ -102,18 +143,19 @@ impl<S: Source> Ctx<'_, S> {
     /// A conv (any kernel) followed by BatchNorm -> folded weight and bias.
     /// `store` other than F32: a 1x1 conv stored as `[out, in]` for the matmul kernel.
     fn conv_bn(&self, conv: &str, bn: &str, to: &str, store: Store) -> Result<()> {
+        let vector = "a vector [channels]";
         let (Some((shape, mut w)), Some((_, g)), Some((_, b)), Some((_, m)), Some((_, v))) = (
-            self.get(&format!("{conv}.weight"))?,
-            self.get(&format!("{bn}.weight"))?,
-            self.get(&format!("{bn}.bias"))?,
-            self.get(&format!("{bn}.running_mean"))?,
-            self.get(&format!("{bn}.running_var"))?,
+            self.get_rank(&format!("{conv}.weight"), 4, "a conv weight [out, in, kh, kw]")?,
+            self.get_rank(&format!("{bn}.weight"), 1, vector)?,
+            self.get_rank(&format!("{bn}.bias"), 1, vector)?,
+            self.get_rank(&format!("{bn}.running_mean"), 1, vector)?,
+            self.get_rank(&format!("{bn}.running_var"), 1, vector)?,
         ) else {
             return Ok(());
         };
         self.used.borrow_mut().insert(format!("{bn}.num_batches_tracked"));
         let bias = fold_batch_norm(&mut w, None, shape[0], &g, &b, &m, &v, BN_EPS)
-            .map_err(|e| Error::Model(format!("folding {bn} into {conv}: {e}")))?;
+            .map_err(|e| Error::Model(format!("folding {bn} {:?} into {conv}.weight {shape:?}: {e}", [g.len()])))?;
         let shape = if store == Store::F32 { shape } else { pointwise_shape(conv, &shape)? };
         self.emit(format!("{to}.bias"), vec![bias.len()], bias, Store::F32);
         self.emit(format!("{to}.weight"), shape, w, store);
@@ -122,18 +164,32 @@ impl<S: Source> Ctx<'_, S> {
 
     /// A linear (or 1x1 conv with bias) copied under a new name.
     fn linear(&self, from: &str, to: &str) -> Result<()> {
+        let mut out = None;
         if let Some((shape, w)) = self.get(&format!("{from}.weight"))? {
-            let shape = if shape.len() == 4 { pointwise_shape(from, &shape)? } else { shape };
+            let shape = pointwise_shape(from, &shape)?;
+            out = Some(shape[0]);
             self.emit(format!("{to}.weight"), shape, w, Store::Quant);
         }
-        if let Some((shape, b)) = self.get(&format!("{from}.bias"))? {
-            self.emit(format!("{to}.bias"), shape, b, Store::F32);
+        self.bias(&format!("{from}.bias"), &format!("{to}.bias"), out)
+    }
+
+    /// A bias vector, of `out` values when the weight is known.
+    fn bias(&self, from: &str, to: &str, out: Option<usize>) -> Result<()> {
+        if let Some((shape, b)) = self.get_rank(from, 1, "a vector [out]")? {
+            if out.is_some_and(|o| o != b.len()) {
+                return Err(Error::Model(format!(
+                    "tensor '{from}' is {shape:?}, its weight has {} rows",
+                    out.unwrap_or(0)
+                )));
+            }
+            self.emit(to.to_string(), shape, b, Store::F32);
         }
         Ok(())
     }
 
+    /// A LayerNorm vector copied under a new name.
     fn copy(&self, from: &str, to: &str) -> Result<()> {
-        if let Some((shape, v)) = self.get(from)? {
+        if let Some((shape, v)) = self.get_rank(from, 1, "a vector")? {
             self.emit(to.to_string(), shape, v, Store::F32);
         }
         Ok(())
@@ -143,10 +199,16 @@ impl<S: Source> Ctx<'_, S> {
     fn torch_encoder(&self, from: &str, to: &str) -> Result<()> {
         for l in 0..count_indexed(&self.src.names(), &format!("{from}.layers.")) {
             let (f, t) = (format!("{from}.layers.{l}"), format!("{to}.{l}"));
-            if let Some((shape, w)) = self.get(&format!("{f}.self_attn.in_proj_weight"))? {
+            let name = format!("{f}.self_attn.in_proj_weight");
+            let mut out = None;
+            if let Some((shape, w)) = self.get_rank(&name, 2, "[3 x width, width]")? {
+                if shape[0] != shape[1].saturating_mul(3) {
+                    return Err(Error::Model(format!("tensor '{name}' is {shape:?}, expected [3 x width, width]")));
+                }
+                out = Some(shape[0]);
                 self.emit(format!("{t}.in_proj.weight"), shape, w, Store::Quant);
             }
-            self.copy(&format!("{f}.self_attn.in_proj_bias"), &format!("{t}.in_proj.bias"))?;
+            self.bias(&format!("{f}.self_attn.in_proj_bias"), &format!("{t}.in_proj.bias"), out)?;
             self.linear(&format!("{f}.self_attn.out_proj"), &format!("{t}.out_proj"))?;
             self.linear(&format!("{f}.linear1"), &format!("{t}.ff1"))?;
             self.linear(&format!("{f}.linear2"), &format!("{t}.ff2"))?;
@@ -159,11 +221,14 @@ impl<S: Source> Ctx<'_, S> {
     }
 }
 
+/// A matrix `[out, in]`, or a 1x1 conv `[out, in, 1, 1]` taken as one.
 fn pointwise_shape(name: &str, shape: &[usize]) -> Result<Vec<usize>> {
     match shape {
         [o, i, 1, 1] => Ok(vec![*o, *i]),
         [o, i] => Ok(vec![*o, *i]),
-        _ => Err(Error::Model(format!("'{name}.weight' is {shape:?}, expected a 1x1 conv [out, in, 1, 1]"))),
+        _ => Err(Error::Model(format!(
+            "tensor '{name}.weight' is {shape:?}, expected a matrix [out, in] or a 1x1 conv [out, in, 1, 1]"
+        ))),
     }
 }
 
@@ -191,8 +256,17 @@ pub fn convert(src: &impl Source, vocab: &str, config: &BrivlConfig, quant: DTyp
     if matches!(quant, DType::U32) {
         return Err(Error::Model("quantisation must be f32, f16 or q8".into()));
     }
-    let cx = Ctx { src, used: Default::default(), missing: Default::default(), out: Default::default(), quant };
     let names = src.names();
+    let budget = src.stored_bytes().map_or(usize::MAX, |b| b.max(MIN_ELEMENT_BUDGET));
+    let cx = Ctx {
+        src,
+        names: names.iter().cloned().collect(),
+        used: Default::default(),
+        missing: Default::default(),
+        out: Default::default(),
+        quant,
+        budget: budget.into(),
+    };
 
     // Image backbone.
     let bb = "imgencoder.backbone";
@@ -229,16 +303,31 @@ pub fn convert(src: &impl Source, vocab: &str, config: &BrivlConfig, quant: DTyp
 
     // Text: BERT.
     let bert = "textencoder.backbone.bert";
-    if let Some((shape, w)) = cx.get(&format!("{bert}.embeddings.word_embeddings.weight"))? {
-        validate_vocab(vocab, shape[0])?;
+    let table = "a table [rows, hidden]";
+    let word = format!("{bert}.embeddings.word_embeddings.weight");
+    let mut hidden = None;
+    if let Some((shape, w)) = cx.get_rank(&word, 2, table)? {
+        validate_vocab(vocab, shape[0]).map_err(|e| Error::Model(format!("{e} ('{word}' is {shape:?})")))?;
+        hidden = Some(shape[1]);
         cx.emit("text.embeddings.word.weight".into(), shape, w, Store::Quant);
     }
-    if let (Some((pshape, mut pos)), Some((_, typ))) = (
-        cx.get(&format!("{bert}.embeddings.position_embeddings.weight"))?,
-        cx.get(&format!("{bert}.embeddings.token_type_embeddings.weight"))?,
-    ) {
-        // Token type is always 0: fold its row into every position.
+    let (pos_name, typ_name) = (
+        format!("{bert}.embeddings.position_embeddings.weight"),
+        format!("{bert}.embeddings.token_type_embeddings.weight"),
+    );
+    if let (Some((pshape, mut pos)), Some((tshape, typ))) =
+        (cx.get_rank(&pos_name, 2, table)?, cx.get_rank(&typ_name, 2, table)?)
+    {
+        // Token type is always 0: fold its row into every position. (Empty dims were refused.)
         let h = pshape[1];
+        if hidden.is_some_and(|w| w != h) || tshape[1] != h || pshape[0] < config.max_text_len {
+            return Err(Error::Model(format!(
+                "tensors '{pos_name}' {pshape:?} and '{typ_name}' {tshape:?} must be [positions >= {}, {}] and \
+                 [types, {0}]",
+                config.max_text_len,
+                hidden.unwrap_or(h)
+            )));
+        }
         for row in pos.chunks_exact_mut(h) {
             row.iter_mut().zip(&typ[..h]).for_each(|(p, t)| *p += t);
         }
@@ -248,18 +337,28 @@ pub fn convert(src: &impl Source, vocab: &str, config: &BrivlConfig, quant: DTyp
     cx.copy(&format!("{bert}.embeddings.LayerNorm.bias"), "text.embeddings.ln.bias")?;
     for l in 0..count_indexed(&names, &format!("{bert}.encoder.layer.")) {
         let (f, t) = (format!("{bert}.encoder.layer.{l}"), format!("text.bert.{l}"));
-        let (mut ws, mut bs, mut shape) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut ws, mut bs, mut found) = (Vec::new(), Vec::new(), 0);
         for p in ["query", "key", "value"] {
+            let (wn, bn) = (format!("{f}.attention.self.{p}.weight"), format!("{f}.attention.self.{p}.bias"));
             if let (Some((s, w)), Some((_, b))) =
-                (cx.get(&format!("{f}.attention.self.{p}.weight"))?, cx.get(&format!("{f}.attention.self.{p}.bias"))?)
+                (cx.get_rank(&wn, 2, "a square matrix [hidden, hidden]")?, cx.get_rank(&bn, 1, "a vector [hidden]")?)
             {
-                shape = s;
+                // Square, and as wide as the embeddings, so the three stack into [3 * hidden, hidden].
+                if s[0] != s[1] || hidden.is_some_and(|h| h != s[1]) || b.len() != s[0] {
+                    return Err(Error::Model(format!(
+                        "tensor '{wn}' is {s:?} with a bias of {}: expected [{h}, {h}] and {h}",
+                        b.len(),
+                        h = hidden.unwrap_or(s[1])
+                    )));
+                }
+                hidden = Some(s[1]);
+                found += 1;
                 ws.extend(w);
                 bs.extend(b);
             }
         }
-        if !shape.is_empty() {
-            cx.emit(format!("{t}.in_proj.weight"), vec![3 * shape[0], shape[1]], ws, Store::Quant);
+        if let (3, Some(h)) = (found, hidden) {
+            cx.emit(format!("{t}.in_proj.weight"), vec![3 * h, h], ws, Store::Quant);
             cx.emit(format!("{t}.in_proj.bias"), vec![bs.len()], bs, Store::F32);
         }
         cx.linear(&format!("{f}.attention.output.dense"), &format!("{t}.out_proj"))?;
@@ -309,4 +408,153 @@ pub fn validate_vocab(vocab: &str, embedding_rows: usize) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Tensors by name, in insertion order; `bytes` plays the checkpoint's size.
+    #[derive(Default)]
+    struct Map {
+        tensors: Vec<(String, Vec<usize>, Vec<f32>)>,
+        bytes: Option<usize>,
+    }
+
+    impl Map {
+        fn with(mut self, name: &str, shape: &[usize]) -> Self {
+            let n = shape.iter().product();
+            self.tensors.push((name.to_string(), shape.to_vec(), vec![0.5; n]));
+            self
+        }
+    }
+
+    impl Source for Map {
+        fn names(&self) -> Vec<String> {
+            self.tensors.iter().map(|t| t.0.clone()).collect()
+        }
+        fn tensor(&self, name: &str) -> Result<Option<(Vec<usize>, Vec<f32>)>> {
+            Ok(self.tensors.iter().find(|t| t.0 == name).map(|t| (t.1.clone(), t.2.clone())))
+        }
+        fn stored_bytes(&self) -> Option<usize> {
+            self.bytes
+        }
+    }
+
+    const BB: &str = "imgencoder.backbone";
+    const BERT: &str = "textencoder.backbone.bert.embeddings";
+
+    fn vocab(rows: usize) -> String {
+        let mut v: Vec<String> = (0..rows).map(|i| format!("t{i}")).collect();
+        for (i, t) in [(0, "[PAD]"), (100, "[UNK]"), (101, "[CLS]"), (102, "[SEP]")] {
+            v[i] = t.to_string();
+        }
+        v.join("\n")
+    }
+
+    fn err(src: &Map) -> String {
+        match convert(src, &vocab(110), &BrivlConfig::default(), DType::F32) {
+            Ok(_) => panic!("expected an error"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    fn stem(weight: &[usize], bn: &[usize]) -> Map {
+        let mut m = Map::default().with(&format!("{BB}.conv_stem.weight"), weight);
+        for p in ["weight", "bias", "running_mean", "running_var"] {
+            m = m.with(&format!("{BB}.bn1.{p}"), bn);
+        }
+        m
+    }
+
+    fn embeddings(word: &[usize], pos: &[usize], typ: &[usize]) -> Map {
+        Map::default()
+            .with(&format!("{BERT}.word_embeddings.weight"), word)
+            .with(&format!("{BERT}.position_embeddings.weight"), pos)
+            .with(&format!("{BERT}.token_type_embeddings.weight"), typ)
+    }
+
+    #[test]
+    fn crafted_shapes_are_refused_naming_the_tensor() {
+        let stem_w = format!("'{BB}.conv_stem.weight'");
+        let cases: Vec<(Map, String)> = vec![
+            (stem(&[8], &[8]), format!("{stem_w} is [8], expected a conv weight")),
+            (stem(&[], &[8]), format!("{stem_w} is [], expected a conv weight")),
+            (stem(&[8, 3, 3, 3], &[]), format!("'{BB}.bn1.weight' is [], expected a vector")),
+            (stem(&[8, 3, 3, 3], &[4]), format!("folding {BB}.bn1 [4] into {BB}.conv_stem.weight [8, 3, 3, 3]")),
+            (stem(&[0, 3, 3, 3], &[0]), format!("{stem_w} is [0, 3, 3, 3]: an empty dimension")),
+            (embeddings(&[110], &[40, 8], &[2, 8]), format!("'{BERT}.word_embeddings.weight' is [110], expected")),
+            (embeddings(&[], &[40, 8], &[2, 8]), format!("'{BERT}.word_embeddings.weight' is [], expected")),
+            (embeddings(&[110, 8], &[40, 0], &[2, 0]), format!("'{BERT}.position_embeddings.weight' is [40, 0]")),
+            (embeddings(&[110, 8], &[40, 8], &[2, 7]), format!("'{BERT}.token_type_embeddings.weight' [2, 7]")),
+            (embeddings(&[110, 8], &[40, 8], &[8]), format!("'{BERT}.token_type_embeddings.weight' is [8]")),
+            (embeddings(&[110, 8], &[40, 6], &[2, 6]), "must be [positions >= 32, 8]".to_string()),
+            (embeddings(&[110, 8], &[20, 8], &[2, 8]), "must be [positions >= 32, 8]".to_string()),
+            (embeddings(&[50, 8], &[40, 8], &[2, 8]), "vocabulary has 110 entries, the word embeddings have 50".into()),
+        ];
+        for (src, want) in cases {
+            let e = err(&src);
+            assert!(e.contains(&want), "want {want:?} in {e}");
+        }
+    }
+
+    #[test]
+    fn matrices_and_biases_must_fit() {
+        let q = "textencoder.backbone.bert.encoder.layer.0.attention.self";
+        let bert = |w: &[usize], b: &[usize]| {
+            let mut m = embeddings(&[110, 8], &[40, 8], &[2, 8]);
+            for p in ["query", "key", "value"] {
+                m = m.with(&format!("{q}.{p}.weight"), w).with(&format!("{q}.{p}.bias"), b);
+            }
+            m
+        };
+        let att = "imgencoder.learnable.imgAtt.layers.0";
+        let fc = "imgencoder.learnable.imgFC.fc1";
+        let cases: Vec<(Map, String)> = vec![
+            (bert(&[8], &[8]), format!("'{q}.query.weight' is [8], expected a square matrix")),
+            (bert(&[8, 9], &[8]), format!("'{q}.query.weight' is [8, 9] with a bias of 8: expected [8, 8]")),
+            (bert(&[6, 6], &[6]), format!("'{q}.query.weight' is [6, 6] with a bias of 6: expected [8, 8]")),
+            (bert(&[8, 8], &[]), format!("'{q}.query.bias' is [], expected a vector")),
+            (
+                Map::default().with(&format!("{att}.self_attn.in_proj_weight"), &[12]),
+                format!("'{att}.self_attn.in_proj_weight' is [12], expected [3 x width, width]"),
+            ),
+            (
+                Map::default().with(&format!("{att}.self_attn.in_proj_weight"), &[5, 4]),
+                format!("'{att}.self_attn.in_proj_weight' is [5, 4], expected [3 x width, width]"),
+            ),
+            (
+                Map::default()
+                    .with(&format!("{att}.self_attn.in_proj_weight"), &[12, 4])
+                    .with(&format!("{att}.self_attn.in_proj_bias"), &[4]),
+                format!("'{att}.self_attn.in_proj_bias' is [4], its weight has 12 rows"),
+            ),
+            (Map::default().with(&format!("{fc}.weight"), &[]), format!("'{fc}.weight' is [], expected a matrix")),
+            (Map::default().with(&format!("{fc}.weight"), &[7]), format!("'{fc}.weight' is [7], expected a matrix")),
+            (
+                Map::default().with(&format!("{fc}.weight"), &[4, 4, 3, 3]),
+                format!("'{fc}.weight' is [4, 4, 3, 3], expected a matrix"),
+            ),
+            (
+                Map::default().with(&format!("{fc}.weight"), &[4, 6]).with(&format!("{fc}.bias"), &[6]),
+                format!("'{fc}.bias' is [6], its weight has 4 rows"),
+            ),
+        ];
+        for (src, want) in cases {
+            let e = err(&src);
+            assert!(e.contains(&want), "want {want:?} in {e}");
+        }
+    }
+
+    #[test]
+    fn reading_more_elements_than_the_file_stores_is_refused() {
+        // 1M + 880 elements from a "file" of 1,000 bytes (the floor is 1M elements): views that
+        // repeat one storage.
+        let mut src = embeddings(&[110, 8], &[1 << 17, 8], &[2, 8]);
+        src.bytes = Some(1000);
+        let e = err(&src);
+        assert!(e.contains(&format!("'{BERT}.position_embeddings.weight': the checkpoint's tensors repeat")), "{e}");
+        src.bytes = None;
+        assert!(!err(&src).contains("repeat"), "no limit without a size");
+    }
 }

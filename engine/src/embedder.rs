@@ -45,10 +45,25 @@ impl Embedder {
                 Loaded::Cpu(be, model)
             }
         };
-        let config = match &loaded {
-            Loaded::Gpu(_, m) => m.config.clone(),
-            Loaded::Cpu(_, m) => m.config.clone(),
+        let (config, image_dim, text_dim, rows) = match &loaded {
+            Loaded::Gpu(_, m) => {
+                (m.config.clone(), m.image.embedding_dim(), m.text.embedding_dim(), m.text.vocab_size())
+            }
+            Loaded::Cpu(_, m) => {
+                (m.config.clone(), m.image.embedding_dim(), m.text.embedding_dim(), m.text.vocab_size())
+            }
         };
+        if image_dim != text_dim {
+            return Err(Error::Model(format!(
+                "the image tower gives {image_dim}-wide embeddings, the text tower {text_dim}-wide"
+            )));
+        }
+        if tokenizer.vocab_size() > rows {
+            return Err(Error::Model(format!(
+                "the vocabulary has {} entries, more than the word embeddings' {rows} rows",
+                tokenizer.vocab_size()
+            )));
+        }
         Ok(Self { loaded, tokenizer, config, content_hash: file.content_hash.clone() })
     }
 

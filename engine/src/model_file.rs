@@ -2,6 +2,11 @@
 //! a format version and a content hash. Weight matrices are f32, f16, or int8 with
 //! `<name>.scale` (f32 `[rows, ceil(cols / q8_group)]`, one scale per `q8_group` values of a row,
 //! see `quant.rs`); everything else is f32.
+//!
+//! The content hash is the model's identity: SHA-256 over the format version, the q8 group, the
+//! config JSON, the vocabulary and every tensor (name, dtype, shape, bytes), each length-prefixed.
+//! Two files that differ in any of these are different models. The writer is deterministic: the
+//! same tensors, config and vocabulary give the same bytes.
 
 use std::collections::BTreeMap;
 
@@ -12,8 +17,15 @@ use crate::quant::{q8_groups, Packed, Q8_GROUP};
 use crate::{DType, Error, Result};
 
 pub const FORMAT: &str = "brivl";
+/// 3: the content hash covers the format version, config and vocabulary as well as the tensors.
 /// 2: q8 scales per group of `q8_group` values of a row (1 had one scale per row).
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
+
+/// The command that makes a current model file, for messages about older ones.
+pub const RECONVERT: &str = "brivl convert CHECKPOINT --vocab VOCAB --quant q8 -o MODEL.safetensors";
+
+/// Most dimensions a stored tensor may have (conv weights have 4).
+pub const MAX_RANK: usize = 4;
 
 /// A tensor as stored: logical shape, and the packed words the engine uploads.
 #[derive(Clone, Debug)]
@@ -26,6 +38,7 @@ pub struct StoredTensor {
 pub struct ModelFile {
     pub config_json: String,
     pub vocab: String,
+    /// The model's identity: see the module documentation.
     pub content_hash: String,
     pub tensors: BTreeMap<String, StoredTensor>,
 }
@@ -34,18 +47,112 @@ fn bad(msg: impl Into<String>) -> Error {
     Error::Model(msg.into())
 }
 
-/// SHA-256 over every tensor's name, dtype, shape and bytes, in name order.
-fn content_hash<'a>(items: impl Iterator<Item = (&'a str, &'a str, &'a [usize], &'a [u8])>) -> String {
+/// How a tensor's elements are stored in the file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FileDType {
+    F32,
+    F16,
+    I8,
+}
+
+impl FileDType {
+    /// The safetensors name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::F32 => "F32",
+            Self::F16 => "F16",
+            Self::I8 => "I8",
+        }
+    }
+    pub fn size(self) -> usize {
+        match self {
+            Self::F32 => 4,
+            Self::F16 => 2,
+            Self::I8 => 1,
+        }
+    }
+    fn from_safetensors(d: Dtype) -> Option<Self> {
+        match d {
+            Dtype::F32 => Some(Self::F32),
+            Dtype::F16 => Some(Self::F16),
+            Dtype::I8 => Some(Self::I8),
+            _ => None,
+        }
+    }
+}
+
+/// A tensor exactly as written: name, element type, shape and little-endian bytes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RawTensor {
+    pub name: String,
+    pub dtype: FileDType,
+    pub shape: Vec<usize>,
+    pub bytes: Vec<u8>,
+}
+
+/// The content hash (see the module documentation); `tensors` in any order.
+pub fn content_hash<'a>(
+    version: u32,
+    q8_group: usize,
+    config_json: &str,
+    vocab: &str,
+    tensors: impl IntoIterator<Item = (&'a str, FileDType, &'a [usize], &'a [u8])>,
+) -> String {
+    let mut tensors: Vec<_> = tensors.into_iter().collect();
+    tensors.sort_by(|a, b| a.0.cmp(b.0));
     let mut h = Sha256::new();
-    for (name, dtype, shape, bytes) in items {
-        h.update(name.as_bytes());
-        h.update(dtype.as_bytes());
+    let field = |h: &mut Sha256, b: &[u8]| {
+        h.update((b.len() as u64).to_le_bytes());
+        h.update(b);
+    };
+    field(&mut h, b"brivl model");
+    h.update(u64::from(version).to_le_bytes());
+    h.update((q8_group as u64).to_le_bytes());
+    field(&mut h, config_json.as_bytes());
+    field(&mut h, vocab.as_bytes());
+    h.update((tensors.len() as u64).to_le_bytes());
+    for (name, dtype, shape, bytes) in tensors {
+        field(&mut h, name.as_bytes());
+        field(&mut h, dtype.name().as_bytes());
+        h.update((shape.len() as u64).to_le_bytes());
         for d in shape {
             h.update((*d as u64).to_le_bytes());
         }
-        h.update(bytes);
+        field(&mut h, bytes);
     }
     h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Rank 1 to [`MAX_RANK`], no empty dimension, and an element count that fits `usize`.
+fn check_shape(name: &str, shape: &[usize]) -> Result<usize> {
+    if shape.is_empty() || shape.len() > MAX_RANK {
+        return Err(bad(format!("tensor '{name}' has {} dimensions; model tensors have 1 to {MAX_RANK}", shape.len())));
+    }
+    if shape.contains(&0) {
+        return Err(bad(format!("tensor '{name}' is {shape:?}: an empty dimension")));
+    }
+    shape
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .ok_or_else(|| bad(format!("tensor '{name}' is {shape:?}: too many elements")))
+}
+
+/// Refuses files of another format version, naming the command that makes a current one.
+fn check_version(version: &str) -> Result<()> {
+    if version == FORMAT_VERSION.to_string() {
+        return Ok(());
+    }
+    match version.parse::<u32>() {
+        Ok(v) if v < FORMAT_VERSION => Err(bad(format!(
+            "model file format version {v} is older than this build's {FORMAT_VERSION} (its content hash \
+             does not cover its config and vocabulary): convert the checkpoint again with `{RECONVERT}` \
+             (and the same --image-size, --box-grid, ... options as before)"
+        ))),
+        Ok(v) => Err(bad(format!(
+            "model file format version {v} is newer than this build reads ({FORMAT_VERSION}): update brivl"
+        ))),
+        Err(_) => Err(bad(format!("model file format version {version:?} is not a number"))),
+    }
 }
 
 impl ModelFile {
@@ -60,49 +167,50 @@ impl ModelFile {
         if get("format")? != FORMAT {
             return Err(bad("model file is not a brivl model (metadata 'format' differs)"));
         }
-        let version = get("format_version")?;
-        if version != FORMAT_VERSION.to_string() {
-            return Err(bad(format!(
-                "model file format version {version}; this build reads version {FORMAT_VERSION} \
-                 (convert the checkpoint again with this build's `brivl convert`)"
-            )));
-        }
+        check_version(&get("format_version")?)?;
         let group = get("q8_group")?;
         if group != Q8_GROUP.to_string() {
             return Err(bad(format!("model file has q8 scales per {group} values; this build reads {Q8_GROUP}")));
         }
+        let (config_json, vocab) = (get("config")?, get("vocab")?);
         let st = SafeTensors::deserialize(bytes).map_err(|e| bad(format!("corrupt model file: {e}")))?;
-        let mut names: Vec<String> = st.names().into_iter().map(str::to_string).collect();
-        names.sort();
-        let views: Vec<_> = names.iter().map(|n| (n, st.tensor(n).expect("listed name"))).collect();
-        let hash = content_hash(views.iter().map(|(n, v)| (n.as_str(), dtype_name(v.dtype()), v.shape(), v.data())));
-        let want = get("content_hash")?;
-        if hash != want {
+        let mut views = Vec::new();
+        for (name, v) in st.tensors() {
+            let dtype = FileDType::from_safetensors(v.dtype())
+                .ok_or_else(|| bad(format!("tensor '{name}' has unsupported dtype {:?}", v.dtype())))?;
+            check_shape(&name, v.shape())?;
+            views.push((name, dtype, v));
+        }
+        views.sort_by(|a, b| a.0.cmp(&b.0));
+        let hash = content_hash(
+            FORMAT_VERSION,
+            Q8_GROUP,
+            &config_json,
+            &vocab,
+            views.iter().map(|(n, d, v)| (n.as_str(), *d, v.shape(), v.data())),
+        );
+        if hash != get("content_hash")? {
             return Err(bad(
                 "model file is corrupt: its content hash does not match (truncated or modified download?)",
             ));
         }
+        let by_name: BTreeMap<&str, &safetensors::tensor::TensorView> =
+            views.iter().map(|(n, _, v)| (n.as_str(), v)).collect();
         let mut tensors = BTreeMap::new();
-        for (name, v) in &views {
-            if name.ends_with(".scale") {
+        for (name, dtype, v) in &views {
+            if name.ends_with(".scale") && by_name.contains_key(&name[..name.len() - ".scale".len()]) {
                 continue;
             }
             let shape = v.shape().to_vec();
             let (rows, cols) = matrix_dims(&shape);
             let data = v.data();
-            let packed = match v.dtype() {
-                Dtype::F32 => {
-                    let vals: Vec<f32> =
-                        data.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
-                    Packed::new(&vals, rows, cols, DType::F32)?
-                }
-                Dtype::F16 => pack_f16(data, rows, cols),
-                Dtype::I8 => {
-                    let scale = st
-                        .tensor(&format!("{name}.scale"))
-                        .map_err(|_| bad(format!("int8 tensor '{name}' has no '{name}.scale'")))?;
-                    let scales: Vec<f32> =
-                        scale.data().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+            let packed = match dtype {
+                FileDType::F32 => Packed::new(&f32s(data), rows, cols, DType::F32)?,
+                FileDType::F16 => pack_f16(data, rows, cols),
+                FileDType::I8 => {
+                    let scale = by_name
+                        .get(format!("{name}.scale").as_str())
+                        .ok_or_else(|| bad(format!("int8 tensor '{name}' has no '{name}.scale'")))?;
                     let want = [rows, q8_groups(cols)];
                     if scale.dtype() != Dtype::F32 || scale.shape() != want {
                         return Err(bad(format!(
@@ -111,13 +219,12 @@ impl ModelFile {
                             scale.shape()
                         )));
                     }
-                    pack_q8(data, &scales, rows, cols)
+                    pack_q8(data, &f32s(scale.data()), rows, cols)
                 }
-                other => return Err(bad(format!("tensor '{name}' has unsupported dtype {other:?}"))),
             };
             tensors.insert(name.to_string(), StoredTensor { shape, packed });
         }
-        Ok(Self { config_json: get("config")?, vocab: get("vocab")?, content_hash: hash, tensors })
+        Ok(Self { config_json, vocab, content_hash: hash, tensors })
     }
 
     pub fn get(&self, name: &str) -> Result<&StoredTensor> {
@@ -125,21 +232,17 @@ impl ModelFile {
     }
 }
 
-/// Matrices are `[rows, everything else]`; vectors and scalars are one row.
+fn f32s(data: &[u8]) -> Vec<f32> {
+    data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+}
+
+/// Matrices are `[rows, everything else]`; vectors are one row. Shapes were checked (no
+/// overflow) before this is called.
 fn matrix_dims(shape: &[usize]) -> (usize, usize) {
     match shape {
         [] => (1, 1),
         [n] => (1, *n),
         [r, rest @ ..] => (*r, rest.iter().product()),
-    }
-}
-
-fn dtype_name(d: Dtype) -> &'static str {
-    match d {
-        Dtype::F32 => "F32",
-        Dtype::F16 => "F16",
-        Dtype::I8 => "I8",
-        _ => "other",
     }
 }
 
@@ -179,17 +282,24 @@ pub struct WriteTensor {
 
 /// Serialises a model file; returns the bytes and the content hash.
 pub fn write(tensors: &[WriteTensor], config_json: &str, vocab: &str) -> Result<(Vec<u8>, String)> {
-    // (name, safetensors dtype, shape, bytes)
-    let mut items: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
+    let mut raw = Vec::new();
     for t in tensors {
+        let numel = check_shape(&t.name, &t.shape)?;
+        if numel != t.values.len() {
+            return Err(bad(format!("tensor '{}' is {:?} but has {} values", t.name, t.shape, t.values.len())));
+        }
         let (rows, cols) = matrix_dims(&t.shape);
+        let (name, shape) = (t.name.clone(), t.shape.clone());
         match t.dtype {
-            DType::F32 | DType::U32 => {
-                items.push((t.name.clone(), Dtype::F32, t.shape.clone(), bytemuck::cast_slice(&t.values).to_vec()))
-            }
+            DType::F32 | DType::U32 => raw.push(RawTensor {
+                name,
+                dtype: FileDType::F32,
+                shape,
+                bytes: bytemuck::cast_slice(&t.values).to_vec(),
+            }),
             DType::F16 => {
                 let bytes = t.values.iter().flat_map(|v| half::f16::from_f32(*v).to_le_bytes()).collect();
-                items.push((t.name.clone(), Dtype::F16, t.shape.clone(), bytes));
+                raw.push(RawTensor { name, dtype: FileDType::F16, shape, bytes });
             }
             DType::Q8 => {
                 let p = Packed::new(&t.values, rows, cols, DType::Q8)?;
@@ -200,35 +310,94 @@ pub fn write(tensors: &[WriteTensor], config_json: &str, vocab: &str) -> Result<
                         bytes.push((p.words[r * rw + c / 4] >> (8 * (c % 4))) as u8);
                     }
                 }
-                let scales: Vec<f32> = p.words[rows * rw..].iter().map(|w| f32::from_bits(*w)).collect();
-                items.push((t.name.clone(), Dtype::I8, t.shape.clone(), bytes));
-                items.push((
-                    format!("{}.scale", t.name),
-                    Dtype::F32,
-                    vec![rows, q8_groups(cols)],
-                    bytemuck::cast_slice(&scales).to_vec(),
-                ));
+                let scales: Vec<u8> = p.words[rows * rw..].iter().flat_map(|w| w.to_le_bytes()).collect();
+                raw.push(RawTensor {
+                    name: format!("{name}.scale"),
+                    dtype: FileDType::F32,
+                    shape: vec![rows, q8_groups(cols)],
+                    bytes: scales,
+                });
+                raw.push(RawTensor { name, dtype: FileDType::I8, shape, bytes });
             }
         }
     }
-    items.sort_by(|a, b| a.0.cmp(&b.0));
-    let hash = content_hash(items.iter().map(|(n, d, s, b)| (n.as_str(), dtype_name(*d), s.as_slice(), b.as_slice())));
-    let meta = std::collections::HashMap::from([
-        ("format".to_string(), FORMAT.to_string()),
-        ("format_version".to_string(), FORMAT_VERSION.to_string()),
-        ("q8_group".to_string(), Q8_GROUP.to_string()),
-        ("config".to_string(), config_json.to_string()),
-        ("vocab".to_string(), vocab.to_string()),
-        ("content_hash".to_string(), hash.clone()),
-    ]);
-    let views: Vec<(String, safetensors::tensor::TensorView)> = items
-        .iter()
-        .map(|(n, d, s, b)| {
-            Ok((n.clone(), safetensors::tensor::TensorView::new(*d, s.clone(), b).map_err(|e| bad(e.to_string()))?))
-        })
-        .collect::<Result<_>>()?;
-    let bytes = safetensors::serialize(views, Some(meta)).map_err(|e| bad(e.to_string()))?;
-    Ok((bytes, hash))
+    write_raw(raw, config_json, vocab)
+}
+
+/// Serialises tensors already in their stored form (e.g. those of an older model file, so
+/// that they keep their exact bytes). Deterministic: the header is written here, metadata keys
+/// in a fixed order and tensors by element size, then name. Returns the bytes and the hash.
+pub fn write_raw(mut tensors: Vec<RawTensor>, config_json: &str, vocab: &str) -> Result<(Vec<u8>, String)> {
+    tensors.sort_by(|a, b| b.dtype.size().cmp(&a.dtype.size()).then_with(|| a.name.cmp(&b.name)));
+    let mut names = std::collections::HashSet::new();
+    for t in &tensors {
+        let numel = check_shape(&t.name, &t.shape)?;
+        if numel.checked_mul(t.dtype.size()) != Some(t.bytes.len()) {
+            return Err(bad(format!(
+                "tensor '{}' is {:?} {:?} but has {} bytes",
+                t.name,
+                t.dtype,
+                t.shape,
+                t.bytes.len()
+            )));
+        }
+        if t.name == "__metadata__" || t.name.is_empty() {
+            return Err(bad(format!("a tensor cannot be named {:?}", t.name)));
+        }
+        if !names.insert(t.name.as_str()) {
+            return Err(bad(format!("two tensors are named '{}'", t.name)));
+        }
+    }
+    let hash = content_hash(
+        FORMAT_VERSION,
+        Q8_GROUP,
+        config_json,
+        vocab,
+        tensors.iter().map(|t| (t.name.as_str(), t.dtype, t.shape.as_slice(), t.bytes.as_slice())),
+    );
+    let meta = [
+        ("format", FORMAT.to_string()),
+        ("format_version", FORMAT_VERSION.to_string()),
+        ("q8_group", Q8_GROUP.to_string()),
+        ("config", config_json.to_string()),
+        ("vocab", vocab.to_string()),
+        ("content_hash", hash.clone()),
+    ];
+    let out = serialize(&tensors, &meta);
+    Ok((out, hash))
+}
+
+/// The safetensors bytes of `tensors` (in this order) with `meta` (in this order); no checks.
+fn serialize(tensors: &[RawTensor], meta: &[(&str, String)]) -> Vec<u8> {
+    let js = |s: &str| serde_json::to_string(s).expect("strings serialise");
+    let mut header = String::from("{\"__metadata__\":{");
+    let meta: Vec<String> = meta.iter().map(|(k, v)| format!("{}:{}", js(k), js(v))).collect();
+    header.push_str(&meta.join(","));
+    header.push('}');
+    let mut offset = 0usize;
+    for t in tensors {
+        let dims: Vec<String> = t.shape.iter().map(usize::to_string).collect();
+        let end = offset + t.bytes.len();
+        header.push_str(&format!(
+            ",{}:{{\"dtype\":\"{}\",\"shape\":[{}],\"data_offsets\":[{offset},{end}]}}",
+            js(&t.name),
+            t.dtype.name(),
+            dims.join(",")
+        ));
+        offset = end;
+    }
+    header.push('}');
+    // Padded with spaces so the data starts 8-aligned, as the safetensors library does.
+    while header.len() % 8 != 0 {
+        header.push(' ');
+    }
+    let mut out = Vec::with_capacity(8 + header.len() + offset);
+    out.extend_from_slice(&(header.len() as u64).to_le_bytes());
+    out.extend_from_slice(header.as_bytes());
+    for t in tensors {
+        out.extend_from_slice(&t.bytes);
+    }
+    out
 }
 
 #[cfg(test)]
@@ -254,6 +423,38 @@ mod tests {
         out
     }
 
+    fn raw(name: &str, dtype: FileDType, shape: &[usize], bytes: Vec<u8>) -> RawTensor {
+        RawTensor { name: name.into(), dtype, shape: shape.to_vec(), bytes }
+    }
+
+    /// A file with a valid content hash whatever its tensors are: only the reader's own checks
+    /// can refuse it.
+    fn crafted(tensors: &[RawTensor], version: u32) -> Vec<u8> {
+        let hash = content_hash(
+            version,
+            Q8_GROUP,
+            "{}",
+            "v",
+            tensors.iter().map(|t| (t.name.as_str(), t.dtype, t.shape.as_slice(), t.bytes.as_slice())),
+        );
+        let meta = [
+            ("format", FORMAT.to_string()),
+            ("format_version", version.to_string()),
+            ("q8_group", Q8_GROUP.to_string()),
+            ("config", "{}".to_string()),
+            ("vocab", "v".to_string()),
+            ("content_hash", hash),
+        ];
+        serialize(tensors, &meta)
+    }
+
+    fn parse_err(bytes: &[u8]) -> String {
+        match ModelFile::parse(bytes) {
+            Ok(_) => panic!("expected an error"),
+            Err(e) => e.to_string(),
+        }
+    }
+
     #[test]
     fn q8_round_trips_with_its_group_scales() {
         let (rows, cols) = (3, 2 * Q8_GROUP + 5);
@@ -267,36 +468,115 @@ mod tests {
     #[test]
     fn other_versions_and_group_sizes_are_refused_with_the_reason() {
         let (_, bytes) = one_q8_tensor(2, 7);
-        let v1 = edit_header(&bytes, &format!("\"format_version\":\"{FORMAT_VERSION}\""), "\"format_version\":\"1\"");
-        let err = ModelFile::parse(&v1).err().unwrap().to_string();
-        assert!(err.contains("format version 1") && err.contains("convert the checkpoint again"), "{err}");
+        let v = format!("\"format_version\":\"{FORMAT_VERSION}\"");
+        for old in ["1", "2"] {
+            let file = edit_header(&bytes, &v, &format!("\"format_version\":\"{old}\""));
+            let err = parse_err(&file);
+            assert!(err.contains(&format!("format version {old} is older")) && err.contains(RECONVERT), "{err}");
+        }
+        let err = parse_err(&edit_header(&bytes, &v, "\"format_version\":\"9\""));
+        assert!(err.contains("newer"), "{err}");
+        let err = parse_err(&edit_header(&bytes, &v, "\"format_version\":\"x\""));
+        assert!(err.contains("\"x\" is not a number"), "{err}");
         let other = if Q8_GROUP == 32 { "64" } else { "32" };
         let g = edit_header(&bytes, &format!("\"q8_group\":\"{Q8_GROUP}\""), &format!("\"q8_group\":\"{other}\""));
-        let err = ModelFile::parse(&g).err().unwrap().to_string();
-        assert!(err.contains(&format!("per {other} values")), "{err}");
+        assert!(parse_err(&g).contains(&format!("per {other} values")));
+    }
+
+    #[test]
+    fn a_version_2_file_with_its_old_hash_is_refused_with_the_command() {
+        // Version 2's hash covered the tensors only; the version check comes before any hash.
+        let t = [raw("m", FileDType::F32, &[2], vec![0; 8])];
+        let err = parse_err(&crafted(&t, 2));
+        assert!(err.contains("version 2") && err.contains("brivl convert CHECKPOINT --vocab VOCAB"), "{err}");
     }
 
     #[test]
     fn q8_scales_of_the_wrong_shape_are_refused() {
-        // One scale per row (version 1's layout) under a version 2 header, with a valid hash.
+        // One scale per row (version 1's layout) under a current header, with a valid hash.
         let (rows, cols) = (2, Q8_GROUP + 1);
-        let data = vec![1u8; rows * cols];
-        let scales = vec![0u8; rows * 4];
-        let items = [("m", Dtype::I8, vec![rows, cols], &data), ("m.scale", Dtype::F32, vec![rows], &scales)];
-        let hash = content_hash(items.iter().map(|(n, d, s, b)| (*n, dtype_name(*d), s.as_slice(), b.as_slice())));
-        let meta = std::collections::HashMap::from([
-            ("format".to_string(), FORMAT.to_string()),
-            ("format_version".to_string(), FORMAT_VERSION.to_string()),
-            ("q8_group".to_string(), Q8_GROUP.to_string()),
-            ("config".to_string(), "{}".to_string()),
-            ("vocab".to_string(), "v".to_string()),
-            ("content_hash".to_string(), hash),
-        ]);
-        let views = items
-            .iter()
-            .map(|(n, d, s, b)| (n.to_string(), safetensors::tensor::TensorView::new(*d, s.clone(), b).unwrap()));
-        let bytes = safetensors::serialize(views, Some(meta)).unwrap();
-        let err = ModelFile::parse(&bytes).err().unwrap().to_string();
+        let t = [
+            raw("m", FileDType::I8, &[rows, cols], vec![1; rows * cols]),
+            raw("m.scale", FileDType::F32, &[rows], vec![0; rows * 4]),
+        ];
+        let err = parse_err(&crafted(&t, FORMAT_VERSION));
         assert!(err.contains("'m.scale' is F32 [2], expected F32 [2, 2]"), "{err}");
+        let err = parse_err(&crafted(&t[..1], FORMAT_VERSION));
+        assert!(err.contains("int8 tensor 'm' has no 'm.scale'"), "{err}");
+    }
+
+    #[test]
+    fn scalar_empty_and_high_rank_tensors_are_refused() {
+        for (shape, want) in [
+            (&[][..], "'t' has 0 dimensions"),
+            (&[0, 4][..], "'t' is [0, 4]: an empty dimension"),
+            (&[4, 0, usize::MAX, usize::MAX][..], "an empty dimension"),
+            (&[1, 1, 1, 1, 1][..], "'t' has 5 dimensions"),
+        ] {
+            let n: usize = shape.iter().fold(1usize, |a, &d| a.saturating_mul(d));
+            let t = [raw("t", FileDType::F32, shape, vec![0; n.min(1 << 20) * 4])];
+            let err = parse_err(&crafted(&t, FORMAT_VERSION));
+            assert!(err.contains(want), "{shape:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_hash_covers_config_vocabulary_and_tensors() {
+        let t = || vec![raw("a", FileDType::F32, &[2], vec![0; 8]), raw("b", FileDType::F16, &[1, 2], vec![1; 4])];
+        let base = write_raw(t(), "{\"image_size\":456}", "[PAD]\nx").unwrap().1;
+        assert_ne!(base, write_raw(t(), "{\"image_size\":457}", "[PAD]\nx").unwrap().1, "config");
+        assert_ne!(base, write_raw(t(), "{\"image_size\":456}", "[PAD]\ny").unwrap().1, "vocabulary");
+        let mut u = t();
+        u[1].bytes[3] = 2;
+        assert_ne!(base, write_raw(u, "{\"image_size\":456}", "[PAD]\nx").unwrap().1, "tensor bytes");
+        let mut u = t();
+        u[1].shape = vec![2, 1];
+        assert_ne!(base, write_raw(u, "{\"image_size\":456}", "[PAD]\nx").unwrap().1, "shape");
+        // Length prefixes: moving bytes between config and vocabulary changes the hash.
+        let a = content_hash(3, 32, "ab", "c", []);
+        assert_ne!(a, content_hash(3, 32, "a", "bc", []));
+        assert_ne!(a, content_hash(2, 32, "ab", "c", []));
+    }
+
+    #[test]
+    fn writing_is_deterministic_and_parses_back() {
+        let tensors = || {
+            vec![
+                WriteTensor { name: "z.w".into(), shape: vec![2, 3], values: vec![0.5; 6], dtype: DType::Q8 },
+                WriteTensor { name: "a.b".into(), shape: vec![3], values: vec![1.0, 2.0, 3.0], dtype: DType::F32 },
+                WriteTensor { name: "m.h".into(), shape: vec![1, 3], values: vec![0.25; 3], dtype: DType::F16 },
+            ]
+        };
+        let (one, h1) = write(&tensors(), "{\"k\":\"\\u00e9\\n\"}", "[PAD]\n\"quoted\"\n").unwrap();
+        let mut rev = tensors();
+        rev.reverse();
+        let (two, h2) = write(&rev, "{\"k\":\"\\u00e9\\n\"}", "[PAD]\n\"quoted\"\n").unwrap();
+        assert_eq!((one.clone(), h1.clone()), (two, h2));
+        assert_eq!(u64::from_le_bytes(one[..8].try_into().unwrap()) % 8, 0, "data starts 8-aligned");
+        let file = ModelFile::parse(&one).unwrap();
+        assert_eq!((file.content_hash.as_str(), file.vocab.as_str()), (h1.as_str(), "[PAD]\n\"quoted\"\n"));
+        assert_eq!(file.config_json, "{\"k\":\"\\u00e9\\n\"}");
+        assert_eq!(file.tensors.keys().collect::<Vec<_>>(), ["a.b", "m.h", "z.w"]);
+    }
+
+    #[test]
+    fn the_writer_refuses_what_the_reader_would() {
+        let w = |name: &str, shape: Vec<usize>, n: usize| WriteTensor {
+            name: name.into(),
+            shape,
+            values: vec![0.0; n],
+            dtype: DType::F32,
+        };
+        for (t, want) in [
+            (w("s", vec![], 1), "0 dimensions"),
+            (w("e", vec![0], 0), "empty dimension"),
+            (w("n", vec![3], 2), "has 2 values"),
+            (w("__metadata__", vec![1], 1), "cannot be named"),
+        ] {
+            let err = write(&[t], "{}", "v").err().unwrap().to_string();
+            assert!(err.contains(want), "{err}");
+        }
+        let err = write(&[w("d", vec![1], 1), w("d", vec![1], 1)], "{}", "v").err().unwrap().to_string();
+        assert!(err.contains("two tensors are named 'd'"), "{err}");
     }
 }

@@ -295,6 +295,9 @@ fn open<'a>(
     if let Some((width, height)) = declared_size(bytes, format) {
         check_size(format, width, height, 0, limits)?;
     }
+    if format == PhotoFormat::Tiff {
+        tiff_tags_fit(bytes)?;
+    }
     let mut reader = ImageReader::with_format(Cursor::new(bytes), format.image_format());
     reader.limits(image_limits(limits));
     let mut decoder = reader.into_decoder().map_err(|e| map_error(format, None, e))?;
@@ -302,6 +305,53 @@ fn open<'a>(
     check_size(format, width, height, decoder.total_bytes(), limits)?;
     let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
     Ok((PhotoInfo { format, width, height, orientation }, decoder))
+}
+
+/// Refuses a TIFF whose first directory has a tag claiming more bytes of values than the whole
+/// file: the `tiff` decoder sizes a buffer from that count before reading (a 2 KB file asked
+/// for 180 MB), and `image` gives no way to pass it limits. Anything else is left to it.
+fn tiff_tags_fit(bytes: &[u8]) -> Result<(), PhotoError> {
+    let big_endian = bytes.starts_with(b"MM");
+    let at = |i: u64, n: usize| usize::try_from(i).ok().and_then(|i| bytes.get(i..i.checked_add(n)?));
+    let uint = |i: u64, n: usize| {
+        at(i, n).map(|b| {
+            let mut v = 0u64;
+            for k in 0..n {
+                let byte = if big_endian { b[k] } else { b[n - 1 - k] };
+                v = (v << 8) | byte as u64;
+            }
+            v
+        })
+    };
+    let (bigtiff, first) = match uint(2, 2) {
+        Some(42) => (false, uint(4, 4)),
+        Some(43) => (true, uint(8, 8)),
+        _ => return Ok(()),
+    };
+    let Some(ifd) = first else { return Ok(()) };
+    let (count_size, entry_size) = if bigtiff { (8, 20) } else { (2, 12) };
+    let Some(entries) = uint(ifd, count_size) else { return Ok(()) };
+    for e in 0..entries {
+        let Some(entry) = e.checked_mul(entry_size).and_then(|o| o.checked_add(ifd + count_size as u64)) else {
+            break;
+        };
+        let (Some(tag), Some(kind)) = (uint(entry, 2), uint(entry + 2, 2)) else { break };
+        let Some(count) = (if bigtiff { uint(entry + 4, 8) } else { uint(entry + 4, 4) }) else { break };
+        let size: u64 = match kind {
+            1 | 2 | 6 | 7 => 1,
+            3 | 8 => 2,
+            4 | 9 | 11 | 13 => 4,
+            5 | 10 | 12 | 16..=18 => 8,
+            _ => continue,
+        };
+        if count.saturating_mul(size) > bytes.len() as u64 {
+            return Err(PhotoError::Corrupt {
+                format: PhotoFormat::Tiff,
+                detail: format!("tag {tag} claims {count} values, more than the {}-byte file holds", bytes.len()),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// The size a header declares, read directly from fixed offsets for the formats where that is
@@ -879,5 +929,22 @@ mod tests {
             }
         }
         log(&format!("photo: {n} mutated files decoded or refused without panicking"));
+    }
+
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
+    fn a_tiff_tag_claiming_more_than_the_file_is_refused_before_decoding() {
+        // orient_8.tiff (little-endian) with its first tag's value count made 0x00ff_ffff:
+        // the tiff decoder would size a buffer of hundreds of MB from it.
+        let mut b = include_bytes!(concat!(photo_dir!(), "orient_8.tiff")).to_vec();
+        assert_eq!(&b[..4], b"II*\0");
+        let ifd = u32::from_le_bytes([b[4], b[5], b[6], b[7]]) as usize;
+        b[ifd + 2 + 4..ifd + 2 + 8].copy_from_slice(&0x00ff_ffffu32.to_le_bytes());
+        match decode(&b) {
+            Err(PhotoError::Corrupt { format: PhotoFormat::Tiff, detail }) => {
+                assert!(detail.contains("claims 16777215 values, more than the"), "{detail}")
+            }
+            other => panic!("expected a corrupt TIFF, got {other:?}"),
+        }
     }
 }

@@ -96,6 +96,9 @@ pub enum CheckpointError {
     Pickle { offset: usize, msg: String },
     #[error("checkpoint holds no tensors in a form we read: {0}")]
     Structure(String),
+    /// Refused before building what it describes: more than a multiple of its own size.
+    #[error("data.pkl is refused: {0}")]
+    TooLarge(String),
     #[error("tensor {tensor:?}: its storage {key:?} is missing from the archive")]
     MissingStorage { tensor: String, key: String },
     #[error("tensor {tensor:?}: {msg}")]
@@ -287,6 +290,8 @@ fn word64(b: &[u8], le: bool) -> u64 {
 pub struct Checkpoint<'a> {
     tensors: Vec<(String, TensorView<'a>)>,
     index: HashMap<String, usize>,
+    /// Length of the file the tensors were read from.
+    file_bytes: usize,
 }
 
 impl<'a> Checkpoint<'a> {
@@ -313,9 +318,15 @@ impl<'a> Checkpoint<'a> {
     pub fn tensors_under<'s>(&'s self, prefix: &'s str) -> impl Iterator<Item = (&'s str, &'s TensorView<'a>)> + 's {
         self.iter().filter_map(move |(n, t)| n.strip_prefix(prefix).and_then(|r| r.strip_prefix('.')).map(|r| (r, t)))
     }
+    /// Length of the checkpoint file. Views may share storage, but no view holds more elements
+    /// than its storage, and a reader of many views can bound its work by this.
+    pub fn file_bytes(&self) -> usize {
+        self.file_bytes
+    }
+
     /// A checkpoint of the tensors under `prefix` (e.g. `"learnable"`), named without it.
     pub fn subtree(&self, prefix: &str) -> Checkpoint<'a> {
-        let mut out = Checkpoint::default();
+        let mut out = Checkpoint { file_bytes: self.file_bytes, ..Checkpoint::default() };
         for (n, t) in self.tensors_under(prefix) {
             out.insert(n.to_string(), t.clone());
         }
@@ -381,9 +392,7 @@ pub fn read_checkpoint_with(
 
     let root = pickle::unpickle(pkl.data)?;
     let mut found = Vec::new();
-    // Every container visit costs one unit; honest pickles visit each value once, so the budget
-    // only stops hostile ones that alias one dict many times (exponential paths) or make cycles.
-    let mut budget = pkl.data.len() + 16;
+    let mut budget = Budget::for_pickle(pkl.data.len());
     flatten(&root, String::new(), 0, &mut budget, &mut found)?;
     if found.is_empty() && !matches!(root, Value::Dict(_)) {
         return Err(CheckpointError::Structure(format!(
@@ -392,7 +401,7 @@ pub fn read_checkpoint_with(
         )));
     }
 
-    let mut out = Checkpoint::default();
+    let mut out = Checkpoint { file_bytes: bytes.len(), ..Checkpoint::default() };
     for (name, spec) in found {
         if !keep(&name) {
             continue;
@@ -416,42 +425,83 @@ fn kind(v: &Value) -> &'static str {
     }
 }
 
+/// What flattening may build, in bytes: every name made (whether it names a tensor or not) and
+/// a fixed cost per value visited and per tensor found. A pickle can refer to one dict, or one
+/// long string, any number of times for a few bytes each; an honest one writes each tensor's key
+/// in its own bytes, so its names cost a small multiple of its length. Anything past that is
+/// refused before it is built.
+struct Budget {
+    left: usize,
+    limit: usize,
+}
+
+impl Budget {
+    /// Bytes of bookkeeping per value visited or tensor found (its place in the lists, its shape).
+    const VISIT: usize = 32;
+
+    fn for_pickle(len: usize) -> Budget {
+        let limit = len.saturating_mul(16).saturating_add(1 << 16);
+        Budget { left: limit, limit }
+    }
+
+    fn spend(&mut self, bytes: usize) -> Result<(), CheckpointError> {
+        match self.left.checked_sub(bytes) {
+            Some(left) => {
+                self.left = left;
+                Ok(())
+            }
+            None => Err(CheckpointError::TooLarge(format!(
+                "it refers to the same objects so often that its tensor names would take more than {} bytes \
+                 (16 times the pickle): a pickle bomb?",
+                self.limit
+            ))),
+        }
+    }
+}
+
 /// Collects (name, tensor) pairs from nested dicts, lists and tuples; other values are skipped.
 fn flatten(
     v: &Value,
     name: String,
     depth: usize,
-    budget: &mut usize,
+    budget: &mut Budget,
     out: &mut Vec<(String, std::rc::Rc<pickle::TensorSpec>)>,
 ) -> Result<(), CheckpointError> {
     const MAX_DEPTH: usize = 64;
-    let child = |key: &str| if name.is_empty() { key.to_string() } else { format!("{name}.{key}") };
-    if matches!(v, Value::Dict(_) | Value::List(_) | Value::Tuple(_)) {
-        if depth >= MAX_DEPTH || *budget == 0 {
-            return Err(CheckpointError::Structure("containers nest too deeply or refer to themselves".into()));
-        }
-        *budget -= 1;
+    // The child's name, paid for before it is made.
+    let child = |key: &str, budget: &mut Budget| -> Result<String, CheckpointError> {
+        budget.spend(Budget::VISIT + name.len() + 1 + key.len())?;
+        Ok(if name.is_empty() { key.to_string() } else { format!("{name}.{key}") })
+    };
+    if matches!(v, Value::Dict(_) | Value::List(_) | Value::Tuple(_)) && depth >= MAX_DEPTH {
+        return Err(CheckpointError::Structure("containers nest too deeply or refer to themselves".into()));
     }
     match v {
-        Value::Tensor(t) => out.push((name, t.clone())),
+        Value::Tensor(t) => {
+            // The view made from it copies the name, the size and the stride.
+            budget.spend(Budget::VISIT + name.len() + 16 * t.size.len())?;
+            out.push((name, t.clone()));
+        }
         Value::Dict(d) => {
             for (k, v) in d.borrow().iter() {
-                let key = match k {
-                    Value::Str(s) => s.to_string(),
-                    Value::Int(i) => i.to_string(),
+                let name = match k {
+                    Value::Str(s) => child(s, budget)?,
+                    Value::Int(i) => child(&i.to_string(), budget)?,
                     _ => continue, // Keys that cannot name a tensor (torch never writes them).
                 };
-                flatten(v, child(&key), depth + 1, budget, out)?;
+                flatten(v, name, depth + 1, budget, out)?;
             }
         }
         Value::List(l) => {
             for (i, v) in l.borrow().iter().enumerate() {
-                flatten(v, child(&i.to_string()), depth + 1, budget, out)?;
+                let name = child(&i.to_string(), budget)?;
+                flatten(v, name, depth + 1, budget, out)?;
             }
         }
         Value::Tuple(t) => {
             for (i, v) in t.iter().enumerate() {
-                flatten(v, child(&i.to_string()), depth + 1, budget, out)?;
+                let name = child(&i.to_string(), budget)?;
+                flatten(v, name, depth + 1, budget, out)?;
             }
         }
         _ => {}
@@ -475,6 +525,14 @@ fn make_view<'a>(
         .filter(|n| n.checked_mul(es).is_some())
         .ok_or_else(|| oob(format!("size {:?} has too many elements", spec.size)))?;
     let available = storage.len() / es;
+    if numel > available {
+        // Views that repeat elements (stride 0, overlapping strides) are legal in torch, but a
+        // state dict never needs more elements than it stores: this bounds what loading takes.
+        return Err(oob(format!(
+            "size {:?} has {numel} elements but its storage {:?} holds only {available} {} elements",
+            spec.size, spec.storage.key, spec.storage.dtype
+        )));
+    }
     if numel > 0 {
         // The farthest element any index reaches.
         let last = spec

@@ -247,17 +247,37 @@ struct Vm<'a> {
     stack: Vec<Value>,
     marks: Vec<usize>,
     memo: std::collections::HashMap<u32, Value>,
+    /// Bytes that copies of shared values may still take (see [`Vm::charge`]).
+    copies_left: usize,
 }
+
+/// Most dimensions a tensor may have (torch's own limit for most operations is 25 or 64).
+pub(crate) const MAX_RANK: usize = 64;
 
 /// Runs a pickle to its STOP and returns the object it built.
 pub(crate) fn unpickle(data: &[u8]) -> Result<Value, CheckpointError> {
-    let mut vm = Vm { data, pos: 0, op_at: 0, stack: Vec::new(), marks: Vec::new(), memo: Default::default() };
+    let copies_left = data.len().saturating_mul(16).saturating_add(1 << 16);
+    let mut vm =
+        Vm { data, pos: 0, op_at: 0, stack: Vec::new(), marks: Vec::new(), memo: Default::default(), copies_left };
     vm.run()
 }
 
 impl<'a> Vm<'a> {
     fn err(&self, msg: impl Into<String>) -> CheckpointError {
         CheckpointError::Pickle { offset: self.op_at, msg: msg.into() }
+    }
+
+    /// Pays for copying part of a shared value (a memoised list of pairs made into a dict, a
+    /// memoised size tuple made into a shape). Sharing costs a pickle two bytes however large
+    /// the value, so copies are bounded by a multiple of the pickle's length instead.
+    fn charge(&mut self, bytes: usize) -> Result<(), CheckpointError> {
+        self.copies_left = self.copies_left.checked_sub(bytes).ok_or_else(|| {
+            self.err(format!(
+                "copies of shared values would take more than {} bytes (16 times data.pkl): a pickle bomb?",
+                self.data.len().saturating_mul(16).saturating_add(1 << 16)
+            ))
+        })?;
+        Ok(())
     }
 
     fn take(&mut self, n: usize) -> Result<&'a [u8], CheckpointError> {
@@ -593,7 +613,7 @@ impl<'a> Vm<'a> {
         Ok(Value::Storage(Rc::new(StorageRef { key, dtype })))
     }
 
-    fn call(&self, func: &Value, args: &[Value]) -> Result<Value, CheckpointError> {
+    fn call(&mut self, func: &Value, args: &[Value]) -> Result<Value, CheckpointError> {
         let Value::Global(g) = func else {
             return Err(self.err(format!("REDUCE calls a {}, not a global", func.kind())));
         };
@@ -601,6 +621,7 @@ impl<'a> Vm<'a> {
             Global::OrderedDict | Global::Dict => {
                 let dict = Value::Dict(Default::default());
                 if let (Value::Dict(d), Some(Value::List(pairs))) = (&dict, args.first()) {
+                    self.charge(pairs.borrow().len().saturating_mul(2 * std::mem::size_of::<Value>()))?;
                     for pair in pairs.borrow().iter() {
                         match pair {
                             Value::Tuple(kv) if kv.len() == 2 => dict_set(d, kv[0].clone(), kv[1].clone()),
@@ -645,7 +666,7 @@ impl<'a> Vm<'a> {
         }
     }
 
-    fn rebuild_tensor(&self, args: &[Value], dtype: Option<StoredDType>) -> Result<Value, CheckpointError> {
+    fn rebuild_tensor(&mut self, args: &[Value], dtype: Option<StoredDType>) -> Result<Value, CheckpointError> {
         if args.len() < 4 {
             return Err(self.err("tensor rebuild with fewer than 4 arguments"));
         }
@@ -656,6 +677,14 @@ impl<'a> Vm<'a> {
         if let Some(d) = dtype {
             if storage.dtype != d {
                 storage = Rc::new(StorageRef { key: storage.key.clone(), dtype: d });
+            }
+        }
+        for (what, v) in [("size", &args[2]), ("stride", &args[3])] {
+            if let Value::Tuple(t) = v {
+                if t.len() > MAX_RANK {
+                    return Err(self.err(format!("tensor {what} has {} dimensions, more than {MAX_RANK}", t.len())));
+                }
+                self.charge(t.len() * std::mem::size_of::<usize>())?;
             }
         }
         let offset = self.non_negative(&args[1], "storage offset")?;

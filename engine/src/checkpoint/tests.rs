@@ -807,3 +807,121 @@ ck_test!(cuda_storages_and_rebuild_v3_read, {
     let h = ck.tensor("h").unwrap();
     assert_eq!((h.dtype(), &*h.to_f32().unwrap()), (StoredDType::F16, &[0.5f32, -4.0][..]));
 });
+
+// ---------- hostile checkpoints: refused quickly, in memory proportional to the file ----------
+
+/// BINPUT / BINGET.
+fn put(p: P, i: u8) -> P {
+    p.op(b'q').raw(&[i])
+}
+fn get(p: P, i: u8) -> P {
+    p.op(b'h').raw(&[i])
+}
+/// SHORT_BINUNICODE.
+fn short(p: P, s: &str) -> P {
+    p.op(0x8c).raw(&[s.len() as u8]).raw(s.as_bytes())
+}
+
+ck_test!(stride_zero_views_are_bounded_by_their_storage, {
+    // 1 TiB of elements from one float: refused, not gathered.
+    let bytes = archive(&one_tensor("FloatStorage", 0, &[1 << 20, 1 << 20], &[0, 0]), &[("0", &f32_bytes(&[1.0]))]);
+    let e = err_of(&bytes);
+    assert!(e.contains("tensor \"w\": size [1048576, 1048576] has 1099511627776 elements but its storage"), "{e}");
+    assert!(e.contains("holds only 1 float32 elements"), "{e}");
+    // A broadcast no larger than its storage still reads; one larger is refused.
+    let bytes = archive(&one_tensor("FloatStorage", 0, &[2, 2], &[0, 1]), &[("0", &f32_bytes(&[1.0, 2.0, 3.0, 4.0]))]);
+    assert_eq!(&*read_checkpoint(&bytes).unwrap().tensor("w").unwrap().to_f32().unwrap(), &[1.0, 2.0, 1.0, 2.0]);
+    let bytes = archive(&one_tensor("FloatStorage", 0, &[2, 2], &[0, 1]), &[("0", &f32_bytes(&[1.0, 2.0]))]);
+    assert!(err_of(&bytes).contains("has 4 elements but its storage \"0\" holds only 2 float32 elements"));
+});
+
+/// `{k0: d, k1: d, ...}` where `d` is one memoised dict of `inner` entries whose values are one
+/// memoised tensor: `outer * inner` names from a pickle of `5 * (outer + inner)` bytes or so.
+fn dict_bomb(outer: usize, inner: usize) -> Vec<u8> {
+    let mut p = P::new().op(b'}').op(b'(').s("t");
+    p = put(p.tensor("FloatStorage", "0", 0, &[1], &[1]), 1);
+    p = p.s("d").op(b'}');
+    p = put(p, 0).op(b'(');
+    for i in 0..inner {
+        p = get(short(p, &i.to_string()), 1);
+    }
+    p = p.op(b'u');
+    for i in 1..outer {
+        p = get(short(p, &i.to_string()), 0);
+    }
+    p.op(b'u').stop()
+}
+
+ck_test!(a_memoised_dict_bomb_is_refused_quickly, {
+    let pkl = dict_bomb(60_000, 60_000);
+    let bytes = archive(&pkl, &[("0", &f32_bytes(&[1.0]))]);
+    assert!(bytes.len() < 3 << 19, "{} bytes", bytes.len());
+    let e = err_of(&bytes);
+    assert!(e.contains("a pickle bomb?") && e.contains("tensor names would take more than"), "{e}");
+    // The same shape, small, is an honest (if odd) checkpoint.
+    let small = archive(&dict_bomb(3, 2), &[("0", &f32_bytes(&[1.0]))]);
+    assert_eq!(read_checkpoint(&small).unwrap().len(), 1 + 3 * 2);
+});
+
+ck_test!(a_memoised_string_bomb_is_refused_quickly, {
+    // 4,000 keys that are one memoised 1 MiB string, each naming a tensor.
+    let long = "k".repeat(1 << 20);
+    let mut p = P::new().op(b'}').op(b'(');
+    p = put(p.s(&long), 0);
+    p = put(p.tensor("FloatStorage", "0", 0, &[1], &[1]), 1);
+    for _ in 1..4000 {
+        p = get(get(p, 0), 1);
+    }
+    let bytes = archive(&p.op(b'u').stop(), &[("0", &f32_bytes(&[1.0]))]);
+    let e = err_of(&bytes);
+    assert!(e.contains("a pickle bomb?"), "{e}");
+    // Nested under memoised dicts, the long names are refused too.
+    let mut p = P::new().op(b'}');
+    p = put(p, 0).op(b'(');
+    p = put(p.s(&long), 1);
+    p = p.op(b'}').op(b'(');
+    for _ in 0..100 {
+        p = get(get(p, 1), 0);
+    }
+    let bytes = archive(&p.op(b'u').op(b'u').stop(), &[]);
+    assert!(err_of(&bytes).contains("refer to themselves") || err_of(&bytes).contains("pickle bomb"));
+});
+
+ck_test!(copies_of_shared_values_are_bounded, {
+    // OrderedDict(pairs) called 100,000 times on one memoised list of 100,000 pairs.
+    let mut p = P::new().op(b']');
+    p = put(p, 0).op(b'(');
+    p = put(short(p, "k").op(b'N').op(0x86), 1);
+    for _ in 1..100_000 {
+        p = get(p, 1);
+    }
+    p = p.op(b'e').op(b'0');
+    p = put(p.global("collections", "OrderedDict"), 2).op(b']');
+    for _ in 0..100_000 {
+        p = get(get(p, 2), 0).op(0x85).op(b'R').op(b'a');
+    }
+    let e = err_of(&archive(&p.stop(), &[]));
+    assert!(e.contains("copies of shared values would take more than") && e.contains("a pickle bomb?"), "{e}");
+    // A memoised size tuple of 64 zeros (no elements: no storage check stops it), used by
+    // 20,000 tensors whose rebuilder and storage are memoised too.
+    let mut p = P::new().op(b'}').op(b'(').op(b'(');
+    for _ in 0..64 {
+        p = p.op(b'K').raw(&[0]);
+    }
+    p = put(p.op(b't'), 0).op(b'0');
+    p = put(p.global("torch._utils", "_rebuild_tensor_v2"), 1).op(b'0');
+    p = p.op(b'(').s("storage").global("torch", "FloatStorage").s("0").s("cpu").int(0).op(b't').op(b'Q');
+    p = put(p, 2).op(b'0');
+    for i in 0..20_000 {
+        p = get(get(short(p, &i.to_string()), 1).op(b'('), 2).op(b'K').raw(&[0]);
+        p = get(get(p, 0), 0).op(0x89).op(b'N').op(b't').op(b'R');
+    }
+    let bytes = archive(&p.op(b'u').stop(), &[("0", &f32_bytes(&[1.0]))]);
+    assert!(bytes.len() < 1 << 20, "{} bytes", bytes.len());
+    let e = err_of(&bytes);
+    assert!(e.contains("a pickle bomb?"), "{e}");
+    // Ranks past 64 are refused outright.
+    let sizes = vec![1; 65];
+    let e = err_of(&archive(&one_tensor("FloatStorage", 0, &sizes, &sizes), &[("0", &f32_bytes(&[1.0]))]));
+    assert!(e.contains("size has 65 dimensions, more than 64"), "{e}");
+});

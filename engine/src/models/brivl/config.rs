@@ -46,20 +46,49 @@ impl BrivlConfig {
         serde_json::to_string(self).expect("config serialises")
     }
 
+    /// Every value bounded to what the towers can run: a hostile config must be refused here,
+    /// not abort on an allocation sized by it.
     pub fn validate(&self) -> Result<()> {
-        let bad = |m: String| Err(Error::Model(m));
-        if self.image_size < 32 || self.image_size > 2048 {
-            return bad(format!("image_size {} is outside 32..=2048", self.image_size));
+        let bad = |m: String| Err(Error::Model(format!("bad model config: {m}")));
+        let within = |name: &str, v: usize, lo: usize, hi: usize| {
+            if (lo..=hi).contains(&v) {
+                Ok(())
+            } else {
+                bad(format!("{name} {v} is outside {lo}..={hi}"))
+            }
+        };
+        within("image_size", self.image_size, 32, MAX_IMAGE_SIZE)?;
+        within("box_grid", self.box_grid, 1, MAX_GRID)?;
+        within("pool_grid", self.pool_grid, 1, MAX_GRID)?;
+        within("img_heads", self.img_heads, 1, MAX_HEADS)?;
+        within("text_heads", self.text_heads, 1, MAX_HEADS)?;
+        within("bert_heads", self.bert_heads, 1, MAX_HEADS)?;
+        within("max_text_len", self.max_text_len, 2, MAX_TEXT_LEN)?;
+        within("the number of stage_strides", self.stage_strides.len(), 1, MAX_STAGES)?;
+        if let Some(s) = self.stage_strides.iter().find(|&&s| s != 1 && s != 2) {
+            return bad(format!("stage stride {s} is not 1 or 2"));
         }
-        if self.box_grid == 0 || self.pool_grid == 0 {
-            return bad("box_grid and pool_grid must be positive".into());
-        }
-        if self.img_heads == 0 || self.text_heads == 0 || self.bert_heads == 0 {
-            return bad("head counts must be positive".into());
-        }
-        if !(2..=512).contains(&self.max_text_len) {
-            return bad(format!("max_text_len {} is outside 2..=512", self.max_text_len));
+        let side = self.feature_size();
+        if side < 2 {
+            return bad(format!(
+                "image_size {} leaves a {side}x{side} feature map after the strides; the box pooling needs 2x2",
+                self.image_size
+            ));
         }
         Ok(())
     }
+
+    /// Side of the backbone's last feature map: the stem's stride 2, then each stage's.
+    pub fn feature_size(&self) -> usize {
+        self.stage_strides.iter().fold(self.image_size.div_ceil(2), |s, &st| s.div_ceil(st.max(1)))
+    }
 }
+
+/// Largest square input side.
+pub const MAX_IMAGE_SIZE: usize = 2048;
+/// Largest box grid and pool grid side: `box_grid^2 + 1` boxes must fit one attention sequence.
+pub const MAX_GRID: usize = 16;
+pub const MAX_HEADS: usize = 64;
+/// Longest text, in tokens: one attention sequence.
+pub const MAX_TEXT_LEN: usize = crate::ops::attention::MAX_SEQ;
+pub const MAX_STAGES: usize = 16;

@@ -21,22 +21,36 @@ impl<B: Backend> EncoderLayer<B> {
     pub fn load(l: &Loader<B>, prefix: &str, heads: usize, act: Activation, eps: f32) -> Result<Self> {
         let qkv = Linear::load(l, &format!("{prefix}.in_proj"))?;
         let d = qkv.inp;
-        if qkv.out != 3 * d || d % heads != 0 {
+        if heads == 0 || d == 0 || qkv.out != d.saturating_mul(3) || d % heads != 0 {
             return Err(Error::Model(format!(
                 "'{prefix}.in_proj' is [{}, {d}]: needs [3d, d] with d divisible by {heads} heads",
                 qkv.out
             )));
         }
+        let out = Linear::load(l, &format!("{prefix}.out_proj"))?;
+        let ff1 = Linear::load(l, &format!("{prefix}.ff1"))?;
+        let ff2 = Linear::load(l, &format!("{prefix}.ff2"))?;
+        if [out.out, out.inp, ff1.inp, ff2.out, ff2.inp] != [d, d, d, d, ff1.out] {
+            return Err(Error::Model(format!(
+                "'{prefix}': out_proj [{}, {}], ff1 [{}, {}], ff2 [{}, {}] do not fit width {d}",
+                out.out, out.inp, ff1.out, ff1.inp, ff2.out, ff2.inp
+            )));
+        }
         Ok(Self {
             qkv,
-            out: Linear::load(l, &format!("{prefix}.out_proj"))?,
-            ff1: Linear::load(l, &format!("{prefix}.ff1"))?,
-            ff2: Linear::load(l, &format!("{prefix}.ff2"))?,
+            out,
+            ff1,
+            ff2,
             ln1: Norm::load(l, &format!("{prefix}.ln1"), d, eps)?,
             ln2: Norm::load(l, &format!("{prefix}.ln2"), d, eps)?,
             heads,
             act,
         })
+    }
+
+    /// The model width `D` (checked to be positive and divisible by the heads).
+    pub fn width(&self) -> usize {
+        self.qkv.inp
     }
 
     /// `x`: `[B, S, D]`; `key_mask`: `u32 [B, S]`, 0 for padding that must not be attended to.
@@ -59,9 +73,20 @@ pub fn load_stack<B: Backend>(
     act: Activation,
     eps: f32,
 ) -> Result<Vec<EncoderLayer<B>>> {
-    let mut layers = Vec::new();
+    let mut layers: Vec<EncoderLayer<B>> = Vec::new();
     while l.has(&format!("{prefix}.{}.in_proj.weight", layers.len())) {
-        layers.push(EncoderLayer::load(l, &format!("{prefix}.{}", layers.len()), heads, act, eps)?);
+        let layer = EncoderLayer::load(l, &format!("{prefix}.{}", layers.len()), heads, act, eps)?;
+        if let Some(first) = layers.first() {
+            if layer.width() != first.width() {
+                return Err(Error::Model(format!(
+                    "'{prefix}.{}' is {} wide, '{prefix}.0' {}",
+                    layers.len(),
+                    layer.width(),
+                    first.width()
+                )));
+            }
+        }
+        layers.push(layer);
     }
     if layers.is_empty() {
         return Err(Error::Model(format!("model file has no '{prefix}.0.*' layers")));

@@ -8,6 +8,9 @@ use crate::backend::Backend;
 use crate::ops::{conv2d::same_padding, grid_sample::brivl_box_thetas, Activation};
 use crate::{Error, Result};
 
+/// Largest conv kernel side (EfficientNet's are 3 and 5).
+const MAX_KERNEL: usize = 15;
+
 /// A conv weight with its folded bias.
 struct Conv<B: Backend> {
     w: B::Weight,
@@ -15,8 +18,17 @@ struct Conv<B: Backend> {
 }
 
 impl<B: Backend> Conv<B> {
-    fn load(l: &Loader<B>, prefix: &str) -> Result<(Self, Vec<usize>)> {
+    /// A `[out, in_ch, k, k]` conv; `in_ch` 1 for a depthwise one.
+    fn load(l: &Loader<B>, prefix: &str, in_ch: usize) -> Result<(Self, Vec<usize>)> {
         let shape = l.shape(&format!("{prefix}.weight"))?.to_vec();
+        match shape[..] {
+            [_, i, k, k2] if i == in_ch && k == k2 && (1..=MAX_KERNEL).contains(&k) => {}
+            _ => {
+                return Err(Error::Model(format!(
+                    "'{prefix}.weight' is {shape:?}, expected [out, {in_ch}, k, k] with k at most {MAX_KERNEL}"
+                )))
+            }
+        }
         let b = l.get_shaped(&format!("{prefix}.bias"), &shape[..1])?;
         Ok((Self { w: l.get(&format!("{prefix}.weight"))?, b }, shape))
     }
@@ -49,20 +61,20 @@ impl<B: Backend> Block<B> {
                 )));
             }
         }
-        let (dw, dw_shape) = Conv::load(l, &format!("{prefix}.dw"))?;
-        if dw_shape[0] != mid || dw_shape[1] != 1 {
+        let (dw, dw_shape) = Conv::load(l, &format!("{prefix}.dw"), 1)?;
+        if dw_shape[0] != mid {
             return Err(Error::Model(format!("'{prefix}.dw.weight' is {dw_shape:?}, expected [{mid}, 1, k, k]")));
         }
         let project = Linear::load(l, &format!("{prefix}.project"))?;
-        Ok(Self {
-            expand,
-            dw,
-            se_reduce: Linear::load(l, &format!("{prefix}.se_reduce"))?,
-            se_expand: Linear::load(l, &format!("{prefix}.se_expand"))?,
-            skip: stride == 1 && project.out == in_ch,
-            project,
-            stride,
-        })
+        let se_reduce = Linear::load(l, &format!("{prefix}.se_reduce"))?;
+        let se_expand = Linear::load(l, &format!("{prefix}.se_expand"))?;
+        if se_reduce.inp != mid || se_expand.inp != se_reduce.out || se_expand.out != mid || project.inp != mid {
+            return Err(Error::Model(format!(
+                "'{prefix}': squeeze-excite [{}, {}] -> [{}, {}] and project input {} do not fit {mid} channels",
+                se_reduce.out, se_reduce.inp, se_expand.out, se_expand.inp, project.inp
+            )));
+        }
+        Ok(Self { expand, dw, se_reduce, se_expand, skip: stride == 1 && project.out == in_ch, project, stride })
     }
 
     fn forward(&self, be: &mut B, x: &B::Tensor) -> Result<B::Tensor> {
@@ -101,7 +113,8 @@ pub struct ImageTower<B: Backend> {
 
 impl<B: Backend> ImageTower<B> {
     pub fn load(l: &Loader<B>, c: &BrivlConfig) -> Result<Self> {
-        let (stem, stem_shape) = Conv::load(l, "image.stem")?;
+        c.validate()?;
+        let (stem, stem_shape) = Conv::load(l, "image.stem", 3)?;
         let mut ch = stem_shape[0];
         let mut size = same_padding(c.image_size, stem_shape[2], 2).0;
         let mut blocks = Vec::new();
@@ -137,6 +150,14 @@ impl<B: Backend> ImageTower<B> {
             brivl_box_thetas(c.image_size as f32, size, size, c.box_grid).into_iter().flatten().collect();
         let boxes = thetas.len() / 6;
         let att = load_stack(l, "image.att", c.img_heads, Activation::Relu, 1e-5)?;
+        let (fc1, fc2) = (Linear::load(l, "image.fc1")?, Linear::load(l, "image.fc2")?);
+        let d = att[0].width();
+        if box_proj.out != d || fc1.inp != d || fc2.inp != fc1.out {
+            return Err(Error::Model(format!(
+                "image box_proj -> imgAtt -> fc1 -> fc2 widths {} -> {d} -> [{}, {}] -> [{}, {}] do not chain",
+                box_proj.out, fc1.out, fc1.inp, fc2.out, fc2.inp
+            )));
+        }
         Ok(Self {
             thetas: l.constant(&thetas, &[boxes, 6])?,
             boxes,
@@ -145,8 +166,8 @@ impl<B: Backend> ImageTower<B> {
             head,
             box_proj,
             att,
-            fc1: Linear::load(l, "image.fc1")?,
-            fc2: Linear::load(l, "image.fc2")?,
+            fc1,
+            fc2,
             image_size: c.image_size,
             pool_grid: c.pool_grid,
         })
@@ -154,6 +175,11 @@ impl<B: Backend> ImageTower<B> {
 
     pub fn image_size(&self) -> usize {
         self.image_size
+    }
+
+    /// Width of the embeddings this tower gives.
+    pub fn embedding_dim(&self) -> usize {
+        self.fc2.out
     }
 
     /// RGBA8 images (`u32 [h, w]` each, any size) -> L2-normalised embeddings `[B, E]`.

@@ -23,6 +23,7 @@ pub struct TextTower<B: Backend> {
 
 impl<B: Backend> TextTower<B> {
     pub fn load(l: &Loader<B>, c: &BrivlConfig) -> Result<Self> {
+        c.validate()?;
         let &[vocab, hidden] = l.shape("text.embeddings.word.weight")? else {
             return Err(Error::Model("'text.embeddings.word.weight' must be [vocab, hidden]".into()));
         };
@@ -35,14 +36,29 @@ impl<B: Backend> TextTower<B> {
                 c.max_text_len
             )));
         }
+        let bert = load_stack(l, "text.bert", c.bert_heads, Activation::Gelu, 1e-12)?;
+        let att = load_stack(l, "text.att", c.text_heads, Activation::Relu, 1e-5)?;
+        let (fc1, fc2) = (Linear::load(l, "text.fc1")?, Linear::load(l, "text.fc2")?);
+        let d = att[0].width();
+        if bert[0].width() != hidden || d != hidden || fc1.inp != d || fc2.inp != fc1.out {
+            return Err(Error::Model(format!(
+                "text embeddings -> BERT -> textAtt -> fc1 -> fc2 widths {hidden} -> {} -> {d} -> [{}, {}] -> [{}, {}] \
+                 do not chain",
+                bert[0].width(),
+                fc1.out,
+                fc1.inp,
+                fc2.out,
+                fc2.inp
+            )));
+        }
         Ok(Self {
             word: l.get("text.embeddings.word.weight")?,
             position_type: l.get("text.embeddings.position_type.weight")?,
             ln: Norm::load(l, "text.embeddings.ln", hidden, 1e-12)?,
-            bert: load_stack(l, "text.bert", c.bert_heads, Activation::Gelu, 1e-12)?,
-            att: load_stack(l, "text.att", c.text_heads, Activation::Relu, 1e-5)?,
-            fc1: Linear::load(l, "text.fc1")?,
-            fc2: Linear::load(l, "text.fc2")?,
+            bert,
+            att,
+            fc1,
+            fc2,
             vocab,
             max_positions,
         })
@@ -50,6 +66,11 @@ impl<B: Backend> TextTower<B> {
 
     pub fn vocab_size(&self) -> usize {
         self.vocab
+    }
+
+    /// Width of the embeddings this tower gives.
+    pub fn embedding_dim(&self) -> usize {
+        self.fc2.out
     }
 
     /// `ids`, `mask`: `u32 [B, L]` (mask 1 for real tokens) -> L2-normalised embeddings `[B, E]`.
