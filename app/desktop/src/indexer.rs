@@ -42,6 +42,8 @@ pub struct Plan {
     pub removed: Vec<String>,
     /// Unchanged files that failed before (not read again) and paths the walk could not use.
     pub known_failures: Vec<Failure>,
+    /// Unchanged files known not to be photos (not read again).
+    pub not_photos: usize,
     known_hashes: HashSet<[u8; 32]>,
 }
 
@@ -54,6 +56,7 @@ pub fn plan(store: &Store, roots: &[PathBuf]) -> Result<Plan, DesktopError> {
     let failed: HashMap<&str, &StoredFailure> = failures.iter().map(|f| (f.path.as_str(), f)).collect();
     let mut todo = Vec::new();
     let mut unchanged = 0;
+    let mut not_photos = 0;
     let mut known_failures: Vec<Failure> =
         walked.problems.into_iter().map(|p| Failure { path: p.path, error: p.error }).collect();
     let walked_paths: HashSet<String> = walked.files.iter().map(|f| f.path.clone()).collect();
@@ -62,7 +65,11 @@ pub fn plan(store: &Store, roots: &[PathBuf]) -> Result<Plan, DesktopError> {
         if indexed.get(f.path.as_str()) == Some(&stamp) {
             unchanged += 1;
         } else if let Some(old) = failed.get(f.path.as_str()).filter(|o| (o.size, o.mtime_ns) == stamp) {
-            known_failures.push(Failure { path: f.path, error: old.error.clone() });
+            if old.error == NOT_PHOTO {
+                not_photos += 1;
+            } else {
+                known_failures.push(Failure { path: f.path, error: old.error.clone() });
+            }
         } else {
             todo.push(f);
         }
@@ -79,7 +86,14 @@ pub fn plan(store: &Store, roots: &[PathBuf]) -> Result<Plan, DesktopError> {
         })
         .map(str::to_string)
         .collect();
-    Ok(Plan { todo, unchanged, removed, known_failures, known_hashes: photos.iter().map(|p| p.hash).collect() })
+    Ok(Plan {
+        todo,
+        unchanged,
+        removed,
+        known_failures,
+        not_photos,
+        known_hashes: photos.iter().map(|p| p.hash).collect(),
+    })
 }
 
 /// Tuning of [`run`].
@@ -139,8 +153,12 @@ enum Read<'a> {
     /// Its content hash is already in the index: nothing to decode.
     Known(FoundFile, [u8; 32]),
     Failed(FoundFile, String),
-    NotPhoto,
+    NotPhoto(FoundFile),
 }
+
+/// What the failures table records for a file that is not a photo, so that it is not read again
+/// while unchanged (and never listed as a failure).
+const NOT_PHOTO: &str = "not a photo";
 
 /// Bytes in flight (files being read, decoded pixels waiting for the model), bounded: a reader
 /// waits while taking its photo would pass the limit, unless nothing else is in flight.
@@ -198,6 +216,7 @@ pub fn run(
         unchanged: plan.unchanged,
         removed: plan.removed.len(),
         failures: plan.known_failures,
+        not_photos: plan.not_photos,
         ..Report::default()
     };
     let batch = opts.batch.max(1);
@@ -227,7 +246,7 @@ pub fn run(
             let mut take = |r, images: &mut Vec<_>| -> Result<(), DesktopError> {
                 match r {
                     Read::Decoded(f, h, p, t) => images.push((f, h, p, t)),
-                    Read::NotPhoto => report.not_photos += 1,
+                    Read::NotPhoto(f) => changes.push(not_photo_change(f, &mut report.not_photos)),
                     Read::Known(f, h) => match store.embedding_by_hash(&h)? {
                         Some(embedding) => {
                             report.reused += 1;
@@ -238,7 +257,7 @@ pub fn run(
                         None => match read_file(f, &HashSet::new(), opts, None) {
                             Read::Decoded(f, h, p, t) => images.push((f, h, p, t)),
                             Read::Failed(f, e) => changes.push(failure_change(f, e, &mut report.failures)),
-                            Read::NotPhoto => report.not_photos += 1,
+                            Read::NotPhoto(f) => changes.push(not_photo_change(f, &mut report.not_photos)),
                             Read::Known(f, _) => changes.push(failure_change(
                                 f,
                                 "the file changed while indexing".into(),
@@ -327,6 +346,11 @@ fn photo_change(f: FoundFile, hash: [u8; 32], embedding: Vec<u8>) -> Change {
     Change::Photo { path: f.path, size: f.size, mtime_ns: f.mtime_ns, hash, embedding }
 }
 
+fn not_photo_change(f: FoundFile, not_photos: &mut usize) -> Change {
+    *not_photos += 1;
+    Change::Failure(StoredFailure { path: f.path, size: f.size, mtime_ns: f.mtime_ns, error: NOT_PHOTO.into() })
+}
+
 fn failure_change(f: FoundFile, error: String, failures: &mut Vec<Failure>) -> Change {
     failures.push(Failure { path: f.path.clone(), error: error.clone() });
     Change::Failure(StoredFailure { path: f.path, size: f.size, mtime_ns: f.mtime_ns, error })
@@ -360,7 +384,7 @@ fn read_file<'a>(
         return Read::Failed(file, format!("cannot read: {e}"));
     }
     if !photo::looks_like_photo(&head[..head.len().min(photo::SNIFF_BYTES)]) {
-        return Read::NotPhoto;
+        return Read::NotPhoto(file);
     }
     if file.size > opts.max_file_bytes {
         let why = format!(

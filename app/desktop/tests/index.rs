@@ -95,8 +95,9 @@ fn good_photos_album(dir: &Path, demo: bool, synthesized: u32) -> Vec<PathBuf> {
     out
 }
 
-/// Files no photo decoder can use, each with a word its reason must contain.
-fn bad_files(dir: &Path) -> Vec<(PathBuf, &'static str)> {
+/// Photos no decoder can use, each with a word its reason must contain, and files that are not
+/// photos at all (counted, never listed).
+fn bad_files(dir: &Path) -> (Vec<(PathBuf, &'static str)>, usize) {
     std::fs::create_dir_all(dir).unwrap();
     let good = std::fs::read(fixture("tiny/images/baike_14014334_0.jpg")).unwrap();
     let mut corrupt = b"\x89PNG\r\n\x1a\n".to_vec();
@@ -104,20 +105,27 @@ fn bad_files(dir: &Path) -> Vec<(PathBuf, &'static str)> {
     let files: Vec<(&str, Vec<u8>, &str)> = vec![
         ("corrupt.png", corrupt, "corrupt"),
         ("truncated.jpg", good[..good.len() / 2].to_vec(), "truncated"),
-        ("empty.jpg", Vec::new(), "empty"),
-        ("notes.txt", b"shopping list: rice, tea\n".to_vec(), "not an image"),
-        ("not-a-photo.jpg", b"<html>hello</html>".to_vec(), "not an image"),
         ("huge.png", std::fs::read(fixture("photos/huge.png")).unwrap(), "too large"),
         ("huge.jpg", std::fs::read(fixture("photos/huge.jpg")).unwrap(), "too large"),
     ];
-    files
+    let not_photos: Vec<(&str, Vec<u8>)> = vec![
+        ("empty.jpg", Vec::new()),
+        ("notes.txt", b"shopping list: rice, tea\n".to_vec()),
+        ("not-a-photo.jpg", b"<html>hello</html>".to_vec()),
+        ("clip.mp4", b"\0\0\0\x18ftypmp42\0\0\0\0mp42isom".to_vec()),
+    ];
+    for (name, bytes) in &not_photos {
+        std::fs::write(dir.join(name), bytes).unwrap();
+    }
+    let bad = files
         .into_iter()
         .map(|(name, bytes, why)| {
             let p = dir.join(name);
             std::fs::write(&p, bytes).unwrap();
             (p, why)
         })
-        .collect()
+        .collect();
+    (bad, not_photos.len())
 }
 
 /// (path, count) of every photo row.
@@ -179,15 +187,20 @@ fn index_lists_bad_files_skips_unchanged_follows_changes_and_searches() {
     let model = demo_model();
     let album = dir.join("album");
     let mut good = good_photos_album(&album, true, 6);
-    let bad = bad_files(&album.join("bad"));
+    let (bad, not_photos) = bad_files(&album.join("bad"));
     let db = dir.join("db/index.sqlite");
 
-    // First run: the good photos are indexed, each bad file is listed with its reason.
+    // First run: the good photos are indexed, each bad photo is listed with its reason, the files
+    // that are not photos are only counted.
     let r = index(&album, &model, &db, "gpu");
     let (out, err) = (text(&r.stdout), text(&r.stderr));
-    assert_eq!(r.status.code(), Some(4), "unreadable files give exit code 4\n{out}\n{err}");
+    assert_eq!(r.status.code(), Some(4), "unreadable photos give exit code 4\n{out}\n{err}");
     assert_eq!(count(&out, "embedded"), good.len(), "{out}");
     assert_eq!(count(&out, "unreadable"), bad.len(), "{out}");
+    assert_eq!(count(&out, "not photos"), not_photos, "{out}");
+    for name in ["notes.txt", "clip.mp4", "empty.jpg", "not-a-photo.jpg"] {
+        assert!(!err.contains(name), "{name} is not a photo, so not listed: {err}");
+    }
     for (path, why) in &bad {
         let name = path.file_name().unwrap().to_str().unwrap();
         let line = err.lines().find(|l| l.contains(name)).unwrap_or_else(|| panic!("{name} not listed:\n{err}"));
@@ -204,6 +217,7 @@ fn index_lists_bad_files_skips_unchanged_follows_changes_and_searches() {
     assert_eq!(count(&out, "embedded"), 0, "{out}");
     assert_eq!(count(&out, "unchanged"), good.len(), "{out}");
     assert!(err.contains("0 to read"), "{err}");
+    assert_eq!(count(&out, "not photos"), not_photos, "known not-photos are counted, not read: {out}");
     assert!(bad.iter().all(|(p, _)| err.contains(p.file_name().unwrap().to_str().unwrap())), "{err}");
 
     // The search matrix cache sits beside the index; keep this generation's to plant it later.
@@ -223,7 +237,11 @@ fn index_lists_bad_files_skips_unchanged_follows_changes_and_searches() {
     assert_eq!(r.status.code(), Some(0), "{out}\n{}", text(&r.stderr));
     assert_eq!(count(&out, "embedded"), 1, "only the rewritten photo is embedded: {out}");
     assert_eq!(count(&out, "reused"), 2, "the renamed and the copied photo reuse embeddings: {out}");
-    assert_eq!(count(&out, "removed"), 2 + bad.len(), "renamed-away and deleted paths and the bad files: {out}");
+    assert_eq!(
+        count(&out, "removed"),
+        2 + bad.len() + not_photos,
+        "renamed-away and deleted paths, the bad photos and the other files: {out}"
+    );
     good[1] = renamed;
     good.remove(2);
     good.push(copy.clone());
@@ -286,6 +304,101 @@ fn index_lists_bad_files_skips_unchanged_follows_changes_and_searches() {
     let out = text(&r.stdout);
     assert_eq!(out.lines().count(), 2, "{out}");
     assert!(out.lines().all(|l| l.split('\t').next().unwrap().parse::<f32>().is_ok()), "{out}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Peak resident memory (VmHWM) of a child process, read until it exits, in MiB.
+#[cfg(target_os = "linux")]
+fn peak_rss_mib(child: &mut std::process::Child) -> u64 {
+    let status = format!("/proc/{}/status", child.id());
+    let mut peak = 0;
+    while child.try_wait().unwrap().is_none() {
+        if let Ok(s) = std::fs::read_to_string(&status) {
+            if let Some(kb) = s.lines().find_map(|l| l.strip_prefix("VmHWM:")) {
+                peak = peak.max(kb.trim().trim_end_matches("kB").trim().parse::<u64>().unwrap_or(0) / 1024);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    peak
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn index_memory_stays_bounded_with_panoramas_and_videos() {
+    // Photos, three 48-MP panoramas, a 3 GB "video" and a 3 GB file with a JPEG signature (both
+    // sparse: nothing is written to disk). The video is never read, the huge file is refused by
+    // size, and the panoramas pass through the byte budget one at a time.
+    let dir = temp_dir("memory");
+    let model = demo_model();
+    let album = dir.join("album");
+    let good = good_photos_album(&album, true, 0);
+    let pano = album.join("pano");
+    std::fs::create_dir_all(&pano).unwrap();
+    for i in 0..3 {
+        synth_photo(&pano.join(format!("pano{i}.jpg")), 2 * i, 12_000, 4_000);
+    }
+    let sparse = |name: &str, head: &[u8]| {
+        use std::io::Write;
+        let mut f = std::fs::File::create(album.join(name)).unwrap();
+        f.write_all(head).unwrap();
+        f.set_len(3 << 30).unwrap();
+    };
+    sparse("holiday.mov", b"\0\0\0\x14ftypqt  \0\0\0\0qt  ");
+    sparse("disk.jpg", b"\xff\xd8\xff\xe0\0\x10JFIF\0");
+    let db = dir.join("index.sqlite");
+    let mut args = index_args(&album, &model, &db, "cpu");
+    args.extend(["--memory-mb", "256", "--workers", "4"]);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_brivl"))
+        .args(&args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let peak = peak_rss_mib(&mut child);
+    let r = child.wait_with_output().unwrap();
+    let (out, err) = (text(&r.stdout), text(&r.stderr));
+    assert_eq!(r.status.code(), Some(4), "{out}\n{err}");
+    assert_eq!(count(&out, "embedded"), good.len() + 3, "{out}");
+    assert_eq!(count(&out, "not photos"), 1, "the video: {out}");
+    assert!(err.contains("disk.jpg") && err.contains("--max-file-mb"), "{err}");
+    // One 48-MP panorama decoded costs 7 bytes a pixel (RGB8 + RGBA) = 320 MiB, above the
+    // 256 MiB budget, so it goes alone: without the budget four readers would hold ~1.3 GB.
+    eprintln!("brivl index peak RSS: {peak} MiB");
+    assert!(peak < 700, "peak RSS {peak} MiB: photos in flight are not bounded");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[cfg(unix)]
+#[test]
+fn index_keeps_photos_of_a_folder_it_cannot_read_and_escapes_names() {
+    let dir = temp_dir("unreadable");
+    let model = demo_model();
+    let album = dir.join("album");
+    let good = good_photos_album(&album, true, 0);
+    // A name that would forge a line and drive the terminal if printed raw.
+    let evil = album.join("evil\n0.9999\t\x1b[31mfake.jpg");
+    std::fs::copy(&good[0], &evil).unwrap();
+    let db = dir.join("index.sqlite");
+    let r = index(&album, &model, &db, "cpu");
+    assert_eq!(r.status.code(), Some(0), "{}", text(&r.stderr));
+    let dbs = db.to_str().unwrap();
+    let r = brivl(&["search", "海边的日落", "--db", dbs, "--top-k", "1000", "--backend", "cpu"]);
+    let out = text(&r.stdout);
+    assert_eq!(out.lines().count(), good.len() + 1, "one line per photo, none forged: {out}");
+    assert!(!out.contains('\x1b'), "no raw escape reaches the terminal");
+    assert!(out.contains("evil\\u{a}0.9999\\u{9}\\u{1b}[31mfake.jpg"), "{out}");
+
+    // The folder becomes unreadable (a link loop stands in for a folder without permission or
+    // an offline share, which root could still read): its photos stay, and it is reported.
+    let demo = album.join("demo");
+    let moved = dir.join("demo-away");
+    std::fs::rename(&demo, &moved).unwrap();
+    std::os::unix::fs::symlink(&demo, &demo).unwrap();
+    let r = index(&album, &model, &db, "cpu");
+    let (out, err) = (text(&r.stdout), text(&r.stderr));
+    assert_eq!(count(&out, "removed"), 0, "photos under an unreadable folder are kept: {out}\n{err}");
+    assert_eq!(indexed(&db).len(), good.len() + 1);
     std::fs::remove_dir_all(&dir).ok();
 }
 
