@@ -99,30 +99,37 @@ fn write_matrix(w: &mut impl Write, stamp: &str, index: &CoarseIndex) -> std::io
 
 /// The cached matrix if the file exists, is whole and carries `stamp` and `dim`.
 fn read_cache(path: &Path, stamp: &str, dim: usize) -> Option<CoarseIndex> {
-    let mut f = std::fs::File::open(path).ok()?;
-    let file_len = f.metadata().ok()?.len();
+    let f = std::fs::File::open(path).ok()?;
+    let len = f.metadata().ok()?.len();
+    parse_matrix(std::io::BufReader::new(f), len, stamp, dim)
+}
+
+/// Parses a search matrix cache of `len` bytes; `None` unless it is whole and carries `stamp`
+/// and `dim`. Nothing is allocated before the length checks out, so a crafted file costs no
+/// more memory than its own size.
+pub fn parse_matrix(mut r: impl Read, len: u64, stamp: &str, dim: usize) -> Option<CoarseIndex> {
     let mut head = [0u8; 12];
-    f.read_exact(&mut head).ok()?;
+    r.read_exact(&mut head).ok()?;
     let stamp_len = u32::from_le_bytes(head[8..12].try_into().ok()?) as usize;
     if &head[..8] != CACHE_MAGIC || stamp_len != stamp.len() {
         return None;
     }
     let mut rest = vec![0u8; stamp_len + 12];
-    f.read_exact(&mut rest).ok()?;
+    r.read_exact(&mut rest).ok()?;
     let cached_dim = u32::from_le_bytes(rest[stamp_len..stamp_len + 4].try_into().ok()?) as usize;
-    let rows = u64::from_le_bytes(rest[stamp_len + 4..].try_into().ok()?) as usize;
+    let rows = usize::try_from(u64::from_le_bytes(rest[stamp_len + 4..].try_into().ok()?)).ok()?;
     if &rest[..stamp_len] != stamp.as_bytes() || cached_dim != dim {
         return None;
     }
-    let body = rows.checked_mul(12 + dim)?;
-    if file_len != (12 + stamp_len + 12 + body) as u64 {
+    let body = rows.checked_mul(dim.checked_add(12)?)?;
+    if Some(len) != body.checked_add(24 + stamp_len).and_then(|n| u64::try_from(n).ok()) {
         return None;
     }
     let mut meta = vec![0u8; rows * 12];
-    f.read_exact(&mut meta).ok()?;
+    r.read_exact(&mut meta).ok()?;
     let (ids, scales) = meta.split_at(rows * 8);
     let mut codes = vec![0i8; rows * dim];
-    f.read_exact(bytemuck::cast_slice_mut(&mut codes)).ok()?;
+    r.read_exact(bytemuck::cast_slice_mut(&mut codes)).ok()?;
     CoarseIndex::from_parts(
         dim,
         ids.chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap_or_default())).collect(),
@@ -179,6 +186,43 @@ mod tests {
         assert!(read_cache(&path, "id/7", 19).is_none(), "a cut file is not used");
         assert!(read_cache(&dir.join("missing"), "id/7", 19).is_none());
         std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn search_matrix_parser_survives_mutations() {
+        // Seeded byte flips, overwrites with boundary values and truncations of a valid cache:
+        // `None` or an index, never a panic, never an allocation past the input's size.
+        let mut index = CoarseIndex::new(5);
+        for i in 0..4 {
+            index.push(i, &[0.1 * i as f32, -0.2, 0.3, 0.4, 0.5]);
+        }
+        let mut good = Vec::new();
+        write_matrix(&mut good, "id/1", &index).unwrap();
+        assert_eq!(parse_matrix(&good[..], good.len() as u64, "id/1", 5), Some(index));
+        let mut seed = 0x9e3779b97f4a7c15u64;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for _ in 0..20_000 {
+            let mut m = good.clone();
+            match next() % 3 {
+                0 => {
+                    let at = next() as usize % m.len();
+                    m[at] ^= 1 << (next() % 8);
+                }
+                1 => {
+                    let at = next() as usize % (m.len() - 3);
+                    let v: [u8; 4] = [[0; 4], [0xff; 4], 0x7fff_ffffu32.to_le_bytes()][next() as usize % 3];
+                    m[at..at + 4].copy_from_slice(&v);
+                }
+                _ => m.truncate(next() as usize % m.len()),
+            }
+            let len = if next() % 4 == 0 { next() } else { m.len() as u64 };
+            let _ = parse_matrix(&m[..], len, "id/1", 5);
+        }
     }
 
     #[test]

@@ -330,16 +330,22 @@ fn read_model(conn: &Connection, path: &Path) -> Result<Option<ModelId>, Desktop
             ))
         }
     }
-    // Validated here, so nothing later slices a corrupt hash or allocates by an absurd width.
-    let hash = get("model_hash")?.filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()));
-    let dim = get("dim")?.and_then(|d| d.parse().ok()).filter(|d| (1..=MAX_DIM).contains(d));
-    match (hash, dim) {
-        (Some(hash), Some(dim)) => Ok(Some(ModelId { hash, dim })),
-        _ => Err(DesktopError::NotAnIndex(
-            path.display().to_string(),
-            format!("its model hash (64 hex digits) or embedding width (1..={MAX_DIM}) is missing or malformed"),
-        )),
-    }
+    model_from_meta(get("model_hash")?.as_deref(), get("dim")?.as_deref())
+        .map(Some)
+        .ok_or_else(|| {
+            DesktopError::NotAnIndex(
+                path.display().to_string(),
+                format!("its model hash (64 hex digits) or embedding width (1..={MAX_DIM}) is missing or malformed"),
+            )
+        })
+}
+
+/// The model an index's metadata names, validated, so nothing later slices a corrupt hash or
+/// allocates by an absurd width.
+pub fn model_from_meta(hash: Option<&str>, dim: Option<&str>) -> Option<ModelId> {
+    let hash = hash.filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))?;
+    let dim = dim.and_then(|d| d.parse().ok()).filter(|d| (1..=MAX_DIM).contains(d))?;
+    Some(ModelId { hash: hash.to_string(), dim })
 }
 
 fn db_error(path: &Path, e: rusqlite::Error) -> DesktopError {
