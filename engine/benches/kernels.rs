@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use brivl_engine::ops::{
     attention, conv2d, depthwise, elementwise, embedding, grid_sample, l2_norm, layer_norm, masked_mean, matmul,
-    preprocess, softmax, squeeze_excite, Activation,
+    preprocess, squeeze_excite, Activation,
 };
 use brivl_engine::quant::Packed;
 use brivl_engine::{DType, Gpu, Pass, Tensor};
@@ -158,11 +158,6 @@ fn bench_transformer_kernels(gpu: &Gpu, rows: &mut Vec<Row>, reps: usize) {
         layer_norm::layer_norm(p, &x, Some(&x), &g, &g, 1e-5).unwrap();
     });
     bandwidth(rows, "layer_norm + residual 37x2048".into(), ms, 3 * 37 * 2048 * 4);
-    let x = tensor(gpu, &[12 * 32, 32]);
-    let ms = time(gpu, reps, |p| {
-        softmax::softmax(p, &x).unwrap();
-    });
-    bandwidth(rows, "softmax 384x32".into(), ms, 2 * 384 * 32 * 4);
     let table = Tensor::from_packed(gpu, &Packed::new(&random(21128 * 768), 21128, 768, DType::Q8).unwrap()).unwrap();
     let ids = Tensor::from_u32(gpu, &[8, 32], &(0..256u32).map(|i| i * 79 % 21128).collect::<Vec<_>>()).unwrap();
     let pos = tensor(gpu, &[512, 768]);

@@ -12,7 +12,6 @@ pub mod layer_norm;
 pub mod masked_mean;
 pub mod matmul;
 pub mod preprocess;
-pub mod softmax;
 pub mod squeeze_excite;
 
 pub use activation::Activation;
