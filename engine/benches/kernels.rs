@@ -61,6 +61,21 @@ fn bandwidth(rows: &mut Vec<Row>, name: String, ms: f64, bytes: usize) {
     rows.push(Row { name, ms, rate: format!("{:.2} GB/s", bytes as f64 / ms / 1e6) });
 }
 
+/// `grid x grid` tiles and the whole map as grid_sample thetas, like BriVL's 37 boxes on a
+/// `size x size` feature map.
+fn box_thetas(size: usize, grid: usize) -> Vec<[f32; 6]> {
+    let whole = size as f32 / (size as f32 - 1.0);
+    let mut thetas = Vec::new();
+    for i in 0..grid {
+        for j in 0..grid {
+            let centre = |k: usize| (2 * k + 1) as f32 / grid as f32 * whole - 1.0;
+            thetas.push([whole / grid as f32, 0.0, centre(i), 0.0, whole / grid as f32, centre(j)]);
+        }
+    }
+    thetas.push([whole, 0.0, 1.0 / (size as f32 - 1.0), 0.0, whole, 1.0 / (size as f32 - 1.0)]);
+    thetas
+}
+
 fn bench_image_kernels(gpu: &Gpu, rows: &mut Vec<Row>, reps: usize) {
     // Stem: 456x456x3 -> 228x228x48, 3x3 stride 2 (B5).
     let x = tensor(gpu, &[1, 456, 456, 3]);
@@ -103,7 +118,7 @@ fn bench_image_kernels(gpu: &Gpu, rows: &mut Vec<Row>, reps: usize) {
 
     // 37-box patch pooling on the 15x15x2048 head output, 4x4 samples per box.
     let x = tensor(gpu, &[1, 15, 15, 2048]);
-    let thetas: Vec<f32> = grid_sample::brivl_box_thetas(456.0, 15, 15, 6).into_iter().flatten().collect();
+    let thetas: Vec<f32> = box_thetas(15, 6).into_iter().flatten().collect();
     let thetas = Tensor::from_f32(gpu, &[37, 6], &thetas).unwrap();
     let ms = time(gpu, reps, |p| {
         grid_sample::grid_sample(p, &x, &thetas, 4).unwrap();
@@ -122,11 +137,12 @@ fn bench_image_kernels(gpu: &Gpu, rows: &mut Vec<Row>, reps: usize) {
     });
     bandwidth(rows, "l2_normalize 37x2048".into(), ms, 2 * 37 * 2048 * 4);
 
-    // A 12-megapixel photo resized to the model's input.
+    // A 12-megapixel photo resized to the model's input, normalised with ImageNet's statistics.
+    let norm = preprocess::Normalize { mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] };
     let (h, w) = (3000, 4000);
     let rgba = Tensor::from_u32(gpu, &[h, w], &vec![0x8040_c0ffu32; h * w]).unwrap();
     let ms = time(gpu, reps, |p| {
-        preprocess::preprocess(p, &rgba, 456, 456).unwrap();
+        preprocess::preprocess(p, &rgba, 456, 456, &norm).unwrap();
     });
     rows.push(Row {
         name: "preprocess 4000x3000 RGBA8 -> 456x456x3".into(),

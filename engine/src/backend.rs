@@ -6,7 +6,8 @@ use std::future::Future;
 
 use crate::ops::{
     attention, conv2d, depthwise, elementwise, embedding, grid_sample, l2_norm, layer_norm, masked_mean, matmul,
-    preprocess, squeeze_excite, Activation,
+    preprocess::{self, Normalize},
+    squeeze_excite, Activation,
 };
 use crate::quant::Packed;
 use crate::{Error, Gpu, Pass, Result, Tensor};
@@ -26,8 +27,14 @@ pub trait Backend {
     /// Finishes the recorded work and returns the values of an f32 tensor.
     fn read(&mut self, t: &Self::Tensor) -> impl Future<Output = Result<Vec<f32>>>;
 
-    /// RGBA8 images (`u32 [h, w]` each) -> normalised `[B, out_h, out_w, 3]`.
-    fn preprocess(&mut self, images: &[Self::Tensor], out_h: usize, out_w: usize) -> Result<Self::Tensor>;
+    /// RGBA8 images (`u32 [h, w]` each) -> resized, normalised `[B, out_h, out_w, 3]`.
+    fn preprocess(
+        &mut self,
+        images: &[Self::Tensor],
+        out_h: usize,
+        out_w: usize,
+        norm: &Normalize,
+    ) -> Result<Self::Tensor>;
     fn linear(
         &mut self,
         x: &Self::Tensor,
@@ -148,10 +155,10 @@ impl Backend for GpuBackend {
         std::mem::replace(&mut self.pass, Pass::new(&self.gpu)).submit()?;
         t.read_f32(&self.gpu).await
     }
-    fn preprocess(&mut self, images: &[Tensor], out_h: usize, out_w: usize) -> Result<Tensor> {
+    fn preprocess(&mut self, images: &[Tensor], out_h: usize, out_w: usize, norm: &Normalize) -> Result<Tensor> {
         let out = Tensor::uninit(&self.gpu, &[images.len(), out_h, out_w, 3])?;
         for (i, img) in images.iter().enumerate() {
-            preprocess::preprocess_into(&mut self.pass, img, &out, i)?;
+            preprocess::preprocess_into(&mut self.pass, img, &out, i, norm)?;
         }
         Ok(out)
     }
@@ -337,13 +344,13 @@ impl Backend for CpuBackend {
     async fn read(&mut self, t: &CpuTensor) -> Result<Vec<f32>> {
         t.f32().map(<[f32]>::to_vec)
     }
-    fn preprocess(&mut self, images: &[CpuTensor], out_h: usize, out_w: usize) -> Result<CpuTensor> {
+    fn preprocess(&mut self, images: &[CpuTensor], out_h: usize, out_w: usize, norm: &Normalize) -> Result<CpuTensor> {
         let mut out = Vec::with_capacity(images.len() * out_h * out_w * 3);
         for img in images {
             let [h, w] = img.shape[..] else {
                 return Err(Error::Shape(format!("image must be [h, w], got {:?}", img.shape)));
             };
-            out.extend(preprocess::preprocess_cpu(img.u32()?, h, w, out_h, out_w));
+            out.extend(preprocess::preprocess_cpu(img.u32()?, h, w, out_h, out_w, norm));
         }
         Ok(CpuTensor::new(vec![images.len(), out_h, out_w, 3], out))
     }

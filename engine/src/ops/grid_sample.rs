@@ -1,4 +1,4 @@
-//! Box pooling by bilinear sampling (BriVL image tower step 3): PyTorch's
+//! Bilinear sampling on affine grids (the BriVL image tower pools its boxes with it): PyTorch's
 //! `F.grid_sample(x, F.affine_grid(theta, (N, C, G, G), align_corners=False), mode='bilinear',
 //! padding_mode='zeros', align_corners=False)` on a channels-last map. Kernel: `shaders/grid_sample.wgsl`.
 
@@ -47,32 +47,6 @@ pub fn grid_sample(pass: &mut Pass, x: &Tensor, thetas: &Tensor, grid: usize) ->
     let groups = Pass::grid(total.div_ceil(WORKGROUP) as u32);
     pass.dispatch(&KERNEL, &[], &params, &[x, thetas, &y], groups);
     Ok(y)
-}
-
-/// BriVL's 37 pooling boxes (for `box_grid` 6) as affine thetas for [`grid_sample`] on an
-/// `feat_h x feat_w` map of an `image_size`-pixel square image: the `box_grid x box_grid`
-/// tiles, `i` (x) outer and `j` (y) inner, then the whole image.
-pub fn brivl_box_thetas(image_size: f32, feat_h: usize, feat_w: usize, box_grid: usize) -> Vec<[f32; 6]> {
-    let size = image_size as f64;
-    let s = size / box_grid as f64;
-    let mut boxes = Vec::with_capacity(box_grid * box_grid + 1);
-    for i in 0..box_grid {
-        for j in 0..box_grid {
-            let (i, j) = (i as f64, j as f64);
-            boxes.push([i * s, j * s, (i + 1.0) * s, (j + 1.0) * s]);
-        }
-    }
-    boxes.push([0.0, 0.0, size, size]);
-    // The release divides both axes by the same ratio, taken from the feature map's height.
-    let r = size / feat_h as f64;
-    let (wm1, hm1) = (feat_w as f64 - 1.0, feat_h as f64 - 1.0);
-    boxes
-        .iter()
-        .map(|bx| {
-            let [x1, y1, x2, y2] = bx.map(|v| v / r);
-            [(x2 - x1) / wm1, 0.0, (x1 + x2 - wm1) / wm1, 0.0, (y2 - y1) / hm1, (y1 + y2 - hm1) / hm1].map(|v| v as f32)
-        })
-        .collect()
 }
 
 /// CPU twin: `x` is `[B, H, W, C]` row-major; returns `[B, thetas.len(), grid*grid, C]`.
@@ -160,27 +134,6 @@ mod tests {
         check(gpu, [1, 7, 9, 5], &thetas, 5, "7x9x5 G=5").await;
         check(gpu, [1, 1, 1, 1], &thetas, 1, "1x1x1 G=1").await;
     });
-
-    gpu_test!(grid_sample_brivl_boxes_at_15x15, |gpu| {
-        let thetas = brivl_box_thetas(456.0, 15, 15, 6);
-        check(gpu, [1, 15, 15, 37], &thetas, 4, "BriVL 37 boxes").await;
-    });
-
-    #[test]
-    fn brivl_thetas_follow_the_spec() {
-        let t = brivl_box_thetas(456.0, 15, 15, 6);
-        assert_eq!(t.len(), 37);
-        // r = 456/15 = 30.4, s = 76: each tile is 2.5 feature pixels wide.
-        // Box 1 is i = 0, j = 1: x in [0, 2.5], y in [2.5, 5].
-        let want1 = [2.5 / 14.0, 0.0, (2.5 - 14.0) / 14.0, 0.0, 2.5 / 14.0, (7.5 - 14.0) / 14.0];
-        // Box 6 is i = 1, j = 0.
-        let want6 = [2.5 / 14.0, 0.0, (7.5 - 14.0) / 14.0, 0.0, 2.5 / 14.0, (2.5 - 14.0) / 14.0];
-        // The whole image: (0, 0, 15, 15).
-        let want36 = [15.0 / 14.0, 0.0, 1.0 / 14.0, 0.0, 15.0 / 14.0, 1.0 / 14.0];
-        for (got, want) in [(t[1], want1), (t[6], want6), (t[36], want36)] {
-            assert_close(&got, &want, 1e-7, 1e-6, "BriVL theta");
-        }
-    }
 
     #[test]
     fn twin_by_hand() {

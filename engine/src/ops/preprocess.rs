@@ -1,30 +1,35 @@
 //! Image preprocessing on the GPU (BriVL image tower step 1, after decoding): RGBA8 pixels ->
 //! [0, 1] -> bilinear resize like PyTorch `F.interpolate(mode='bilinear', align_corners=False)`
-//! (no antialias) -> ImageNet normalisation, channels-last. Kernel: `shaders/preprocess.wgsl`.
+//! (no antialias) -> per-channel `(v - mean) / std`, channels-last. Kernel: `shaders/preprocess.wgsl`.
 
 use crate::error::ensure_shape;
 use crate::pipelines::Kernel;
 use crate::{DType, Pass, Result, Tensor};
 
 crate::uniform_struct! {
-    /// Shapes for `preprocess.wgsl`. `scale_*` is `in / out`, computed in f32 as PyTorch does.
+    /// Shapes and normalisation for `preprocess.wgsl`. `scale_*` is `in / out`, computed in f32
+    /// as PyTorch does.
     pub struct PreprocessParams {
         pub in_h: u32, pub in_w: u32, pub out_h: u32, pub out_w: u32,
         pub scale_h: f32, pub scale_w: f32, pub offset: u32,
+        pub mean_r: f32, pub mean_g: f32, pub mean_b: f32, pub std_r: f32, pub std_g: f32, pub std_b: f32,
     }
 }
 
 const KERNEL: Kernel = crate::kernel!("preprocess", "main");
 const WORKGROUP: usize = 256;
 
-/// The normalisation of the release (ImageNet statistics).
-pub const MEAN: [f32; 3] = [0.485, 0.456, 0.406];
-pub const STD: [f32; 3] = [0.229, 0.224, 0.225];
+/// Per-channel (R, G, B) normalisation of the [0, 1] values: `(v - mean) / std`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Normalize {
+    pub mean: [f32; 3],
+    pub std: [f32; 3],
+}
 
 /// Preprocesses the image `rgba` (u32 `[h, w]`, one RGBA8 pixel per word, R in the low byte,
 /// alpha ignored) into image `index` of `out` (f32 `[B, S_h, S_w, 3]`), so a batch is
 /// assembled in place.
-pub fn preprocess_into(pass: &mut Pass, rgba: &Tensor, out: &Tensor, index: usize) -> Result<()> {
+pub fn preprocess_into(pass: &mut Pass, rgba: &Tensor, out: &Tensor, index: usize, norm: &Normalize) -> Result<()> {
     let (in_h, in_w) = match rgba.shape() {
         &[h, w] => (h, w),
         s => return Err(crate::Error::Shape(format!("preprocess: image must be [h, w], got {s:?}"))),
@@ -48,16 +53,22 @@ pub fn preprocess_into(pass: &mut Pass, rgba: &Tensor, out: &Tensor, index: usiz
         scale_h: in_h as f32 / out_h as f32,
         scale_w: in_w as f32 / out_w as f32,
         offset: (index * pixels * 3) as u32,
+        mean_r: norm.mean[0],
+        mean_g: norm.mean[1],
+        mean_b: norm.mean[2],
+        std_r: norm.std[0],
+        std_g: norm.std[1],
+        std_b: norm.std[2],
     };
     pass.dispatch(&KERNEL, &[], &params, &[rgba, out], Pass::grid(pixels.div_ceil(WORKGROUP) as u32));
     Ok(())
 }
 
 /// One image into a new `[1, out_h, out_w, 3]` tensor.
-pub fn preprocess(pass: &mut Pass, rgba: &Tensor, out_h: usize, out_w: usize) -> Result<Tensor> {
+pub fn preprocess(pass: &mut Pass, rgba: &Tensor, out_h: usize, out_w: usize, norm: &Normalize) -> Result<Tensor> {
     ensure_shape!(out_h > 0 && out_w > 0, "preprocess: empty output {out_h}x{out_w}");
     let out = Tensor::uninit(pass.gpu(), &[1, out_h, out_w, 3])?;
-    preprocess_into(pass, rgba, &out, 0)?;
+    preprocess_into(pass, rgba, &out, 0, norm)?;
     Ok(out)
 }
 
@@ -81,7 +92,7 @@ fn taps(dst: usize, scale: f32, size: usize) -> (usize, usize, f32) {
 }
 
 /// CPU twin: `rgba` is `[h, w]`; returns `[out_h, out_w, 3]`.
-pub fn preprocess_cpu(rgba: &[u32], h: usize, w: usize, out_h: usize, out_w: usize) -> Vec<f32> {
+pub fn preprocess_cpu(rgba: &[u32], h: usize, w: usize, out_h: usize, out_w: usize, norm: &Normalize) -> Vec<f32> {
     let rgb = |r: usize, c: usize| -> [f32; 3] {
         let p = rgba[r * w + c];
         [0, 8, 16].map(|s| ((p >> s) & 0xff) as f32 / 255.0)
@@ -97,7 +108,7 @@ pub fn preprocess_cpu(rgba: &[u32], h: usize, w: usize, out_h: usize, out_w: usi
             let (a, b, c, d) = (rgb(y0, x0), rgb(y0, x1), rgb(y1, x0), rgb(y1, x1));
             for ch in 0..3 {
                 let v = h0 * (w0 * a[ch] + w1 * b[ch]) + h1 * (w0 * c[ch] + w1 * d[ch]);
-                y.push((v - MEAN[ch]) / STD[ch]);
+                y.push((v - norm.mean[ch]) / norm.std[ch]);
             }
         }
     }
@@ -110,6 +121,9 @@ mod tests {
     use crate::testing::{assert_close, gpu_test, random};
     use crate::Gpu;
 
+    /// Distinct per channel (and not ImageNet's), so a channel mix-up shows.
+    const NORM: Normalize = Normalize { mean: [0.5, 0.25, 0.75], std: [0.5, 2.0, 0.25] };
+
     /// Deterministic random RGBA words (alpha random too: it must be ignored).
     fn random_image(h: usize, w: usize, seed: u64) -> Vec<u32> {
         random(h * w, seed, 1.0).iter().map(|v| (v.to_bits() as u64 * 2_654_435_761) as u32).collect()
@@ -117,7 +131,7 @@ mod tests {
 
     /// Undoes the normalisation, so hand-computed [0, 1] values can be compared.
     fn unnormalise(y: &[f32]) -> Vec<f32> {
-        y.iter().enumerate().map(|(i, v)| v * STD[i % 3] + MEAN[i % 3]).collect()
+        y.iter().enumerate().map(|(i, v)| v * NORM.std[i % 3] + NORM.mean[i % 3]).collect()
     }
 
     /// A grey image: R = G = B = v, alpha 255.
@@ -130,7 +144,7 @@ mod tests {
         // Scale 0.5: src = 0.5*dst - 0.25 -> -0.25 (clamped to 0), 0.25, 0.75, 1.25 (x1 clamped
         // to the last pixel). Along one axis [a, b] becomes [a, 0.75a+0.25b, 0.25a+0.75b, b].
         let px = grey(&[0, 255, 51, 102]); // [[0, 1], [0.2, 0.4]]
-        let got = unnormalise(&preprocess_cpu(&px, 2, 2, 4, 4));
+        let got = unnormalise(&preprocess_cpu(&px, 2, 2, 4, 4, &NORM));
         let row = |a: f32, b: f32| [a, 0.75 * a + 0.25 * b, 0.25 * a + 0.75 * b, b];
         let (top, bottom) = (row(0.0, 1.0), row(0.2, 0.4));
         let want: Vec<f32> = [0.0f32, 0.25, 0.75, 1.0]
@@ -153,7 +167,7 @@ mod tests {
         // Scale 2: src = 2*dst + 0.5 -> 0.5, 2.5: each output is the mean of a 2x2 block (no
         // antialias, so the other pixels don't count).
         let v: Vec<u8> = (0..16).map(|i| (i * 10) as u8).collect(); // pixel (r, c) = 40r + 10c
-        let got = unnormalise(&preprocess_cpu(&grey(&v), 4, 4, 2, 2));
+        let got = unnormalise(&preprocess_cpu(&grey(&v), 4, 4, 2, 2, &NORM));
         let want: Vec<f32> = [25.0f32, 45.0, 105.0, 125.0].iter().flat_map(|m| [m / 255.0; 3]).collect();
         assert_close(&got, &want, 2e-6, 0.0, "4x4 -> 2x2");
     }
@@ -161,9 +175,9 @@ mod tests {
     #[test]
     fn twin_normalises_each_channel_and_ignores_alpha() {
         let px = [u32::from_le_bytes([255, 0, 51, 7])];
-        let got = preprocess_cpu(&px, 1, 1, 3, 2);
+        let got = preprocess_cpu(&px, 1, 1, 3, 2, &NORM);
         assert_eq!(got.len(), 3 * 2 * 3);
-        let want = [(1.0 - 0.485) / 0.229, (0.0 - 0.456) / 0.224, (0.2 - 0.406) / 0.225];
+        let want = [(1.0 - 0.5) / 0.5, (0.0 - 0.25) / 2.0, (0.2 - 0.75) / 0.25];
         for px in got.chunks(3) {
             assert_close(px, &want, 1e-6, 1e-6, "1x1 -> 3x2");
         }
@@ -171,7 +185,7 @@ mod tests {
 
     #[test]
     fn twin_shapes() {
-        assert_eq!(preprocess_cpu(&random_image(3, 5, 1), 3, 5, 456, 456).len(), 456 * 456 * 3);
+        assert_eq!(preprocess_cpu(&random_image(3, 5, 1), 3, 5, 456, 456, &NORM).len(), 456 * 456 * 3);
         assert_eq!(pack_rgba(&[1, 2, 3, 4, 5, 6], 3).unwrap(), vec![0xff03_0201, 0xff06_0504]);
         assert_eq!(pack_rgba(&[1, 2, 3, 4], 4).unwrap(), vec![0x0403_0201]);
         assert!(pack_rgba(&[1, 2, 3, 4], 3).is_err());
@@ -182,14 +196,14 @@ mod tests {
         let px = random_image(h, w, (h * 100 + w) as u64);
         let t = Tensor::from_u32(gpu, &[h, w], &px).unwrap();
         let mut pass = Pass::new(gpu);
-        let y = preprocess(&mut pass, &t, out_h, out_w).unwrap();
+        let y = preprocess(&mut pass, &t, out_h, out_w, &NORM).unwrap();
         pass.submit().unwrap();
         let got = y.read_f32(gpu).await.unwrap();
         // Same f32 formulas; the GPU may fuse multiply-adds and its divisions (/255, /std) may
-        // be off by ~2 ulp. Outputs are within about [-2.2, 2.7], so a few ulp is < 1e-6.
+        // be off by ~2 ulp. Outputs are within [-3, 1], so a few ulp is < 1e-6.
         assert_close(
             &got,
-            &preprocess_cpu(&px, h, w, out_h, out_w),
+            &preprocess_cpu(&px, h, w, out_h, out_w, &NORM),
             2e-6,
             2e-6,
             &format!("{h}x{w} -> {out_h}x{out_w}"),
@@ -211,13 +225,13 @@ mod tests {
         let tb = Tensor::from_u32(gpu, &[9, 30], &b).unwrap();
         let out = Tensor::from_f32(gpu, &[3, 11, 7, 3], &vec![-9.0; 3 * 11 * 7 * 3]).unwrap();
         let mut pass = Pass::new(gpu);
-        preprocess_into(&mut pass, &ta, &out, 2).unwrap();
-        preprocess_into(&mut pass, &tb, &out, 0).unwrap();
+        preprocess_into(&mut pass, &ta, &out, 2, &NORM).unwrap();
+        preprocess_into(&mut pass, &tb, &out, 0, &NORM).unwrap();
         pass.submit().unwrap();
         let got = out.read_f32(gpu).await.unwrap();
-        let mut want = preprocess_cpu(&b, 9, 30, 11, 7);
+        let mut want = preprocess_cpu(&b, 9, 30, 11, 7, &NORM);
         want.extend(vec![-9.0; 11 * 7 * 3]); // image 1 untouched
-        want.extend(preprocess_cpu(&a, 17, 23, 11, 7));
+        want.extend(preprocess_cpu(&a, 17, 23, 11, 7, &NORM));
         // As in preprocess_matches_twin.
         assert_close(&got, &want, 2e-6, 2e-6, "batch of 3");
     });
@@ -232,16 +246,16 @@ mod tests {
         let out_u = Tensor::from_u32(gpu, &[2, 3, 3, 3], &[0; 54]).unwrap();
         let mut pass = Pass::new(gpu);
         for r in [
-            preprocess_into(&mut pass, &img3, &out, 0),
-            preprocess_into(&mut pass, &img_f, &out, 0),
-            preprocess_into(&mut pass, &img_empty, &out, 0),
-            preprocess_into(&mut pass, &img, &out4, 0),
-            preprocess_into(&mut pass, &img, &out_u, 0),
-            preprocess_into(&mut pass, &img, &out, 2),
-            preprocess(&mut pass, &img, 0, 5).map(|_| ()),
+            preprocess_into(&mut pass, &img3, &out, 0, &NORM),
+            preprocess_into(&mut pass, &img_f, &out, 0, &NORM),
+            preprocess_into(&mut pass, &img_empty, &out, 0, &NORM),
+            preprocess_into(&mut pass, &img, &out4, 0, &NORM),
+            preprocess_into(&mut pass, &img, &out_u, 0, &NORM),
+            preprocess_into(&mut pass, &img, &out, 2, &NORM),
+            preprocess(&mut pass, &img, 0, 5, &NORM).map(|_| ()),
         ] {
             assert!(matches!(r, Err(crate::Error::Shape(_))), "{r:?}");
         }
-        assert!(preprocess_into(&mut pass, &img, &out, 1).is_ok());
+        assert!(preprocess_into(&mut pass, &img, &out, 1, &NORM).is_ok());
     });
 }

@@ -1,6 +1,8 @@
 //! BriVL (Fei et al., Nature Communications 2022): two towers into one embedding space.
 //! The mathematics is `../shared/BRIVL_SPEC.md`; names of the converted weights are in `convert.rs`.
 
+pub(crate) mod batch_norm;
+mod boxes;
 mod config;
 mod encoder;
 mod image;
