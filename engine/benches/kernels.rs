@@ -142,7 +142,7 @@ fn bench_image_kernels(gpu: &Gpu, rows: &mut Vec<Row>, reps: usize) {
     let (h, w) = (3000, 4000);
     let rgba = Tensor::from_u32(gpu, &[h, w], &vec![0x8040_c0ffu32; h * w]).unwrap();
     let ms = time(gpu, reps, |p| {
-        preprocess::preprocess(p, &rgba, 456, 456, &norm).unwrap();
+        preprocess::preprocess(p, std::slice::from_ref(&rgba), 456, 456, &norm).unwrap();
     });
     rows.push(Row {
         name: "preprocess 4000x3000 RGBA8 -> 456x456x3".into(),

@@ -160,7 +160,7 @@ impl Tensor {
     }
 }
 
-fn check_len(shape: &[usize], len: usize) -> Result<()> {
+pub(crate) fn check_len(shape: &[usize], len: usize) -> Result<()> {
     let n: usize = shape.iter().product();
     if n != len {
         return Err(Error::Shape(format!("shape {shape:?} holds {n} elements, data has {len}")));

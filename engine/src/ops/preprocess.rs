@@ -3,8 +3,9 @@
 //! (no antialias) -> per-channel `(v - mean) / std`, channels-last. Kernel: `shaders/preprocess.wgsl`.
 
 use crate::error::ensure_shape;
+use crate::ops::{ensure_grid, ensure_u32, Meta};
 use crate::pipelines::Kernel;
-use crate::{DType, Pass, Result, Tensor};
+use crate::{DType, Error, Pass, Result, Tensor};
 
 crate::uniform_struct! {
     /// Shapes and normalisation for `preprocess.wgsl`. `scale_*` is `in / out`, computed in f32
@@ -26,61 +27,58 @@ pub struct Normalize {
     pub std: [f32; 3],
 }
 
-/// Preprocesses the image `rgba` (u32 `[h, w]`, one RGBA8 pixel per word, R in the low byte,
-/// alpha ignored) into image `index` of `out` (f32 `[B, S_h, S_w, 3]`), so a batch is
-/// assembled in place.
-pub fn preprocess_into(pass: &mut Pass, rgba: &Tensor, out: &Tensor, index: usize, norm: &Normalize) -> Result<()> {
-    let (in_h, in_w) = match rgba.shape() {
-        &[h, w] => (h, w),
-        s => return Err(crate::Error::Shape(format!("preprocess: image must be [h, w], got {s:?}"))),
-    };
-    let (batch, out_h, out_w) = match out.shape() {
-        &[b, h, w, 3] => (b, h, w),
-        s => return Err(crate::Error::Shape(format!("preprocess: out must be [B, S_h, S_w, 3], got {s:?}"))),
-    };
-    ensure_shape!(rgba.dtype() == DType::U32, "preprocess: image must be u32 RGBA8 words");
-    ensure_shape!(out.dtype() == DType::F32, "preprocess: out must be f32");
-    ensure_shape!(in_h > 0 && in_w > 0 && out_h > 0 && out_w > 0, "preprocess: empty image or output");
-    ensure_shape!(index < batch, "preprocess: index {index} outside a batch of {batch}");
-    ensure_shape!(out.numel() <= u32::MAX as usize, "preprocess: output exceeds 32-bit indexing");
-
-    let pixels = out_h * out_w;
-    let params = PreprocessParams {
-        in_h: in_h as u32,
-        in_w: in_w as u32,
-        out_h: out_h as u32,
-        out_w: out_w as u32,
-        scale_h: in_h as f32 / out_h as f32,
-        scale_w: in_w as f32 / out_w as f32,
-        offset: (index * pixels * 3) as u32,
-        mean_r: norm.mean[0],
-        mean_g: norm.mean[1],
-        mean_b: norm.mean[2],
-        std_r: norm.std[0],
-        std_g: norm.std[1],
-        std_b: norm.std[2],
-    };
-    pass.dispatch(&KERNEL, &[], &params, &[rgba, out], Pass::grid(pixels.div_ceil(WORKGROUP) as u32));
-    Ok(())
-}
-
-/// One image into a new `[1, out_h, out_w, 3]` tensor.
-pub fn preprocess(pass: &mut Pass, rgba: &Tensor, out_h: usize, out_w: usize, norm: &Normalize) -> Result<Tensor> {
+/// The shape check of [`preprocess`] and its CPU twin: each image u32 `[h, w]` and non-empty,
+/// a non-empty output size, finite means and finite non-zero deviations. Returns each image's
+/// `[h, w]`.
+pub(crate) fn check(images: &[Meta], out_h: usize, out_w: usize, norm: &Normalize) -> Result<Vec<[usize; 2]>> {
     ensure_shape!(out_h > 0 && out_w > 0, "preprocess: empty output {out_h}x{out_w}");
-    let out = Tensor::uninit(pass.gpu(), &[1, out_h, out_w, 3])?;
-    preprocess_into(pass, rgba, &out, 0, norm)?;
-    Ok(out)
+    ensure_shape!(
+        norm.mean.iter().all(|m| m.is_finite()) && norm.std.iter().all(|s| s.is_finite() && *s != 0.0),
+        "preprocess: normalisation {norm:?} needs finite means and finite, non-zero deviations"
+    );
+    let pixels = out_h.saturating_mul(out_w);
+    ensure_u32("preprocess", "outputs", pixels.saturating_mul(3).saturating_mul(images.len()))?;
+    ensure_grid("preprocess", pixels.div_ceil(WORKGROUP))?;
+    images
+        .iter()
+        .map(|img| {
+            let &[h, w] = img.shape else {
+                return Err(Error::Shape(format!("preprocess: image must be [h, w], got {:?}", img.shape)));
+            };
+            ensure_shape!(img.dtype == DType::U32, "preprocess: image must be u32 RGBA8 words, got {:?}", img.dtype);
+            ensure_shape!(h > 0 && w > 0, "preprocess: empty image {h}x{w}");
+            ensure_u32("preprocess", "pixels of an image", img.numel())?;
+            Ok([h, w])
+        })
+        .collect()
 }
 
-/// Packs interleaved 8-bit RGB (`channels` 3) or RGBA (`channels` 4) bytes into the words
-/// [`preprocess`] reads (alpha, if any, is kept but ignored there).
-pub fn pack_rgba(bytes: &[u8], channels: usize) -> Result<Vec<u32>> {
-    ensure_shape!(channels == 3 || channels == 4, "pack_rgba: {channels} channels, expected 3 or 4");
-    ensure_shape!(bytes.len().is_multiple_of(channels), "pack_rgba: {} bytes is not whole pixels", bytes.len());
-    Ok(bytes
-        .chunks_exact(channels)
-        .map(|p| u32::from_le_bytes([p[0], p[1], p[2], if channels == 4 { p[3] } else { 255 }]))
-        .collect())
+/// Preprocesses `images` (u32 `[h, w]` each, one RGBA8 pixel per word, R in the low byte,
+/// alpha ignored; any sizes) into one f32 batch `[B, out_h, out_w, 3]`.
+pub fn preprocess(pass: &mut Pass, images: &[Tensor], out_h: usize, out_w: usize, norm: &Normalize) -> Result<Tensor> {
+    let metas: Vec<Meta> = images.iter().map(Meta::from).collect();
+    let sizes = check(&metas, out_h, out_w, norm)?;
+    let out = Tensor::uninit(pass.gpu(), &[images.len(), out_h, out_w, 3])?;
+    let pixels = out_h * out_w;
+    for (index, (rgba, [in_h, in_w])) in images.iter().zip(sizes).enumerate() {
+        let params = PreprocessParams {
+            in_h: in_h as u32,
+            in_w: in_w as u32,
+            out_h: out_h as u32,
+            out_w: out_w as u32,
+            scale_h: in_h as f32 / out_h as f32,
+            scale_w: in_w as f32 / out_w as f32,
+            offset: (index * pixels * 3) as u32,
+            mean_r: norm.mean[0],
+            mean_g: norm.mean[1],
+            mean_b: norm.mean[2],
+            std_r: norm.std[0],
+            std_g: norm.std[1],
+            std_b: norm.std[2],
+        };
+        pass.dispatch(&KERNEL, &[], &params, &[rgba, &out], Pass::grid(pixels.div_ceil(WORKGROUP) as u32));
+    }
+    Ok(out)
 }
 
 /// PyTorch's bilinear source taps for one output index (align_corners=False):
@@ -91,8 +89,16 @@ fn taps(dst: usize, scale: f32, size: usize) -> (usize, usize, f32) {
     (i0, (i0 + 1).min(size - 1), src - i0 as f32)
 }
 
-/// CPU twin: `rgba` is `[h, w]`; returns `[out_h, out_w, 3]`.
-pub fn preprocess_cpu(rgba: &[u32], h: usize, w: usize, out_h: usize, out_w: usize, norm: &Normalize) -> Vec<f32> {
+/// CPU twin for one image, on what [`check`] passed: `rgba` is `[h, w]`; returns
+/// `[out_h, out_w, 3]`.
+pub(crate) fn preprocess_cpu(
+    rgba: &[u32],
+    h: usize,
+    w: usize,
+    out_h: usize,
+    out_w: usize,
+    norm: &Normalize,
+) -> Vec<f32> {
     let rgb = |r: usize, c: usize| -> [f32; 3] {
         let p = rgba[r * w + c];
         [0, 8, 16].map(|s| ((p >> s) & 0xff) as f32 / 255.0)
@@ -186,17 +192,13 @@ mod tests {
     #[test]
     fn twin_shapes() {
         assert_eq!(preprocess_cpu(&random_image(3, 5, 1), 3, 5, 456, 456, &NORM).len(), 456 * 456 * 3);
-        assert_eq!(pack_rgba(&[1, 2, 3, 4, 5, 6], 3).unwrap(), vec![0xff03_0201, 0xff06_0504]);
-        assert_eq!(pack_rgba(&[1, 2, 3, 4], 4).unwrap(), vec![0x0403_0201]);
-        assert!(pack_rgba(&[1, 2, 3, 4], 3).is_err());
-        assert!(pack_rgba(&[1, 2], 2).is_err());
     }
 
     async fn check(gpu: &Gpu, h: usize, w: usize, out_h: usize, out_w: usize) {
         let px = random_image(h, w, (h * 100 + w) as u64);
         let t = Tensor::from_u32(gpu, &[h, w], &px).unwrap();
         let mut pass = Pass::new(gpu);
-        let y = preprocess(&mut pass, &t, out_h, out_w, &NORM).unwrap();
+        let y = preprocess(&mut pass, &[t], out_h, out_w, &NORM).unwrap();
         pass.submit().unwrap();
         let got = y.read_f32(gpu).await.unwrap();
         // Same f32 formulas; the GPU may fuse multiply-adds and its divisions (/255, /std) may
@@ -219,43 +221,41 @@ mod tests {
         }
     });
 
-    gpu_test!(preprocess_into_fills_one_image_of_a_batch, |gpu| {
-        let (a, b) = (random_image(17, 23, 1), random_image(9, 30, 2));
-        let ta = Tensor::from_u32(gpu, &[17, 23], &a).unwrap();
-        let tb = Tensor::from_u32(gpu, &[9, 30], &b).unwrap();
-        let out = Tensor::from_f32(gpu, &[3, 11, 7, 3], &vec![-9.0; 3 * 11 * 7 * 3]).unwrap();
+    gpu_test!(preprocess_batches_images_of_any_size, |gpu| {
+        let sizes = [(17, 23), (1, 1), (9, 30)];
+        let images: Vec<Vec<u32>> = sizes.iter().map(|&(h, w)| random_image(h, w, (h * w) as u64)).collect();
+        let tensors: Vec<Tensor> =
+            sizes.iter().zip(&images).map(|(&(h, w), px)| Tensor::from_u32(gpu, &[h, w], px).unwrap()).collect();
         let mut pass = Pass::new(gpu);
-        preprocess_into(&mut pass, &ta, &out, 2, &NORM).unwrap();
-        preprocess_into(&mut pass, &tb, &out, 0, &NORM).unwrap();
+        let y = preprocess(&mut pass, &tensors, 11, 7, &NORM).unwrap();
         pass.submit().unwrap();
-        let got = out.read_f32(gpu).await.unwrap();
-        let mut want = preprocess_cpu(&b, 9, 30, 11, 7, &NORM);
-        want.extend(vec![-9.0; 11 * 7 * 3]); // image 1 untouched
-        want.extend(preprocess_cpu(&a, 17, 23, 11, 7, &NORM));
+        assert_eq!(y.shape(), [3, 11, 7, 3]);
+        let want: Vec<f32> =
+            sizes.iter().zip(&images).flat_map(|(&(h, w), px)| preprocess_cpu(px, h, w, 11, 7, &NORM)).collect();
         // As in preprocess_matches_twin.
-        assert_close(&got, &want, 2e-6, 2e-6, "batch of 3");
+        assert_close(&y.read_f32(gpu).await.unwrap(), &want, 2e-6, 2e-6, "batch of 3");
     });
 
-    gpu_test!(preprocess_refuses_bad_shapes, |gpu| {
-        let img = Tensor::from_u32(gpu, &[4, 4], &[0; 16]).unwrap();
-        let img3 = Tensor::from_u32(gpu, &[4, 4, 1], &[0; 16]).unwrap();
-        let img_f = Tensor::from_f32(gpu, &[4, 4], &[0.0; 16]).unwrap();
-        let img_empty = Tensor::from_u32(gpu, &[0, 4], &[]).unwrap();
-        let out = Tensor::from_f32(gpu, &[2, 3, 3, 3], &[0.0; 54]).unwrap();
-        let out4 = Tensor::from_f32(gpu, &[2, 3, 3, 4], &[0.0; 72]).unwrap();
-        let out_u = Tensor::from_u32(gpu, &[2, 3, 3, 3], &[0; 54]).unwrap();
-        let mut pass = Pass::new(gpu);
-        for r in [
-            preprocess_into(&mut pass, &img3, &out, 0, &NORM),
-            preprocess_into(&mut pass, &img_f, &out, 0, &NORM),
-            preprocess_into(&mut pass, &img_empty, &out, 0, &NORM),
-            preprocess_into(&mut pass, &img, &out4, 0, &NORM),
-            preprocess_into(&mut pass, &img, &out_u, 0, &NORM),
-            preprocess_into(&mut pass, &img, &out, 2, &NORM),
-            preprocess(&mut pass, &img, 0, 5, &NORM).map(|_| ()),
-        ] {
-            assert!(matches!(r, Err(crate::Error::Shape(_))), "{r:?}");
-        }
-        assert!(preprocess_into(&mut pass, &img, &out, 1, &NORM).is_ok());
+    gpu_test!(preprocess_refuses_bad_input_alike_on_both_backends, |gpu| {
+        use crate::testing::{assert_both_accept, assert_same_refusal, on_both, ones_u32, zeros};
+        let run = |images: &[&[usize]], out: usize, norm: Normalize| {
+            on_both!(gpu, |be| {
+                let ts: Vec<_> = images.iter().map(|shape| ones_u32(be, shape)).collect();
+                be.preprocess(&ts, out, out, &norm)
+            })
+        };
+        let good = &[4, 5][..];
+        assert_both_accept(run(&[good, &[1, 1]], 3, NORM), "good images");
+        assert_both_accept(run(&[], 3, NORM), "no images");
+        assert_same_refusal(run(&[good, &[4, 4, 1]], 3, NORM), "3-d image");
+        assert_same_refusal(run(&[&[0, 4]], 3, NORM), "empty image");
+        assert_same_refusal(run(&[good], 0, NORM), "empty output");
+        assert_same_refusal(run(&[good], 3, Normalize { std: [1.0, 0.0, 1.0], ..NORM }), "zero deviation");
+        assert_same_refusal(run(&[good], 3, Normalize { mean: [f32::NAN, 0.0, 0.0], ..NORM }), "NaN mean");
+        let float_image = on_both!(gpu, |be| {
+            let img = zeros(be, good);
+            be.preprocess(&[img], 3, 3, &NORM)
+        });
+        assert_same_refusal(float_image, "f32 image");
     });
 }

@@ -42,7 +42,7 @@ pub(crate) fn fold_batch_norm(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ops::conv2d::conv2d_cpu;
+    use crate::ops::conv2d::conv2d_reference;
     use crate::ops::Activation;
     use crate::testing::{assert_close, random};
 
@@ -57,7 +57,7 @@ mod tests {
         eps: f32,
     ) -> Vec<f32> {
         let [gamma, beta, mean, var] = bn;
-        let y = conv2d_cpu(x, xs, w, ws, bias, 1, Activation::None).unwrap();
+        let y = conv2d_reference(x, xs, w, ws, bias, 1, Activation::None);
         let c = ws[0];
         y.iter()
             .enumerate()
@@ -83,7 +83,7 @@ mod tests {
             let want = conv_then_bn(&x, xs, &w, ws, bias, &bn, eps);
             let mut wf = w.clone();
             let bf = fold_batch_norm(&mut wf, bias, c, &gamma, &beta, &mean, &var, eps).unwrap();
-            let got = conv2d_cpu(&x, xs, &wf, ws, Some(&bf), 1, Activation::None).unwrap();
+            let got = conv2d_reference(&x, xs, &wf, ws, Some(&bf), 1, Activation::None);
             // Same math reassociated: the BN scale (up to 1.5 / sqrt(1.1e-3) ~ 45) multiplies the
             // f32 rounding of a 36-term conv sum (~36 * 6e-8 at |sum| ~ 1) either before or after
             // the sum, and (conv - mean) can cancel, so the bound is absolute: 45 * 2e-6 ~ 1e-4.
@@ -92,7 +92,7 @@ mod tests {
         // Folding with the wrong eps must be detectably different (the test can fail).
         let mut wf = w.clone();
         let bf = fold_batch_norm(&mut wf, None, c, &gamma, &beta, &mean, &var, 1e-5).unwrap();
-        let got = conv2d_cpu(&x, xs, &wf, ws, Some(&bf), 1, Activation::None).unwrap();
+        let got = conv2d_reference(&x, xs, &wf, ws, Some(&bf), 1, Activation::None);
         let want = conv_then_bn(&x, xs, &w, ws, None, &bn, eps);
         assert!(got.iter().zip(&want).any(|(g, w)| (g - w).abs() > 1e-2));
         // Mismatched lengths are errors, not panics.

@@ -39,7 +39,7 @@ pub(crate) fn box_thetas(image_size: f32, feat_h: usize, feat_w: usize, box_grid
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ops::grid_sample::{grid_sample, grid_sample_cpu};
+    use crate::ops::grid_sample::{grid_sample, grid_sample_cpu, GridSampleGeometry};
     use crate::testing::{assert_close, gpu_test, random};
     use crate::{Pass, Tensor};
 
@@ -70,6 +70,8 @@ mod tests {
         let y = grid_sample(&mut pass, &xt, &tt, 4).unwrap();
         pass.submit().unwrap();
         // As in grid_sample's own tests: the same f32 formulas, up to fused multiply-adds.
-        assert_close(&y.read_f32(gpu).await.unwrap(), &grid_sample_cpu(&x, shape, &thetas, 4), 1e-5, 1e-5, "37 boxes");
+        let g = GridSampleGeometry { b: 1, h: 15, w: 15, c: 37, boxes: 37, grid: 4 };
+        let want = grid_sample_cpu(&x, &g, thetas.as_flattened());
+        assert_close(&y.read_f32(gpu).await.unwrap(), &want, 1e-5, 1e-5, "37 boxes");
     });
 }

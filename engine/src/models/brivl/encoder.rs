@@ -21,7 +21,7 @@ impl<B: Backend> EncoderLayer<B> {
     pub fn load(l: &Loader<B>, prefix: &str, heads: usize, act: Activation, eps: f32) -> Result<Self> {
         let qkv = Linear::load(l, &format!("{prefix}.in_proj"))?;
         let d = qkv.inp;
-        if qkv.out != 3 * d || d % heads != 0 {
+        if qkv.out != 3 * d || heads == 0 || d % heads != 0 {
             return Err(Error::Model(format!(
                 "'{prefix}.in_proj' is [{}, {d}]: needs [3d, d] with d divisible by {heads} heads",
                 qkv.out

@@ -19,10 +19,14 @@ struct Conv<B: Backend> {
 }
 
 impl<B: Backend> Conv<B> {
-    fn load(l: &Loader<B>, prefix: &str) -> Result<(Self, Vec<usize>)> {
-        let shape = l.shape(&format!("{prefix}.weight"))?.to_vec();
-        let b = l.get_shaped(&format!("{prefix}.bias"), &shape[..1])?;
-        Ok((Self { w: l.get(&format!("{prefix}.weight"))?, b }, shape))
+    /// The weight `[Cout, Cin/groups, KH, KW]` and its shape.
+    fn load(l: &Loader<B>, prefix: &str) -> Result<(Self, [usize; 4])> {
+        let shape = l.shape(&format!("{prefix}.weight"))?;
+        let &[cout, cin, kh, kw] = shape else {
+            return Err(Error::Model(format!("'{prefix}.weight' is {shape:?}, expected [out, in, kh, kw]")));
+        };
+        let b = l.get_shaped(&format!("{prefix}.bias"), &[cout])?;
+        Ok((Self { w: l.get(&format!("{prefix}.weight"))?, b }, [cout, cin, kh, kw]))
     }
 }
 
