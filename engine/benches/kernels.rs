@@ -7,8 +7,7 @@ use brivl_engine::ops::{
     attention, conv2d, depthwise, elementwise, embedding, grid_sample, l2_norm, layer_norm, masked_mean, matmul,
     preprocess, squeeze_excite, Activation,
 };
-use brivl_engine::quant::Packed;
-use brivl_engine::{DType, Gpu, Pass, Tensor};
+use brivl_engine::{DType, Gpu, Packed, Pass, Tensor};
 
 struct Row {
     name: String,
@@ -26,7 +25,7 @@ fn time(gpu: &Gpu, reps: usize, mut op: impl FnMut(&mut Pass)) -> f64 {
         }
         let t = Instant::now();
         pass.submit().expect("submit");
-        gpu.device.poll(wgpu::PollType::wait_indefinitely()).expect("poll");
+        gpu.wait_idle().expect("wait for the GPU");
         t.elapsed().as_secs_f64()
     };
     run(1);

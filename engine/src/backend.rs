@@ -21,6 +21,8 @@ pub trait Backend {
 
     /// A weight with its logical shape (`[N, K]` matrices may be f16/q8 packed; others f32).
     fn weight(&self, packed: &Packed, shape: &[usize]) -> Result<Self::Weight>;
+    /// An f32 activation from the host. Only tests need one: models start from ids and pixels.
+    #[cfg(test)]
     fn tensor(&mut self, shape: &[usize], data: &[f32]) -> Result<Self::Tensor>;
     fn tensor_u32(&mut self, shape: &[usize], data: &[u32]) -> Result<Self::Tensor>;
     fn shape(t: &Self::Tensor) -> Vec<usize>;
@@ -139,6 +141,7 @@ impl Backend for GpuBackend {
             t.reshape(shape)
         }
     }
+    #[cfg(test)]
     fn tensor(&mut self, shape: &[usize], data: &[f32]) -> Result<Tensor> {
         Tensor::from_f32(&self.gpu, shape, data)
     }
@@ -286,6 +289,7 @@ impl Backend for CpuBackend {
         check_len(shape, packed.rows * packed.cols)?;
         Ok(CpuWeight { shape: shape.to_vec(), dtype: packed.dtype, values: packed.dequantize() })
     }
+    #[cfg(test)]
     fn tensor(&mut self, shape: &[usize], data: &[f32]) -> Result<CpuTensor> {
         check_len(shape, data.len())?;
         Ok(CpuTensor::new(shape.to_vec(), data.to_vec()))

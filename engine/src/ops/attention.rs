@@ -6,12 +6,12 @@ use crate::ops::{ensure_grid, ensure_u32, Meta};
 use crate::pipelines::Kernel;
 use crate::{DType, Error, Pass, Result, Tensor};
 
-crate::uniform_struct! {
+crate::uniforms::uniform_struct! {
     /// Shapes for `attention.wgsl`.
     pub struct AttentionParams { pub batch: u32, pub seq: u32, pub d: u32, pub heads: u32, pub dh: u32, pub scale: f32 }
 }
 
-const KERNEL: Kernel = crate::kernel!("attention", "main");
+const KERNEL: Kernel = crate::pipelines::kernel!("attention", "main");
 
 /// The longest sequence the kernel holds scores for (its workgroup array).
 pub const MAX_SEQ: usize = 512;

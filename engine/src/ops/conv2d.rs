@@ -7,7 +7,7 @@ use crate::ops::{ensure_grid, ensure_u32, Activation, Meta};
 use crate::pipelines::Kernel;
 use crate::{DType, Error, Pass, Result, Tensor};
 
-crate::uniform_struct! {
+crate::uniforms::uniform_struct! {
     /// Shapes for `conv2d.wgsl` and `depthwise.wgsl`.
     pub struct Conv2dParams {
         pub batch: u32, pub in_h: u32, pub in_w: u32, pub cin: u32,
@@ -16,7 +16,7 @@ crate::uniform_struct! {
     }
 }
 
-const KERNEL: Kernel = crate::kernel!("conv2d", "main");
+const KERNEL: Kernel = crate::pipelines::kernel!("conv2d", "main");
 /// Threads per workgroup in `conv2d.wgsl` and `depthwise.wgsl`.
 pub(crate) const WORKGROUP: usize = 64;
 

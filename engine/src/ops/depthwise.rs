@@ -6,7 +6,7 @@ use crate::ops::{Activation, Meta};
 use crate::pipelines::Kernel;
 use crate::{Pass, Result, Tensor};
 
-const KERNEL: Kernel = crate::kernel!("depthwise", "main");
+const KERNEL: Kernel = crate::pipelines::kernel!("depthwise", "main");
 
 /// The shape check of [`depthwise`] and its CPU twin.
 pub(crate) fn check(x: Meta, w: Meta, bias: Option<Meta>, stride: usize) -> Result<ConvGeometry> {

@@ -6,12 +6,12 @@ use crate::ops::{ensure_grid, ensure_u32, Meta};
 use crate::pipelines::Kernel;
 use crate::{DType, Pass, Result, Tensor};
 
-crate::uniform_struct! {
+crate::uniforms::uniform_struct! {
     /// Element count for `elementwise.wgsl`.
     pub struct ElementwiseParams { pub n: u32 }
 }
 
-const BINARY: Kernel = crate::kernel!("elementwise", "binary");
+const BINARY: Kernel = crate::pipelines::kernel!("elementwise", "binary");
 /// Invocations per workgroup in `elementwise.wgsl`, one element each.
 const WORKGROUP: usize = 256;
 

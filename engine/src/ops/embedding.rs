@@ -8,7 +8,7 @@ use crate::pipelines::Kernel;
 use crate::quant::{q8_groups, row_words, Q8_GROUP};
 use crate::{DType, Error, Pass, Result, Tensor};
 
-crate::uniform_struct! {
+crate::uniforms::uniform_struct! {
     /// Shapes for `embedding.wgsl`.
     /// `groups` and `q8_group`: q8 scales per row and values per scale (unused otherwise).
     pub struct EmbeddingParams {
@@ -16,7 +16,7 @@ crate::uniform_struct! {
     }
 }
 
-const KERNEL: Kernel = crate::kernel!("embedding", "main");
+const KERNEL: Kernel = crate::pipelines::kernel!("embedding", "main");
 const WG: usize = 256;
 
 /// Checked shapes: `tokens` ids in sequences of `len`, rows of `d` from a `vocab`-row table.

@@ -7,12 +7,12 @@ use crate::ops::{ensure_grid, ensure_u32, Meta};
 use crate::pipelines::Kernel;
 use crate::{DType, Error, Pass, Result, Tensor};
 
-crate::uniform_struct! {
+crate::uniforms::uniform_struct! {
     /// Shapes for `grid_sample.wgsl`.
     pub struct GridSampleParams { pub h: u32, pub w: u32, pub c: u32, pub boxes: u32, pub grid: u32, pub total: u32 }
 }
 
-const KERNEL: Kernel = crate::kernel!("grid_sample", "main");
+const KERNEL: Kernel = crate::pipelines::kernel!("grid_sample", "main");
 const WORKGROUP: usize = 256;
 
 /// Checked shapes: `x [b, h, w, c]`, `boxes` thetas, a `grid x grid` sample grid per box.

@@ -6,12 +6,12 @@ use crate::ops::{ensure_grid, ensure_u32, Meta};
 use crate::pipelines::Kernel;
 use crate::{DType, Error, Pass, Result, Tensor};
 
-crate::uniform_struct! {
+crate::uniforms::uniform_struct! {
     /// Shapes for `l2_norm.wgsl`: x is `[rows, d]`.
     pub struct L2NormParams { pub rows: u32, pub d: u32 }
 }
 
-const KERNEL: Kernel = crate::kernel!("l2_norm", "main");
+const KERNEL: Kernel = crate::pipelines::kernel!("l2_norm", "main");
 /// torch.nn.functional.normalize's default `eps`: the norm is clamped to at least this.
 const EPS: f32 = 1e-12;
 

@@ -6,12 +6,12 @@ use crate::ops::{ensure_grid, ensure_u32, Meta};
 use crate::pipelines::Kernel;
 use crate::{DType, Pass, Result, Tensor};
 
-crate::uniform_struct! {
+crate::uniforms::uniform_struct! {
     /// Shapes for `layer_norm.wgsl`.
     pub struct LayerNormParams { pub rows: u32, pub d: u32, pub eps: f32 }
 }
 
-const KERNEL: Kernel = crate::kernel!("layer_norm", "main");
+const KERNEL: Kernel = crate::pipelines::kernel!("layer_norm", "main");
 
 /// Checked shapes: `rows` rows of `d` values.
 #[derive(Clone, Copy, Debug)]

@@ -7,12 +7,12 @@ use crate::ops::{ensure_grid, ensure_u32, Meta};
 use crate::pipelines::Kernel;
 use crate::{DType, Error, Pass, Result, Tensor};
 
-crate::uniform_struct! {
+crate::uniforms::uniform_struct! {
     /// Shapes for `masked_mean.wgsl`: x is `[b, s, d]`.
     pub struct MaskedMeanParams { pub b: u32, pub s: u32, pub d: u32 }
 }
 
-const KERNEL: Kernel = crate::kernel!("masked_mean", "main");
+const KERNEL: Kernel = crate::pipelines::kernel!("masked_mean", "main");
 const WORKGROUP: usize = 256;
 
 /// Checked shapes: `x [b, s, d]`.

@@ -7,7 +7,7 @@ use crate::pipelines::Kernel;
 use crate::quant::{q8_groups, row_words, Q8_GROUP};
 use crate::{DType, Error, Pass, Result, Tensor};
 
-crate::uniform_struct! {
+crate::uniforms::uniform_struct! {
     /// Shapes for `matmul.wgsl`.
     /// `groups` and `q8_group`: q8 scales per row and values per scale (unused otherwise).
     pub struct MatmulParams {
@@ -15,7 +15,7 @@ crate::uniform_struct! {
     }
 }
 
-const KERNEL: Kernel = crate::kernel!("matmul", "main");
+const KERNEL: Kernel = crate::pipelines::kernel!("matmul", "main");
 const TILE: usize = 64;
 
 /// Checked shapes of `x [..., K] · w[N, K]ᵀ`: `m` rows of `x`, output `[..., N]`.
@@ -68,7 +68,7 @@ pub fn linear(pass: &mut Pass, x: &Tensor, w: &Tensor, bias: Option<&Tensor>, ac
         DType::F32 | DType::U32 => "WF32",
     }];
     // Native f16 reads need the adapter feature; without it the packed words are unpacked.
-    if w.dtype() == DType::F16 && pass.gpu().f16 {
+    if w.dtype() == DType::F16 && pass.gpu().has_f16() {
         defines.push("F16");
     }
     let params = MatmulParams {
@@ -239,7 +239,7 @@ mod tests {
     #[test]
     fn linear_f16_fallback_without_shader_f16() {
         let gpu = pollster::block_on(Gpu::with_options(crate::gpu::GpuOptions { allow_f16: false })).unwrap();
-        assert!(!gpu.f16);
+        assert!(!gpu.has_f16());
         pollster::block_on(check(&gpu, 37, 70, 33, DType::F16, true, Activation::None));
     }
 

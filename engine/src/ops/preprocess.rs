@@ -7,7 +7,7 @@ use crate::ops::{ensure_grid, ensure_u32, Meta};
 use crate::pipelines::Kernel;
 use crate::{DType, Error, Pass, Result, Tensor};
 
-crate::uniform_struct! {
+crate::uniforms::uniform_struct! {
     /// Shapes and normalisation for `preprocess.wgsl`. `scale_*` is `in / out`, computed in f32
     /// as PyTorch does.
     pub struct PreprocessParams {
@@ -17,7 +17,7 @@ crate::uniform_struct! {
     }
 }
 
-const KERNEL: Kernel = crate::kernel!("preprocess", "main");
+const KERNEL: Kernel = crate::pipelines::kernel!("preprocess", "main");
 const WORKGROUP: usize = 256;
 
 /// Per-channel (R, G, B) normalisation of the [0, 1] values: `(v - mean) / std`.

@@ -9,13 +9,13 @@ use crate::ops::{ensure_grid, ensure_u32, Activation, Meta};
 use crate::pipelines::Kernel;
 use crate::{DType, Error, Pass, Result, Tensor};
 
-crate::uniform_struct! {
+crate::uniforms::uniform_struct! {
     /// Shapes for `squeeze_excite.wgsl`: x is `[b, p, c]`.
     pub struct SqueezeExciteParams { pub b: u32, pub p: u32, pub c: u32, pub chunk: u32, pub scale: f32 }
 }
 
-const POOL: Kernel = crate::kernel!("squeeze_excite", "pool");
-const SCALE: Kernel = crate::kernel!("squeeze_excite", "scale_channels");
+const POOL: Kernel = crate::pipelines::kernel!("squeeze_excite", "pool");
+const SCALE: Kernel = crate::pipelines::kernel!("squeeze_excite", "scale_channels");
 /// Channels per pool workgroup (`BLOCK` in the WGSL).
 const BLOCK: usize = 64;
 /// Pixels per pool workgroup. Large pools (228 x 228 in the first stage) are split into many

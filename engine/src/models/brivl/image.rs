@@ -159,10 +159,6 @@ impl<B: Backend> ImageTower<B> {
         })
     }
 
-    pub fn image_size(&self) -> usize {
-        self.image_size
-    }
-
     /// RGBA8 images (`u32 [h, w]` each, any size) -> L2-normalised embeddings `[B, E]`.
     pub fn forward(&self, be: &mut B, images: &[B::Tensor]) -> Result<B::Tensor> {
         let batch = images.len();

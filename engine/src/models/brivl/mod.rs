@@ -10,16 +10,16 @@ mod loader;
 mod text;
 
 pub use config::BrivlConfig;
-pub use image::ImageTower;
-pub use loader::Loader;
-pub use text::TextTower;
+use image::ImageTower;
+use loader::Loader;
+use text::TextTower;
 
 use crate::backend::Backend;
 use crate::model_file::ModelFile;
 use crate::Result;
 
 /// Both towers, loaded onto one backend.
-pub struct Brivl<B: Backend> {
+pub(crate) struct Brivl<B: Backend> {
     pub config: BrivlConfig,
     pub image: ImageTower<B>,
     pub text: TextTower<B>,

@@ -17,13 +17,12 @@ pub struct TextTower<B: Backend> {
     att: Vec<EncoderLayer<B>>,
     fc1: Linear<B>,
     fc2: Linear<B>,
-    vocab: usize,
     max_positions: usize,
 }
 
 impl<B: Backend> TextTower<B> {
     pub fn load(l: &Loader<B>, c: &BrivlConfig) -> Result<Self> {
-        let &[vocab, hidden] = l.shape("text.embeddings.word.weight")? else {
+        let &[_, hidden] = l.shape("text.embeddings.word.weight")? else {
             return Err(Error::Model("'text.embeddings.word.weight' must be [vocab, hidden]".into()));
         };
         let &[max_positions, h2] = l.shape("text.embeddings.position_type.weight")? else {
@@ -43,13 +42,8 @@ impl<B: Backend> TextTower<B> {
             att: load_stack(l, "text.att", c.text_heads, Activation::Relu, 1e-5)?,
             fc1: Linear::load(l, "text.fc1")?,
             fc2: Linear::load(l, "text.fc2")?,
-            vocab,
             max_positions,
         })
-    }
-
-    pub fn vocab_size(&self) -> usize {
-        self.vocab
     }
 
     /// `ids`, `mask`: `u32 [B, L]` (mask 1 for real tokens) -> L2-normalised embeddings `[B, E]`.
