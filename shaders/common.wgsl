@@ -32,12 +32,8 @@ fn gelu(x: f32) -> f32 {
     return 0.5 * x * (1.0 + erf(x * 0.7071067811865476));
 }
 
-const ACT_NONE: u32 = 0u;
-const ACT_RELU: u32 = 1u;
-const ACT_GELU: u32 = 2u;
-const ACT_SILU: u32 = 3u;
-const ACT_SIGMOID: u32 = 4u;
-
+// `act` is `Activation as u32` (engine/src/ops/activation.rs): 0 none, 1 ReLU, 2 GELU, 3 SiLU,
+// 4 sigmoid.
 fn activate(x: f32, act: u32) -> f32 {
     switch act {
         case 1u: { return max(x, 0.0); }

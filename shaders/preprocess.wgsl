@@ -7,9 +7,6 @@
 @group(0) @binding(1) var<storage, read> rgba: array<u32>;
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;
 
-const MEAN = vec3<f32>(0.485, 0.456, 0.406);
-const STD = vec3<f32>(0.229, 0.224, 0.225);
-
 // Like torchvision's ToTensor: byte / 255 (a division, as the reference does).
 fn rgb(r: u32, c: u32) -> vec3<f32> {
     let p = rgba[r * params.in_w + c];
@@ -47,7 +44,9 @@ fn main(
     let w0 = 1.0 - w1;
     let top = w0 * rgb(ty.i0, tx.i0) + w1 * rgb(ty.i0, tx.i1);
     let bottom = w0 * rgb(ty.i1, tx.i0) + w1 * rgb(ty.i1, tx.i1);
-    let v = (h0 * top + h1 * bottom - MEAN) / STD;
+    let mean = vec3<f32>(params.mean_r, params.mean_g, params.mean_b);
+    let sd = vec3<f32>(params.std_r, params.std_g, params.std_b);
+    let v = (h0 * top + h1 * bottom - mean) / sd;
     let o = params.offset + i * 3u;
     y[o] = v.x;
     y[o + 1u] = v.y;

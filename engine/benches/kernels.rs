@@ -5,10 +5,9 @@ use std::time::Instant;
 
 use brivl_engine::ops::{
     attention, conv2d, depthwise, elementwise, embedding, grid_sample, l2_norm, layer_norm, masked_mean, matmul,
-    preprocess, softmax, squeeze_excite, Activation,
+    preprocess, squeeze_excite, Activation,
 };
-use brivl_engine::quant::Packed;
-use brivl_engine::{DType, Gpu, Pass, Tensor};
+use brivl_engine::{DType, Gpu, Packed, Pass, Tensor};
 
 struct Row {
     name: String,
@@ -26,7 +25,7 @@ fn time(gpu: &Gpu, reps: usize, mut op: impl FnMut(&mut Pass)) -> f64 {
         }
         let t = Instant::now();
         pass.submit().expect("submit");
-        gpu.device.poll(wgpu::PollType::wait_indefinitely()).expect("poll");
+        gpu.wait_idle().expect("wait for the GPU");
         t.elapsed().as_secs_f64()
     };
     run(1);
@@ -59,6 +58,21 @@ fn tensor(gpu: &Gpu, shape: &[usize]) -> Tensor {
 /// Memory-bound kernels: `bytes` read and written once per call.
 fn bandwidth(rows: &mut Vec<Row>, name: String, ms: f64, bytes: usize) {
     rows.push(Row { name, ms, rate: format!("{:.2} GB/s", bytes as f64 / ms / 1e6) });
+}
+
+/// `grid x grid` tiles and the whole map as grid_sample thetas, like BriVL's 37 boxes on a
+/// `size x size` feature map.
+fn box_thetas(size: usize, grid: usize) -> Vec<[f32; 6]> {
+    let whole = size as f32 / (size as f32 - 1.0);
+    let mut thetas = Vec::new();
+    for i in 0..grid {
+        for j in 0..grid {
+            let centre = |k: usize| (2 * k + 1) as f32 / grid as f32 * whole - 1.0;
+            thetas.push([whole / grid as f32, 0.0, centre(i), 0.0, whole / grid as f32, centre(j)]);
+        }
+    }
+    thetas.push([whole, 0.0, 1.0 / (size as f32 - 1.0), 0.0, whole, 1.0 / (size as f32 - 1.0)]);
+    thetas
 }
 
 fn bench_image_kernels(gpu: &Gpu, rows: &mut Vec<Row>, reps: usize) {
@@ -103,7 +117,7 @@ fn bench_image_kernels(gpu: &Gpu, rows: &mut Vec<Row>, reps: usize) {
 
     // 37-box patch pooling on the 15x15x2048 head output, 4x4 samples per box.
     let x = tensor(gpu, &[1, 15, 15, 2048]);
-    let thetas: Vec<f32> = grid_sample::brivl_box_thetas(456.0, 15, 15, 6).into_iter().flatten().collect();
+    let thetas: Vec<f32> = box_thetas(15, 6).into_iter().flatten().collect();
     let thetas = Tensor::from_f32(gpu, &[37, 6], &thetas).unwrap();
     let ms = time(gpu, reps, |p| {
         grid_sample::grid_sample(p, &x, &thetas, 4).unwrap();
@@ -122,11 +136,12 @@ fn bench_image_kernels(gpu: &Gpu, rows: &mut Vec<Row>, reps: usize) {
     });
     bandwidth(rows, "l2_normalize 37x2048".into(), ms, 2 * 37 * 2048 * 4);
 
-    // A 12-megapixel photo resized to the model's input.
+    // A 12-megapixel photo resized to the model's input, normalised with ImageNet's statistics.
+    let norm = preprocess::Normalize { mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] };
     let (h, w) = (3000, 4000);
     let rgba = Tensor::from_u32(gpu, &[h, w], &vec![0x8040_c0ffu32; h * w]).unwrap();
     let ms = time(gpu, reps, |p| {
-        preprocess::preprocess(p, &rgba, 456, 456).unwrap();
+        preprocess::preprocess(p, std::slice::from_ref(&rgba), 456, 456, &norm).unwrap();
     });
     rows.push(Row {
         name: "preprocess 4000x3000 RGBA8 -> 456x456x3".into(),
@@ -158,11 +173,6 @@ fn bench_transformer_kernels(gpu: &Gpu, rows: &mut Vec<Row>, reps: usize) {
         layer_norm::layer_norm(p, &x, Some(&x), &g, &g, 1e-5).unwrap();
     });
     bandwidth(rows, "layer_norm + residual 37x2048".into(), ms, 3 * 37 * 2048 * 4);
-    let x = tensor(gpu, &[12 * 32, 32]);
-    let ms = time(gpu, reps, |p| {
-        softmax::softmax(p, &x).unwrap();
-    });
-    bandwidth(rows, "softmax 384x32".into(), ms, 2 * 384 * 32 * 4);
     let table = Tensor::from_packed(gpu, &Packed::new(&random(21128 * 768), 21128, 768, DType::Q8).unwrap()).unwrap();
     let ids = Tensor::from_u32(gpu, &[8, 32], &(0..256u32).map(|i| i * 79 % 21128).collect::<Vec<_>>()).unwrap();
     let pos = tensor(gpu, &[512, 768]);

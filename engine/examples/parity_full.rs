@@ -18,43 +18,71 @@ use std::time::Instant;
 use brivl_engine::embedder::{Embedder, Pixels};
 use brivl_engine::model_file::ModelFile;
 use brivl_engine::{photo, Gpu};
-use clap::{Parser, ValueEnum};
 use serde_json::Value;
 
-#[derive(Clone, Copy, ValueEnum, PartialEq)]
+#[derive(Clone, Copy, PartialEq)]
 enum Backend {
     Gpu,
     Cpu,
 }
 
-#[derive(Parser)]
-#[command(about = "Compare a brivl model file with golden.json from tests/reference/brivl_ref.py")]
+/// Compare a brivl model file with golden.json from tests/reference/brivl_ref.py.
 struct Args {
-    /// Folder written by `brivl_ref.py MODE --out DIR` (golden.json, images/).
-    #[arg(long)]
+    /// `--dir`: folder written by `brivl_ref.py MODE --out DIR` (golden.json, images/).
     dir: PathBuf,
-    /// The converted model file (`brivl convert`).
-    #[arg(long)]
+    /// `--model`: the converted model file (`brivl convert`).
     model: PathBuf,
-    #[arg(long, value_enum, default_value = "cpu")]
+    /// `--backend gpu|cpu` (cpu).
     backend: Backend,
-    /// Only the first N golden images (each is a full image-tower pass); all when absent.
-    #[arg(long)]
+    /// `--max-images N`: only the first N golden images (each is a full image-tower pass).
     max_images: Option<usize>,
-    /// Only the first N texts of each text list (L=32 and L=80); all when absent.
-    #[arg(long)]
+    /// `--max-texts N`: only the first N texts of each text list (L=32 and L=80).
     max_texts: Option<usize>,
-    /// Fail below this cosine (0.9999 for f32, 0.995 for f16 and q8).
-    #[arg(long, default_value_t = 0.9999)]
+    /// `--min-cosine X`: fail below it (0.9999 for f32, 0.995 for f16 and q8).
     min_cosine: f64,
 }
 
-fn cosine(a: &[f32], b: &[f32]) -> f64 {
-    let dot: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
-    let na: f64 = a.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
-    let nb: f64 = b.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
-    dot / (na * nb)
+impl Args {
+    /// Parsed by hand: the engine keeps command-line crates out of its dependencies.
+    fn parse() -> Result<Self, String> {
+        let (mut dir, mut model) = (None, None);
+        let mut args = Args {
+            dir: PathBuf::new(),
+            model: PathBuf::new(),
+            backend: Backend::Cpu,
+            max_images: None,
+            max_texts: None,
+            min_cosine: 0.9999,
+        };
+        let mut it = std::env::args().skip(1);
+        while let Some(flag) = it.next() {
+            let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
+            let number = |v: &str| v.parse::<usize>().map_err(|e| format!("{flag} {v}: {e}"));
+            match flag.as_str() {
+                "--dir" => dir = Some(PathBuf::from(value)),
+                "--model" => model = Some(PathBuf::from(value)),
+                "--backend" => {
+                    args.backend = match value.as_str() {
+                        "gpu" => Backend::Gpu,
+                        "cpu" => Backend::Cpu,
+                        _ => return Err(format!("--backend {value}: gpu or cpu")),
+                    }
+                }
+                "--max-images" => args.max_images = Some(number(&value)?),
+                "--max-texts" => args.max_texts = Some(number(&value)?),
+                "--min-cosine" => args.min_cosine = value.parse().map_err(|e| format!("--min-cosine {value}: {e}"))?,
+                _ => return Err(format!("unknown option {flag}")),
+            }
+        }
+        args.dir = dir.ok_or("--dir is required")?;
+        args.model = model.ok_or("--model is required")?;
+        Ok(args)
+    }
 }
+
+#[path = "../tests/support/cosine.rs"]
+mod cosine;
+use cosine::cosine;
 
 fn floats(v: &Value) -> Vec<f32> {
     v.as_array().expect("embedding array").iter().map(|x| x.as_f64().unwrap() as f32).collect()
@@ -67,7 +95,7 @@ fn pixels(path: &Path) -> Result<Pixels, String> {
 }
 
 fn main() -> ExitCode {
-    match run(Args::parse()) {
+    match Args::parse().map_err(Into::into).and_then(run) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
         Err(e) => {

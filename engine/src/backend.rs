@@ -6,17 +6,23 @@ use std::future::Future;
 
 use crate::ops::{
     attention, conv2d, depthwise, elementwise, embedding, grid_sample, l2_norm, layer_norm, masked_mean, matmul,
-    preprocess, squeeze_excite, Activation,
+    preprocess::{self, Normalize},
+    squeeze_excite, Activation, Meta,
 };
 use crate::quant::Packed;
-use crate::{Error, Gpu, Pass, Result, Tensor};
+use crate::tensor::check_len;
+use crate::{DType, Error, Gpu, Pass, Result, Tensor};
 
+/// The ops a model calls. Both implementations validate inputs with the same per-op `check`
+/// (`ops/<op>.rs`), so a bad input gets the same error from either.
 pub trait Backend {
     type Tensor: Clone;
     type Weight;
 
     /// A weight with its logical shape (`[N, K]` matrices may be f16/q8 packed; others f32).
     fn weight(&self, packed: &Packed, shape: &[usize]) -> Result<Self::Weight>;
+    /// An f32 activation from the host. Only tests need one: models start from ids and pixels.
+    #[cfg(test)]
     fn tensor(&mut self, shape: &[usize], data: &[f32]) -> Result<Self::Tensor>;
     fn tensor_u32(&mut self, shape: &[usize], data: &[u32]) -> Result<Self::Tensor>;
     fn shape(t: &Self::Tensor) -> Vec<usize>;
@@ -26,8 +32,14 @@ pub trait Backend {
     /// Finishes the recorded work and returns the values of an f32 tensor.
     fn read(&mut self, t: &Self::Tensor) -> impl Future<Output = Result<Vec<f32>>>;
 
-    /// RGBA8 images (`u32 [h, w]` each) -> normalised `[B, out_h, out_w, 3]`.
-    fn preprocess(&mut self, images: &[Self::Tensor], out_h: usize, out_w: usize) -> Result<Self::Tensor>;
+    /// RGBA8 images (`u32 [h, w]` each) -> resized, normalised `[B, out_h, out_w, 3]`.
+    fn preprocess(
+        &mut self,
+        images: &[Self::Tensor],
+        out_h: usize,
+        out_w: usize,
+        norm: &Normalize,
+    ) -> Result<Self::Tensor>;
     fn linear(
         &mut self,
         x: &Self::Tensor,
@@ -80,23 +92,23 @@ pub trait Backend {
     ) -> Result<Self::Tensor>;
 }
 
-/// FLOPs (2 x multiply-adds) of the ops that dominate BriVL's cost, from their shapes.
+/// FLOPs (2 x multiply-adds) of the ops that dominate BriVL's cost, from the shapes of an op that
+/// succeeded.
 mod cost {
     fn n(shape: &[usize]) -> u64 {
         shape.iter().product::<usize>() as u64
     }
-    /// `x [..., K] · w[N, K]ᵀ`
-    pub fn linear(x: &[usize], w_rows: usize) -> u64 {
-        2 * n(x) * w_rows as u64
+    /// Output `[..., N]` of `x [..., K] · w[N, K]ᵀ`.
+    pub fn linear(out: &[usize], k: usize) -> u64 {
+        2 * n(out) * k as u64
     }
     /// Output `[B, Ho, Wo, Cout]`, weight `[Cout, Cin_per_group, kh, kw]`.
     pub fn conv(out: &[usize], w: &[usize]) -> u64 {
-        2 * n(out) * n(&w[1..])
+        2 * n(out) * n(w.get(1..).unwrap_or_default())
     }
-    /// `qkv [B, S, 3D]`: scores and weighted sum, `2 x B x S x S x D` each.
-    pub fn attention(qkv: &[usize]) -> u64 {
-        let (b, s, d) = (qkv[0] as u64, qkv[1] as u64, qkv[2] as u64 / 3);
-        4 * b * s * s * d
+    /// Output `[B, S, D]`: scores and weighted sum, `2 x B x S x S x D` each.
+    pub fn attention(out: &[usize]) -> u64 {
+        4 * n(out) * out.get(1).copied().unwrap_or(0) as u64
     }
 }
 
@@ -123,12 +135,13 @@ impl Backend for GpuBackend {
 
     fn weight(&self, packed: &Packed, shape: &[usize]) -> Result<Tensor> {
         let t = Tensor::from_packed(&self.gpu, packed)?;
-        if shape.len() == 2 && shape == [packed.rows, packed.cols] {
+        if shape == [packed.rows, packed.cols] {
             Ok(t)
         } else {
             t.reshape(shape)
         }
     }
+    #[cfg(test)]
     fn tensor(&mut self, shape: &[usize], data: &[f32]) -> Result<Tensor> {
         Tensor::from_f32(&self.gpu, shape, data)
     }
@@ -148,16 +161,13 @@ impl Backend for GpuBackend {
         std::mem::replace(&mut self.pass, Pass::new(&self.gpu)).submit()?;
         t.read_f32(&self.gpu).await
     }
-    fn preprocess(&mut self, images: &[Tensor], out_h: usize, out_w: usize) -> Result<Tensor> {
-        let out = Tensor::uninit(&self.gpu, &[images.len(), out_h, out_w, 3])?;
-        for (i, img) in images.iter().enumerate() {
-            preprocess::preprocess_into(&mut self.pass, img, &out, i)?;
-        }
-        Ok(out)
+    fn preprocess(&mut self, images: &[Tensor], out_h: usize, out_w: usize, norm: &Normalize) -> Result<Tensor> {
+        preprocess::preprocess(&mut self.pass, images, out_h, out_w, norm)
     }
     fn linear(&mut self, x: &Tensor, w: &Tensor, b: Option<&Tensor>, act: Activation) -> Result<Tensor> {
-        self.flops += cost::linear(x.shape(), w.shape()[0]);
-        matmul::linear(&mut self.pass, x, w, b, act)
+        let y = matmul::linear(&mut self.pass, x, w, b, act)?;
+        self.flops += cost::linear(y.shape(), x.shape().last().copied().unwrap_or(0));
+        Ok(y)
     }
     fn conv2d(&mut self, x: &Tensor, w: &Tensor, b: Option<&Tensor>, stride: usize, act: Activation) -> Result<Tensor> {
         let y = conv2d::conv2d(&mut self.pass, x, w, b, stride, act)?;
@@ -202,8 +212,9 @@ impl Backend for GpuBackend {
         layer_norm::layer_norm(&mut self.pass, x, residual, gamma, beta, eps)
     }
     fn attention(&mut self, qkv: &Tensor, heads: usize, key_mask: Option<&Tensor>) -> Result<Tensor> {
-        self.flops += cost::attention(qkv.shape());
-        attention::attention(&mut self.pass, qkv, heads, key_mask)
+        let y = attention::attention(&mut self.pass, qkv, heads, key_mask)?;
+        self.flops += cost::attention(y.shape());
+        Ok(y)
     }
     fn embedding(&mut self, ids: &Tensor, table: &Tensor, add: Option<&Tensor>) -> Result<Tensor> {
         embedding::embedding(&mut self.pass, ids, table, add)
@@ -212,18 +223,30 @@ impl Backend for GpuBackend {
 
 /// Host values: f32 activations, or u32 ids / masks / pixels.
 #[derive(Clone, Debug)]
-pub enum CpuData {
+enum CpuData {
     F32(Vec<f32>),
     U32(Vec<u32>),
 }
 
+/// A tensor on the host. Built only by [`CpuBackend`], so its data always fills its shape.
 #[derive(Clone, Debug)]
 pub struct CpuTensor {
-    pub shape: Vec<usize>,
-    pub data: CpuData,
+    shape: Vec<usize>,
+    data: CpuData,
 }
 
 impl CpuTensor {
+    fn new(shape: Vec<usize>, data: Vec<f32>) -> Self {
+        Self { shape, data: CpuData::F32(data) }
+    }
+    fn meta(&self) -> Meta<'_> {
+        let dtype = match self.data {
+            CpuData::F32(_) => DType::F32,
+            CpuData::U32(_) => DType::U32,
+        };
+        Meta { shape: &self.shape, dtype }
+    }
+    /// The values of an f32 tensor; the op's `check` has already refused other dtypes.
     fn f32(&self) -> Result<&[f32]> {
         match &self.data {
             CpuData::F32(v) => Ok(v),
@@ -236,30 +259,19 @@ impl CpuTensor {
             CpuData::F32(_) => Err(Error::Shape("expected a u32 tensor, got f32".into())),
         }
     }
-    fn new(shape: Vec<usize>, data: Vec<f32>) -> Self {
-        Self { shape, data: CpuData::F32(data) }
-    }
-    fn dims4(&self) -> Result<[usize; 4]> {
-        self.shape
-            .as_slice()
-            .try_into()
-            .map_err(|_| Error::Shape(format!("expected [B, H, W, C], got {:?}", self.shape)))
-    }
 }
 
-/// A weight on the host: the dequantised values the GPU kernels see, and the packed form.
+/// A weight on the host: its logical shape and packed format, and the dequantised values the
+/// GPU kernels see.
 pub struct CpuWeight {
-    pub shape: Vec<usize>,
-    pub values: Vec<f32>,
-    pub packed: Packed,
+    shape: Vec<usize>,
+    dtype: DType,
+    values: Vec<f32>,
 }
 
 impl CpuWeight {
-    fn dims4(&self) -> Result<[usize; 4]> {
-        self.shape
-            .as_slice()
-            .try_into()
-            .map_err(|_| Error::Shape(format!("expected a 4-d weight, got {:?}", self.shape)))
+    fn meta(&self) -> Meta<'_> {
+        Meta { shape: &self.shape, dtype: self.dtype }
     }
 }
 
@@ -269,94 +281,54 @@ pub struct CpuBackend {
     flops: u64,
 }
 
-fn last(shape: &[usize]) -> usize {
-    shape.last().copied().unwrap_or(1)
-}
-
-impl CpuBackend {
-    /// Standard or depthwise convolution with SAME padding, channels-last.
-    fn conv_cpu(
-        &mut self,
-        x: &CpuTensor,
-        w: &CpuWeight,
-        b: Option<&CpuWeight>,
-        stride: usize,
-        act: Activation,
-        depthwise: bool,
-    ) -> Result<CpuTensor> {
-        let (xs, ws) = (x.dims4()?, w.dims4()?);
-        let bias = b.map(|b| &b.values[..]);
-        let y = if depthwise {
-            depthwise::depthwise_cpu(x.f32()?, xs, &w.values, ws, bias, stride, act)?
-        } else {
-            conv2d::conv2d_cpu(x.f32()?, xs, &w.values, ws, bias, stride, act)?
-        };
-        let (oh, _) = conv2d::same_padding(xs[1], ws[2], stride);
-        let (ow, _) = conv2d::same_padding(xs[2], ws[3], stride);
-        let shape = vec![xs[0], oh, ow, if depthwise { xs[3] } else { ws[0] }];
-        self.flops += cost::conv(&shape, &ws);
-        Ok(CpuTensor::new(shape, y))
-    }
-}
-
 impl Backend for CpuBackend {
     type Tensor = CpuTensor;
     type Weight = CpuWeight;
 
     fn weight(&self, packed: &Packed, shape: &[usize]) -> Result<CpuWeight> {
-        let values = packed.dequantize();
-        if values.len() != shape.iter().product::<usize>() {
-            return Err(Error::Shape(format!("weight of {} values cannot be {shape:?}", values.len())));
-        }
-        Ok(CpuWeight { shape: shape.to_vec(), values, packed: packed.clone() })
+        check_len(shape, packed.rows * packed.cols)?;
+        Ok(CpuWeight { shape: shape.to_vec(), dtype: packed.dtype, values: packed.dequantize() })
     }
+    #[cfg(test)]
     fn tensor(&mut self, shape: &[usize], data: &[f32]) -> Result<CpuTensor> {
-        if data.len() != shape.iter().product::<usize>() {
-            return Err(Error::Shape(format!("{} values cannot be {shape:?}", data.len())));
-        }
+        check_len(shape, data.len())?;
         Ok(CpuTensor::new(shape.to_vec(), data.to_vec()))
     }
     fn tensor_u32(&mut self, shape: &[usize], data: &[u32]) -> Result<CpuTensor> {
-        if data.len() != shape.iter().product::<usize>() {
-            return Err(Error::Shape(format!("{} values cannot be {shape:?}", data.len())));
-        }
+        check_len(shape, data.len())?;
         Ok(CpuTensor { shape: shape.to_vec(), data: CpuData::U32(data.to_vec()) })
     }
     fn shape(t: &CpuTensor) -> Vec<usize> {
         t.shape.clone()
     }
     fn reshape(&self, t: &CpuTensor, shape: &[usize]) -> Result<CpuTensor> {
-        if t.shape.iter().product::<usize>() != shape.iter().product::<usize>() {
-            return Err(Error::Shape(format!("cannot reshape {:?} to {shape:?}", t.shape)));
-        }
+        check_len(shape, t.shape.iter().product())?;
         Ok(CpuTensor { shape: shape.to_vec(), data: t.data.clone() })
     }
     fn flops(&self) -> u64 {
         self.flops
     }
     async fn read(&mut self, t: &CpuTensor) -> Result<Vec<f32>> {
-        t.f32().map(<[f32]>::to_vec)
+        match &t.data {
+            CpuData::F32(v) => Ok(v.clone()),
+            // As `Tensor::read_f32` words it.
+            CpuData::U32(_) => Err(Error::Shape(format!("read_f32 on a {:?} tensor", DType::U32))),
+        }
     }
-    fn preprocess(&mut self, images: &[CpuTensor], out_h: usize, out_w: usize) -> Result<CpuTensor> {
+    fn preprocess(&mut self, images: &[CpuTensor], out_h: usize, out_w: usize, norm: &Normalize) -> Result<CpuTensor> {
+        let metas: Vec<Meta> = images.iter().map(CpuTensor::meta).collect();
+        let sizes = preprocess::check(&metas, out_h, out_w, norm)?;
         let mut out = Vec::with_capacity(images.len() * out_h * out_w * 3);
-        for img in images {
-            let [h, w] = img.shape[..] else {
-                return Err(Error::Shape(format!("image must be [h, w], got {:?}", img.shape)));
-            };
-            out.extend(preprocess::preprocess_cpu(img.u32()?, h, w, out_h, out_w));
+        for (img, [h, w]) in images.iter().zip(sizes) {
+            out.extend(preprocess::preprocess_cpu(img.u32()?, h, w, out_h, out_w, norm));
         }
         Ok(CpuTensor::new(vec![images.len(), out_h, out_w, 3], out))
     }
     fn linear(&mut self, x: &CpuTensor, w: &CpuWeight, b: Option<&CpuWeight>, act: Activation) -> Result<CpuTensor> {
-        let (n, k) = (w.packed.rows, w.packed.cols);
-        if last(&x.shape) != k || k == 0 {
-            return Err(Error::Shape(format!("linear: x {:?} does not end in K = {k} > 0", x.shape)));
-        }
-        self.flops += cost::linear(&x.shape, n);
-        let y = matmul::linear_cpu(x.f32()?, &w.values, b.map(|b| &b.values[..]), k, act);
-        let mut shape = x.shape.clone();
-        *shape.last_mut().unwrap() = n;
-        Ok(CpuTensor::new(shape, y))
+        let g = matmul::check(x.meta(), w.meta(), b.map(CpuWeight::meta))?;
+        let y = matmul::linear_cpu(x.f32()?, &w.values, b.map(|b| &b.values[..]), g.k, act);
+        self.flops += cost::linear(&g.out_shape, g.k);
+        Ok(CpuTensor::new(g.out_shape, y))
     }
     fn conv2d(
         &mut self,
@@ -366,7 +338,10 @@ impl Backend for CpuBackend {
         stride: usize,
         act: Activation,
     ) -> Result<CpuTensor> {
-        self.conv_cpu(x, w, b, stride, act, false)
+        let g = conv2d::check(x.meta(), w.meta(), b.map(CpuWeight::meta), stride)?;
+        let y = conv2d::conv2d_cpu(x.f32()?, &w.values, b.map(|b| &b.values[..]), &g, act);
+        self.flops += cost::conv(&g.out_shape(), &w.shape);
+        Ok(CpuTensor::new(g.out_shape().to_vec(), y))
     }
     fn depthwise(
         &mut self,
@@ -376,7 +351,10 @@ impl Backend for CpuBackend {
         stride: usize,
         act: Activation,
     ) -> Result<CpuTensor> {
-        self.conv_cpu(x, w, b, stride, act, true)
+        let g = depthwise::check(x.meta(), w.meta(), b.map(CpuWeight::meta), stride)?;
+        let y = depthwise::depthwise_cpu(x.f32()?, &w.values, b.map(|b| &b.values[..]), &g, act);
+        self.flops += cost::conv(&g.out_shape(), &w.shape);
+        Ok(CpuTensor::new(g.out_shape().to_vec(), y))
     }
     fn squeeze_excite(
         &mut self,
@@ -386,37 +364,27 @@ impl Backend for CpuBackend {
         w2: &CpuWeight,
         b2: &CpuWeight,
     ) -> Result<CpuTensor> {
-        let xs = x.dims4()?;
-        if w1.packed.cols != xs[3] || w2.packed.rows != xs[3] || w2.packed.cols != w1.packed.rows {
-            return Err(Error::Shape(format!(
-                "squeeze_excite: weights {:?}, {:?} do not fit x {xs:?}",
-                w1.shape, w2.shape
-            )));
-        }
-        let y = squeeze_excite::squeeze_excite_cpu(x.f32()?, xs, &w1.values, &b1.values, &w2.values, &b2.values);
+        let g = squeeze_excite::check(x.meta(), w1.meta(), b1.meta(), w2.meta(), b2.meta())?;
+        let y = squeeze_excite::squeeze_excite_cpu(x.f32()?, &g, &w1.values, &b1.values, &w2.values, &b2.values);
         Ok(CpuTensor::new(x.shape.clone(), y))
     }
     fn add(&mut self, a: &CpuTensor, b: &CpuTensor) -> Result<CpuTensor> {
-        if a.shape != b.shape {
-            return Err(Error::Shape(format!("add: {:?} vs {:?}", a.shape, b.shape)));
-        }
+        elementwise::check(a.meta(), b.meta())?;
         Ok(CpuTensor::new(a.shape.clone(), elementwise::add_cpu(a.f32()?, b.f32()?)))
     }
     fn grid_sample(&mut self, x: &CpuTensor, thetas: &CpuWeight, grid: usize) -> Result<CpuTensor> {
-        let xs = x.dims4()?;
-        let th: Vec<[f32; 6]> = thetas.values.chunks_exact(6).map(|c| c.try_into().unwrap()).collect();
-        let y = grid_sample::grid_sample_cpu(x.f32()?, xs, &th, grid);
-        Ok(CpuTensor::new(vec![xs[0], th.len(), grid * grid, xs[3]], y))
+        let g = grid_sample::check(x.meta(), thetas.meta(), grid)?;
+        let y = grid_sample::grid_sample_cpu(x.f32()?, &g, &thetas.values);
+        Ok(CpuTensor::new(g.out_shape().to_vec(), y))
     }
     fn masked_mean(&mut self, x: &CpuTensor, mask: Option<&CpuTensor>) -> Result<CpuTensor> {
-        let [b, s, d] = x.shape[..] else {
-            return Err(Error::Shape(format!("masked_mean: x must be [B, S, D], got {:?}", x.shape)));
-        };
-        let mask = mask.map(|m| m.u32()).transpose()?;
-        Ok(CpuTensor::new(vec![b, d], masked_mean::masked_mean_cpu(x.f32()?, b, s, d, mask)))
+        let g = masked_mean::check(x.meta(), mask.map(CpuTensor::meta))?;
+        let mask = mask.map(CpuTensor::u32).transpose()?;
+        Ok(CpuTensor::new(vec![g.b, g.d], masked_mean::masked_mean_cpu(x.f32()?, &g, mask)))
     }
     fn l2_normalize(&mut self, x: &CpuTensor) -> Result<CpuTensor> {
-        Ok(CpuTensor::new(x.shape.clone(), l2_norm::l2_normalize_cpu(x.f32()?, last(&x.shape))))
+        let d = l2_norm::check(x.meta())?;
+        Ok(CpuTensor::new(x.shape.clone(), l2_norm::l2_normalize_cpu(x.f32()?, d)))
     }
     fn layer_norm(
         &mut self,
@@ -426,25 +394,21 @@ impl Backend for CpuBackend {
         beta: &CpuWeight,
         eps: f32,
     ) -> Result<CpuTensor> {
-        let r = residual.map(|r| r.f32()).transpose()?;
+        layer_norm::check(x.meta(), residual.map(CpuTensor::meta), gamma.meta(), beta.meta())?;
+        let r = residual.map(CpuTensor::f32).transpose()?;
         let y = layer_norm::layer_norm_cpu(x.f32()?, r, &gamma.values, &beta.values, eps);
         Ok(CpuTensor::new(x.shape.clone(), y))
     }
     fn attention(&mut self, qkv: &CpuTensor, heads: usize, key_mask: Option<&CpuTensor>) -> Result<CpuTensor> {
-        let [b, s, d3] = qkv.shape[..] else {
-            return Err(Error::Shape(format!("attention: qkv must be [B, S, 3D], got {:?}", qkv.shape)));
-        };
-        let mask = key_mask.map(|m| m.u32()).transpose()?;
-        self.flops += cost::attention(&qkv.shape);
-        let y = attention::attention_cpu(qkv.f32()?, b, s, d3 / 3, heads, mask);
-        Ok(CpuTensor::new(vec![b, s, d3 / 3], y))
+        let g = attention::check(qkv.meta(), heads, key_mask.map(CpuTensor::meta))?;
+        let mask = key_mask.map(CpuTensor::u32).transpose()?;
+        let shape = vec![g.batch, g.seq, g.d];
+        self.flops += cost::attention(&shape);
+        Ok(CpuTensor::new(shape, attention::attention_cpu(qkv.f32()?, &g, mask)))
     }
     fn embedding(&mut self, ids: &CpuTensor, table: &CpuWeight, add: Option<&CpuWeight>) -> Result<CpuTensor> {
-        let d = table.packed.cols;
-        let len = last(&ids.shape);
-        let y = embedding::embedding_cpu(ids.u32()?, &table.values, d, len, add.map(|a| &a.values[..]));
-        let mut shape = ids.shape.clone();
-        shape.push(d);
-        Ok(CpuTensor::new(shape, y))
+        let g = embedding::check(ids.meta(), table.meta(), add.map(CpuWeight::meta))?;
+        let y = embedding::embedding_cpu(ids.u32()?, &table.values, &g, add.map(|a| &a.values[..]));
+        Ok(CpuTensor::new(g.out_shape, y))
     }
 }

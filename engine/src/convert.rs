@@ -11,8 +11,8 @@ use std::cell::RefCell;
 use std::collections::BTreeSet;
 
 use crate::model_file::{self, WriteTensor};
+use crate::models::brivl::batch_norm::fold_batch_norm;
 use crate::models::brivl::BrivlConfig;
-use crate::ops::conv2d::fold_batch_norm;
 use crate::{DType, Error, Result};
 
 /// BatchNorm epsilon of the TensorFlow-ported EfficientNet.

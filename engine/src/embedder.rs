@@ -126,7 +126,7 @@ async fn images_on<B: Backend>(be: &mut B, m: &Brivl<B>, images: &[Pixels]) -> R
     }
     let mut inputs = Vec::with_capacity(images.len());
     for p in images {
-        if p.rgba.len() != p.width * p.height || p.rgba.is_empty() {
+        if p.width.checked_mul(p.height) != Some(p.rgba.len()) || p.rgba.is_empty() {
             return Err(Error::Shape(format!("image of {}x{} has {} pixels", p.width, p.height, p.rgba.len())));
         }
         inputs.push(be.tensor_u32(&[p.height, p.width], &p.rgba)?);

@@ -1,4 +1,7 @@
 //! Device setup: pick an adapter, ask for the limits the model needs, report what we got.
+// wgpu's handles are Send + Sync natively but not on wasm, where there is one thread: the Arcs
+// that share them are fine there.
+#![cfg_attr(target_arch = "wasm32", allow(clippy::arc_with_non_send_sync))]
 
 use std::sync::{Arc, Mutex};
 
@@ -22,12 +25,12 @@ impl Default for GpuOptions {
 /// A device, its queue, and the caches every op shares. Cloning shares them all.
 #[derive(Clone)]
 pub struct Gpu {
-    pub device: wgpu::Device,
-    pub queue: wgpu::Queue,
-    pub info: wgpu::AdapterInfo,
-    pub limits: wgpu::Limits,
+    pub(crate) device: wgpu::Device,
+    pub(crate) queue: wgpu::Queue,
+    info: wgpu::AdapterInfo,
+    limits: wgpu::Limits,
     /// The device has `shader-f16` and the options allow it.
-    pub f16: bool,
+    f16: bool,
     pub(crate) pipelines: Arc<PipelineCache>,
     pub(crate) pool: Arc<BufferPool>,
     errors: Arc<Mutex<Vec<String>>>,
@@ -95,6 +98,22 @@ impl Gpu {
         })
     }
 
+    /// The adapter's name, vendor, backend and driver as the platform reports them.
+    pub fn info(&self) -> &wgpu::AdapterInfo {
+        &self.info
+    }
+
+    /// The limits the device was created with.
+    pub fn limits(&self) -> &wgpu::Limits {
+        &self.limits
+    }
+
+    /// Whether f16 weights are read as native `f16` (the adapter has `shader-f16` and the
+    /// options allow it); otherwise they are unpacked from u32 words.
+    pub fn has_f16(&self) -> bool {
+        self.f16
+    }
+
     /// One line naming the adapter, for logs and benchmark tables.
     pub fn describe(&self) -> String {
         // Browsers hide adapter names; say what kind of adapter it is instead.
@@ -112,7 +131,7 @@ impl Gpu {
     }
 
     /// Refuses a buffer the adapter cannot bind, with the limit that stops it.
-    pub fn check_fits(&self, bytes: u64) -> Result<()> {
+    pub(crate) fn check_fits(&self, bytes: u64) -> Result<()> {
         let binding = self.limits.max_storage_buffer_binding_size;
         if bytes > binding {
             return Err(Error::TooLarge { bytes, limit_name: "maxStorageBufferBindingSize", limit: binding });
@@ -124,7 +143,7 @@ impl Gpu {
     }
 
     /// Errors the device reported since the last call (validation, out of memory).
-    pub fn take_errors(&self) -> Result<()> {
+    pub(crate) fn take_errors(&self) -> Result<()> {
         let mut errors = self.errors.lock().unwrap();
         if errors.is_empty() {
             Ok(())
@@ -133,8 +152,10 @@ impl Gpu {
         }
     }
 
-    /// Buffers kept for reuse by intermediate tensors, in bytes.
-    pub fn pooled_bytes(&self) -> u64 {
-        self.pool.pooled_bytes()
+    /// Blocks until the work submitted so far has finished (native only: a browser cannot
+    /// block). For timing.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn wait_idle(&self) -> Result<()> {
+        self.device.poll(wgpu::PollType::wait_indefinitely()).map(|_| ()).map_err(|e| Error::Gpu(e.to_string()))
     }
 }

@@ -2,30 +2,37 @@
 //!
 //! Every op family lives in `ops/<name>.rs` beside its kernel `shaders/<name>.wgsl`; each has a
 //! plain-Rust CPU twin that the tests compare against and that can run a model with no adapter.
+//!
+//! The front ends use [`embedder::Embedder`] with [`Gpu`], [`model_file::ModelFile`], [`photo`],
+//! [`checkpoint`] + [`convert`] and [`tokenizer`]. [`ops`] with
+//! [`Pass`] and [`Tensor`] run single kernels (the kernel benchmark does); everything else is
+//! internal.
 
-pub mod backend;
 pub mod checkpoint;
 pub mod convert;
 pub mod embedder;
-pub mod error;
-pub mod gpu;
 pub mod model_file;
 pub mod models;
 pub mod ops;
-pub mod parallel;
-pub mod pass;
 pub mod photo;
-pub mod pipelines;
-pub mod pool;
-pub mod quant;
-pub mod tensor;
 pub mod tokenizer;
-pub mod uniforms;
+
+mod backend;
+mod error;
+mod gpu;
+mod parallel;
+mod pass;
+mod pipelines;
+mod pool;
+mod quant;
+mod tensor;
+mod uniforms;
 
 #[cfg(test)]
-pub(crate) mod testing;
+mod testing;
 
 pub use error::{Error, Result};
-pub use gpu::Gpu;
+pub use gpu::{Gpu, GpuOptions};
 pub use pass::Pass;
+pub use quant::{Packed, Q8_GROUP};
 pub use tensor::{DType, Tensor};

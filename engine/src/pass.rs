@@ -7,7 +7,7 @@ use crate::uniforms::Uniform;
 use crate::Gpu;
 
 /// Workgroups above this count in one dimension are folded into a second dimension.
-pub const MAX_WORKGROUPS_PER_DIM: u32 = 65_535;
+pub(crate) const MAX_WORKGROUPS_PER_DIM: u32 = 65_535;
 
 struct Dispatch {
     pipeline: wgpu::ComputePipeline,
@@ -17,6 +17,7 @@ struct Dispatch {
     workgroups: [u32; 3],
 }
 
+/// The dispatches of one forward pass, submitted together by [`Pass::submit`].
 pub struct Pass {
     gpu: Gpu,
     dispatches: Vec<Dispatch>,
@@ -33,7 +34,7 @@ impl Pass {
     }
 
     /// Records one dispatch. Binding 0 is `params`; bindings 1.. are `tensors` in order.
-    pub fn dispatch<P: Uniform>(
+    pub(crate) fn dispatch<P: Uniform>(
         &mut self,
         kernel: &Kernel,
         defines: &[&str],
@@ -42,7 +43,7 @@ impl Pass {
         workgroups: [u32; 3],
     ) {
         let pipeline = self.gpu.pipelines.get::<P>(&self.gpu.device, kernel, defines);
-        let align = self.gpu.limits.min_uniform_buffer_offset_alignment as usize;
+        let align = self.gpu.limits().min_uniform_buffer_offset_alignment as usize;
         let offset = self.uniforms.len().div_ceil(align) * align;
         let bytes = params.padded_bytes();
         self.uniforms.resize(offset, 0);
@@ -58,7 +59,7 @@ impl Pass {
 
     /// Splits `count` workgroups over x and y so that neither exceeds the per-dimension limit.
     /// Kernels recover the linear index with `linear_workgroup` in `common.wgsl`.
-    pub fn grid(count: u32) -> [u32; 3] {
+    pub(crate) fn grid(count: u32) -> [u32; 3] {
         if count <= MAX_WORKGROUPS_PER_DIM {
             [count.max(1), 1, 1]
         } else {

@@ -16,14 +16,13 @@ const INCLUDES: &[(&str, &str)] = &[("workgroup_reduce", include_str!("../../sha
 
 /// A compute entry point in one of `shaders/*.wgsl`.
 #[derive(Clone, Copy, Debug)]
-pub struct Kernel {
+pub(crate) struct Kernel {
     pub file: &'static str,
     pub source: &'static str,
     pub entry: &'static str,
 }
 
-/// Declares a [`Kernel`] from `shaders/<file>.wgsl`.
-#[macro_export]
+/// Declares a [`Kernel`] from `shaders/<file>.wgsl` (from a file in `src/ops/`).
 macro_rules! kernel {
     ($file:literal, $entry:literal) => {
         $crate::pipelines::Kernel {
@@ -33,6 +32,7 @@ macro_rules! kernel {
         }
     };
 }
+pub(crate) use kernel;
 
 #[derive(Default)]
 pub(crate) struct PipelineCache {

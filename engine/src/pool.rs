@@ -31,8 +31,4 @@ impl BufferPool {
     pub(crate) fn give_back(&self, buffer: wgpu::Buffer) {
         self.free.lock().unwrap().entry(buffer.size()).or_default().push(buffer);
     }
-
-    pub(crate) fn pooled_bytes(&self) -> u64 {
-        self.free.lock().unwrap().iter().map(|(size, v)| size * v.len() as u64).sum()
-    }
 }

@@ -1,4 +1,7 @@
 //! Tensors: a GPU buffer, a shape and a dtype.
+// wgpu's handles are Send + Sync natively but not on wasm, where there is one thread: the Arcs
+// that share them are fine there.
+#![cfg_attr(target_arch = "wasm32", allow(clippy::arc_with_non_send_sync))]
 
 use std::sync::Arc;
 
@@ -55,7 +58,7 @@ fn byte_len(words: usize) -> u64 {
 
 impl Tensor {
     /// An f32 tensor for a kernel to write, from the pool. Its contents are undefined.
-    pub fn uninit(gpu: &Gpu, shape: &[usize]) -> Result<Self> {
+    pub(crate) fn uninit(gpu: &Gpu, shape: &[usize]) -> Result<Self> {
         let bytes = byte_len(shape.iter().product());
         gpu.check_fits(bytes)?;
         let buffer = gpu.pool.take(&gpu.device, bytes);
@@ -121,7 +124,7 @@ impl Tensor {
     }
 
     /// Copies the buffer back to the host as raw words. Submit the pass that writes it first.
-    pub async fn read_words(&self, gpu: &Gpu) -> Result<Vec<u32>> {
+    pub(crate) async fn read_words(&self, gpu: &Gpu) -> Result<Vec<u32>> {
         let size = self.buffer().size();
         let staging = gpu.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("brivl readback"),
@@ -160,7 +163,7 @@ impl Tensor {
     }
 }
 
-fn check_len(shape: &[usize], len: usize) -> Result<()> {
+pub(crate) fn check_len(shape: &[usize], len: usize) -> Result<()> {
     let n: usize = shape.iter().product();
     if n != len {
         return Err(Error::Shape(format!("shape {shape:?} holds {n} elements, data has {len}")));
@@ -174,7 +177,7 @@ mod tests {
     use crate::testing::gpu_test;
 
     gpu_test!(too_large_tensors_are_refused_with_the_limit, |gpu| {
-        let words = (gpu.limits.max_storage_buffer_binding_size / 4 + 1) as usize;
+        let words = (gpu.limits().max_storage_buffer_binding_size / 4 + 1) as usize;
         let err = Tensor::uninit(gpu, &[words]).unwrap_err();
         assert!(matches!(err, Error::TooLarge { limit_name: "maxStorageBufferBindingSize", .. }), "{err}");
         assert!(err.to_string().contains("does not fit this adapter"));

@@ -1,7 +1,9 @@
 //! Test support: one shared device, seeded random data, tolerant comparison, and `gpu_test!`,
 //! which compiles each kernel test both as a native `#[test]` and as a browser `wasm_bindgen_test`.
 
-use crate::Gpu;
+use crate::backend::Backend;
+use crate::quant::Packed;
+use crate::{DType, Error, Gpu, Result};
 
 #[cfg(target_arch = "wasm32")]
 wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_browser);
@@ -79,4 +81,59 @@ pub(crate) fn assert_close(got: &[f32], want: &[f32], atol: f32, rtol: f32, what
     }
     let i = worst.0;
     assert!(worst.1 <= 0.0, "{what}: element {i} is {} but should be {} (atol {atol}, rtol {rtol})", got[i], want[i]);
+}
+
+/// Runs `$body`, an op call on the backend `$be`, once on a `CpuBackend` and once on a
+/// `GpuBackend`; evaluates to both results (outputs dropped), CPU first.
+macro_rules! on_both {
+    ($gpu:expr, |$be:ident| $body:expr) => {{
+        use $crate::backend::Backend as _;
+        let cpu = {
+            let $be = &mut $crate::backend::CpuBackend::default();
+            $body.map(|_| ())
+        };
+        let gpu = {
+            let $be = &mut $crate::backend::GpuBackend::new($gpu);
+            $body.map(|_| ())
+        };
+        (cpu, gpu)
+    }};
+}
+pub(crate) use on_both;
+
+/// Both backends refused with the same shape error.
+#[track_caller]
+pub(crate) fn assert_same_refusal((cpu, gpu): (Result<()>, Result<()>), what: &str) {
+    match (cpu, gpu) {
+        (Err(Error::Shape(c)), Err(Error::Shape(g))) => assert_eq!(c, g, "{what}: the backends word it differently"),
+        (c, g) => panic!("{what}: expected the same shape error on both backends, got CPU {c:?}, GPU {g:?}"),
+    }
+}
+
+/// Both backends accepted (so the refusals next to it are about the one thing changed).
+#[track_caller]
+pub(crate) fn assert_both_accept((cpu, gpu): (Result<()>, Result<()>), what: &str) {
+    assert!(cpu.is_ok() && gpu.is_ok(), "{what}: expected both backends to accept, got CPU {cpu:?}, GPU {gpu:?}");
+}
+
+/// An f32 activation of zeros.
+pub(crate) fn zeros<B: Backend>(be: &mut B, shape: &[usize]) -> B::Tensor {
+    be.tensor(shape, &vec![0.0; shape.iter().product()]).unwrap()
+}
+
+/// A u32 tensor of ones (ids, masks, pixels).
+pub(crate) fn ones_u32<B: Backend>(be: &mut B, shape: &[usize]) -> B::Tensor {
+    be.tensor_u32(shape, &vec![1; shape.iter().product()]).unwrap()
+}
+
+/// A weight of zeros of any shape, packed as `dtype` (`U32`: raw words, which only a bad model
+/// file would hold).
+pub(crate) fn weight<B: Backend>(be: &B, shape: &[usize], dtype: DType) -> B::Weight {
+    let rows = shape.first().copied().unwrap_or(1);
+    let cols = shape.iter().skip(1).product();
+    let packed = match dtype {
+        DType::U32 => Packed { dtype, rows, cols, words: vec![0; rows * cols] },
+        _ => Packed::new(&vec![0.0; rows * cols], rows, cols, dtype).unwrap(),
+    };
+    be.weight(&packed, shape).unwrap()
 }

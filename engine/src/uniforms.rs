@@ -4,7 +4,7 @@
 //! the WGSL uniform layout identical without padding rules.
 
 /// A 4-byte scalar allowed in a uniform struct, with its WGSL type name.
-pub trait WgslScalar: bytemuck::Pod {
+pub(crate) trait WgslScalar: bytemuck::Pod {
     const WGSL: &'static str;
 }
 impl WgslScalar for u32 {
@@ -18,7 +18,7 @@ impl WgslScalar for f32 {
 }
 
 /// A host struct that a kernel reads as `var<uniform> params: <Name>`.
-pub trait Uniform: bytemuck::Pod {
+pub(crate) trait Uniform: bytemuck::Pod {
     /// The WGSL `struct` declaration, derived from the Rust fields.
     fn wgsl_struct() -> String;
     /// The bytes to upload, padded to 16 bytes (uniform bindings are sized in 16-byte units).
@@ -29,14 +29,13 @@ pub trait Uniform: bytemuck::Pod {
     }
 }
 
-/// Declares a uniform struct once: the Rust type and its WGSL twin.
-#[macro_export]
+/// Declares a uniform struct once: the Rust type (crate-visible) and its WGSL twin.
 macro_rules! uniform_struct {
     ($(#[$meta:meta])* pub struct $name:ident { $(pub $field:ident : $ty:ty),+ $(,)? }) => {
         $(#[$meta])*
         #[repr(C)]
         #[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
-        pub struct $name { $(pub $field: $ty),+ }
+        pub(crate) struct $name { $(pub $field: $ty),+ }
 
         impl $crate::uniforms::Uniform for $name {
             fn wgsl_struct() -> String {
@@ -49,12 +48,13 @@ macro_rules! uniform_struct {
         }
     };
 }
+pub(crate) use uniform_struct;
 
 #[cfg(test)]
 mod tests {
     use super::Uniform;
 
-    crate::uniform_struct! {
+    super::uniform_struct! {
         /// Example.
         pub struct Example { pub a: u32, pub b: f32, pub c: i32 }
     }

@@ -15,7 +15,7 @@ use brivl_engine::embedder::Embedder;
 use brivl_engine::model_file::{self, content_hash, ModelFile, WriteTensor, FORMAT_VERSION};
 use brivl_engine::models::brivl::BrivlConfig;
 use brivl_engine::photo::{self, PhotoLimits};
-use brivl_engine::quant::Q8_GROUP;
+use brivl_engine::Q8_GROUP;
 use brivl_engine::{checkpoint, convert, DType};
 use support::{peak_while, serialize_unchecked, torch_archive, try_raw_tensors, Pickle, Tracking};
 

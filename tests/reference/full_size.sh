@@ -37,7 +37,8 @@ fi
 
 # 2. Release build (the dev profile leaves the engine unoptimised).
 echo "== build"
-cargo build --release -p brivl-engine --bin brivl --example parity_full
+cargo build --release -p brivl-desktop --bin brivl
+cargo build --release -p brivl-engine --example parity_full
 
 # Values not in the weights come from config.json beside the checkpoint.
 cfg() { "$PY" -c "import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])" "$OUT/config.json" "$1"; }

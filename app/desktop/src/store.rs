@@ -330,14 +330,12 @@ fn read_model(conn: &Connection, path: &Path) -> Result<Option<ModelId>, Desktop
             ))
         }
     }
-    model_from_meta(get("model_hash")?.as_deref(), get("dim")?.as_deref())
-        .map(Some)
-        .ok_or_else(|| {
-            DesktopError::NotAnIndex(
-                path.display().to_string(),
-                format!("its model hash (64 hex digits) or embedding width (1..={MAX_DIM}) is missing or malformed"),
-            )
-        })
+    model_from_meta(get("model_hash")?.as_deref(), get("dim")?.as_deref()).map(Some).ok_or_else(|| {
+        DesktopError::NotAnIndex(
+            path.display().to_string(),
+            format!("its model hash (64 hex digits) or embedding width (1..={MAX_DIM}) is missing or malformed"),
+        )
+    })
 }
 
 /// The model an index's metadata names, validated, so nothing later slices a corrupt hash or

@@ -1,4 +1,4 @@
-//! Models written against [`crate::backend::Backend`], in the style of candle-transformers:
+//! Models written against the crate's `Backend` (`backend.rs`), in the style of candle-transformers:
 //! a config struct, a `load`, a `forward`.
 
 pub mod brivl;

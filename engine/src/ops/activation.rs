@@ -15,7 +15,7 @@ impl Activation {
     pub const ALL: [Activation; 5] = [Self::None, Self::Relu, Self::Gelu, Self::Silu, Self::Sigmoid];
 
     /// The CPU twin of `activate` in `common.wgsl`.
-    pub fn apply(self, x: f32) -> f32 {
+    pub(crate) fn apply(self, x: f32) -> f32 {
         match self {
             Self::None => x,
             Self::Relu => x.max(0.0),
@@ -26,7 +26,7 @@ impl Activation {
     }
 }
 
-pub fn sigmoid(x: f32) -> f32 {
+pub(crate) fn sigmoid(x: f32) -> f32 {
     if x >= 0.0 {
         1.0 / (1.0 + (-x).exp())
     } else {
@@ -36,7 +36,7 @@ pub fn sigmoid(x: f32) -> f32 {
 }
 
 /// erf by its Maclaurin series, exact to ~1e-12 for |x| < 4; beyond, erf rounds to ±1 in f32.
-pub fn erf(x: f64) -> f64 {
+pub(crate) fn erf(x: f64) -> f64 {
     if x.abs() >= 4.0 {
         return x.signum();
     }

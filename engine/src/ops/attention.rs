@@ -2,54 +2,70 @@
 //! (the out_proj is a separate linear). Kernel: `shaders/attention.wgsl`.
 
 use crate::error::ensure_shape;
+use crate::ops::{ensure_grid, ensure_u32, Meta};
 use crate::pipelines::Kernel;
-use crate::{DType, Pass, Result, Tensor};
+use crate::{DType, Error, Pass, Result, Tensor};
 
-crate::uniform_struct! {
+crate::uniforms::uniform_struct! {
     /// Shapes for `attention.wgsl`.
     pub struct AttentionParams { pub batch: u32, pub seq: u32, pub d: u32, pub heads: u32, pub dh: u32, pub scale: f32 }
 }
 
-const KERNEL: Kernel = crate::kernel!("attention", "main");
+const KERNEL: Kernel = crate::pipelines::kernel!("attention", "main");
 
 /// The longest sequence the kernel holds scores for (its workgroup array).
 pub const MAX_SEQ: usize = 512;
+
+/// Checked shapes: `qkv [batch, seq, 3d]`, `heads` heads of `d / heads` columns.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct AttentionGeometry {
+    pub batch: usize,
+    pub seq: usize,
+    pub d: usize,
+    pub heads: usize,
+}
+
+/// The shape check of [`attention`] and its CPU twin: `qkv` f32 `[B, S, 3D]` with S at most
+/// [`MAX_SEQ`], D > 0 split evenly into `heads` > 0 heads, `key_mask` u32 `[B, S]`.
+pub(crate) fn check(qkv: Meta, heads: usize, key_mask: Option<Meta>) -> Result<AttentionGeometry> {
+    let &[batch, seq, d3] = qkv.shape else {
+        return Err(Error::Shape(format!("attention: qkv must be [B, S, 3D], got {:?}", qkv.shape)));
+    };
+    ensure_shape!(qkv.dtype == DType::F32, "attention: qkv must be f32, got {:?}", qkv.dtype);
+    ensure_shape!(d3 > 0 && d3 % 3 == 0, "attention: last axis {d3} of qkv is not 3D");
+    let d = d3 / 3;
+    ensure_shape!(heads > 0 && d % heads == 0, "attention: D = {d} does not split into {heads} heads");
+    ensure_shape!(seq <= MAX_SEQ, "attention: sequence length {seq} exceeds {MAX_SEQ}");
+    if let Some(m) = key_mask {
+        ensure_shape!(
+            m.shape == [batch, seq] && m.dtype == DType::U32,
+            "attention: key_mask must be u32 [{batch}, {seq}], got {:?} {:?}",
+            m.dtype,
+            m.shape
+        );
+    }
+    ensure_u32("attention", "elements of qkv", qkv.numel())?;
+    ensure_grid("attention", batch.saturating_mul(heads).saturating_mul(seq))?;
+    Ok(AttentionGeometry { batch, seq, d, heads })
+}
 
 /// `softmax(q kᵀ / sqrt(dh)) v` per head, from `qkv [B, S, 3D]` (q, k, v side by side; head `h`
 /// on columns `h*dh..(h+1)*dh` of each) to `[B, S, D]`. `key_mask [B, S]` (u32, 1 = real token,
 /// 0 = padding) keeps padded keys out of every softmax; a query whose keys are all padding
 /// gets zeros.
 pub fn attention(pass: &mut Pass, qkv: &Tensor, heads: usize, key_mask: Option<&Tensor>) -> Result<Tensor> {
-    let (b, s, d3) = match qkv.shape() {
-        &[b, s, d3] => (b, s, d3),
-        sh => return Err(crate::Error::Shape(format!("attention: qkv must be [B, S, 3D], got {sh:?}"))),
-    };
-    ensure_shape!(qkv.dtype() == DType::F32, "attention: qkv must be f32");
-    ensure_shape!(d3 > 0 && d3 % 3 == 0, "attention: last axis {d3} of qkv is not 3D");
-    let d = d3 / 3;
-    ensure_shape!(heads > 0 && d % heads == 0, "attention: D = {d} does not split into {heads} heads");
-    ensure_shape!(s <= MAX_SEQ, "attention: sequence length {s} exceeds {MAX_SEQ}");
-    ensure_shape!(qkv.numel() <= u32::MAX as usize, "attention: qkv exceeds u32 indexing");
-    if let Some(m) = key_mask {
-        ensure_shape!(
-            m.shape() == [b, s] && m.dtype() == DType::U32,
-            "attention: key_mask must be u32 [{b}, {s}], got {:?} {:?}",
-            m.dtype(),
-            m.shape()
-        );
-    }
-    let out = Tensor::uninit(pass.gpu(), &[b, s, d])?;
-    let groups = b * heads * s;
+    let g = check(qkv.into(), heads, key_mask.map(Meta::from))?;
+    let out = Tensor::uninit(pass.gpu(), &[g.batch, g.seq, g.d])?;
+    let groups = g.batch * g.heads * g.seq;
     if groups == 0 {
         return Ok(out);
     }
-    ensure_shape!(groups <= u32::MAX as usize, "attention: too many rows");
-    let dh = d / heads;
+    let dh = g.d / g.heads;
     let params = AttentionParams {
-        batch: b as u32,
-        seq: s as u32,
-        d: d as u32,
-        heads: heads as u32,
+        batch: g.batch as u32,
+        seq: g.seq as u32,
+        d: g.d as u32,
+        heads: g.heads as u32,
         dh: dh as u32,
         scale: 1.0 / (dh as f32).sqrt(),
     };
@@ -61,15 +77,10 @@ pub fn attention(pass: &mut Pass, qkv: &Tensor, heads: usize, key_mask: Option<&
     Ok(out)
 }
 
-/// CPU twin: `qkv` is `[batch, seq, 3d]` row-major, `key_mask` `[batch, seq]`; returns `[batch, seq, d]`.
-pub fn attention_cpu(
-    qkv: &[f32],
-    batch: usize,
-    seq: usize,
-    d: usize,
-    heads: usize,
-    key_mask: Option<&[u32]>,
-) -> Vec<f32> {
+/// CPU twin, on what [`check`] passed: `qkv` is `[batch, seq, 3d]` row-major, `key_mask`
+/// `[batch, seq]`; returns `[batch, seq, d]`.
+pub(crate) fn attention_cpu(qkv: &[f32], g: &AttentionGeometry, key_mask: Option<&[u32]>) -> Vec<f32> {
+    let AttentionGeometry { batch, seq, d, heads } = *g;
     let dh = d / heads;
     let scale = 1.0 / (dh as f32).sqrt();
     let row = |b: usize, j: usize| &qkv[(b * seq + j) * 3 * d..(b * seq + j + 1) * 3 * d];
@@ -124,6 +135,10 @@ mod tests {
         y.read_f32(gpu).await.unwrap()
     }
 
+    fn geometry(batch: usize, seq: usize, d: usize, heads: usize) -> AttentionGeometry {
+        AttentionGeometry { batch, seq, d, heads }
+    }
+
     /// Batch `b` has its last `b` positions padded (batch 0 none).
     fn padding_mask(batch: usize, seq: usize) -> Vec<u32> {
         (0..batch * seq).map(|t| u32::from(t % seq + t / seq < seq)).collect()
@@ -132,7 +147,7 @@ mod tests {
     async fn check(gpu: &Gpu, b: usize, s: usize, d: usize, heads: usize, masked: bool, scale: f32) {
         let qkv = random(b * s * 3 * d, (b * s + d) as u64, scale);
         let mask = masked.then(|| padding_mask(b, s));
-        let want = attention_cpu(&qkv, b, s, d, heads, mask.as_deref());
+        let want = attention_cpu(&qkv, &geometry(b, s, d, heads), mask.as_deref());
         let got = run(gpu, &qkv, b, s, d, heads, mask.as_deref()).await;
         // Scores are f32 dots of dh terms (|q||k| ~ dh * scale^2 / 3) in another order, so their
         // error is ~ sqrt(dh) * scale^2 * 6e-8 before the 1/sqrt(dh); outputs are convex
@@ -182,23 +197,31 @@ mod tests {
         let tail = s * d; // batch 2
         assert_eq!(clean_out[..2 * tail], dirty_out[..2 * tail], "padded keys leaked into the output");
         assert!(dirty_out[2 * tail..].iter().all(|&v| v == 0.0), "all-masked rows must be zeros");
-        let want = attention_cpu(&dirty, b, s, d, heads, Some(&mask));
+        let want = attention_cpu(&dirty, &geometry(b, s, d, heads), Some(&mask));
         assert_close(&dirty_out, &want, 2e-6, 1e-5, "masked attention vs cpu"); // as in `check`
     });
 
-    gpu_test!(attention_refuses_bad_shapes, |gpu| {
-        let z = |n| vec![0f32; n];
-        let t = |shape: &[usize]| Tensor::from_f32(gpu, shape, &z(shape.iter().product())).unwrap();
-        let mut pass = Pass::new(gpu);
-        let is_shape = |r: Result<Tensor>| matches!(r, Err(crate::Error::Shape(_)));
-        assert!(is_shape(attention(&mut pass, &t(&[2, 5, 45]), 4, None)), "15 does not split into 4 heads");
-        assert!(is_shape(attention(&mut pass, &t(&[2, 5, 44]), 2, None)), "44 is not 3D");
-        assert!(is_shape(attention(&mut pass, &t(&[10, 45]), 3, None)), "rank 2");
-        assert!(is_shape(attention(&mut pass, &t(&[1, MAX_SEQ + 1, 6]), 1, None)), "too long");
-        assert!(is_shape(attention(&mut pass, &t(&[2, 5, 6]), 0, None)), "no heads");
-        let wrong_shape = Tensor::from_u32(gpu, &[2, 4], &[1; 8]).unwrap();
-        assert!(is_shape(attention(&mut pass, &t(&[2, 5, 6]), 1, Some(&wrong_shape))));
-        assert!(is_shape(attention(&mut pass, &t(&[2, 5, 6]), 1, Some(&t(&[2, 5])))), "f32 mask");
-        assert!(attention(&mut pass, &t(&[2, 5, 6]), 2, None).is_ok());
+    gpu_test!(attention_refuses_bad_shapes_alike_on_both_backends, |gpu| {
+        use crate::testing::{assert_both_accept, assert_same_refusal, on_both, ones_u32, zeros};
+        let run = |qkv: &[usize], heads: usize, mask: Option<&[usize]>| {
+            on_both!(gpu, |be| {
+                let x = zeros(be, qkv);
+                let m = mask.map(|m| ones_u32(be, m));
+                be.attention(&x, heads, m.as_ref())
+            })
+        };
+        assert_both_accept(run(&[2, 5, 6], 2, Some(&[2, 5])), "good shapes");
+        assert_same_refusal(run(&[2, 5, 45], 4, None), "15 does not split into 4 heads");
+        assert_same_refusal(run(&[2, 5, 44], 2, None), "44 is not 3D");
+        assert_same_refusal(run(&[2, 5, 0], 1, None), "D = 0");
+        assert_same_refusal(run(&[10, 45], 3, None), "rank 2");
+        assert_same_refusal(run(&[1, MAX_SEQ + 1, 6], 1, None), "too long");
+        assert_same_refusal(run(&[2, 5, 6], 0, None), "no heads");
+        assert_same_refusal(run(&[2, 5, 6], 1, Some(&[2, 4])), "mask not [B, S]");
+        let float_mask = on_both!(gpu, |be| {
+            let (x, m) = (zeros(be, &[2, 5, 6]), zeros(be, &[2, 5]));
+            be.attention(&x, 1, Some(&m))
+        });
+        assert_same_refusal(float_mask, "f32 mask");
     });
 }

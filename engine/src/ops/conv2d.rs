@@ -1,13 +1,13 @@
 //! General 2-D convolution (groups = 1), channels-last, TensorFlow "SAME" padding, with a fused
-//! bias and activation; and BatchNorm folding for load time. Kernel: `shaders/conv2d.wgsl`.
+//! bias and activation. Kernel: `shaders/conv2d.wgsl`.
 //! Pointwise (1x1) convs should go through `matmul::linear` instead; this is for the stem.
 
 use crate::error::ensure_shape;
-use crate::ops::Activation;
+use crate::ops::{ensure_grid, ensure_u32, Activation, Meta};
 use crate::pipelines::Kernel;
-use crate::{DType, Pass, Result, Tensor};
+use crate::{DType, Error, Pass, Result, Tensor};
 
-crate::uniform_struct! {
+crate::uniforms::uniform_struct! {
     /// Shapes for `conv2d.wgsl` and `depthwise.wgsl`.
     pub struct Conv2dParams {
         pub batch: u32, pub in_h: u32, pub in_w: u32, pub cin: u32,
@@ -16,7 +16,7 @@ crate::uniform_struct! {
     }
 }
 
-const KERNEL: Kernel = crate::kernel!("conv2d", "main");
+const KERNEL: Kernel = crate::pipelines::kernel!("conv2d", "main");
 /// Threads per workgroup in `conv2d.wgsl` and `depthwise.wgsl`.
 pub(crate) const WORKGROUP: usize = 64;
 
@@ -24,7 +24,7 @@ pub(crate) const WORKGROUP: usize = 64;
 /// `out = ceil(in / s)`, `total = max((out - 1) * s + k - in, 0)`, `before = total / 2`; the rest
 /// (one more at odd totals, e.g. at stride 2) goes after. `stride` must be at least 1 (a 0 is
 /// treated as 1 here; the conv functions refuse it).
-pub fn same_padding(input: usize, k: usize, stride: usize) -> (usize, usize) {
+pub(crate) fn same_padding(input: usize, k: usize, stride: usize) -> (usize, usize) {
     let s = stride.max(1);
     let out = input.div_ceil(s);
     let total = (out.saturating_sub(1) * s + k).saturating_sub(input);
@@ -46,6 +46,8 @@ pub(crate) struct ConvGeometry {
     pub out_w: usize,
     pub pad_top: usize,
     pub pad_left: usize,
+    /// Invocations of the kernel, one per output (depthwise) or per 4 output channels (conv2d).
+    pub threads: usize,
 }
 
 impl ConvGeometry {
@@ -68,62 +70,73 @@ impl ConvGeometry {
         }
     }
 
-    /// `x` is `[B, H, W, Cin]`; `w` is `[Cout, Cin, KH, KW]`, or `[C, 1, KH, KW]` when `depthwise`.
-    pub(crate) fn new(
+    /// The check of [`conv2d`] and [`crate::ops::depthwise::depthwise`] and their twins: `x`
+    /// `[B, H, W, Cin]`, `w` `[Cout, Cin, KH, KW]` (`[C, 1, KH, KW]` when `depthwise`), `bias`
+    /// `[Cout]`, all f32 and non-empty; stride at least 1.
+    pub(crate) fn check(
         op: &str,
-        x: &[usize],
-        w: &[usize],
-        bias: Option<&[usize]>,
+        x: Meta,
+        w: Meta,
+        bias: Option<Meta>,
         stride: usize,
         depthwise: bool,
     ) -> Result<Self> {
-        let &[batch, in_h, in_w, cin] = x else {
-            return Err(crate::Error::Shape(format!("{op}: x must be [B, H, W, C], got {x:?}")));
+        let &[batch, in_h, in_w, cin] = x.shape else {
+            return Err(Error::Shape(format!("{op}: x must be [B, H, W, C], got {:?}", x.shape)));
         };
-        let &[cout, w_in, kh, kw] = w else {
-            return Err(crate::Error::Shape(format!("{op}: weight must be [Cout, Cin/groups, KH, KW], got {w:?}")));
+        let &[cout, w_in, kh, kw] = w.shape else {
+            return Err(Error::Shape(format!("{op}: weight must be [Cout, Cin/groups, KH, KW], got {:?}", w.shape)));
         };
-        ensure_shape!(x.iter().chain(w).all(|&d| d > 0), "{op}: zero-sized x {x:?} or weight {w:?}");
+        ensure_shape!(
+            x.shape.iter().chain(w.shape).all(|&d| d > 0),
+            "{op}: zero-sized x {:?} or weight {:?}",
+            x.shape,
+            w.shape
+        );
         ensure_shape!(stride >= 1, "{op}: stride must be at least 1");
         if depthwise {
-            ensure_shape!(cout == cin && w_in == 1, "{op}: weight {w:?} is not [{cin}, 1, KH, KW]");
+            ensure_shape!(cout == cin && w_in == 1, "{op}: weight {:?} is not [{cin}, 1, KH, KW]", w.shape);
         } else {
-            ensure_shape!(w_in == cin, "{op}: weight {w:?} does not take Cin = {cin}");
+            ensure_shape!(w_in == cin, "{op}: weight {:?} does not take Cin = {cin}", w.shape);
         }
         if let Some(b) = bias {
-            ensure_shape!(b == [cout], "{op}: bias {b:?} is not [{cout}]");
+            ensure_shape!(b.shape == [cout], "{op}: bias {:?} is not [{cout}]", b.shape);
+        }
+        for (what, t) in [("x", Some(x)), ("weight", Some(w)), ("bias", bias)] {
+            if let Some(t) = t {
+                ensure_shape!(t.dtype == DType::F32, "{op}: {what} must be f32, got {:?}", t.dtype);
+            }
         }
         let (out_h, pad_top) = same_padding(in_h, kh, stride);
         let (out_w, pad_left) = same_padding(in_w, kw, stride);
-        Ok(Self { batch, in_h, in_w, cin, cout, kh, kw, stride, out_h, out_w, pad_top, pad_left })
+        let pixels = batch.saturating_mul(out_h).saturating_mul(out_w);
+        let outputs = pixels.saturating_mul(cout);
+        let threads = if depthwise { outputs } else { pixels.saturating_mul(cout.div_ceil(4)) };
+        for (what, n) in [("elements of x", x.numel()), ("elements of the weight", w.numel()), ("outputs", outputs)] {
+            ensure_u32(op, what, n)?;
+        }
+        ensure_grid(op, threads.div_ceil(WORKGROUP))?;
+        Ok(Self { batch, in_h, in_w, cin, cout, kh, kw, stride, out_h, out_w, pad_top, pad_left, threads })
     }
 
     pub(crate) fn out_shape(&self) -> [usize; 4] {
         [self.batch, self.out_h, self.out_w, self.cout]
     }
 
-    /// Input row/column of tap `k` for output position `o` along an axis, if inside the image.
-    fn tap(o: usize, k: usize, stride: usize, pad: usize, size: usize) -> Option<usize> {
-        (o * stride + k).checked_sub(pad).filter(|&i| i < size)
+    /// The dispatch: 64-wide workgroups over `threads`, folded past 65,535.
+    pub(crate) fn workgroups(&self) -> [u32; 3] {
+        Pass::grid(self.threads.div_ceil(WORKGROUP) as u32)
     }
 
-    /// Workgroups for `threads` invocations of a 64-wide kernel that indexes them in u32.
-    pub(crate) fn workgroups(op: &str, threads: usize) -> Result<[u32; 3]> {
-        let max = crate::pass::MAX_WORKGROUPS_PER_DIM as usize;
-        let groups = threads.div_ceil(WORKGROUP);
-        ensure_shape!(
-            threads <= u32::MAX as usize && groups <= max * max,
-            "{op}: {threads} invocations exceed one dispatch"
-        );
-        Ok(Pass::grid(groups as u32))
+    /// Input row/column of tap `k` for output position `o` along an axis, if inside the image.
+    pub(crate) fn tap(o: usize, k: usize, stride: usize, pad: usize, size: usize) -> Option<usize> {
+        (o * stride + k).checked_sub(pad).filter(|&i| i < size)
     }
 }
 
-pub(crate) fn check_f32(op: &str, tensors: &[Option<&Tensor>]) -> Result<()> {
-    for t in tensors.iter().flatten() {
-        ensure_shape!(t.dtype() == DType::F32, "{op}: {t:?} must be f32");
-    }
-    Ok(())
+/// The shape check of [`conv2d`] and its CPU twin.
+pub(crate) fn check(x: Meta, w: Meta, bias: Option<Meta>, stride: usize) -> Result<ConvGeometry> {
+    ConvGeometry::check("conv2d", x, w, bias, stride, false)
 }
 
 /// `act(conv(x, w) + bias)` with SAME padding: `x [B, H, W, Cin]`, `w [Cout, Cin, KH, KW]`
@@ -136,38 +149,19 @@ pub fn conv2d(
     stride: usize,
     act: Activation,
 ) -> Result<Tensor> {
-    let g = ConvGeometry::new("conv2d", x.shape(), w.shape(), bias.map(|b| b.shape()), stride, false)?;
-    check_f32("conv2d", &[Some(x), Some(w), bias])?;
-    let groups = ConvGeometry::workgroups("conv2d", g.batch * g.out_h * g.out_w * g.cout.div_ceil(4))?;
+    let g = check(x.into(), w.into(), bias.map(Meta::from), stride)?;
     let y = Tensor::uninit(pass.gpu(), &g.out_shape())?;
     let params = g.params(act);
     match bias {
-        Some(b) => pass.dispatch(&KERNEL, &["BIAS"], &params, &[x, w, b, &y], groups),
-        None => pass.dispatch(&KERNEL, &[], &params, &[x, w, &y], groups),
+        Some(b) => pass.dispatch(&KERNEL, &["BIAS"], &params, &[x, w, b, &y], g.workgroups()),
+        None => pass.dispatch(&KERNEL, &[], &params, &[x, w, &y], g.workgroups()),
     }
     Ok(y)
 }
 
-fn check_len(op: &str, what: &str, data: &[f32], shape: &[usize]) -> Result<()> {
-    let n: usize = shape.iter().product();
-    ensure_shape!(data.len() == n, "{op}: {what} has {} values, shape {shape:?} needs {n}", data.len());
-    Ok(())
-}
-
-/// CPU twin of [`conv2d`]: same shapes, as row-major slices. Returns `[B, Ho, Wo, Cout]`.
-pub fn conv2d_cpu(
-    x: &[f32],
-    x_shape: [usize; 4],
-    w: &[f32],
-    w_shape: [usize; 4],
-    bias: Option<&[f32]>,
-    stride: usize,
-    act: Activation,
-) -> Result<Vec<f32>> {
-    let blen = bias.map(|b| [b.len()]);
-    let g = ConvGeometry::new("conv2d_cpu", &x_shape, &w_shape, blen.as_ref().map(|b| &b[..]), stride, false)?;
-    check_len("conv2d_cpu", "x", x, &x_shape)?;
-    check_len("conv2d_cpu", "weight", w, &w_shape)?;
+/// CPU twin of [`conv2d`]: `x`, `w` and `bias` row-major as [`check`] passed them, with its
+/// geometry `g`. Returns `[B, Ho, Wo, Cout]`.
+pub(crate) fn conv2d_cpu(x: &[f32], w: &[f32], bias: Option<&[f32]>, g: &ConvGeometry, act: Activation) -> Vec<f32> {
     let taps = g.kh * g.kw;
     let mut y = Vec::with_capacity(g.out_shape().iter().product());
     for b in 0..g.batch {
@@ -190,42 +184,24 @@ pub fn conv2d_cpu(
             }
         }
     }
-    Ok(y)
+    y
 }
 
-/// Folds an inference BatchNorm that follows a conv into the conv: scales `w` in place per
-/// output channel (its leading dimension, `out_channels` rows) by `gamma / sqrt(var + eps)` and
-/// returns the folded bias `(bias - mean) * scale + beta` (`bias` 0 when the conv has none).
-/// BriVL's BatchNorm eps is 1e-3. Works for `[Cout, Cin, KH, KW]`, `[C, 1, K, K]` and `[N, K]`.
-#[allow(clippy::too_many_arguments)] // the BatchNorm's four vectors, as the checkpoint names them
-pub fn fold_batch_norm(
-    w: &mut [f32],
+/// The twin on plain shapes, for tests: checks them, then runs [`conv2d_cpu`].
+#[cfg(test)]
+pub(crate) fn conv2d_reference(
+    x: &[f32],
+    x_shape: [usize; 4],
+    w: &[f32],
+    w_shape: [usize; 4],
     bias: Option<&[f32]>,
-    out_channels: usize,
-    gamma: &[f32],
-    beta: &[f32],
-    mean: &[f32],
-    var: &[f32],
-    eps: f32,
-) -> Result<Vec<f32>> {
-    let n = out_channels;
-    ensure_shape!(n > 0 && w.len().is_multiple_of(n), "fold_batch_norm: {} weights are not {n} rows", w.len());
-    ensure_shape!(
-        [gamma.len(), beta.len(), mean.len(), var.len()] == [n; 4] && bias.is_none_or(|b| b.len() == n),
-        "fold_batch_norm: BatchNorm / bias vectors must all have {n} values"
-    );
-    let row = w.len() / n;
-    let mut folded = Vec::with_capacity(n);
-    for (c, wr) in w.chunks_exact_mut(row).enumerate() {
-        // In f64 so that folding adds no error beyond the final rounding to f32.
-        let scale = gamma[c] as f64 / (var[c] as f64 + eps as f64).sqrt();
-        for v in wr.iter_mut() {
-            *v = (*v as f64 * scale) as f32;
-        }
-        let b = bias.map_or(0.0, |b| b[c] as f64);
-        folded.push(((b - mean[c] as f64) * scale + beta[c] as f64) as f32);
-    }
-    Ok(folded)
+    stride: usize,
+    act: Activation,
+) -> Vec<f32> {
+    let f32s = |shape| Meta { shape, dtype: DType::F32 };
+    let blen = bias.map(|b| [b.len()]);
+    let g = check(f32s(&x_shape), f32s(&w_shape), blen.as_ref().map(|b| f32s(b)), stride).unwrap();
+    conv2d_cpu(x, w, bias, &g, act)
 }
 
 #[cfg(test)]
@@ -260,7 +236,7 @@ mod tests {
         // the windows are rows/cols {0,1,2} and {2,3}. (Symmetric padding would give other sums.)
         let x: Vec<f32> = (1..=16).map(|v| v as f32).collect();
         let want = [54.0, 45.0, 72.0, 54.0];
-        let cpu = conv2d_cpu(&x, [1, 4, 4, 1], &[1.0; 9], [1, 1, 3, 3], None, 2, Activation::None).unwrap();
+        let cpu = conv2d_reference(&x, [1, 4, 4, 1], &[1.0; 9], [1, 1, 3, 3], None, 2, Activation::None);
         assert_eq!(cpu, want);
         let xt = Tensor::from_f32(gpu, &[1, 4, 4, 1], &x).unwrap();
         let wt = Tensor::from_f32(gpu, &[1, 1, 3, 3], &[1.0; 9]).unwrap();
@@ -279,7 +255,7 @@ mod tests {
         let w = random(w_shape.iter().product(), seed + 1, 1.0 / (fan_in as f32).sqrt());
         let b = random(w_shape[0], seed + 2, 0.5);
         let bias = bias.then_some(&b[..]);
-        let want = conv2d_cpu(&x, x_shape, &w, w_shape, bias, stride, act).unwrap();
+        let want = conv2d_reference(&x, x_shape, &w, w_shape, bias, stride, act);
 
         let xt = Tensor::from_f32(gpu, &x_shape, &x).unwrap();
         let wt = Tensor::from_f32(gpu, &w_shape, &w).unwrap();
@@ -331,77 +307,31 @@ mod tests {
         check(gpu, [1, 2100, 2100, 1], [1, 1, 3, 3], 1, true, Activation::None).await;
     });
 
-    gpu_test!(conv2d_refuses_bad_shapes, |gpu| {
-        let t = |shape: &[usize]| Tensor::from_f32(gpu, shape, &vec![0.0; shape.iter().product()]).unwrap();
-        let x = t(&[1, 5, 5, 3]);
-        let w = t(&[4, 3, 3, 3]);
-        let mut pass = Pass::new(gpu);
-        let mut bad = |x: &Tensor, w: &Tensor, b: Option<&Tensor>, s: usize| {
-            matches!(conv2d(&mut pass, x, w, b, s, Activation::None), Err(crate::Error::Shape(_)))
+    gpu_test!(conv2d_refuses_bad_shapes_alike_on_both_backends, |gpu| {
+        use crate::testing::{assert_both_accept, assert_same_refusal, on_both, ones_u32, weight, zeros};
+        let run = |x: &[usize], w: &[usize], b: Option<&[usize]>, stride: usize, dtype: DType| {
+            on_both!(gpu, |be| {
+                let xt = zeros(be, x);
+                let wt = weight(be, w, dtype);
+                let bt = b.map(|shape| weight(be, shape, DType::F32));
+                be.conv2d(&xt, &wt, bt.as_ref(), stride, Activation::None)
+            })
         };
-        assert!(bad(&x, &t(&[4, 2, 3, 3]), None, 1), "Cin mismatch");
-        assert!(bad(&x, &t(&[4, 3, 3]), None, 1), "3-d weight");
-        assert!(bad(&t(&[5, 5, 3]), &w, None, 1), "3-d x");
-        assert!(bad(&x, &w, Some(&t(&[5])), 1), "bias length");
-        assert!(bad(&x, &w, None, 0), "stride 0");
-        assert!(bad(&x, &t(&[4, 3, 0, 3]), None, 1), "empty kernel");
-        let ids = Tensor::from_u32(gpu, &[1, 5, 5, 3], &[0; 75]).unwrap();
-        assert!(bad(&ids, &w, None, 1), "u32 x");
-        assert!(!bad(&x, &w, None, 1), "the good shapes pass");
-        assert!(conv2d_cpu(&[0.0; 74], [1, 5, 5, 3], &[0.0; 108], [4, 3, 3, 3], None, 1, Activation::None).is_err());
+        let (x, w) = (&[1, 5, 5, 3][..], &[4, 3, 3, 3][..]);
+        assert_both_accept(run(x, w, Some(&[4]), 2, DType::F32), "good shapes");
+        assert_same_refusal(run(x, &[4, 2, 3, 3], None, 1, DType::F32), "Cin mismatch");
+        assert_same_refusal(run(x, &[4, 3, 3], None, 1, DType::F32), "3-d weight");
+        assert_same_refusal(run(&[5, 5, 3], w, None, 1, DType::F32), "3-d x");
+        assert_same_refusal(run(x, w, Some(&[5]), 1, DType::F32), "bias length");
+        assert_same_refusal(run(x, w, None, 0, DType::F32), "stride 0");
+        assert_same_refusal(run(x, &[4, 3, 0, 3], None, 1, DType::F32), "empty kernel");
+        assert_same_refusal(run(&[1, 0, 5, 3], w, None, 1, DType::F32), "empty x");
+        assert_same_refusal(run(x, w, None, 1, DType::F16), "f16 weight");
+        let ids = on_both!(gpu, |be| {
+            let x = ones_u32(be, &[1, 5, 5, 3]);
+            let w = weight(be, &[4, 3, 3, 3], DType::F32);
+            be.conv2d(&x, &w, None, 1, Activation::None)
+        });
+        assert_same_refusal(ids, "u32 x");
     });
-
-    /// Reference: conv, then BatchNorm per output channel, all on the CPU.
-    fn conv_then_bn(
-        x: &[f32],
-        xs: [usize; 4],
-        w: &[f32],
-        ws: [usize; 4],
-        bias: Option<&[f32]>,
-        bn: &[Vec<f32>; 4],
-        eps: f32,
-    ) -> Vec<f32> {
-        let [gamma, beta, mean, var] = bn;
-        let y = conv2d_cpu(x, xs, w, ws, bias, 1, Activation::None).unwrap();
-        let c = ws[0];
-        y.iter()
-            .enumerate()
-            .map(|(i, &v)| (v - mean[i % c]) / (var[i % c] + eps).sqrt() * gamma[i % c] + beta[i % c])
-            .collect()
-    }
-
-    #[test]
-    fn fold_batch_norm_matches_conv_then_bn() {
-        let (xs, ws) = ([2, 7, 6, 4], [9, 4, 3, 3]);
-        let c = ws[0];
-        let x = random(xs.iter().product(), 11, 1.0);
-        let w = random(ws.iter().product(), 12, 1.0 / 6.0);
-        let b = random(c, 13, 0.5);
-        let gamma: Vec<f32> = random(c, 14, 0.5).iter().map(|g| g + 1.0).collect();
-        let beta = random(c, 15, 0.3);
-        let mean = random(c, 16, 0.2);
-        // Variances from tiny (where eps matters) to large.
-        let var: Vec<f32> = (0..c).map(|i| [1e-4, 0.01, 0.5, 2.0, 30.0][i % 5]).collect();
-        let bn = [gamma.clone(), beta.clone(), mean.clone(), var.clone()];
-        let eps = 1e-3;
-        for bias in [None, Some(&b[..])] {
-            let want = conv_then_bn(&x, xs, &w, ws, bias, &bn, eps);
-            let mut wf = w.clone();
-            let bf = fold_batch_norm(&mut wf, bias, c, &gamma, &beta, &mean, &var, eps).unwrap();
-            let got = conv2d_cpu(&x, xs, &wf, ws, Some(&bf), 1, Activation::None).unwrap();
-            // Same math reassociated: the BN scale (up to 1.5 / sqrt(1.1e-3) ~ 45) multiplies the
-            // f32 rounding of a 36-term conv sum (~36 * 6e-8 at |sum| ~ 1) either before or after
-            // the sum, and (conv - mean) can cancel, so the bound is absolute: 45 * 2e-6 ~ 1e-4.
-            assert_close(&got, &want, 1e-4, 1e-5, &format!("fold_batch_norm bias={}", bias.is_some()));
-        }
-        // Folding with the wrong eps must be detectably different (the test can fail).
-        let mut wf = w.clone();
-        let bf = fold_batch_norm(&mut wf, None, c, &gamma, &beta, &mean, &var, 1e-5).unwrap();
-        let got = conv2d_cpu(&x, xs, &wf, ws, Some(&bf), 1, Activation::None).unwrap();
-        let want = conv_then_bn(&x, xs, &w, ws, None, &bn, eps);
-        assert!(got.iter().zip(&want).any(|(g, w)| (g - w).abs() > 1e-2));
-        // Mismatched lengths are errors, not panics.
-        assert!(fold_batch_norm(&mut wf, None, c, &gamma[1..], &beta, &mean, &var, eps).is_err());
-        assert!(fold_batch_norm(&mut wf, None, 7, &gamma, &beta, &mean, &var, eps).is_err());
-    }
 }

@@ -1,12 +1,17 @@
 //! Depthwise convolution (groups = C), channels-last, TensorFlow "SAME" padding, with a fused
 //! (BatchNorm-folded) bias and activation. Kernel: `shaders/depthwise.wgsl`.
 
-use crate::ops::conv2d::{check_f32, ConvGeometry};
-use crate::ops::Activation;
+use crate::ops::conv2d::ConvGeometry;
+use crate::ops::{Activation, Meta};
 use crate::pipelines::Kernel;
 use crate::{Pass, Result, Tensor};
 
-const KERNEL: Kernel = crate::kernel!("depthwise", "main");
+const KERNEL: Kernel = crate::pipelines::kernel!("depthwise", "main");
+
+/// The shape check of [`depthwise`] and its CPU twin.
+pub(crate) fn check(x: Meta, w: Meta, bias: Option<Meta>, stride: usize) -> Result<ConvGeometry> {
+    ConvGeometry::check("depthwise", x, w, bias, stride, true)
+}
 
 /// `act(depthwise_conv(x, w) + bias)` with SAME padding: `x [B, H, W, C]`, `w [C, 1, KH, KW]`
 /// (PyTorch layout, f32), `bias [C]` -> `[B, ceil(H/s), ceil(W/s), C]`.
@@ -18,34 +23,19 @@ pub fn depthwise(
     stride: usize,
     act: Activation,
 ) -> Result<Tensor> {
-    let g = ConvGeometry::new("depthwise", x.shape(), w.shape(), bias.map(|b| b.shape()), stride, true)?;
-    check_f32("depthwise", &[Some(x), Some(w), bias])?;
-    let groups = ConvGeometry::workgroups("depthwise", g.out_shape().iter().product())?;
+    let g = check(x.into(), w.into(), bias.map(Meta::from), stride)?;
     let y = Tensor::uninit(pass.gpu(), &g.out_shape())?;
     let params = g.params(act);
     match bias {
-        Some(b) => pass.dispatch(&KERNEL, &["BIAS"], &params, &[x, w, b, &y], groups),
-        None => pass.dispatch(&KERNEL, &[], &params, &[x, w, &y], groups),
+        Some(b) => pass.dispatch(&KERNEL, &["BIAS"], &params, &[x, w, b, &y], g.workgroups()),
+        None => pass.dispatch(&KERNEL, &[], &params, &[x, w, &y], g.workgroups()),
     }
     Ok(y)
 }
 
-/// CPU twin of [`depthwise`]: same shapes, as row-major slices. Returns `[B, Ho, Wo, C]`.
-pub fn depthwise_cpu(
-    x: &[f32],
-    x_shape: [usize; 4],
-    w: &[f32],
-    w_shape: [usize; 4],
-    bias: Option<&[f32]>,
-    stride: usize,
-    act: Activation,
-) -> Result<Vec<f32>> {
-    let blen = bias.map(|b| [b.len()]);
-    let g = ConvGeometry::new("depthwise_cpu", &x_shape, &w_shape, blen.as_ref().map(|b| &b[..]), stride, true)?;
-    for (what, data, shape) in [("x", x, x_shape), ("weight", w, w_shape)] {
-        let n: usize = shape.iter().product();
-        crate::error::ensure_shape!(data.len() == n, "depthwise_cpu: {what} has {} values, needs {n}", data.len());
-    }
+/// CPU twin of [`depthwise`]: `x`, `w` and `bias` row-major as [`check`] passed them, with its
+/// geometry `g`. Returns `[B, Ho, Wo, C]`.
+pub(crate) fn depthwise_cpu(x: &[f32], w: &[f32], bias: Option<&[f32]>, g: &ConvGeometry, act: Activation) -> Vec<f32> {
     let c = g.cin;
     let mut y = Vec::with_capacity(g.out_shape().iter().product());
     let mut acc = vec![0f32; c];
@@ -54,13 +44,9 @@ pub fn depthwise_cpu(
             for ox in 0..g.out_w {
                 acc.fill(0.0);
                 for ky in 0..g.kh {
-                    let Some(iy) = (oy * g.stride + ky).checked_sub(g.pad_top).filter(|&i| i < g.in_h) else {
-                        continue;
-                    };
+                    let Some(iy) = ConvGeometry::tap(oy, ky, g.stride, g.pad_top, g.in_h) else { continue };
                     for kx in 0..g.kw {
-                        let Some(ix) = (ox * g.stride + kx).checked_sub(g.pad_left).filter(|&i| i < g.in_w) else {
-                            continue;
-                        };
+                        let Some(ix) = ConvGeometry::tap(ox, kx, g.stride, g.pad_left, g.in_w) else { continue };
                         let xs = &x[((b * g.in_h + iy) * g.in_w + ix) * c..][..c];
                         for (ch, (a, xv)) in acc.iter_mut().zip(xs).enumerate() {
                             *a += xv * w[(ch * g.kh + ky) * g.kw + kx];
@@ -71,7 +57,7 @@ pub fn depthwise_cpu(
             }
         }
     }
-    Ok(y)
+    y
 }
 
 #[cfg(test)]
@@ -79,7 +65,23 @@ mod tests {
     use super::*;
     use crate::ops::conv2d::same_padding;
     use crate::testing::{assert_close, gpu_test, random};
-    use crate::Gpu;
+    use crate::{DType, Gpu};
+
+    /// The twin on plain shapes: checks them, then runs [`depthwise_cpu`].
+    fn twin(
+        x: &[f32],
+        xs: [usize; 4],
+        w: &[f32],
+        ws: [usize; 4],
+        bias: Option<&[f32]>,
+        stride: usize,
+        act: Activation,
+    ) -> Vec<f32> {
+        let f32s = |shape| Meta { shape, dtype: DType::F32 };
+        let blen = bias.map(|b| [b.len()]);
+        let g = super::check(f32s(&xs), f32s(&ws), blen.as_ref().map(|b| f32s(b)), stride).unwrap();
+        depthwise_cpu(x, w, bias, &g, act)
+    }
 
     async fn check(gpu: &Gpu, x_shape: [usize; 4], kh: usize, kw: usize, stride: usize, bias: bool, act: Activation) {
         let c = x_shape[3];
@@ -89,7 +91,7 @@ mod tests {
         let w = random(c * kh * kw, seed + 1, 1.0 / ((kh * kw) as f32).sqrt());
         let b = random(c, seed + 2, 0.5);
         let bias = bias.then_some(&b[..]);
-        let want = depthwise_cpu(&x, x_shape, &w, w_shape, bias, stride, act).unwrap();
+        let want = twin(&x, x_shape, &w, w_shape, bias, stride, act);
 
         let xt = Tensor::from_f32(gpu, &x_shape, &x).unwrap();
         let wt = Tensor::from_f32(gpu, &w_shape, &w).unwrap();
@@ -146,7 +148,7 @@ mod tests {
         // SAME pads 0 before and 1 after, so the windows are rows/cols {0,1,2} and {2,3}.
         let x: Vec<f32> = (1..=16).flat_map(|v| [v as f32, -v as f32]).collect();
         let want = [54.0, -54.0, 45.0, -45.0, 72.0, -72.0, 54.0, -54.0];
-        let cpu = depthwise_cpu(&x, [1, 4, 4, 2], &[1.0; 18], [2, 1, 3, 3], None, 2, Activation::None).unwrap();
+        let cpu = twin(&x, [1, 4, 4, 2], &[1.0; 18], [2, 1, 3, 3], None, 2, Activation::None);
         assert_eq!(cpu, want);
         let xt = Tensor::from_f32(gpu, &[1, 4, 4, 2], &x).unwrap();
         let wt = Tensor::from_f32(gpu, &[2, 1, 3, 3], &[1.0; 18]).unwrap();
@@ -157,22 +159,25 @@ mod tests {
         assert_eq!(y.read_f32(gpu).await.unwrap(), want);
     });
 
-    gpu_test!(depthwise_refuses_bad_shapes, |gpu| {
-        let t = |shape: &[usize]| Tensor::from_f32(gpu, shape, &vec![0.0; shape.iter().product()]).unwrap();
-        let x = t(&[1, 5, 5, 3]);
-        let w = t(&[3, 1, 3, 3]);
-        let mut pass = Pass::new(gpu);
-        let mut bad = |x: &Tensor, w: &Tensor, b: Option<&Tensor>, s: usize| {
-            matches!(depthwise(&mut pass, x, w, b, s, Activation::None), Err(crate::Error::Shape(_)))
+    gpu_test!(depthwise_refuses_bad_shapes_alike_on_both_backends, |gpu| {
+        use crate::testing::{assert_both_accept, assert_same_refusal, on_both, weight, zeros};
+        let run = |x: &[usize], w: &[usize], b: Option<&[usize]>, stride: usize, dtype: DType| {
+            on_both!(gpu, |be| {
+                let xt = zeros(be, x);
+                let wt = weight(be, w, dtype);
+                let bt = b.map(|shape| weight(be, shape, DType::F32));
+                be.depthwise(&xt, &wt, bt.as_ref(), stride, Activation::None)
+            })
         };
-        assert!(bad(&x, &t(&[4, 1, 3, 3]), None, 1), "C mismatch");
-        assert!(bad(&x, &t(&[3, 3, 3, 3]), None, 1), "not one input channel per group");
-        assert!(bad(&x, &t(&[3, 9]), None, 1), "2-d weight");
-        assert!(bad(&t(&[5, 5, 3]), &w, None, 1), "3-d x");
-        assert!(bad(&x, &w, Some(&t(&[4])), 1), "bias length");
-        assert!(bad(&x, &w, None, 0), "stride 0");
-        assert!(bad(&t(&[1, 0, 5, 3]), &w, None, 1), "empty x");
-        assert!(!bad(&x, &w, None, 1), "the good shapes pass");
-        assert!(depthwise_cpu(&[0.0; 75], [1, 5, 5, 3], &[0.0; 26], [3, 1, 3, 3], None, 1, Activation::None).is_err());
+        let (x, w) = (&[1, 5, 5, 3][..], &[3, 1, 3, 3][..]);
+        assert_both_accept(run(x, w, Some(&[3]), 2, DType::F32), "good shapes");
+        assert_same_refusal(run(x, &[4, 1, 3, 3], None, 1, DType::F32), "C mismatch");
+        assert_same_refusal(run(x, &[3, 3, 3, 3], None, 1, DType::F32), "not one input channel per group");
+        assert_same_refusal(run(x, &[3, 9], None, 1, DType::F32), "2-d weight");
+        assert_same_refusal(run(&[5, 5, 3], w, None, 1, DType::F32), "3-d x");
+        assert_same_refusal(run(x, w, Some(&[4]), 1, DType::F32), "bias length");
+        assert_same_refusal(run(x, w, None, 0, DType::F32), "stride 0");
+        assert_same_refusal(run(&[1, 0, 5, 3], w, None, 1, DType::F32), "empty x");
+        assert_same_refusal(run(x, w, None, 1, DType::Q8), "q8 weight");
     });
 }

@@ -2,15 +2,16 @@
 //! blocks, and any later op of that kind). Kernel: `shaders/elementwise.wgsl`.
 
 use crate::error::ensure_shape;
+use crate::ops::{ensure_grid, ensure_u32, Meta};
 use crate::pipelines::Kernel;
 use crate::{DType, Pass, Result, Tensor};
 
-crate::uniform_struct! {
+crate::uniforms::uniform_struct! {
     /// Element count for `elementwise.wgsl`.
     pub struct ElementwiseParams { pub n: u32 }
 }
 
-const BINARY: Kernel = crate::kernel!("elementwise", "binary");
+const BINARY: Kernel = crate::pipelines::kernel!("elementwise", "binary");
 /// Invocations per workgroup in `elementwise.wgsl`, one element each.
 const WORKGROUP: usize = 256;
 
@@ -27,11 +28,23 @@ impl Binary {
         }
     }
 
+    /// The op's name in errors.
+    fn name(self) -> &'static str {
+        match self {
+            Binary::Add => "add",
+        }
+    }
+
     fn apply(self, x: f32, y: f32) -> f32 {
         match self {
             Binary::Add => x + y,
         }
     }
+}
+
+/// The shape check of [`add`] and its CPU twin: f32 operands of one shape.
+pub(crate) fn check(a: Meta, b: Meta) -> Result<()> {
+    check_binary(a, b, Binary::Add)
 }
 
 /// `a + b`, elementwise; both f32 of the same shape.
@@ -40,13 +53,25 @@ pub fn add(pass: &mut Pass, a: &Tensor, b: &Tensor) -> Result<Tensor> {
 }
 
 /// CPU twin of [`add`].
-pub fn add_cpu(a: &[f32], b: &[f32]) -> Vec<f32> {
+pub(crate) fn add_cpu(a: &[f32], b: &[f32]) -> Vec<f32> {
     binary_cpu(a, b, Binary::Add)
 }
 
+fn check_binary(a: Meta, b: Meta, op: Binary) -> Result<()> {
+    let name = op.name();
+    ensure_shape!(a.shape == b.shape, "{name}: shapes {:?} and {:?} differ", a.shape, b.shape);
+    ensure_shape!(
+        a.dtype == DType::F32 && b.dtype == DType::F32,
+        "{name}: inputs must be f32, got {:?} and {:?}",
+        a.dtype,
+        b.dtype
+    );
+    ensure_u32(name, "elements", a.numel())?;
+    ensure_grid(name, a.numel().div_ceil(WORKGROUP))
+}
+
 fn binary(pass: &mut Pass, a: &Tensor, b: &Tensor, op: Binary) -> Result<Tensor> {
-    ensure_shape!(a.shape() == b.shape(), "{op:?}: shapes {:?} and {:?} differ", a.shape(), b.shape());
-    ensure_shape!(a.dtype() == DType::F32 && b.dtype() == DType::F32, "{op:?}: inputs must be f32");
+    check_binary(a.into(), b.into(), op)?;
     let out = Tensor::uninit(pass.gpu(), a.shape())?;
     let groups = Pass::grid(a.numel().div_ceil(WORKGROUP) as u32);
     record(pass, a, b, &out, op, groups);
@@ -115,12 +140,21 @@ mod tests {
         check_add(gpu, &[n / 8, 8]).await;
     });
 
-    gpu_test!(add_refuses_bad_inputs, |gpu| {
-        let a = Tensor::from_f32(gpu, &[2, 3], &[0.0; 6]).unwrap();
-        let b = Tensor::from_f32(gpu, &[3, 2], &[0.0; 6]).unwrap();
-        let u = Tensor::from_u32(gpu, &[2, 3], &[0; 6]).unwrap();
-        let mut pass = Pass::new(gpu);
-        assert!(matches!(add(&mut pass, &a, &b), Err(crate::Error::Shape(_))));
-        assert!(matches!(add(&mut pass, &a, &u), Err(crate::Error::Shape(_))));
+    gpu_test!(add_refuses_bad_inputs_alike_on_both_backends, |gpu| {
+        use crate::testing::{assert_both_accept, assert_same_refusal, on_both, ones_u32, zeros};
+        let run = |a: &[usize], b: &[usize]| {
+            on_both!(gpu, |be| {
+                let (at, bt) = (zeros(be, a), zeros(be, b));
+                be.add(&at, &bt)
+            })
+        };
+        assert_both_accept(run(&[2, 3], &[2, 3]), "one shape");
+        assert_same_refusal(run(&[2, 3], &[3, 2]), "transposed");
+        assert_same_refusal(run(&[6], &[2, 3]), "same count, other rank");
+        let ids = on_both!(gpu, |be| {
+            let (a, b) = (zeros(be, &[2, 3]), ones_u32(be, &[2, 3]));
+            be.add(&a, &b)
+        });
+        assert_same_refusal(ids, "u32 operand");
     });
 }

@@ -3,11 +3,12 @@
 //! Kernel: `shaders/embedding.wgsl`.
 
 use crate::error::ensure_shape;
+use crate::ops::{ensure_grid, ensure_u32, Meta};
 use crate::pipelines::Kernel;
 use crate::quant::{q8_groups, row_words, Q8_GROUP};
-use crate::{DType, Pass, Result, Tensor};
+use crate::{DType, Error, Pass, Result, Tensor};
 
-crate::uniform_struct! {
+crate::uniforms::uniform_struct! {
     /// Shapes for `embedding.wgsl`.
     /// `groups` and `q8_group`: q8 scales per row and values per scale (unused otherwise).
     pub struct EmbeddingParams {
@@ -15,51 +16,74 @@ crate::uniform_struct! {
     }
 }
 
-const KERNEL: Kernel = crate::kernel!("embedding", "main");
+const KERNEL: Kernel = crate::pipelines::kernel!("embedding", "main");
 const WG: usize = 256;
+
+/// Checked shapes: `tokens` ids in sequences of `len`, rows of `d` from a `vocab`-row table.
+#[derive(Clone, Debug)]
+pub(crate) struct EmbeddingGeometry {
+    pub tokens: usize,
+    pub len: usize,
+    pub d: usize,
+    pub vocab: usize,
+    /// `ids`' shape with `d` appended.
+    pub out_shape: Vec<usize>,
+}
+
+/// The shape check of [`embedding`] and its CPU twin: `ids` u32 with a sequence axis L last,
+/// `table` `[V, D]` (f32, f16 or q8) with V, D > 0, `add` f32 `[Lmax >= L, D]`.
+pub(crate) fn check(ids: Meta, table: Meta, add: Option<Meta>) -> Result<EmbeddingGeometry> {
+    let &[vocab, d] = table.shape else {
+        return Err(Error::Shape(format!("embedding: table must be [V, D], got {:?}", table.shape)));
+    };
+    ensure_shape!(vocab > 0 && d > 0, "embedding: empty table {:?}", table.shape);
+    ensure_shape!(table.dtype != DType::U32, "embedding: u32 table");
+    ensure_shape!(ids.dtype == DType::U32, "embedding: ids must be u32, got {:?}", ids.dtype);
+    let Some(&len) = ids.shape.last() else {
+        return Err(Error::Shape("embedding: ids must have a sequence axis".into()));
+    };
+    if let Some(a) = add {
+        ensure_shape!(
+            a.dtype == DType::F32 && matches!(a.shape, &[lmax, ad] if lmax >= len && ad == d),
+            "embedding: add {:?} {:?} is not f32 [Lmax >= {len}, {d}]",
+            a.dtype,
+            a.shape
+        );
+    }
+    let tokens = ids.numel();
+    let outputs = tokens.saturating_mul(d);
+    // The kernel's last workgroup computes indices up to WG past the last output.
+    ensure_u32("embedding", "outputs", outputs.saturating_add(WG))?;
+    ensure_u32("embedding", "table rows", vocab)?;
+    ensure_grid("embedding", outputs.div_ceil(WG))?;
+    let mut out_shape = ids.shape.to_vec();
+    out_shape.push(d);
+    Ok(EmbeddingGeometry { tokens, len, d, vocab, out_shape })
+}
 
 /// `ids [..., L]` (u32) -> `[..., L, D]` rows of `table [V, D]`, plus row `l` of `add [Lmax, D]`
 /// (f32, `Lmax >= L`) at position `l`. Ids `>= V` read row `V - 1` (the kernel clamps; ids are
 /// never read back to the host).
 pub fn embedding(pass: &mut Pass, ids: &Tensor, table: &Tensor, add: Option<&Tensor>) -> Result<Tensor> {
-    let (v, d) = match table.shape() {
-        &[v, d] => (v, d),
-        s => return Err(crate::Error::Shape(format!("embedding: table must be [V, D], got {s:?}"))),
-    };
-    ensure_shape!(v > 0 && d > 0, "embedding: empty table {:?}", table.shape());
-    ensure_shape!(ids.dtype() == DType::U32, "embedding: ids must be u32, got {:?}", ids.dtype());
-    let len = ids.shape().last().copied();
-    ensure_shape!(len.is_some(), "embedding: ids must have a sequence axis");
-    let len = len.unwrap_or(0);
+    let g = check(ids.into(), table.into(), add.map(Meta::from))?;
     let define = match table.dtype() {
-        DType::F32 => "TF32",
         DType::F16 => "TF16",
         DType::Q8 => "TQ8",
-        DType::U32 => return Err(crate::Error::Shape("embedding: u32 table".into())),
+        // F32; `check` refused u32.
+        DType::F32 | DType::U32 => "TF32",
     };
-    if let Some(a) = add {
-        ensure_shape!(
-            a.dtype() == DType::F32 && a.shape().len() == 2 && a.shape()[1] == d && a.shape()[0] >= len,
-            "embedding: add {:?} is not f32 [Lmax >= {len}, {d}]",
-            a.shape()
-        );
-    }
-    let tokens = ids.numel();
-    let count = tokens * d;
-    ensure_shape!(count <= u32::MAX as usize - WG, "embedding: {count} outputs exceed u32 indexing");
-    let mut out_shape = ids.shape().to_vec();
-    out_shape.push(d);
-    let y = Tensor::uninit(pass.gpu(), &out_shape)?;
+    let y = Tensor::uninit(pass.gpu(), &g.out_shape)?;
+    let count = g.tokens * g.d;
     if count == 0 {
         return Ok(y);
     }
     let params = EmbeddingParams {
-        tokens: tokens as u32,
-        len: len as u32,
-        d: d as u32,
-        vocab: v as u32,
-        row_words: row_words(table.dtype(), d) as u32,
-        groups: q8_groups(d) as u32,
+        tokens: g.tokens as u32,
+        len: g.len as u32,
+        d: g.d as u32,
+        vocab: g.vocab as u32,
+        row_words: row_words(table.dtype(), g.d) as u32,
+        groups: q8_groups(g.d) as u32,
         q8_group: Q8_GROUP as u32,
     };
     let grid = Pass::grid(count.div_ceil(WG) as u32);
@@ -70,16 +94,17 @@ pub fn embedding(pass: &mut Pass, ids: &Tensor, table: &Tensor, add: Option<&Ten
     Ok(y)
 }
 
-/// CPU twin: `table` is the dequantised `[V, D]` (`Packed::dequantize()`), `ids` a flat list of
-/// sequences of `len`, `add` `[Lmax, D]`. Ids `>= V` take row `V - 1`, as on the GPU.
-pub fn embedding_cpu(ids: &[u32], table: &[f32], d: usize, len: usize, add: Option<&[f32]>) -> Vec<f32> {
-    let v = table.len() / d.max(1);
+/// CPU twin, on what [`check`] passed: `table` is the dequantised `[V, D]`
+/// (`Packed::dequantize()`), `ids` a flat list of sequences of `g.len`, `add` `[Lmax, D]`. Ids
+/// `>= V` take row `V - 1`, as on the GPU.
+pub(crate) fn embedding_cpu(ids: &[u32], table: &[f32], g: &EmbeddingGeometry, add: Option<&[f32]>) -> Vec<f32> {
+    let d = g.d;
     let mut y = Vec::with_capacity(ids.len() * d);
     for (t, &id) in ids.iter().enumerate() {
-        let r = (id as usize).min(v.saturating_sub(1));
+        let r = (id as usize).min(g.vocab - 1);
         let row = &table[r * d..(r + 1) * d];
         match add {
-            Some(a) => y.extend(row.iter().zip(&a[(t % len) * d..]).map(|(x, p)| x + p)),
+            Some(a) => y.extend(row.iter().zip(&a[(t % g.len) * d..]).map(|(x, p)| x + p)),
             None => y.extend_from_slice(row),
         }
     }
@@ -91,6 +116,12 @@ mod tests {
     use super::*;
     use crate::quant::{Packed, Q8_GROUP};
     use crate::testing::{assert_close, gpu_test, random};
+
+    /// The twin for a `[V, d]` table and sequences of `len`.
+    fn twin(ids: &[u32], table: &[f32], d: usize, len: usize, add: Option<&[f32]>) -> Vec<f32> {
+        let g = EmbeddingGeometry { tokens: ids.len(), len, d, vocab: table.len() / d, out_shape: vec![] };
+        embedding_cpu(ids, table, &g, add)
+    }
 
     gpu_test!(embedding_each_dtype_matches_cpu, |gpu| {
         // D = 37: odd (f16 pads each row by a half) and not a multiple of 4 (q8 pads 3 bytes).
@@ -105,7 +136,7 @@ mod tests {
             let packed = Packed::new(&w, v, d, dtype).unwrap();
             let table = Tensor::from_packed(gpu, &packed).unwrap();
             for with_add in [false, true] {
-                let want = embedding_cpu(&ids, &packed.dequantize(), d, l, with_add.then_some(&add[..]));
+                let want = twin(&ids, &packed.dequantize(), d, l, with_add.then_some(&add[..]));
                 let mut pass = Pass::new(gpu);
                 let y = embedding(&mut pass, &idt, &table, with_add.then_some(&addt)).unwrap();
                 pass.submit().unwrap();
@@ -131,7 +162,7 @@ mod tests {
         let y = embedding(&mut pass, &idt, &table, None).unwrap();
         pass.submit().unwrap();
         let got = y.read_f32(gpu).await.unwrap();
-        assert_close(&got, &embedding_cpu(&ids, &packed.dequantize(), d, l, None), 0.0, 0.0, "q8 gather");
+        assert_close(&got, &twin(&ids, &packed.dequantize(), d, l, None), 0.0, 0.0, "q8 gather");
     });
 
     gpu_test!(embedding_large_gather, |gpu| {
@@ -146,25 +177,37 @@ mod tests {
         let y = embedding(&mut pass, &idt, &table, None).unwrap();
         pass.submit().unwrap();
         let got = y.read_f32(gpu).await.unwrap();
-        assert_close(&got, &embedding_cpu(&ids, &packed.dequantize(), d, l, None), 0.0, 0.0, "f16 gather is exact");
+        assert_close(&got, &twin(&ids, &packed.dequantize(), d, l, None), 0.0, 0.0, "f16 gather is exact");
     });
 
-    gpu_test!(embedding_refuses_bad_shapes, |gpu| {
-        let table = Tensor::from_f32(gpu, &[4, 3], &[0.0; 12]).unwrap();
-        let ids = Tensor::from_u32(gpu, &[2, 5], &[0; 10]).unwrap();
-        let float_ids = Tensor::from_f32(gpu, &[2, 5], &[0.0; 10]).unwrap();
-        let short_add = Tensor::from_f32(gpu, &[4, 3], &[0.0; 12]).unwrap();
-        let wide_add = Tensor::from_f32(gpu, &[5, 4], &[0.0; 20]).unwrap();
-        let u32_table = Tensor::from_u32(gpu, &[4, 3], &[0; 12]).unwrap();
-        let flat_table = Tensor::from_f32(gpu, &[12], &[0.0; 12]).unwrap();
-        let empty_table = Tensor::from_f32(gpu, &[0, 3], &[]).unwrap();
-        let mut pass = Pass::new(gpu);
-        let is_shape = |r: Result<Tensor>| matches!(r, Err(crate::Error::Shape(_)));
-        assert!(is_shape(embedding(&mut pass, &float_ids, &table, None)));
-        assert!(is_shape(embedding(&mut pass, &ids, &table, Some(&short_add))), "Lmax < L");
-        assert!(is_shape(embedding(&mut pass, &ids, &table, Some(&wide_add))), "add D differs");
-        assert!(is_shape(embedding(&mut pass, &ids, &u32_table, None)));
-        assert!(is_shape(embedding(&mut pass, &ids, &flat_table, None)));
-        assert!(is_shape(embedding(&mut pass, &ids, &empty_table, None)));
+    gpu_test!(embedding_refuses_bad_shapes_alike_on_both_backends, |gpu| {
+        use crate::testing::{assert_both_accept, assert_same_refusal, on_both, ones_u32, weight, zeros};
+        let run = |ids: &[usize], table: &[usize], dtype: DType, add: Option<&[usize]>| {
+            on_both!(gpu, |be| {
+                let idt = ones_u32(be, ids);
+                let tt = weight(be, table, dtype);
+                let at = add.map(|a| weight(be, a, DType::F32));
+                be.embedding(&idt, &tt, at.as_ref())
+            })
+        };
+        let (ids, table) = (&[2, 5][..], &[4, 3][..]);
+        assert_both_accept(run(ids, table, DType::Q8, Some(&[5, 3])), "good shapes");
+        assert_same_refusal(run(ids, table, DType::F32, Some(&[4, 3])), "Lmax < L");
+        assert_same_refusal(run(ids, table, DType::F32, Some(&[5, 4])), "add D differs");
+        assert_same_refusal(run(ids, table, DType::F32, Some(&[15])), "1-d add");
+        assert_same_refusal(run(ids, table, DType::U32, None), "u32 table");
+        assert_same_refusal(run(ids, &[12], DType::F32, None), "1-d table");
+        assert_same_refusal(run(ids, &[0, 3], DType::F32, None), "empty table");
+        assert_same_refusal(run(&[], table, DType::F32, None), "0-d ids");
+        let float_ids = on_both!(gpu, |be| {
+            let (idt, tt) = (zeros(be, ids), weight(be, table, DType::F32));
+            be.embedding(&idt, &tt, None)
+        });
+        assert_same_refusal(float_ids, "f32 ids");
+        let f16_add = on_both!(gpu, |be| {
+            let (idt, tt, at) = (ones_u32(be, ids), weight(be, table, DType::F32), weight(be, &[5, 3], DType::F16));
+            be.embedding(&idt, &tt, Some(&at))
+        });
+        assert_same_refusal(f16_add, "f16 add");
     });
 }

@@ -1,47 +1,74 @@
-//! Box pooling by bilinear sampling (BriVL image tower step 3): PyTorch's
+//! Bilinear sampling on affine grids (the BriVL image tower pools its boxes with it): PyTorch's
 //! `F.grid_sample(x, F.affine_grid(theta, (N, C, G, G), align_corners=False), mode='bilinear',
 //! padding_mode='zeros', align_corners=False)` on a channels-last map. Kernel: `shaders/grid_sample.wgsl`.
 
 use crate::error::ensure_shape;
+use crate::ops::{ensure_grid, ensure_u32, Meta};
 use crate::pipelines::Kernel;
-use crate::{DType, Pass, Result, Tensor};
+use crate::{DType, Error, Pass, Result, Tensor};
 
-crate::uniform_struct! {
+crate::uniforms::uniform_struct! {
     /// Shapes for `grid_sample.wgsl`.
     pub struct GridSampleParams { pub h: u32, pub w: u32, pub c: u32, pub boxes: u32, pub grid: u32, pub total: u32 }
 }
 
-const KERNEL: Kernel = crate::kernel!("grid_sample", "main");
+const KERNEL: Kernel = crate::pipelines::kernel!("grid_sample", "main");
 const WORKGROUP: usize = 256;
+
+/// Checked shapes: `x [b, h, w, c]`, `boxes` thetas, a `grid x grid` sample grid per box.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct GridSampleGeometry {
+    pub b: usize,
+    pub h: usize,
+    pub w: usize,
+    pub c: usize,
+    pub boxes: usize,
+    pub grid: usize,
+}
+
+impl GridSampleGeometry {
+    pub(crate) fn out_shape(&self) -> [usize; 4] {
+        [self.b, self.boxes, self.grid * self.grid, self.c]
+    }
+}
+
+/// The shape check of [`grid_sample`] and its CPU twin: `x` f32 `[B, H, W, C]` with H, W > 0,
+/// `thetas` f32 `[NB, 6]`, `grid` at least 1.
+pub(crate) fn check(x: Meta, thetas: Meta, grid: usize) -> Result<GridSampleGeometry> {
+    let &[b, h, w, c] = x.shape else {
+        return Err(Error::Shape(format!("grid_sample: x must be [B, H, W, C], got {:?}", x.shape)));
+    };
+    let &[boxes, 6] = thetas.shape else {
+        return Err(Error::Shape(format!("grid_sample: thetas must be [NB, 6], got {:?}", thetas.shape)));
+    };
+    ensure_shape!(
+        x.dtype == DType::F32 && thetas.dtype == DType::F32,
+        "grid_sample: x and thetas must be f32, got {:?} and {:?}",
+        x.dtype,
+        thetas.dtype
+    );
+    ensure_shape!(h > 0 && w > 0, "grid_sample: empty feature map {:?}", x.shape);
+    ensure_shape!(grid > 0, "grid_sample: grid must be at least 1");
+    let total = [boxes, grid, grid, c].iter().fold(b, |n, &d| n.saturating_mul(d));
+    ensure_u32("grid_sample", "outputs", total)?;
+    ensure_u32("grid_sample", "elements of x", x.numel())?;
+    ensure_grid("grid_sample", total.div_ceil(WORKGROUP))?;
+    Ok(GridSampleGeometry { b, h, w, c, boxes, grid })
+}
 
 /// Samples a `grid x grid` bilinear grid per box from `x [B, H, W, C]`; `thetas` is f32
 /// `[NB, 6]`, each row a row-major 2x3 affine `theta`. Returns `[B, NB, grid*grid, C]`, the
 /// points ordered row (y) major, then x.
 pub fn grid_sample(pass: &mut Pass, x: &Tensor, thetas: &Tensor, grid: usize) -> Result<Tensor> {
-    let (b, h, w, c) = match x.shape() {
-        &[b, h, w, c] => (b, h, w, c),
-        s => return Err(crate::Error::Shape(format!("grid_sample: x must be [B, H, W, C], got {s:?}"))),
-    };
-    let boxes = match thetas.shape() {
-        &[n, 6] => n,
-        s => return Err(crate::Error::Shape(format!("grid_sample: thetas must be [NB, 6], got {s:?}"))),
-    };
-    ensure_shape!(x.dtype() == DType::F32 && thetas.dtype() == DType::F32, "grid_sample: x and thetas must be f32");
-    ensure_shape!(h > 0 && w > 0, "grid_sample: empty feature map {:?}", x.shape());
-    ensure_shape!(grid > 0, "grid_sample: grid must be at least 1");
-    let total = b * boxes * grid * grid * c;
-    ensure_shape!(
-        total <= u32::MAX as usize && x.numel() <= u32::MAX as usize,
-        "grid_sample: {total} outputs exceed 32-bit indexing"
-    );
-
-    let y = Tensor::uninit(pass.gpu(), &[b, boxes, grid * grid, c])?;
+    let g = check(x.into(), thetas.into(), grid)?;
+    let total: usize = g.out_shape().iter().product();
+    let y = Tensor::uninit(pass.gpu(), &g.out_shape())?;
     let params = GridSampleParams {
-        h: h as u32,
-        w: w as u32,
-        c: c as u32,
-        boxes: boxes as u32,
-        grid: grid as u32,
+        h: g.h as u32,
+        w: g.w as u32,
+        c: g.c as u32,
+        boxes: g.boxes as u32,
+        grid: g.grid as u32,
         total: total as u32,
     };
     let groups = Pass::grid(total.div_ceil(WORKGROUP) as u32);
@@ -49,36 +76,11 @@ pub fn grid_sample(pass: &mut Pass, x: &Tensor, thetas: &Tensor, grid: usize) ->
     Ok(y)
 }
 
-/// BriVL's 37 pooling boxes (for `box_grid` 6) as affine thetas for [`grid_sample`] on an
-/// `feat_h x feat_w` map of an `image_size`-pixel square image: the `box_grid x box_grid`
-/// tiles, `i` (x) outer and `j` (y) inner, then the whole image.
-pub fn brivl_box_thetas(image_size: f32, feat_h: usize, feat_w: usize, box_grid: usize) -> Vec<[f32; 6]> {
-    let size = image_size as f64;
-    let s = size / box_grid as f64;
-    let mut boxes = Vec::with_capacity(box_grid * box_grid + 1);
-    for i in 0..box_grid {
-        for j in 0..box_grid {
-            let (i, j) = (i as f64, j as f64);
-            boxes.push([i * s, j * s, (i + 1.0) * s, (j + 1.0) * s]);
-        }
-    }
-    boxes.push([0.0, 0.0, size, size]);
-    // The release divides both axes by the same ratio, taken from the feature map's height.
-    let r = size / feat_h as f64;
-    let (wm1, hm1) = (feat_w as f64 - 1.0, feat_h as f64 - 1.0);
-    boxes
-        .iter()
-        .map(|bx| {
-            let [x1, y1, x2, y2] = bx.map(|v| v / r);
-            [(x2 - x1) / wm1, 0.0, (x1 + x2 - wm1) / wm1, 0.0, (y2 - y1) / hm1, (y1 + y2 - hm1) / hm1].map(|v| v as f32)
-        })
-        .collect()
-}
-
-/// CPU twin: `x` is `[B, H, W, C]` row-major; returns `[B, thetas.len(), grid*grid, C]`.
-pub fn grid_sample_cpu(x: &[f32], shape: [usize; 4], thetas: &[[f32; 6]], grid: usize) -> Vec<f32> {
-    let [b, h, w, c] = shape;
-    let mut y = Vec::with_capacity(b * thetas.len() * grid * grid * c);
+/// CPU twin, on what [`check`] passed: `x` is `[B, H, W, C]` row-major, `thetas` `[NB, 6]`;
+/// returns `[B, NB, grid*grid, C]`.
+pub(crate) fn grid_sample_cpu(x: &[f32], g: &GridSampleGeometry, thetas: &[f32]) -> Vec<f32> {
+    let GridSampleGeometry { b, h, w, c, grid, .. } = *g;
+    let mut y = Vec::with_capacity(g.out_shape().iter().product());
     let tap = |bi: usize, ix: f32, iy: f32, ci: usize| -> f32 {
         if ix >= 0.0 && ix < w as f32 && iy >= 0.0 && iy < h as f32 {
             x[((bi * h + iy as usize) * w + ix as usize) * c + ci]
@@ -87,7 +89,7 @@ pub fn grid_sample_cpu(x: &[f32], shape: [usize; 4], thetas: &[[f32; 6]], grid: 
         }
     };
     for bi in 0..b {
-        for t in thetas {
+        for t in thetas.chunks_exact(6) {
             for p in 0..grid * grid {
                 // affine_grid(align_corners=False) base point, then theta . (bx, by, 1).
                 let bx = (2 * (p % grid) + 1) as f32 / grid as f32 - 1.0;
@@ -120,6 +122,13 @@ mod tests {
     use crate::testing::{assert_close, gpu_test, random};
     use crate::Gpu;
 
+    /// The twin on a plain shape and thetas.
+    fn twin(x: &[f32], shape: [usize; 4], thetas: &[[f32; 6]], grid: usize) -> Vec<f32> {
+        let [b, h, w, c] = shape;
+        let g = GridSampleGeometry { b, h, w, c, boxes: thetas.len(), grid };
+        grid_sample_cpu(x, &g, thetas.as_flattened())
+    }
+
     async fn run(gpu: &Gpu, x: &[f32], shape: [usize; 4], thetas: &[[f32; 6]], grid: usize) -> Vec<f32> {
         let xt = Tensor::from_f32(gpu, &shape, x).unwrap();
         let tt = Tensor::from_f32(gpu, &[thetas.len(), 6], thetas.as_flattened()).unwrap();
@@ -133,7 +142,7 @@ mod tests {
     async fn check(gpu: &Gpu, shape: [usize; 4], thetas: &[[f32; 6]], grid: usize, what: &str) {
         let x = random(shape.iter().product(), 7 + shape[3] as u64, 1.0);
         let got = run(gpu, &x, shape, thetas, grid).await;
-        let want = grid_sample_cpu(&x, shape, thetas, grid);
+        let want = twin(&x, shape, thetas, grid);
         // Same formulas in f32; the GPU may fuse multiply-adds and round the base-point division
         // differently, moving sample points by ~1e-6 pixels. Bilinear sampling is continuous
         // (zero padding included), so outputs of |x| <= 1 move by a few 1e-6 at most.
@@ -161,49 +170,28 @@ mod tests {
         check(gpu, [1, 1, 1, 1], &thetas, 1, "1x1x1 G=1").await;
     });
 
-    gpu_test!(grid_sample_brivl_boxes_at_15x15, |gpu| {
-        let thetas = brivl_box_thetas(456.0, 15, 15, 6);
-        check(gpu, [1, 15, 15, 37], &thetas, 4, "BriVL 37 boxes").await;
-    });
-
-    #[test]
-    fn brivl_thetas_follow_the_spec() {
-        let t = brivl_box_thetas(456.0, 15, 15, 6);
-        assert_eq!(t.len(), 37);
-        // r = 456/15 = 30.4, s = 76: each tile is 2.5 feature pixels wide.
-        // Box 1 is i = 0, j = 1: x in [0, 2.5], y in [2.5, 5].
-        let want1 = [2.5 / 14.0, 0.0, (2.5 - 14.0) / 14.0, 0.0, 2.5 / 14.0, (7.5 - 14.0) / 14.0];
-        // Box 6 is i = 1, j = 0.
-        let want6 = [2.5 / 14.0, 0.0, (7.5 - 14.0) / 14.0, 0.0, 2.5 / 14.0, (2.5 - 14.0) / 14.0];
-        // The whole image: (0, 0, 15, 15).
-        let want36 = [15.0 / 14.0, 0.0, 1.0 / 14.0, 0.0, 15.0 / 14.0, 1.0 / 14.0];
-        for (got, want) in [(t[1], want1), (t[6], want6), (t[36], want36)] {
-            assert_close(&got, &want, 1e-7, 1e-6, "BriVL theta");
-        }
-    }
-
     #[test]
     fn twin_by_hand() {
         // 8 x 8 map, one channel, x = 10*row + col. Powers of two keep every coordinate exact.
         let x: Vec<f32> = (0..64).map(|i| (10 * (i / 8) + i % 8) as f32).collect();
         let shape = [1, 8, 8, 1];
         // Identity at G = H = W samples every pixel centre: the input, bit for bit.
-        assert_eq!(grid_sample_cpu(&x, shape, &[[1.0, 0.0, 0.0, 0.0, 1.0, 0.0]], 8), x);
+        assert_eq!(twin(&x, shape, &[[1.0, 0.0, 0.0, 0.0, 1.0, 0.0]], 8), x);
         // A shift of 2/W is one pixel right: column 7 reads column 8, which is padding.
-        let shifted = grid_sample_cpu(&x, shape, &[[1.0, 0.0, 0.25, 0.0, 1.0, 0.0]], 8);
+        let shifted = twin(&x, shape, &[[1.0, 0.0, 0.25, 0.0, 1.0, 0.0]], 8);
         for (i, v) in shifted.iter().enumerate() {
             let (r, c) = (i / 8, i % 8);
             assert_eq!(*v, if c < 7 { (10 * r + c + 1) as f32 } else { 0.0 }, "shift at {r},{c}");
         }
         // Half a pixel down: the mean of rows r and r + 1; the last row is half of row 7.
-        let half = grid_sample_cpu(&x, shape, &[[1.0, 0.0, 0.0, 0.0, 1.0, 0.125]], 8);
+        let half = twin(&x, shape, &[[1.0, 0.0, 0.0, 0.0, 1.0, 0.125]], 8);
         for (i, v) in half.iter().enumerate() {
             let (r, c) = ((i / 8) as f32, (i % 8) as f32);
             let want = if r < 7.0 { 10.0 * r + 5.0 + c } else { 0.5 * (70.0 + c) };
             assert_eq!(*v, want, "half shift at {r},{c}");
         }
         // A zero-size box at the map centre (3.5, 3.5): the mean of the 4 middle pixels.
-        let centre = grid_sample_cpu(&x, shape, &[[0.0; 6]], 2);
+        let centre = twin(&x, shape, &[[0.0; 6]], 2);
         assert_eq!(centre, vec![38.5; 4]);
     }
 
@@ -216,26 +204,26 @@ mod tests {
                                         // rounded differently by the GPU (a weight of ~1e-7 on a neighbour).
         assert_close(&got, &want, 1e-6, 0.0, "identity");
         let got = run(gpu, &x, [2, 8, 8, 37], &[[1.0, 0.0, 0.25, 0.0, 1.0, 0.0]], 8).await;
-        assert_close(&got, &grid_sample_cpu(&x, shape, &[[1.0, 0.0, 0.25, 0.0, 1.0, 0.0]], 8), 1e-6, 0.0, "shift");
+        assert_close(&got, &twin(&x, shape, &[[1.0, 0.0, 0.25, 0.0, 1.0, 0.0]], 8), 1e-6, 0.0, "shift");
     });
 
-    gpu_test!(grid_sample_refuses_bad_shapes, |gpu| {
-        let x = Tensor::from_f32(gpu, &[1, 4, 4, 2], &[0.0; 32]).unwrap();
-        let x3 = Tensor::from_f32(gpu, &[4, 4, 2], &[0.0; 32]).unwrap();
-        let empty = Tensor::from_f32(gpu, &[1, 0, 4, 2], &[]).unwrap();
-        let t = Tensor::from_f32(gpu, &[2, 6], &[0.0; 12]).unwrap();
-        let t5 = Tensor::from_f32(gpu, &[2, 5], &[0.0; 10]).unwrap();
-        let tu = Tensor::from_u32(gpu, &[2, 6], &[0; 12]).unwrap();
-        let mut pass = Pass::new(gpu);
-        for r in [
-            grid_sample(&mut pass, &x3, &t, 4),
-            grid_sample(&mut pass, &x, &t5, 4),
-            grid_sample(&mut pass, &x, &tu, 4),
-            grid_sample(&mut pass, &empty, &t, 4),
-            grid_sample(&mut pass, &x, &t, 0),
-        ] {
-            assert!(matches!(r, Err(crate::Error::Shape(_))), "{r:?}");
-        }
-        assert!(grid_sample(&mut pass, &x, &t, 4).is_ok());
+    gpu_test!(grid_sample_refuses_bad_shapes_alike_on_both_backends, |gpu| {
+        use crate::testing::{assert_both_accept, assert_same_refusal, on_both, weight, zeros};
+        let run = |x: &[usize], thetas: &[usize], dtype: DType, grid: usize| {
+            on_both!(gpu, |be| {
+                let xt = zeros(be, x);
+                let tt = weight(be, thetas, dtype);
+                be.grid_sample(&xt, &tt, grid)
+            })
+        };
+        let (x, t) = (&[1, 4, 4, 2][..], &[2, 6][..]);
+        assert_both_accept(run(x, t, DType::F32, 4), "good shapes");
+        assert_same_refusal(run(&[4, 4, 2], t, DType::F32, 4), "3-d x");
+        assert_same_refusal(run(x, &[2, 5], DType::F32, 4), "thetas not [NB, 6]");
+        assert_same_refusal(run(x, &[12], DType::F32, 4), "flat thetas");
+        assert_same_refusal(run(x, t, DType::F16, 4), "f16 thetas");
+        assert_same_refusal(run(&[1, 0, 4, 2], t, DType::F32, 4), "empty map");
+        assert_same_refusal(run(x, t, DType::F32, 0), "grid 0");
+        assert_same_refusal(run(x, t, DType::F32, 1 << 20), "more samples than 32 bits index");
     });
 }

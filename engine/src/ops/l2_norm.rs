@@ -2,26 +2,36 @@
 //! the final embeddings). Kernel: `shaders/l2_norm.wgsl`.
 
 use crate::error::ensure_shape;
+use crate::ops::{ensure_grid, ensure_u32, Meta};
 use crate::pipelines::Kernel;
-use crate::{DType, Pass, Result, Tensor};
+use crate::{DType, Error, Pass, Result, Tensor};
 
-crate::uniform_struct! {
+crate::uniforms::uniform_struct! {
     /// Shapes for `l2_norm.wgsl`: x is `[rows, d]`.
     pub struct L2NormParams { pub rows: u32, pub d: u32 }
 }
 
-const KERNEL: Kernel = crate::kernel!("l2_norm", "main");
+const KERNEL: Kernel = crate::pipelines::kernel!("l2_norm", "main");
 /// torch.nn.functional.normalize's default `eps`: the norm is clamped to at least this.
-pub const EPS: f32 = 1e-12;
+const EPS: f32 = 1e-12;
+
+/// The shape check of [`l2_normalize`] and its CPU twin: `x` f32 `[..., D]` with D > 0.
+/// Returns D.
+pub(crate) fn check(x: Meta) -> Result<usize> {
+    let d = match x.shape.last() {
+        Some(&d) if d > 0 => d,
+        _ => return Err(Error::Shape(format!("l2_normalize: x {:?} needs a last axis of D > 0", x.shape))),
+    };
+    ensure_shape!(x.dtype == DType::F32, "l2_normalize: x must be f32, got {:?}", x.dtype);
+    ensure_u32("l2_normalize", "elements", x.numel())?;
+    ensure_grid("l2_normalize", x.numel() / d)?;
+    Ok(d)
+}
 
 /// `x [..., D] / max(||x||, 1e-12)` per row of the last axis, like `F.normalize(x, dim=-1)`.
 /// A zero row stays zero.
 pub fn l2_normalize(pass: &mut Pass, x: &Tensor) -> Result<Tensor> {
-    let d = match x.shape().last() {
-        Some(&d) if d > 0 => d,
-        _ => return Err(crate::Error::Shape(format!("l2_normalize: x {:?} needs a last axis of D > 0", x.shape()))),
-    };
-    ensure_shape!(x.dtype() == DType::F32, "l2_normalize: x must be f32");
+    let d = check(x.into())?;
     let rows = x.numel() / d;
     let out = Tensor::uninit(pass.gpu(), x.shape())?;
     let params = L2NormParams { rows: rows as u32, d: d as u32 };
@@ -30,7 +40,7 @@ pub fn l2_normalize(pass: &mut Pass, x: &Tensor) -> Result<Tensor> {
 }
 
 /// CPU twin of [`l2_normalize`]: `x` row-major with rows of `d` (sums in f64).
-pub fn l2_normalize_cpu(x: &[f32], d: usize) -> Vec<f32> {
+pub(crate) fn l2_normalize_cpu(x: &[f32], d: usize) -> Vec<f32> {
     let mut out = Vec::with_capacity(x.len());
     for row in x.chunks_exact(d.max(1)) {
         let norm = (row.iter().map(|&v| v as f64 * v as f64).sum::<f64>().sqrt() as f32).max(EPS);
@@ -90,13 +100,21 @@ mod tests {
         assert_close(&y.read_f32(gpu).await.unwrap(), &[0.3, 0.4], 1e-6, 1e-5, "clamped norm");
     });
 
-    gpu_test!(l2_normalize_refuses_bad_shapes, |gpu| {
-        let mut pass = Pass::new(gpu);
-        let scalar = Tensor::from_f32(gpu, &[], &[1.0]).unwrap();
-        assert!(matches!(l2_normalize(&mut pass, &scalar), Err(crate::Error::Shape(_))), "0-d");
-        let empty = Tensor::from_f32(gpu, &[3, 0], &[]).unwrap();
-        assert!(matches!(l2_normalize(&mut pass, &empty), Err(crate::Error::Shape(_))), "D = 0");
-        let ids = Tensor::from_u32(gpu, &[2, 3], &[0; 6]).unwrap();
-        assert!(matches!(l2_normalize(&mut pass, &ids), Err(crate::Error::Shape(_))), "u32");
+    gpu_test!(l2_normalize_refuses_bad_shapes_alike_on_both_backends, |gpu| {
+        use crate::testing::{assert_both_accept, assert_same_refusal, on_both, ones_u32, zeros};
+        let run = |x: &[usize]| {
+            on_both!(gpu, |be| {
+                let xt = zeros(be, x);
+                be.l2_normalize(&xt)
+            })
+        };
+        assert_both_accept(run(&[2, 3]), "good shapes");
+        assert_same_refusal(run(&[]), "0-d");
+        assert_same_refusal(run(&[3, 0]), "D = 0");
+        let ids = on_both!(gpu, |be| {
+            let x = ones_u32(be, &[2, 3]);
+            be.l2_normalize(&x)
+        });
+        assert_same_refusal(ids, "u32");
     });
 }

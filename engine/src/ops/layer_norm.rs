@@ -2,15 +2,52 @@
 //! layers fused in: `y = LN(x + residual) * gamma + beta`. Kernel: `shaders/layer_norm.wgsl`.
 
 use crate::error::ensure_shape;
+use crate::ops::{ensure_grid, ensure_u32, Meta};
 use crate::pipelines::Kernel;
 use crate::{DType, Pass, Result, Tensor};
 
-crate::uniform_struct! {
+crate::uniforms::uniform_struct! {
     /// Shapes for `layer_norm.wgsl`.
     pub struct LayerNormParams { pub rows: u32, pub d: u32, pub eps: f32 }
 }
 
-const KERNEL: Kernel = crate::kernel!("layer_norm", "main");
+const KERNEL: Kernel = crate::pipelines::kernel!("layer_norm", "main");
+
+/// Checked shapes: `rows` rows of `d` values.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct LayerNormGeometry {
+    pub rows: usize,
+    pub d: usize,
+}
+
+/// The shape check of [`layer_norm`] and its CPU twin: `x` f32 `[..., D]` with D > 0, `gamma`
+/// and `beta` f32 `[D]`, `residual` f32 of `x`'s shape.
+pub(crate) fn check(x: Meta, residual: Option<Meta>, gamma: Meta, beta: Meta) -> Result<LayerNormGeometry> {
+    let d = x.shape.last().copied().unwrap_or(0);
+    ensure_shape!(d > 0, "layer_norm: x {:?} has no last axis to normalise", x.shape);
+    ensure_shape!(x.dtype == DType::F32, "layer_norm: x must be f32, got {:?}", x.dtype);
+    for (name, t) in [("gamma", gamma), ("beta", beta)] {
+        ensure_shape!(
+            t.shape == [d] && t.dtype == DType::F32,
+            "layer_norm: {name} {:?} {:?} is not f32 [{d}]",
+            t.dtype,
+            t.shape
+        );
+    }
+    if let Some(r) = residual {
+        ensure_shape!(
+            r.shape == x.shape && r.dtype == DType::F32,
+            "layer_norm: residual {:?} {:?} is not f32 like x {:?}",
+            r.dtype,
+            r.shape,
+            x.shape
+        );
+    }
+    ensure_u32("layer_norm", "elements", x.numel())?;
+    let rows = x.numel() / d;
+    ensure_grid("layer_norm", rows)?;
+    Ok(LayerNormGeometry { rows, d })
+}
 
 /// `LN(x (+ residual))` over the last axis `D` of `x [..., D]`, scaled by `gamma [D]` and
 /// shifted by `beta [D]`. BERT uses `eps = 1e-12`, the encoder layers `1e-5`.
@@ -22,32 +59,13 @@ pub fn layer_norm(
     beta: &Tensor,
     eps: f32,
 ) -> Result<Tensor> {
-    let d = x.shape().last().copied().unwrap_or(0);
-    ensure_shape!(d > 0, "layer_norm: x {:?} has no last axis to normalise", x.shape());
-    ensure_shape!(x.dtype() == DType::F32, "layer_norm: x must be f32");
-    for (name, t) in [("gamma", gamma), ("beta", beta)] {
-        ensure_shape!(
-            t.shape() == [d] && t.dtype() == DType::F32,
-            "layer_norm: {name} {:?} is not f32 [{d}]",
-            t.shape()
-        );
-    }
-    if let Some(r) = residual {
-        ensure_shape!(
-            r.shape() == x.shape() && r.dtype() == DType::F32,
-            "layer_norm: residual {:?} differs from x {:?}",
-            r.shape(),
-            x.shape()
-        );
-    }
-    let rows = x.numel() / d;
-    ensure_shape!(x.numel() <= u32::MAX as usize, "layer_norm: {} elements exceed u32 indexing", x.numel());
+    let g = check(x.into(), residual.map(Meta::from), gamma.into(), beta.into())?;
     let y = Tensor::uninit(pass.gpu(), x.shape())?;
-    if rows == 0 {
+    if g.rows == 0 {
         return Ok(y);
     }
-    let params = LayerNormParams { rows: rows as u32, d: d as u32, eps };
-    let groups = Pass::grid(rows as u32);
+    let params = LayerNormParams { rows: g.rows as u32, d: g.d as u32, eps };
+    let groups = Pass::grid(g.rows as u32);
     match residual {
         Some(r) => pass.dispatch(&KERNEL, &["RESIDUAL"], &params, &[x, r, gamma, beta, &y], groups),
         None => pass.dispatch(&KERNEL, &[], &params, &[x, gamma, beta, &y], groups),
@@ -55,8 +73,9 @@ pub fn layer_norm(
     Ok(y)
 }
 
-/// CPU twin: rows of `gamma.len()` values, same two-sweep algorithm as the kernel.
-pub fn layer_norm_cpu(x: &[f32], residual: Option<&[f32]>, gamma: &[f32], beta: &[f32], eps: f32) -> Vec<f32> {
+/// CPU twin, on what [`check`] passed: rows of `gamma.len()` values, same two-sweep algorithm as
+/// the kernel.
+pub(crate) fn layer_norm_cpu(x: &[f32], residual: Option<&[f32]>, gamma: &[f32], beta: &[f32], eps: f32) -> Vec<f32> {
     let d = gamma.len();
     let mut y: Vec<f32> = match residual {
         Some(r) => x.iter().zip(r).map(|(a, b)| a + b).collect(),
@@ -135,17 +154,30 @@ mod tests {
         }
     });
 
-    gpu_test!(layer_norm_refuses_bad_shapes, |gpu| {
-        let x = Tensor::from_f32(gpu, &[2, 3], &[0.0; 6]).unwrap();
-        let g3 = Tensor::from_f32(gpu, &[3], &[1.0; 3]).unwrap();
-        let g4 = Tensor::from_f32(gpu, &[4], &[1.0; 4]).unwrap();
-        let r = Tensor::from_f32(gpu, &[3, 2], &[0.0; 6]).unwrap();
-        let empty = Tensor::from_f32(gpu, &[2, 0], &[]).unwrap();
-        let mut pass = Pass::new(gpu);
-        let is_shape = |r: Result<Tensor>| matches!(r, Err(crate::Error::Shape(_)));
-        assert!(is_shape(layer_norm(&mut pass, &x, None, &g4, &g3, 1e-5)));
-        assert!(is_shape(layer_norm(&mut pass, &x, None, &g3, &g4, 1e-5)));
-        assert!(is_shape(layer_norm(&mut pass, &x, Some(&r), &g3, &g3, 1e-5)));
-        assert!(is_shape(layer_norm(&mut pass, &empty, None, &g3, &g3, 1e-5)));
+    gpu_test!(layer_norm_refuses_bad_shapes_alike_on_both_backends, |gpu| {
+        use crate::testing::{assert_both_accept, assert_same_refusal, on_both, ones_u32, weight, zeros};
+        let run = |x: &[usize], r: Option<&[usize]>, g: &[usize], b: &[usize], dtype: DType| {
+            on_both!(gpu, |be| {
+                let xt = zeros(be, x);
+                let rt = r.map(|r| zeros(be, r));
+                let (gt, bt) = (weight(be, g, dtype), weight(be, b, DType::F32));
+                be.layer_norm(&xt, rt.as_ref(), &gt, &bt, 1e-5)
+            })
+        };
+        let x = &[2, 3][..];
+        assert_both_accept(run(x, Some(x), &[3], &[3], DType::F32), "good shapes");
+        assert_same_refusal(run(x, None, &[4], &[3], DType::F32), "gamma length");
+        assert_same_refusal(run(x, None, &[3], &[4], DType::F32), "beta length");
+        assert_same_refusal(run(x, None, &[1, 3], &[3], DType::F32), "2-d gamma");
+        assert_same_refusal(run(x, None, &[3], &[3], DType::F16), "f16 gamma");
+        assert_same_refusal(run(x, Some(&[3, 2]), &[3], &[3], DType::F32), "residual shape");
+        assert_same_refusal(run(&[2, 0], None, &[0], &[0], DType::F32), "D = 0");
+        assert_same_refusal(run(&[], None, &[1], &[1], DType::F32), "0-d x");
+        let ids = on_both!(gpu, |be| {
+            let (xt, rt) = (zeros(be, x), ones_u32(be, x));
+            let (g, b) = (weight(be, &[3], DType::F32), weight(be, &[3], DType::F32));
+            be.layer_norm(&xt, Some(&rt), &g, &b, 1e-5)
+        });
+        assert_same_refusal(ids, "u32 residual");
     });
 }

@@ -3,33 +3,50 @@
 //! Kernel: `shaders/masked_mean.wgsl`.
 
 use crate::error::ensure_shape;
+use crate::ops::{ensure_grid, ensure_u32, Meta};
 use crate::pipelines::Kernel;
-use crate::{DType, Pass, Result, Tensor};
+use crate::{DType, Error, Pass, Result, Tensor};
 
-crate::uniform_struct! {
+crate::uniforms::uniform_struct! {
     /// Shapes for `masked_mean.wgsl`: x is `[b, s, d]`.
     pub struct MaskedMeanParams { pub b: u32, pub s: u32, pub d: u32 }
 }
 
-const KERNEL: Kernel = crate::kernel!("masked_mean", "main");
+const KERNEL: Kernel = crate::pipelines::kernel!("masked_mean", "main");
 const WORKGROUP: usize = 256;
+
+/// Checked shapes: `x [b, s, d]`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct MaskedMeanGeometry {
+    pub b: usize,
+    pub s: usize,
+    pub d: usize,
+}
+
+/// The shape check of [`masked_mean`] and its CPU twin: `x` f32 `[B, S, D]`, `mask` u32 `[B, S]`.
+pub(crate) fn check(x: Meta, mask: Option<Meta>) -> Result<MaskedMeanGeometry> {
+    let &[b, s, d] = x.shape else {
+        return Err(Error::Shape(format!("masked_mean: x must be [B, S, D], got {:?}", x.shape)));
+    };
+    ensure_shape!(x.dtype == DType::F32, "masked_mean: x must be f32, got {:?}", x.dtype);
+    if let Some(m) = mask {
+        ensure_shape!(m.shape == [b, s], "masked_mean: mask {:?} is not [{b}, {s}]", m.shape);
+        ensure_shape!(m.dtype == DType::U32, "masked_mean: mask must be u32, got {:?}", m.dtype);
+    }
+    ensure_u32("masked_mean", "elements of x", x.numel())?;
+    ensure_u32("masked_mean", "outputs", b.saturating_mul(d))?;
+    ensure_grid("masked_mean", (b * d).div_ceil(WORKGROUP))?;
+    Ok(MaskedMeanGeometry { b, s, d })
+}
 
 /// `x [B, S, D]` -> `[B, D]`: the mean over the positions `s` with `mask[b, s] != 0` (u32
 /// `[B, S]`, 1 = keep), or over all positions when `mask` is `None`. A row with no kept
 /// position gives zeros.
 pub fn masked_mean(pass: &mut Pass, x: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
-    let (b, s, d) = match x.shape() {
-        &[b, s, d] => (b, s, d),
-        sh => return Err(crate::Error::Shape(format!("masked_mean: x must be [B, S, D], got {sh:?}"))),
-    };
-    ensure_shape!(x.dtype() == DType::F32, "masked_mean: x must be f32");
-    if let Some(m) = mask {
-        ensure_shape!(m.shape() == [b, s], "masked_mean: mask {:?} is not [{b}, {s}]", m.shape());
-        ensure_shape!(m.dtype() == DType::U32, "masked_mean: mask must be u32, got {:?}", m.dtype());
-    }
-    let out = Tensor::uninit(pass.gpu(), &[b, d])?;
-    let params = MaskedMeanParams { b: b as u32, s: s as u32, d: d as u32 };
-    let groups = Pass::grid((b * d).div_ceil(WORKGROUP) as u32);
+    let g = check(x.into(), mask.map(Meta::from))?;
+    let out = Tensor::uninit(pass.gpu(), &[g.b, g.d])?;
+    let params = MaskedMeanParams { b: g.b as u32, s: g.s as u32, d: g.d as u32 };
+    let groups = Pass::grid((g.b * g.d).div_ceil(WORKGROUP) as u32);
     match mask {
         Some(m) => pass.dispatch(&KERNEL, &["MASK"], &params, &[x, m, &out], groups),
         None => pass.dispatch(&KERNEL, &[], &params, &[x, &out], groups),
@@ -37,8 +54,10 @@ pub fn masked_mean(pass: &mut Pass, x: &Tensor, mask: Option<&Tensor>) -> Result
     Ok(out)
 }
 
-/// CPU twin of [`masked_mean`]: `x` is `[B, S, D]` row-major, `mask` `[B, S]`.
-pub fn masked_mean_cpu(x: &[f32], b: usize, s: usize, d: usize, mask: Option<&[u32]>) -> Vec<f32> {
+/// CPU twin of [`masked_mean`], on what [`check`] passed: `x` is `[B, S, D]` row-major, `mask`
+/// `[B, S]`.
+pub(crate) fn masked_mean_cpu(x: &[f32], g: &MaskedMeanGeometry, mask: Option<&[u32]>) -> Vec<f32> {
+    let MaskedMeanGeometry { b, s, d } = *g;
     let mut out = vec![0f32; b * d];
     for bi in 0..b {
         let kept: Vec<usize> = (0..s).filter(|&si| mask.is_none_or(|m| m[bi * s + si] != 0)).collect();
@@ -58,7 +77,7 @@ mod tests {
 
     async fn check(gpu: &Gpu, b: usize, s: usize, d: usize, mask: Option<&[u32]>) {
         let x = random(b * s * d, 41 + (s * d) as u64, 2.0);
-        let want = masked_mean_cpu(&x, b, s, d, mask);
+        let want = masked_mean_cpu(&x, &MaskedMeanGeometry { b, s, d }, mask);
         let xt = Tensor::from_f32(gpu, &[b, s, d], &x).unwrap();
         let mt = mask.map(|m| Tensor::from_u32(gpu, &[b, s], m).unwrap());
         let mut pass = Pass::new(gpu);
@@ -101,14 +120,28 @@ mod tests {
         assert_eq!(&y.read_f32(gpu).await.unwrap()[..5], &[0.0; 5]);
     });
 
-    gpu_test!(masked_mean_refuses_bad_shapes, |gpu| {
-        let x = Tensor::from_f32(gpu, &[2, 3, 4], &[0.0; 24]).unwrap();
-        let mut pass = Pass::new(gpu);
-        let flat = x.reshape(&[6, 4]).unwrap();
-        assert!(matches!(masked_mean(&mut pass, &flat, None), Err(crate::Error::Shape(_))), "x not 3-D");
-        let short = Tensor::from_u32(gpu, &[2, 2], &[1; 4]).unwrap();
-        assert!(matches!(masked_mean(&mut pass, &x, Some(&short)), Err(crate::Error::Shape(_))), "mask not [B, S]");
-        let float = Tensor::from_f32(gpu, &[2, 3], &[1.0; 6]).unwrap();
-        assert!(matches!(masked_mean(&mut pass, &x, Some(&float)), Err(crate::Error::Shape(_))), "f32 mask");
+    gpu_test!(masked_mean_refuses_bad_shapes_alike_on_both_backends, |gpu| {
+        use crate::testing::{assert_both_accept, assert_same_refusal, on_both, ones_u32, zeros};
+        let run = |x: &[usize], mask: Option<&[usize]>| {
+            on_both!(gpu, |be| {
+                let xt = zeros(be, x);
+                let m = mask.map(|m| ones_u32(be, m));
+                be.masked_mean(&xt, m.as_ref())
+            })
+        };
+        assert_both_accept(run(&[2, 3, 4], Some(&[2, 3])), "good shapes");
+        assert_same_refusal(run(&[6, 4], None), "x not 3-D");
+        assert_same_refusal(run(&[2, 3, 4], Some(&[2, 2])), "mask not [B, S]");
+        assert_same_refusal(run(&[2, 3, 4], Some(&[6])), "flat mask");
+        let float_mask = on_both!(gpu, |be| {
+            let (x, m) = (zeros(be, &[2, 3, 4]), zeros(be, &[2, 3]));
+            be.masked_mean(&x, Some(&m))
+        });
+        assert_same_refusal(float_mask, "f32 mask");
+        let ids = on_both!(gpu, |be| {
+            let x = ones_u32(be, &[2, 3, 4]);
+            be.masked_mean(&x, None)
+        });
+        assert_same_refusal(ids, "u32 x");
     });
 }

@@ -2,12 +2,12 @@
 //! (PyTorch's `[out, in]`) in f32, f16 or q8. Kernel: `shaders/matmul.wgsl`.
 
 use crate::error::ensure_shape;
-use crate::ops::Activation;
+use crate::ops::{ensure_u32, Activation, Meta};
 use crate::pipelines::Kernel;
 use crate::quant::{q8_groups, row_words, Q8_GROUP};
-use crate::{DType, Pass, Result, Tensor};
+use crate::{DType, Error, Pass, Result, Tensor};
 
-crate::uniform_struct! {
+crate::uniforms::uniform_struct! {
     /// Shapes for `matmul.wgsl`.
     /// `groups` and `q8_group`: q8 scales per row and values per scale (unused otherwise).
     pub struct MatmulParams {
@@ -15,48 +15,72 @@ crate::uniform_struct! {
     }
 }
 
-const KERNEL: Kernel = crate::kernel!("matmul", "main");
+const KERNEL: Kernel = crate::pipelines::kernel!("matmul", "main");
 const TILE: usize = 64;
+
+/// Checked shapes of `x [..., K] · w[N, K]ᵀ`: `m` rows of `x`, output `[..., N]`.
+#[derive(Clone, Debug)]
+pub(crate) struct LinearGeometry {
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub out_shape: Vec<usize>,
+}
+
+/// The shape check of [`linear`] and its CPU twin: `w` is `[N, K]` (f32, f16 or q8) with K > 0,
+/// `x` f32 ending in K, `bias` f32 `[N]`.
+pub(crate) fn check(x: Meta, w: Meta, bias: Option<Meta>) -> Result<LinearGeometry> {
+    let &[n, k] = w.shape else {
+        return Err(Error::Shape(format!("linear: weight must be [N, K], got {:?}", w.shape)));
+    };
+    ensure_shape!(w.dtype != DType::U32, "linear: u32 weights");
+    ensure_shape!(k > 0, "linear: weight {:?} has no inputs (K = 0)", w.shape);
+    ensure_shape!(x.shape.last() == Some(&k), "linear: x {:?} does not end in K = {k}", x.shape);
+    ensure_shape!(x.dtype == DType::F32, "linear: x must be f32, got {:?}", x.dtype);
+    if let Some(b) = bias {
+        ensure_shape!(
+            b.shape == [n] && b.dtype == DType::F32,
+            "linear: bias {:?} {:?} is not f32 [{n}]",
+            b.dtype,
+            b.shape
+        );
+    }
+    let m = x.numel() / k;
+    ensure_u32("linear", "elements of x", x.numel())?;
+    ensure_u32("linear", "outputs", m.saturating_mul(n))?;
+    let max = crate::pass::MAX_WORKGROUPS_PER_DIM as usize;
+    ensure_shape!(m.div_ceil(TILE) <= max && n.div_ceil(TILE) <= max, "linear: {m}x{n} outputs exceed one dispatch");
+    let mut out_shape = x.shape.to_vec();
+    if let Some(last) = out_shape.last_mut() {
+        *last = n;
+    }
+    Ok(LinearGeometry { m, n, k, out_shape })
+}
 
 /// `x [..., K] · w[N, K]ᵀ (+ bias[N]) -> act -> [..., N]`.
 pub fn linear(pass: &mut Pass, x: &Tensor, w: &Tensor, bias: Option<&Tensor>, act: Activation) -> Result<Tensor> {
-    let (n, k) = match w.shape() {
-        &[n, k] => (n, k),
-        s => return Err(crate::Error::Shape(format!("linear weight must be [N, K], got {s:?}"))),
-    };
-    ensure_shape!(x.shape().last() == Some(&k), "linear: x {:?} does not end in K = {k}", x.shape());
-    ensure_shape!(x.dtype() == DType::F32, "linear: x must be f32");
-    if let Some(b) = bias {
-        ensure_shape!(b.shape() == [n], "linear: bias {:?} is not [{n}]", b.shape());
-    }
-    let m = x.numel() / k.max(1);
-    let rows_tiles = m.div_ceil(TILE);
-    ensure_shape!(rows_tiles <= crate::pass::MAX_WORKGROUPS_PER_DIM as usize, "linear: {m} rows exceed one dispatch");
-
-    let mut out_shape = x.shape().to_vec();
-    *out_shape.last_mut().unwrap() = n;
-    let y = Tensor::uninit(pass.gpu(), &out_shape)?;
-
+    let g = check(x.into(), w.into(), bias.map(Meta::from))?;
+    let y = Tensor::uninit(pass.gpu(), &g.out_shape)?;
     let mut defines = vec![match w.dtype() {
-        DType::F32 => "WF32",
         DType::F16 => "WF16",
         DType::Q8 => "WQ8",
-        DType::U32 => return Err(crate::Error::Shape("linear: u32 weights".into())),
+        // F32; `check` refused u32.
+        DType::F32 | DType::U32 => "WF32",
     }];
     // Native f16 reads need the adapter feature; without it the packed words are unpacked.
-    if w.dtype() == DType::F16 && pass.gpu().f16 {
+    if w.dtype() == DType::F16 && pass.gpu().has_f16() {
         defines.push("F16");
     }
     let params = MatmulParams {
-        m: m as u32,
-        n: n as u32,
-        k: k as u32,
-        row_words: row_words(w.dtype(), k) as u32,
+        m: g.m as u32,
+        n: g.n as u32,
+        k: g.k as u32,
+        row_words: row_words(w.dtype(), g.k) as u32,
         act: act as u32,
-        groups: q8_groups(k) as u32,
+        groups: q8_groups(g.k) as u32,
         q8_group: Q8_GROUP as u32,
     };
-    let groups = [n.div_ceil(TILE) as u32, rows_tiles as u32, 1];
+    let groups = [g.n.div_ceil(TILE) as u32, g.m.div_ceil(TILE) as u32, 1];
     match bias {
         Some(b) => {
             defines.push("BIAS");
@@ -67,11 +91,10 @@ pub fn linear(pass: &mut Pass, x: &Tensor, w: &Tensor, bias: Option<&Tensor>, ac
     Ok(y)
 }
 
-/// CPU twin: `x` is `[M, K]` row-major, `w` the dequantised `[N, K]`. Rows of `x` are split
-/// over threads (native); see [`linear_rows`] for the loop order.
-pub fn linear_cpu(x: &[f32], w: &[f32], bias: Option<&[f32]>, k: usize, act: Activation) -> Vec<f32> {
+/// CPU twin: `x` is `[M, K]` row-major, `w` the dequantised `[N, K]`, as [`check`] passed them.
+/// Rows of `x` are split over threads (native); see [`linear_rows`] for the loop order.
+pub(crate) fn linear_cpu(x: &[f32], w: &[f32], bias: Option<&[f32]>, k: usize, act: Activation) -> Vec<f32> {
     if k == 0 {
-        // No rows to tell apart (the backends refuse K = 0).
         return Vec::new();
     }
     let (m, n) = (x.len() / k, w.len() / k);
@@ -216,14 +239,34 @@ mod tests {
     #[test]
     fn linear_f16_fallback_without_shader_f16() {
         let gpu = pollster::block_on(Gpu::with_options(crate::gpu::GpuOptions { allow_f16: false })).unwrap();
-        assert!(!gpu.f16);
+        assert!(!gpu.has_f16());
         pollster::block_on(check(&gpu, 37, 70, 33, DType::F16, true, Activation::None));
     }
 
-    gpu_test!(linear_refuses_mismatched_shapes, |gpu| {
-        let x = Tensor::from_f32(gpu, &[2, 3], &[0.0; 6]).unwrap();
-        let w = Tensor::from_f32(gpu, &[4, 5], &[0.0; 20]).unwrap();
-        let mut pass = Pass::new(gpu);
-        assert!(matches!(linear(&mut pass, &x, &w, None, Activation::None), Err(crate::Error::Shape(_))));
+    gpu_test!(linear_refuses_bad_shapes_alike_on_both_backends, |gpu| {
+        use crate::testing::{assert_both_accept, assert_same_refusal, on_both, ones_u32, weight, zeros};
+        let run = |x: &[usize], w: &[usize], wt: DType, b: Option<(&[usize], DType)>| {
+            on_both!(gpu, |be| {
+                let xt = zeros(be, x);
+                let wt = weight(be, w, wt);
+                let bt = b.map(|(shape, dtype)| weight(be, shape, dtype));
+                be.linear(&xt, &wt, bt.as_ref(), Activation::None)
+            })
+        };
+        assert_both_accept(run(&[2, 3], &[4, 3], DType::Q8, Some((&[4], DType::F32))), "good shapes");
+        assert_both_accept(run(&[0, 3], &[4, 3], DType::F32, None), "no rows");
+        assert_same_refusal(run(&[2, 3], &[4, 5], DType::F32, None), "K mismatch");
+        assert_same_refusal(run(&[], &[4, 1], DType::F32, None), "0-d x");
+        assert_same_refusal(run(&[2, 0], &[4, 0], DType::F32, None), "K = 0");
+        assert_same_refusal(run(&[2, 3], &[12], DType::F32, None), "1-d weight");
+        assert_same_refusal(run(&[2, 3], &[4, 3], DType::U32, None), "u32 weight");
+        assert_same_refusal(run(&[2, 3], &[4, 3], DType::F32, Some((&[5], DType::F32))), "bias length");
+        assert_same_refusal(run(&[2, 3], &[4, 3], DType::F32, Some((&[4], DType::F16))), "f16 bias");
+        let ids = on_both!(gpu, |be| {
+            let x = ones_u32(be, &[2, 3]);
+            let w = weight(be, &[4, 3], DType::F32);
+            be.linear(&x, &w, None, Activation::None)
+        });
+        assert_same_refusal(ids, "u32 x");
     });
 }

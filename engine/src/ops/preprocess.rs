@@ -1,75 +1,84 @@
 //! Image preprocessing on the GPU (BriVL image tower step 1, after decoding): RGBA8 pixels ->
 //! [0, 1] -> bilinear resize like PyTorch `F.interpolate(mode='bilinear', align_corners=False)`
-//! (no antialias) -> ImageNet normalisation, channels-last. Kernel: `shaders/preprocess.wgsl`.
+//! (no antialias) -> per-channel `(v - mean) / std`, channels-last. Kernel: `shaders/preprocess.wgsl`.
 
 use crate::error::ensure_shape;
+use crate::ops::{ensure_grid, ensure_u32, Meta};
 use crate::pipelines::Kernel;
-use crate::{DType, Pass, Result, Tensor};
+use crate::{DType, Error, Pass, Result, Tensor};
 
-crate::uniform_struct! {
-    /// Shapes for `preprocess.wgsl`. `scale_*` is `in / out`, computed in f32 as PyTorch does.
+crate::uniforms::uniform_struct! {
+    /// Shapes and normalisation for `preprocess.wgsl`. `scale_*` is `in / out`, computed in f32
+    /// as PyTorch does.
     pub struct PreprocessParams {
         pub in_h: u32, pub in_w: u32, pub out_h: u32, pub out_w: u32,
         pub scale_h: f32, pub scale_w: f32, pub offset: u32,
+        pub mean_r: f32, pub mean_g: f32, pub mean_b: f32, pub std_r: f32, pub std_g: f32, pub std_b: f32,
     }
 }
 
-const KERNEL: Kernel = crate::kernel!("preprocess", "main");
+const KERNEL: Kernel = crate::pipelines::kernel!("preprocess", "main");
 const WORKGROUP: usize = 256;
 
-/// The normalisation of the release (ImageNet statistics).
-pub const MEAN: [f32; 3] = [0.485, 0.456, 0.406];
-pub const STD: [f32; 3] = [0.229, 0.224, 0.225];
-
-/// Preprocesses the image `rgba` (u32 `[h, w]`, one RGBA8 pixel per word, R in the low byte,
-/// alpha ignored) into image `index` of `out` (f32 `[B, S_h, S_w, 3]`), so a batch is
-/// assembled in place.
-pub fn preprocess_into(pass: &mut Pass, rgba: &Tensor, out: &Tensor, index: usize) -> Result<()> {
-    let (in_h, in_w) = match rgba.shape() {
-        &[h, w] => (h, w),
-        s => return Err(crate::Error::Shape(format!("preprocess: image must be [h, w], got {s:?}"))),
-    };
-    let (batch, out_h, out_w) = match out.shape() {
-        &[b, h, w, 3] => (b, h, w),
-        s => return Err(crate::Error::Shape(format!("preprocess: out must be [B, S_h, S_w, 3], got {s:?}"))),
-    };
-    ensure_shape!(rgba.dtype() == DType::U32, "preprocess: image must be u32 RGBA8 words");
-    ensure_shape!(out.dtype() == DType::F32, "preprocess: out must be f32");
-    ensure_shape!(in_h > 0 && in_w > 0 && out_h > 0 && out_w > 0, "preprocess: empty image or output");
-    ensure_shape!(index < batch, "preprocess: index {index} outside a batch of {batch}");
-    ensure_shape!(out.numel() <= u32::MAX as usize, "preprocess: output exceeds 32-bit indexing");
-
-    let pixels = out_h * out_w;
-    let params = PreprocessParams {
-        in_h: in_h as u32,
-        in_w: in_w as u32,
-        out_h: out_h as u32,
-        out_w: out_w as u32,
-        scale_h: in_h as f32 / out_h as f32,
-        scale_w: in_w as f32 / out_w as f32,
-        offset: (index * pixels * 3) as u32,
-    };
-    pass.dispatch(&KERNEL, &[], &params, &[rgba, out], Pass::grid(pixels.div_ceil(WORKGROUP) as u32));
-    Ok(())
+/// Per-channel (R, G, B) normalisation of the [0, 1] values: `(v - mean) / std`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Normalize {
+    pub mean: [f32; 3],
+    pub std: [f32; 3],
 }
 
-/// One image into a new `[1, out_h, out_w, 3]` tensor.
-pub fn preprocess(pass: &mut Pass, rgba: &Tensor, out_h: usize, out_w: usize) -> Result<Tensor> {
+/// The shape check of [`preprocess`] and its CPU twin: each image u32 `[h, w]` and non-empty,
+/// a non-empty output size, finite means and finite non-zero deviations. Returns each image's
+/// `[h, w]`.
+pub(crate) fn check(images: &[Meta], out_h: usize, out_w: usize, norm: &Normalize) -> Result<Vec<[usize; 2]>> {
     ensure_shape!(out_h > 0 && out_w > 0, "preprocess: empty output {out_h}x{out_w}");
-    let out = Tensor::uninit(pass.gpu(), &[1, out_h, out_w, 3])?;
-    preprocess_into(pass, rgba, &out, 0)?;
-    Ok(out)
+    ensure_shape!(
+        norm.mean.iter().all(|m| m.is_finite()) && norm.std.iter().all(|s| s.is_finite() && *s != 0.0),
+        "preprocess: normalisation {norm:?} needs finite means and finite, non-zero deviations"
+    );
+    let pixels = out_h.saturating_mul(out_w);
+    ensure_u32("preprocess", "outputs", pixels.saturating_mul(3).saturating_mul(images.len()))?;
+    ensure_grid("preprocess", pixels.div_ceil(WORKGROUP))?;
+    images
+        .iter()
+        .map(|img| {
+            let &[h, w] = img.shape else {
+                return Err(Error::Shape(format!("preprocess: image must be [h, w], got {:?}", img.shape)));
+            };
+            ensure_shape!(img.dtype == DType::U32, "preprocess: image must be u32 RGBA8 words, got {:?}", img.dtype);
+            ensure_shape!(h > 0 && w > 0, "preprocess: empty image {h}x{w}");
+            ensure_u32("preprocess", "pixels of an image", img.numel())?;
+            Ok([h, w])
+        })
+        .collect()
 }
 
-/// Packs interleaved 8-bit RGB (`channels` 3) or RGBA (`channels` 4) bytes into the words
-/// [`preprocess`] reads (alpha, if any, is kept but ignored there).
-pub fn pack_rgba(bytes: &[u8], channels: usize) -> Result<Vec<u32>> {
-    ensure_shape!(channels == 3 || channels == 4, "pack_rgba: {channels} channels, expected 3 or 4");
-    ensure_shape!(bytes.len().is_multiple_of(channels), "pack_rgba: {} bytes is not whole pixels", bytes.len());
-    Ok(bytes
-        .chunks_exact(channels)
-        .map(|p| u32::from_le_bytes([p[0], p[1], p[2], if channels == 4 { p[3] } else { 255 }]))
-        .collect())
+/// Preprocesses `images` (u32 `[h, w]` each, one RGBA8 pixel per word, R in the low byte,
+/// alpha ignored; any sizes) into one f32 batch `[B, out_h, out_w, 3]`.
+pub fn preprocess(pass: &mut Pass, images: &[Tensor], out_h: usize, out_w: usize, norm: &Normalize) -> Result<Tensor> {
+    let metas: Vec<Meta> = images.iter().map(Meta::from).collect();
+    let sizes = check(&metas, out_h, out_w, norm)?;
+    let out = Tensor::uninit(pass.gpu(), &[images.len(), out_h, out_w, 3])?;
+    let pixels = out_h * out_w;
+    for (index, (rgba, [in_h, in_w])) in images.iter().zip(sizes).enumerate() {
+        let params = PreprocessParams {
+            in_h: in_h as u32,
+            in_w: in_w as u32,
+            out_h: out_h as u32,
+            out_w: out_w as u32,
+            scale_h: in_h as f32 / out_h as f32,
+            scale_w: in_w as f32 / out_w as f32,
+            offset: (index * pixels * 3) as u32,
+            mean_r: norm.mean[0],
+            mean_g: norm.mean[1],
+            mean_b: norm.mean[2],
+            std_r: norm.std[0],
+            std_g: norm.std[1],
+            std_b: norm.std[2],
+        };
+        pass.dispatch(&KERNEL, &[], &params, &[rgba, &out], Pass::grid(pixels.div_ceil(WORKGROUP) as u32));
+    }
+    Ok(out)
 }
 
 /// PyTorch's bilinear source taps for one output index (align_corners=False):
@@ -80,8 +89,16 @@ fn taps(dst: usize, scale: f32, size: usize) -> (usize, usize, f32) {
     (i0, (i0 + 1).min(size - 1), src - i0 as f32)
 }
 
-/// CPU twin: `rgba` is `[h, w]`; returns `[out_h, out_w, 3]`.
-pub fn preprocess_cpu(rgba: &[u32], h: usize, w: usize, out_h: usize, out_w: usize) -> Vec<f32> {
+/// CPU twin for one image, on what [`check`] passed: `rgba` is `[h, w]`; returns
+/// `[out_h, out_w, 3]`.
+pub(crate) fn preprocess_cpu(
+    rgba: &[u32],
+    h: usize,
+    w: usize,
+    out_h: usize,
+    out_w: usize,
+    norm: &Normalize,
+) -> Vec<f32> {
     let rgb = |r: usize, c: usize| -> [f32; 3] {
         let p = rgba[r * w + c];
         [0, 8, 16].map(|s| ((p >> s) & 0xff) as f32 / 255.0)
@@ -97,7 +114,7 @@ pub fn preprocess_cpu(rgba: &[u32], h: usize, w: usize, out_h: usize, out_w: usi
             let (a, b, c, d) = (rgb(y0, x0), rgb(y0, x1), rgb(y1, x0), rgb(y1, x1));
             for ch in 0..3 {
                 let v = h0 * (w0 * a[ch] + w1 * b[ch]) + h1 * (w0 * c[ch] + w1 * d[ch]);
-                y.push((v - MEAN[ch]) / STD[ch]);
+                y.push((v - norm.mean[ch]) / norm.std[ch]);
             }
         }
     }
@@ -110,6 +127,9 @@ mod tests {
     use crate::testing::{assert_close, gpu_test, random};
     use crate::Gpu;
 
+    /// Distinct per channel (and not ImageNet's), so a channel mix-up shows.
+    const NORM: Normalize = Normalize { mean: [0.5, 0.25, 0.75], std: [0.5, 2.0, 0.25] };
+
     /// Deterministic random RGBA words (alpha random too: it must be ignored).
     fn random_image(h: usize, w: usize, seed: u64) -> Vec<u32> {
         random(h * w, seed, 1.0).iter().map(|v| (v.to_bits() as u64 * 2_654_435_761) as u32).collect()
@@ -117,7 +137,7 @@ mod tests {
 
     /// Undoes the normalisation, so hand-computed [0, 1] values can be compared.
     fn unnormalise(y: &[f32]) -> Vec<f32> {
-        y.iter().enumerate().map(|(i, v)| v * STD[i % 3] + MEAN[i % 3]).collect()
+        y.iter().enumerate().map(|(i, v)| v * NORM.std[i % 3] + NORM.mean[i % 3]).collect()
     }
 
     /// A grey image: R = G = B = v, alpha 255.
@@ -130,7 +150,7 @@ mod tests {
         // Scale 0.5: src = 0.5*dst - 0.25 -> -0.25 (clamped to 0), 0.25, 0.75, 1.25 (x1 clamped
         // to the last pixel). Along one axis [a, b] becomes [a, 0.75a+0.25b, 0.25a+0.75b, b].
         let px = grey(&[0, 255, 51, 102]); // [[0, 1], [0.2, 0.4]]
-        let got = unnormalise(&preprocess_cpu(&px, 2, 2, 4, 4));
+        let got = unnormalise(&preprocess_cpu(&px, 2, 2, 4, 4, &NORM));
         let row = |a: f32, b: f32| [a, 0.75 * a + 0.25 * b, 0.25 * a + 0.75 * b, b];
         let (top, bottom) = (row(0.0, 1.0), row(0.2, 0.4));
         let want: Vec<f32> = [0.0f32, 0.25, 0.75, 1.0]
@@ -153,7 +173,7 @@ mod tests {
         // Scale 2: src = 2*dst + 0.5 -> 0.5, 2.5: each output is the mean of a 2x2 block (no
         // antialias, so the other pixels don't count).
         let v: Vec<u8> = (0..16).map(|i| (i * 10) as u8).collect(); // pixel (r, c) = 40r + 10c
-        let got = unnormalise(&preprocess_cpu(&grey(&v), 4, 4, 2, 2));
+        let got = unnormalise(&preprocess_cpu(&grey(&v), 4, 4, 2, 2, &NORM));
         let want: Vec<f32> = [25.0f32, 45.0, 105.0, 125.0].iter().flat_map(|m| [m / 255.0; 3]).collect();
         assert_close(&got, &want, 2e-6, 0.0, "4x4 -> 2x2");
     }
@@ -161,9 +181,9 @@ mod tests {
     #[test]
     fn twin_normalises_each_channel_and_ignores_alpha() {
         let px = [u32::from_le_bytes([255, 0, 51, 7])];
-        let got = preprocess_cpu(&px, 1, 1, 3, 2);
+        let got = preprocess_cpu(&px, 1, 1, 3, 2, &NORM);
         assert_eq!(got.len(), 3 * 2 * 3);
-        let want = [(1.0 - 0.485) / 0.229, (0.0 - 0.456) / 0.224, (0.2 - 0.406) / 0.225];
+        let want = [(1.0 - 0.5) / 0.5, (0.0 - 0.25) / 2.0, (0.2 - 0.75) / 0.25];
         for px in got.chunks(3) {
             assert_close(px, &want, 1e-6, 1e-6, "1x1 -> 3x2");
         }
@@ -171,25 +191,21 @@ mod tests {
 
     #[test]
     fn twin_shapes() {
-        assert_eq!(preprocess_cpu(&random_image(3, 5, 1), 3, 5, 456, 456).len(), 456 * 456 * 3);
-        assert_eq!(pack_rgba(&[1, 2, 3, 4, 5, 6], 3).unwrap(), vec![0xff03_0201, 0xff06_0504]);
-        assert_eq!(pack_rgba(&[1, 2, 3, 4], 4).unwrap(), vec![0x0403_0201]);
-        assert!(pack_rgba(&[1, 2, 3, 4], 3).is_err());
-        assert!(pack_rgba(&[1, 2], 2).is_err());
+        assert_eq!(preprocess_cpu(&random_image(3, 5, 1), 3, 5, 456, 456, &NORM).len(), 456 * 456 * 3);
     }
 
     async fn check(gpu: &Gpu, h: usize, w: usize, out_h: usize, out_w: usize) {
         let px = random_image(h, w, (h * 100 + w) as u64);
         let t = Tensor::from_u32(gpu, &[h, w], &px).unwrap();
         let mut pass = Pass::new(gpu);
-        let y = preprocess(&mut pass, &t, out_h, out_w).unwrap();
+        let y = preprocess(&mut pass, &[t], out_h, out_w, &NORM).unwrap();
         pass.submit().unwrap();
         let got = y.read_f32(gpu).await.unwrap();
         // Same f32 formulas; the GPU may fuse multiply-adds and its divisions (/255, /std) may
-        // be off by ~2 ulp. Outputs are within about [-2.2, 2.7], so a few ulp is < 1e-6.
+        // be off by ~2 ulp. Outputs are within [-3, 1], so a few ulp is < 1e-6.
         assert_close(
             &got,
-            &preprocess_cpu(&px, h, w, out_h, out_w),
+            &preprocess_cpu(&px, h, w, out_h, out_w, &NORM),
             2e-6,
             2e-6,
             &format!("{h}x{w} -> {out_h}x{out_w}"),
@@ -205,43 +221,41 @@ mod tests {
         }
     });
 
-    gpu_test!(preprocess_into_fills_one_image_of_a_batch, |gpu| {
-        let (a, b) = (random_image(17, 23, 1), random_image(9, 30, 2));
-        let ta = Tensor::from_u32(gpu, &[17, 23], &a).unwrap();
-        let tb = Tensor::from_u32(gpu, &[9, 30], &b).unwrap();
-        let out = Tensor::from_f32(gpu, &[3, 11, 7, 3], &vec![-9.0; 3 * 11 * 7 * 3]).unwrap();
+    gpu_test!(preprocess_batches_images_of_any_size, |gpu| {
+        let sizes = [(17, 23), (1, 1), (9, 30)];
+        let images: Vec<Vec<u32>> = sizes.iter().map(|&(h, w)| random_image(h, w, (h * w) as u64)).collect();
+        let tensors: Vec<Tensor> =
+            sizes.iter().zip(&images).map(|(&(h, w), px)| Tensor::from_u32(gpu, &[h, w], px).unwrap()).collect();
         let mut pass = Pass::new(gpu);
-        preprocess_into(&mut pass, &ta, &out, 2).unwrap();
-        preprocess_into(&mut pass, &tb, &out, 0).unwrap();
+        let y = preprocess(&mut pass, &tensors, 11, 7, &NORM).unwrap();
         pass.submit().unwrap();
-        let got = out.read_f32(gpu).await.unwrap();
-        let mut want = preprocess_cpu(&b, 9, 30, 11, 7);
-        want.extend(vec![-9.0; 11 * 7 * 3]); // image 1 untouched
-        want.extend(preprocess_cpu(&a, 17, 23, 11, 7));
+        assert_eq!(y.shape(), [3, 11, 7, 3]);
+        let want: Vec<f32> =
+            sizes.iter().zip(&images).flat_map(|(&(h, w), px)| preprocess_cpu(px, h, w, 11, 7, &NORM)).collect();
         // As in preprocess_matches_twin.
-        assert_close(&got, &want, 2e-6, 2e-6, "batch of 3");
+        assert_close(&y.read_f32(gpu).await.unwrap(), &want, 2e-6, 2e-6, "batch of 3");
     });
 
-    gpu_test!(preprocess_refuses_bad_shapes, |gpu| {
-        let img = Tensor::from_u32(gpu, &[4, 4], &[0; 16]).unwrap();
-        let img3 = Tensor::from_u32(gpu, &[4, 4, 1], &[0; 16]).unwrap();
-        let img_f = Tensor::from_f32(gpu, &[4, 4], &[0.0; 16]).unwrap();
-        let img_empty = Tensor::from_u32(gpu, &[0, 4], &[]).unwrap();
-        let out = Tensor::from_f32(gpu, &[2, 3, 3, 3], &[0.0; 54]).unwrap();
-        let out4 = Tensor::from_f32(gpu, &[2, 3, 3, 4], &[0.0; 72]).unwrap();
-        let out_u = Tensor::from_u32(gpu, &[2, 3, 3, 3], &[0; 54]).unwrap();
-        let mut pass = Pass::new(gpu);
-        for r in [
-            preprocess_into(&mut pass, &img3, &out, 0),
-            preprocess_into(&mut pass, &img_f, &out, 0),
-            preprocess_into(&mut pass, &img_empty, &out, 0),
-            preprocess_into(&mut pass, &img, &out4, 0),
-            preprocess_into(&mut pass, &img, &out_u, 0),
-            preprocess_into(&mut pass, &img, &out, 2),
-            preprocess(&mut pass, &img, 0, 5).map(|_| ()),
-        ] {
-            assert!(matches!(r, Err(crate::Error::Shape(_))), "{r:?}");
-        }
-        assert!(preprocess_into(&mut pass, &img, &out, 1).is_ok());
+    gpu_test!(preprocess_refuses_bad_input_alike_on_both_backends, |gpu| {
+        use crate::testing::{assert_both_accept, assert_same_refusal, on_both, ones_u32, zeros};
+        let run = |images: &[&[usize]], out: usize, norm: Normalize| {
+            on_both!(gpu, |be| {
+                let ts: Vec<_> = images.iter().map(|shape| ones_u32(be, shape)).collect();
+                be.preprocess(&ts, out, out, &norm)
+            })
+        };
+        let good = &[4, 5][..];
+        assert_both_accept(run(&[good, &[1, 1]], 3, NORM), "good images");
+        assert_both_accept(run(&[], 3, NORM), "no images");
+        assert_same_refusal(run(&[good, &[4, 4, 1]], 3, NORM), "3-d image");
+        assert_same_refusal(run(&[&[0, 4]], 3, NORM), "empty image");
+        assert_same_refusal(run(&[good], 0, NORM), "empty output");
+        assert_same_refusal(run(&[good], 3, Normalize { std: [1.0, 0.0, 1.0], ..NORM }), "zero deviation");
+        assert_same_refusal(run(&[good], 3, Normalize { mean: [f32::NAN, 0.0, 0.0], ..NORM }), "NaN mean");
+        let float_image = on_both!(gpu, |be| {
+            let img = zeros(be, good);
+            be.preprocess(&[img], 3, 3, &NORM)
+        });
+        assert_same_refusal(float_image, "f32 image");
     });
 }

@@ -5,17 +5,17 @@
 
 use crate::error::ensure_shape;
 use crate::ops::matmul::{linear, linear_cpu};
-use crate::ops::Activation;
+use crate::ops::{ensure_grid, ensure_u32, Activation, Meta};
 use crate::pipelines::Kernel;
-use crate::{DType, Pass, Result, Tensor};
+use crate::{DType, Error, Pass, Result, Tensor};
 
-crate::uniform_struct! {
+crate::uniforms::uniform_struct! {
     /// Shapes for `squeeze_excite.wgsl`: x is `[b, p, c]`.
     pub struct SqueezeExciteParams { pub b: u32, pub p: u32, pub c: u32, pub chunk: u32, pub scale: f32 }
 }
 
-const POOL: Kernel = crate::kernel!("squeeze_excite", "pool");
-const SCALE: Kernel = crate::kernel!("squeeze_excite", "scale_channels");
+const POOL: Kernel = crate::pipelines::kernel!("squeeze_excite", "pool");
+const SCALE: Kernel = crate::pipelines::kernel!("squeeze_excite", "scale_channels");
 /// Channels per pool workgroup (`BLOCK` in the WGSL).
 const BLOCK: usize = 64;
 /// Pixels per pool workgroup. Large pools (228 x 228 in the first stage) are split into many
@@ -23,6 +23,40 @@ const BLOCK: usize = 64;
 const CHUNK: usize = 256;
 const SCALE_WORKGROUP: usize = 256;
 const MAX_DIM: usize = crate::pass::MAX_WORKGROUPS_PER_DIM as usize;
+
+/// Checked shapes: `x [b, h, w, c]`, `p = h * w` pixels, `cr` reduced channels.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct SqueezeExciteGeometry {
+    pub b: usize,
+    pub p: usize,
+    pub c: usize,
+    pub cr: usize,
+}
+
+/// The shape check of [`squeeze_excite`] and its CPU twin: `x` f32 `[B, H, W, C]`, `w1`
+/// `[Cr, C]` and `w2` `[C, Cr]` (f32, f16 or q8), `b1` f32 `[Cr]`, `b2` f32 `[C]`, C and Cr > 0.
+pub(crate) fn check(x: Meta, w1: Meta, b1: Meta, w2: Meta, b2: Meta) -> Result<SqueezeExciteGeometry> {
+    let &[b, h, w, c] = x.shape else {
+        return Err(Error::Shape(format!("squeeze_excite: x must be [B, H, W, C], got {:?}", x.shape)));
+    };
+    ensure_shape!(x.dtype == DType::F32, "squeeze_excite: x must be f32, got {:?}", x.dtype);
+    let cr = w1.shape.first().copied().unwrap_or(0);
+    ensure_shape!(c > 0 && cr > 0, "squeeze_excite: x {:?} and w1 {:?} need C > 0 and Cr > 0", x.shape, w1.shape);
+    ensure_shape!(w1.shape == [cr, c], "squeeze_excite: w1 {:?} is not [Cr, {c}]", w1.shape);
+    ensure_shape!(w2.shape == [c, cr], "squeeze_excite: w2 {:?} is not [{c}, {cr}]", w2.shape);
+    ensure_shape!(b1.shape == [cr] && b1.dtype == DType::F32, "squeeze_excite: b1 must be f32 [{cr}]");
+    ensure_shape!(b2.shape == [c] && b2.dtype == DType::F32, "squeeze_excite: b2 must be f32 [{c}]");
+    ensure_shape!(w1.dtype != DType::U32 && w2.dtype != DType::U32, "squeeze_excite: u32 weights");
+    let p = h.saturating_mul(w);
+    ensure_u32("squeeze_excite", "elements of x", x.numel())?;
+    ensure_shape!(
+        b <= MAX_DIM && p.div_ceil(CHUNK) <= MAX_DIM && c.max(cr).div_ceil(BLOCK) <= MAX_DIM,
+        "squeeze_excite: x {:?} exceeds one dispatch",
+        x.shape
+    );
+    ensure_grid("squeeze_excite", x.numel().div_ceil(SCALE_WORKGROUP))?;
+    Ok(SqueezeExciteGeometry { b, p, c, cr })
+}
 
 /// `x [B, H, W, C] * sigmoid(silu(mean_hw(x) · w1ᵀ + b1) · w2ᵀ + b2)` per batch and channel,
 /// with `w1 [Cr, C]`, `b1 [Cr]`, `w2 [C, Cr]`, `b2 [C]` (the two 1x1 convs of timm's SE).
@@ -34,39 +68,26 @@ pub fn squeeze_excite(
     w2: &Tensor,
     b2: &Tensor,
 ) -> Result<Tensor> {
-    let (b, c) = match x.shape() {
-        &[b, _, _, c] => (b, c),
-        s => return Err(crate::Error::Shape(format!("squeeze_excite: x must be [B, H, W, C], got {s:?}"))),
-    };
-    // Check everything before recording anything, so an Err leaves the pass untouched.
-    let cr = w1.shape().first().copied().unwrap_or(0);
-    ensure_shape!(w1.shape() == [cr, c], "squeeze_excite: w1 {:?} is not [Cr, {c}]", w1.shape());
-    ensure_shape!(w2.shape() == [c, cr], "squeeze_excite: w2 {:?} is not [{c}, {cr}]", w2.shape());
-    ensure_shape!(b1.shape() == [cr] && b1.dtype() == DType::F32, "squeeze_excite: b1 must be f32 [{cr}]");
-    ensure_shape!(b2.shape() == [c] && b2.dtype() == DType::F32, "squeeze_excite: b2 must be f32 [{c}]");
-    ensure_shape!(x.dtype() == DType::F32, "squeeze_excite: x must be f32");
-    ensure_shape!(w1.dtype() != DType::U32 && w2.dtype() != DType::U32, "squeeze_excite: u32 weights");
-    ensure_shape!(b <= MAX_DIM, "squeeze_excite: batch {b} exceeds one dispatch");
-
-    let pooled = global_avg_pool(pass, x)?;
+    // Everything is checked before anything is recorded, so an Err leaves the pass untouched.
+    let g = check(x.into(), w1.into(), b1.into(), w2.into(), b2.into())?;
+    let pooled = global_avg_pool(pass, x, &g)?;
     let hidden = linear(pass, &pooled, w1, Some(b1), Activation::Silu)?;
     let gate = linear(pass, &hidden, w2, Some(b2), Activation::Sigmoid)?;
-    scale_channels(pass, x, &gate)
+    let out = Tensor::uninit(pass.gpu(), x.shape())?;
+    let params = SqueezeExciteParams { b: g.b as u32, p: g.p as u32, c: g.c as u32, chunk: 0, scale: 1.0 };
+    let groups = Pass::grid(x.numel().div_ceil(SCALE_WORKGROUP) as u32);
+    pass.dispatch(&SCALE, &[], &params, &[x, &gate, &out], groups);
+    Ok(out)
 }
 
-/// Mean over the pixels of channels-last `x [B, H, W, C]` -> `[B, C]`.
-pub fn global_avg_pool(pass: &mut Pass, x: &Tensor) -> Result<Tensor> {
-    let (b, p, c) = match x.shape() {
-        &[b, h, w, c] => (b, h * w, c),
-        s => return Err(crate::Error::Shape(format!("global_avg_pool: x must be [B, H, W, C], got {s:?}"))),
-    };
-    ensure_shape!(x.dtype() == DType::F32, "global_avg_pool: x must be f32");
-    let chunks = p.div_ceil(CHUNK).max(1);
-    ensure_shape!(b <= MAX_DIM && chunks <= MAX_DIM, "global_avg_pool: {x:?} exceeds one dispatch");
+/// Mean over the pixels of channels-last `x` -> `[B, C]`.
+fn global_avg_pool(pass: &mut Pass, x: &Tensor, g: &SqueezeExciteGeometry) -> Result<Tensor> {
+    let (b, p, c) = (g.b, g.p, g.c);
     // 1/P is applied in the first pass, so the partial sums stay near the data's magnitude
     // and the second pass (when there is one) only adds them up.
     let scale = if p == 0 { 0.0 } else { 1.0 / p as f32 };
     let first = pool_pass(pass, x, b, p, c, CHUNK, scale)?;
+    let chunks = p.div_ceil(CHUNK).max(1);
     if chunks == 1 {
         return Ok(first);
     }
@@ -83,37 +104,33 @@ fn pool_pass(pass: &mut Pass, x: &Tensor, b: usize, p: usize, c: usize, chunk: u
     Ok(out)
 }
 
-/// `x [B, H, W, C] * s [B, C]`, broadcast over the pixels.
-pub fn scale_channels(pass: &mut Pass, x: &Tensor, s: &Tensor) -> Result<Tensor> {
-    let (b, p, c) = match x.shape() {
-        &[b, h, w, c] => (b, h * w, c),
-        s => return Err(crate::Error::Shape(format!("scale_channels: x must be [B, H, W, C], got {s:?}"))),
-    };
-    ensure_shape!(s.shape() == [b, c], "scale_channels: s {:?} is not [{b}, {c}]", s.shape());
-    ensure_shape!(x.dtype() == DType::F32 && s.dtype() == DType::F32, "scale_channels: inputs must be f32");
-    let out = Tensor::uninit(pass.gpu(), x.shape())?;
-    let params = SqueezeExciteParams { b: b as u32, p: p as u32, c: c as u32, chunk: 0, scale: 1.0 };
-    let groups = Pass::grid(x.numel().div_ceil(SCALE_WORKGROUP) as u32);
-    pass.dispatch(&SCALE, &[], &params, &[x, s, &out], groups);
-    Ok(out)
+/// CPU twin of [`squeeze_excite`]: `x` row-major and the dequantised weights, as [`check`]
+/// passed them with geometry `g`.
+pub(crate) fn squeeze_excite_cpu(
+    x: &[f32],
+    g: &SqueezeExciteGeometry,
+    w1: &[f32],
+    b1: &[f32],
+    w2: &[f32],
+    b2: &[f32],
+) -> Vec<f32> {
+    let pooled = global_avg_pool_cpu(x, g);
+    let hidden = linear_cpu(&pooled, w1, Some(b1), g.c, Activation::Silu);
+    let gate = linear_cpu(&hidden, w2, Some(b2), g.cr, Activation::Sigmoid);
+    let mut y = x.to_vec();
+    for (yb, sb) in y.chunks_exact_mut((g.p * g.c).max(1)).zip(gate.chunks_exact(g.c)) {
+        for px in yb.chunks_exact_mut(g.c) {
+            px.iter_mut().zip(sb).for_each(|(v, s)| *v *= s);
+        }
+    }
+    y
 }
 
-/// CPU twin of [`squeeze_excite`]: `x` is `[B, H, W, C]` row-major with `shape = [B, H, W, C]`;
-/// `w1 [Cr, C]` and `w2 [C, Cr]` are the dequantised weights.
-pub fn squeeze_excite_cpu(x: &[f32], shape: [usize; 4], w1: &[f32], b1: &[f32], w2: &[f32], b2: &[f32]) -> Vec<f32> {
-    let [_, _, _, c] = shape;
-    let pooled = global_avg_pool_cpu(x, shape);
-    let hidden = linear_cpu(&pooled, w1, Some(b1), c, Activation::Silu);
-    let gate = linear_cpu(&hidden, w2, Some(b2), b1.len(), Activation::Sigmoid);
-    scale_channels_cpu(x, shape, &gate)
-}
-
-/// CPU twin of [`global_avg_pool`] (sums in f64).
-pub fn global_avg_pool_cpu(x: &[f32], shape: [usize; 4]) -> Vec<f32> {
-    let [b, h, w, c] = shape;
-    let p = h * w;
-    let mut out = vec![0f32; b * c];
-    for (xb, ob) in x.chunks_exact((p * c).max(1)).zip(out.chunks_exact_mut(c.max(1))) {
+/// CPU twin of the pool (sums in f64).
+fn global_avg_pool_cpu(x: &[f32], g: &SqueezeExciteGeometry) -> Vec<f32> {
+    let (p, c) = (g.p, g.c);
+    let mut out = vec![0f32; g.b * c];
+    for (xb, ob) in x.chunks_exact((p * c).max(1)).zip(out.chunks_exact_mut(c)) {
         let mut sum = vec![0f64; c];
         for px in xb.chunks_exact(c) {
             for (s, &v) in sum.iter_mut().zip(px) {
@@ -125,13 +142,6 @@ pub fn global_avg_pool_cpu(x: &[f32], shape: [usize; 4]) -> Vec<f32> {
         }
     }
     out
-}
-
-/// CPU twin of [`scale_channels`].
-pub fn scale_channels_cpu(x: &[f32], shape: [usize; 4], s: &[f32]) -> Vec<f32> {
-    let [_, h, w, c] = shape;
-    let per_batch = h * w * c;
-    x.iter().enumerate().map(|(i, v)| v * s[i / per_batch * c + i % c]).collect()
 }
 
 #[cfg(test)]
@@ -152,14 +162,24 @@ mod tests {
         let w2 = Packed::new(&random(c * cr, 33, 2.0 / (cr as f32).sqrt()), c, cr, dtype).unwrap();
         let b1 = random(cr, 34, 0.5);
         let b2 = random(c, 35, 0.5);
+        let f32s = |shape| Meta { shape, dtype: DType::F32 };
+        let (w1s, w2s) = ([cr, c], [c, cr]);
+        let g = super::check(
+            f32s(&shape),
+            Meta { shape: &w1s, dtype },
+            f32s(&[cr]),
+            Meta { shape: &w2s, dtype },
+            f32s(&[c]),
+        )
+        .unwrap();
         // The reference sees the same (dequantised) weights as the kernels.
-        let want = squeeze_excite_cpu(&x, shape, &w1.dequantize(), &b1, &w2.dequantize(), &b2);
+        let want = squeeze_excite_cpu(&x, &g, &w1.dequantize(), &b1, &w2.dequantize(), &b2);
 
         let xt = Tensor::from_f32(gpu, &shape, &x).unwrap();
         let (w1t, w2t) = (Tensor::from_packed(gpu, &w1).unwrap(), Tensor::from_packed(gpu, &w2).unwrap());
         let (b1t, b2t) = (Tensor::from_f32(gpu, &[cr], &b1).unwrap(), Tensor::from_f32(gpu, &[c], &b2).unwrap());
         let mut pass = Pass::new(gpu);
-        let pooled = global_avg_pool(&mut pass, &xt).unwrap();
+        let pooled = global_avg_pool(&mut pass, &xt, &g).unwrap();
         let y = squeeze_excite(&mut pass, &xt, &w1t, &b1t, &w2t, &b2t).unwrap();
         pass.submit().unwrap();
         let what = format!("squeeze_excite {shape:?} Cr={cr} {dtype:?}");
@@ -167,7 +187,7 @@ mod tests {
         // chunks) than the f64 reference: relative error a few ulps of the O(1) means.
         assert_close(
             &pooled.read_f32(gpu).await.unwrap(),
-            &global_avg_pool_cpu(&x, shape),
+            &global_avg_pool_cpu(&x, &g),
             1e-6,
             1e-5,
             &format!("pool of {what}"),
@@ -196,21 +216,32 @@ mod tests {
         check(gpu, [1, 228, 228, 48], 12, DType::F32).await;
     });
 
-    gpu_test!(squeeze_excite_refuses_bad_shapes, |gpu| {
-        let t = |shape: &[usize]| Tensor::from_f32(gpu, shape, &vec![0.0; shape.iter().product()]).unwrap();
-        let (x, w1, b1, w2, b2) = (t(&[1, 2, 3, 8]), t(&[2, 8]), t(&[2]), t(&[8, 2]), t(&[8]));
-        let mut pass = Pass::new(gpu);
-        let mut bad = |x: &Tensor, w1: &Tensor, b1: &Tensor, w2: &Tensor, b2: &Tensor| {
-            matches!(squeeze_excite(&mut pass, x, w1, b1, w2, b2), Err(crate::Error::Shape(_)))
+    gpu_test!(squeeze_excite_refuses_bad_shapes_alike_on_both_backends, |gpu| {
+        use crate::testing::{assert_both_accept, assert_same_refusal, on_both, weight, zeros};
+        let run = |x: &[usize], w1: &[usize], b1: &[usize], w2: &[usize], b2: &[usize], wt: DType| {
+            on_both!(gpu, |be| {
+                let xt = zeros(be, x);
+                let (w1, w2) = (weight(be, w1, wt), weight(be, w2, wt));
+                let (b1, b2) = (weight(be, b1, DType::F32), weight(be, b2, DType::F32));
+                be.squeeze_excite(&xt, &w1, &b1, &w2, &b2)
+            })
         };
-        assert!(!bad(&x, &w1, &b1, &w2, &b2), "the good shapes must pass");
-        assert!(bad(&t(&[6, 8]), &w1, &b1, &w2, &b2), "x not 4-D");
-        assert!(bad(&x, &t(&[2, 7]), &b1, &w2, &b2), "w1 not [Cr, C]");
-        assert!(bad(&x, &w1, &t(&[3]), &w2, &b2), "b1 not [Cr]");
-        assert!(bad(&x, &w1, &b1, &t(&[8, 3]), &b2), "w2 not [C, Cr]");
-        assert!(bad(&x, &w1, &b1, &w2, &t(&[7])), "b2 not [C]");
-        assert!(bad(&x, &Tensor::from_u32(gpu, &[2, 8], &[0; 16]).unwrap(), &b1, &w2, &b2), "u32 weights");
-        let mut pass = Pass::new(gpu);
-        assert!(scale_channels(&mut pass, &x, &t(&[1, 7])).is_err(), "gate not [B, C]");
+        let (x, w1, b1, w2, b2) = (&[1, 2, 3, 8][..], &[2, 8][..], &[2][..], &[8, 2][..], &[8][..]);
+        assert_both_accept(run(x, w1, b1, w2, b2, DType::Q8), "good shapes");
+        assert_same_refusal(run(&[6, 8], w1, b1, w2, b2, DType::F32), "x not 4-D");
+        assert_same_refusal(run(x, &[2, 7], b1, w2, b2, DType::F32), "w1 not [Cr, C]");
+        assert_same_refusal(run(x, w1, &[3], w2, b2, DType::F32), "b1 not [Cr]");
+        assert_same_refusal(run(x, w1, b1, &[8, 3], b2, DType::F32), "w2 not [C, Cr]");
+        assert_same_refusal(run(x, w1, b1, w2, &[7], DType::F32), "b2 not [C]");
+        assert_same_refusal(run(x, w1, b1, w2, b2, DType::U32), "u32 weights");
+        assert_same_refusal(run(&[1, 2, 3, 0], &[2, 0], b1, &[0, 2], &[0], DType::F32), "C = 0");
+        assert_same_refusal(run(x, &[0, 8], &[0], &[8, 0], b2, DType::F32), "Cr = 0");
+        let f16_bias = on_both!(gpu, |be| {
+            let xt = zeros(be, x);
+            let (w1, w2) = (weight(be, w1, DType::F32), weight(be, w2, DType::F32));
+            let (b1, b2) = (weight(be, b1, DType::F16), weight(be, b2, DType::F32));
+            be.squeeze_excite(&xt, &w1, &b1, &w2, &b2)
+        });
+        assert_same_refusal(f16_bias, "f16 b1");
     });
 }

@@ -1,15 +1,18 @@
 //! Image tower: EfficientNet backbone (BatchNorm folded by the converter), 37-box patch pooling,
 //! imgAtt, mean, imgFC.
 
+use super::boxes::box_thetas;
 use super::encoder::{load_stack, EncoderLayer};
 use super::loader::{Linear, Loader};
 use super::BrivlConfig;
 use crate::backend::Backend;
-use crate::ops::{conv2d::same_padding, grid_sample::brivl_box_thetas, Activation};
+use crate::ops::{conv2d::same_padding, preprocess::Normalize, Activation};
 use crate::{Error, Result};
 
 /// Largest conv kernel side (EfficientNet's are 3 and 5).
 const MAX_KERNEL: usize = 15;
+/// The release's input normalisation: ImageNet's per-channel mean and standard deviation.
+const IMAGENET: Normalize = Normalize { mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] };
 
 /// A conv weight with its folded bias.
 struct Conv<B: Backend> {
@@ -146,8 +149,7 @@ impl<B: Backend> ImageTower<B> {
                 head.inp, head.out, box_proj.inp
             )));
         }
-        let thetas: Vec<f32> =
-            brivl_box_thetas(c.image_size as f32, size, size, c.box_grid).into_iter().flatten().collect();
+        let thetas: Vec<f32> = box_thetas(c.image_size as f32, size, size, c.box_grid)?.into_iter().flatten().collect();
         let boxes = thetas.len() / 6;
         let att = load_stack(l, "image.att", c.img_heads, Activation::Relu, 1e-5)?;
         let (fc1, fc2) = (Linear::load(l, "image.fc1")?, Linear::load(l, "image.fc2")?);
@@ -173,10 +175,6 @@ impl<B: Backend> ImageTower<B> {
         })
     }
 
-    pub fn image_size(&self) -> usize {
-        self.image_size
-    }
-
     /// Width of the embeddings this tower gives.
     pub fn embedding_dim(&self) -> usize {
         self.fc2.out
@@ -185,7 +183,7 @@ impl<B: Backend> ImageTower<B> {
     /// RGBA8 images (`u32 [h, w]` each, any size) -> L2-normalised embeddings `[B, E]`.
     pub fn forward(&self, be: &mut B, images: &[B::Tensor]) -> Result<B::Tensor> {
         let batch = images.len();
-        let x = be.preprocess(images, self.image_size, self.image_size)?;
+        let x = be.preprocess(images, self.image_size, self.image_size, &IMAGENET)?;
         let mut x = be.conv2d(&x, &self.stem.w, Some(&self.stem.b), 2, Activation::Silu)?;
         for block in &self.blocks {
             x = block.forward(be, &x)?;

@@ -1,6 +1,8 @@
 //! BriVL (Fei et al., Nature Communications 2022): two towers into one embedding space.
 //! The mathematics is `../shared/BRIVL_SPEC.md`; names of the converted weights are in `convert.rs`.
 
+pub(crate) mod batch_norm;
+mod boxes;
 mod config;
 mod encoder;
 mod image;
@@ -8,16 +10,16 @@ mod loader;
 mod text;
 
 pub use config::BrivlConfig;
-pub use image::ImageTower;
-pub use loader::Loader;
-pub use text::TextTower;
+use image::ImageTower;
+use loader::Loader;
+use text::TextTower;
 
 use crate::backend::Backend;
 use crate::model_file::ModelFile;
 use crate::{Error, Result};
 
 /// Both towers, loaded onto one backend.
-pub struct Brivl<B: Backend> {
+pub(crate) struct Brivl<B: Backend> {
     pub config: BrivlConfig,
     pub image: ImageTower<B>,
     pub text: TextTower<B>,

@@ -17,6 +17,7 @@ pub struct TextTower<B: Backend> {
     att: Vec<EncoderLayer<B>>,
     fc1: Linear<B>,
     fc2: Linear<B>,
+    /// Rows of the word table: the tokenizer's ids must stay below it.
     vocab: usize,
     max_positions: usize,
 }
