@@ -25,6 +25,9 @@ cargo test --workspace -- --nocapture
 echo "== kernel tests in headless Chromium (WebGPU)"
 cargo test -p brivl-engine --lib --target wasm32-unknown-unknown -- --nocapture
 
+echo "== search core compiled to wasm32 (Node.js)"
+cargo test -p brivl-core --lib --target wasm32-unknown-unknown
+
 echo "== web app in headless Chromium (WebGPU on SwiftShader, then the CPU path)"
 # trunk builds the static site into dist/; the test runs `brivl embed` on
 # the album natively as the reference, and drives the app. Screenshots: tests/artifacts/webapp-*/.

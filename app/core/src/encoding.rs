@@ -48,6 +48,9 @@ pub fn dot_i8(a: &[i8], b: &[i8]) -> i32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    // The same tests run compiled to wasm32 (where the int8 scan has no threads).
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
 
     #[test]
     fn f16_round_trip_and_odd_length() {

@@ -49,6 +49,9 @@ pub fn short(hash: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    // The same tests run compiled to wasm32 (where the int8 scan has no threads).
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
 
     #[test]
     fn accepts_only_the_same_model() {
