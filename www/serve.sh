@@ -14,7 +14,7 @@ if ! compgen -G "dist/models/*.safetensors" >/dev/null; then
   echo "serve: www/models has no model; using the tiny test model (random weights: rankings mean nothing)"
   brivl="$target/release/brivl"
   [ -x "$brivl" ] || brivl="$target/debug/brivl"
-  [ -x "$brivl" ] || cargo build -p brivl-engine --bin brivl
+  [ -x "$brivl" ] || cargo build -p brivl-desktop --bin brivl
   "$brivl" convert tests/fixtures/tiny/brivl-tiny.pth --vocab tests/fixtures/tokenizer/vocab.txt \
     --quant q8 --image-size 200 --img-heads 2 --text-heads 2 --bert-heads 2 -o dist/models/brivl-tiny-q8.safetensors
   bash www/tools/models-manifest.sh dist
