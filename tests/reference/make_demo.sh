@@ -22,7 +22,7 @@ echo "== train"
 echo "== convert (q8)"
 cfg() { "$PY" -c "import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])" "$OUT/config.json" "$1"; }
 mkdir -p www/models
-cargo run --release -p brivl-engine --bin brivl -- convert "$OUT/brivl-demo.pth" --vocab "$VOCAB" --quant q8 \
+cargo run --release -p brivl-desktop --bin brivl -- convert "$OUT/brivl-demo.pth" --vocab "$VOCAB" --quant q8 \
   --image-size "$(cfg image_size)" --box-grid "$(cfg box_grid)" --pool-grid "$(cfg pool_grid)" \
   --img-heads "$(cfg img_att_heads)" --text-heads "$(cfg text_att_heads)" --bert-heads "$(cfg bert_heads)" \
   --max-text-len "$(cfg max_text_len)" -o www/models/brivl-demo-q8.safetensors
