@@ -47,7 +47,9 @@ impl Meta<'_> {
 
 /// Refuses `n` indices past what a kernel's u32 arithmetic reaches.
 pub(crate) fn ensure_u32(op: &str, what: &str, n: usize) -> Result<()> {
-    ensure_shape!(n <= u32::MAX as usize, "{op}: {what} ({n}) exceed 32-bit indexing");
+    // Strictly below u32::MAX: callers multiply with `saturating_mul`, and on 32-bit targets
+    // (wasm32) an overflowing product saturates to exactly u32::MAX.
+    ensure_shape!(n < u32::MAX as usize, "{op}: {what} ({n}) exceed 32-bit indexing");
     Ok(())
 }
 
