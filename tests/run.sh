@@ -25,6 +25,9 @@ cargo test --workspace -- --nocapture
 echo "== kernel tests in headless Chromium (WebGPU)"
 cargo test -p brivl-engine --lib --target wasm32-unknown-unknown -- --nocapture
 
+echo "== development server: bad requests answered 400/404, the server keeps serving"
+node tests/browser/static-server.test.mjs
+
 echo "== web app in headless Chromium (WebGPU on SwiftShader, then the CPU path)"
 # trunk builds the static site into dist/; the test runs `brivl embed` on
 # the album natively as the reference, and drives the app. Screenshots: tests/artifacts/webapp-*/.
