@@ -28,6 +28,9 @@ cargo test -p brivl-engine --lib --target wasm32-unknown-unknown -- --nocapture
 echo "== search core compiled to wasm32 (Node.js)"
 cargo test -p brivl-core --lib --target wasm32-unknown-unknown
 
+echo "== development server: bad requests answered 400/404, the server keeps serving"
+node tests/browser/static-server.test.mjs
+
 echo "== web app in headless Chromium (WebGPU on SwiftShader, then the CPU path)"
 # trunk builds the static site into dist/; the test runs `brivl embed` on
 # the album natively as the reference, and drives the app. Screenshots: tests/artifacts/webapp-*/.

@@ -31,42 +31,77 @@ export const CSP =
   "connect-src 'self'; worker-src 'self'; font-src 'self'; object-src 'none'; base-uri 'self'; form-action 'none'; " +
   "frame-ancestors 'none'";
 
+// The file under `base` a URL path names, or an HTTP status: 400 for a path that does not decode
+// (malformed percent-encoding) or holds a NUL or a backslash, 404 for one that leaves `base`
+// (`..`) or names nothing there.
+export function resolvePath(base, urlPath) {
+  let rel;
+  try {
+    rel = decodeURIComponent(new URL(urlPath, "http://x").pathname);
+  } catch {
+    return 400;
+  }
+  if (rel.includes("\0") || rel.includes("\\")) return 400;
+  const file = path.join(base, rel);
+  if (file !== base && !file.startsWith(base + path.sep)) return 404;
+  return file;
+}
+
+function handle(base, req, res) {
+  if (req.method !== "GET" && req.method !== "HEAD") {
+    res.writeHead(405).end();
+    return;
+  }
+  let file = resolvePath(base, req.url);
+  if (typeof file === "number") {
+    res.writeHead(file, { "content-type": "text/plain" }).end(file === 400 ? "bad request" : "not found");
+    return;
+  }
+  fs.stat(file, (err, st) => {
+    if (!err && st.isDirectory()) {
+      file = path.join(file, "index.html");
+      fs.stat(file, (err2, st2) => send(req, res, file, err2, st2));
+    } else send(req, res, file, err, st);
+  });
+}
+
+function send(req, res, file, err, st) {
+  if (err || !st.isFile()) {
+    res.writeHead(404, { "content-type": "text/plain" }).end("not found");
+    return;
+  }
+  res.writeHead(200, {
+    "content-type": TYPES[path.extname(file).toLowerCase()] || "application/octet-stream",
+    "content-length": st.size,
+    "cache-control": "no-cache",
+    "content-security-policy": CSP,
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "no-referrer",
+  });
+  if (req.method === "HEAD") res.end();
+  else {
+    const stream = fs.createReadStream(file);
+    // A file that vanishes or fails mid-way ends this response, not the server.
+    stream.on("error", () => res.destroy());
+    stream.pipe(res);
+  }
+}
+
 export function serve(root, port = 0, host = "127.0.0.1") {
   const base = path.resolve(root);
   const server = http.createServer((req, res) => {
-    if (req.method !== "GET" && req.method !== "HEAD") {
-      res.writeHead(405).end();
-      return;
-    }
-    let rel;
+    // A handler that throws answers 500 and the server keeps serving (a bad request never ends it).
     try {
-      rel = decodeURIComponent(new URL(req.url, "http://x").pathname);
+      handle(base, req, res);
     } catch {
-      res.writeHead(400).end();
-      return;
+      if (!res.headersSent) res.writeHead(500);
+      res.end();
     }
-    let file = path.join(base, rel);
-    if (file !== base && !file.startsWith(base + path.sep)) {
-      res.writeHead(403).end();
-      return;
-    }
-    if (fs.existsSync(file) && fs.statSync(file).isDirectory()) file = path.join(file, "index.html");
-    fs.stat(file, (err, st) => {
-      if (err || !st.isFile()) {
-        res.writeHead(404, { "content-type": "text/plain" }).end("not found");
-        return;
-      }
-      res.writeHead(200, {
-        "content-type": TYPES[path.extname(file).toLowerCase()] || "application/octet-stream",
-        "content-length": st.size,
-        "cache-control": "no-cache",
-        "content-security-policy": CSP,
-        "x-content-type-options": "nosniff",
-        "referrer-policy": "no-referrer",
-      });
-      if (req.method === "HEAD") res.end();
-      else fs.createReadStream(file).pipe(res);
-    });
+  });
+  // A malformed request line or header is answered 400 by Node; a dropped connection is ignored.
+  server.on("clientError", (err, socket) => {
+    if (socket.writable) socket.end("HTTP/1.1 400 Bad Request\r\nconnection: close\r\n\r\n");
+    else socket.destroy();
   });
   return new Promise((resolve, reject) => {
     server.once("error", reject);

@@ -5,9 +5,12 @@
 const DB_NAME = "brivl";
 const DB_VERSION = 1;
 // photos: one record per distinct photo content (key: SHA-256 of the file's bytes), with its
-//         embedding, thumbnail and every file name it was seen under.
-// queue:  photos waiting to be embedded, with the file's bytes (so a reload resumes the work).
-// failed: files that could not be decoded, with the reason.
+//         embedding, thumbnail, every file name it was seen under and the model that made it
+//         ({model: content hash, dim: width}).
+// queue:  photos waiting to be embedded, with the file's bytes (so a reload resumes the work) and
+//         how many times work on them started.
+// failed: photos that could not be indexed (not decodable, or the engine stopped on them), with
+//         the reason.
 // meta:   small settings (the model the index was built with).
 const STORES = ["photos", "queue", "failed", "meta"];
 
@@ -101,16 +104,25 @@ function addName(names, name) {
 
 // Hashes each file and queues the ones the index has not seen. A file whose content is already
 // indexed, queued or failed only adds its name there (a renamed or copied photo is not embedded
-// twice). Returns {queued, duplicates, tooLarge: [{name, bytes}], seen: [{hash, file}]}.
-export async function enqueueFiles(files, maxBytes) {
+// twice). Each file's first `sniffBytes` bytes are read first: one that `isPhoto(head)` says is not
+// a photo at all (a README, a video, an empty file) is counted in `notPhotos` and never read whole;
+// a photo over `maxBytes` is listed in `tooLarge`.
+// Returns {queued, duplicates, notPhotos: [name], tooLarge: [{name, bytes}], seen: [{hash, file}]}.
+export async function enqueueFiles(files, maxBytes, sniffBytes, isPhoto) {
   // Ask the browser not to evict the index under storage pressure (it may say no).
   if (navigator.storage && navigator.storage.persist) navigator.storage.persist().catch(() => {});
   const d = await db();
   let queued = 0;
   let duplicates = 0;
+  const notPhotos = [];
   const tooLarge = [];
   const seen = [];
   for (const { file, path } of files) {
+    const head = new Uint8Array(await file.slice(0, sniffBytes).arrayBuffer());
+    if (!isPhoto(head)) {
+      notPhotos.push(path);
+      continue;
+    }
     if (file.size > maxBytes) {
       tooLarge.push({ name: path, bytes: file.size });
       continue;
@@ -139,7 +151,40 @@ export async function enqueueFiles(files, maxBytes) {
     }
     await done(tx);
   }
-  return { queued, duplicates, tooLarge, seen };
+  return { queued, duplicates, notPhotos, tooLarge, seen };
+}
+
+// Counts a start of work on the queued photo `hash` (kept across reloads) and returns how many
+// starts there were before this one: a photo that never finishes (the tab closed or crashed while
+// reading it) is not tried forever.
+export async function beginAttempt(hash) {
+  const d = await db();
+  const tx = d.transaction("queue", "readwrite");
+  const queue = tx.objectStore("queue");
+  const q = await req(queue.get(hash));
+  const before = (q && q.attempts) || 0;
+  if (q) queue.put(Object.assign(q, { attempts: before + 1 }), hash);
+  await done(tx);
+  return before;
+}
+
+// One tab indexes at a time: the Web Lock "brivl-index". Resolves to a function that releases it,
+// or to null when another tab holds it and `wait` is false (with `wait`, once the other tab lets
+// go). Browsers without Web Locks index in every tab, as before.
+export function indexLock(wait) {
+  if (!navigator.locks) return Promise.resolve(() => {});
+  return new Promise((resolve, reject) => {
+    navigator.locks
+      .request("brivl-index", wait ? {} : { ifAvailable: true }, (lock) => {
+        if (!lock) {
+          resolve(null);
+          return undefined;
+        }
+        // Held until the returned promise settles, i.e. until the release function is called.
+        return new Promise((release) => resolve(() => release()));
+      })
+      .catch(reject);
+  });
 }
 
 // The oldest queued photo as {hash, names, bytes: Uint8Array}, or null.
@@ -158,15 +203,23 @@ export async function queueCount() {
 }
 
 // Stores a photo's embedding and thumbnail and takes it off the queue in one transaction, so a
-// closed tab leaves it either queued or indexed, never both or neither.
-export async function commitPhoto(hash, embedding, thumbJpeg, width, height, model) {
+// closed tab leaves it either queued or indexed, never both or neither. The record carries its
+// model (content hash and width); it is refused when the index now belongs to another model
+// (changed in another tab meanwhile), so one index never mixes two models.
+export async function commitPhoto(hash, embedding, thumbJpeg, width, height, model, dim) {
   const d = await db();
-  const tx = d.transaction(["photos", "queue"], "readwrite");
+  const tx = d.transaction(["photos", "queue", "meta"], "readwrite");
+  const meta = tx.objectStore("meta");
+  const [m, md] = await Promise.all([req(meta.get("model")), req(meta.get("dim"))]);
+  if (m !== model || md !== String(dim)) {
+    tx.abort();
+    throw new Error("the index now belongs to another model (changed in another tab)");
+  }
   const queue = tx.objectStore("queue");
   const q = await req(queue.get(hash));
   const names = q ? q.names : [];
   const thumb = new Blob([thumbJpeg], { type: "image/jpeg" });
-  const record = { hash, names, embedding: new Float32Array(embedding), thumb, width, height, model };
+  const record = { hash, names, embedding: new Float32Array(embedding), thumb, width, height, model, dim };
   tx.objectStore("photos").put(record, hash);
   queue.delete(hash);
   await done(tx);

@@ -110,6 +110,9 @@ strings! {
     NoticeNew => "new", "张新照片";
     NoticeKnown => "already known", "张已存在";
     NoticeTooLarge => "too large to index", "个文件过大，无法索引";
+    NoticeNotPhotos => "not photos (left out)", "个文件不是照片（未收录）";
+    OtherTab => "Indexing runs in another tab of this site; this tab waits and goes on when that one is done.",
+        "本网站的另一个标签页正在索引；本页会等待，待其完成后继续。";
     NoticeCancelled => "Indexing cancelled; the photos already indexed are kept.", "已取消索引；已索引的照片会保留。";
     NoticeOtherModel => "The index was built with another model and has been cleared.", "索引由其他模型建立，已清空。";
     Privacy => "Private by design: the page talks only to the site it came from.",

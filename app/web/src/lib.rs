@@ -1,10 +1,11 @@
 //! The brivl web app: a Leptos UI on the main thread (`ui`), the engine in a dedicated Web Worker
-//! (`worker`), and the pieces both share or that need no browser (`protocol`, `i18n`), which are
+//! (`worker`), and the pieces both share or that need no browser (`protocol`, `i18n`, `watchdog`), which are
 //! tested natively. Query preparation, ranking and model identity come from `brivl-core`, shared
 //! with the desktop program.
 
 pub mod i18n;
 pub mod protocol;
+pub mod watchdog;
 
 #[cfg(target_arch = "wasm32")]
 pub mod ui;

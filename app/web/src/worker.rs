@@ -13,10 +13,21 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 use web_sys::{DedicatedWorkerGlobalScope, MessageEvent};
 
-use crate::protocol::{Reply, Request};
+use crate::protocol::{Reply, Request, TestFault};
 
 pub fn start() {
-    console_error_panic_hook::set_once();
+    // A panic is logged, then told to the UI (which restarts the worker) before the wasm traps.
+    std::panic::set_hook(Box::new(|info| {
+        console_error_panic_hook::hook(info);
+        let msg = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| info.to_string());
+        let scope: DedicatedWorkerGlobalScope = js_sys::global().unchecked_into();
+        send(&scope, JsValue::from(0), &Reply::Crashed { error: format!("panic: {msg}") }, vec![]);
+    }));
     let scope: DedicatedWorkerGlobalScope = js_sys::global().unchecked_into();
     let (tx, mut rx) = futures::channel::mpsc::unbounded::<Array>();
     let onmessage = Closure::<dyn FnMut(MessageEvent)>::new(move |ev: MessageEvent| {
@@ -70,7 +81,14 @@ async fn handle(engine: &mut Option<Embedder>, req: Request, payload: Vec<u8>) -
             }
             Err(e) => failed(e),
         },
-        Request::EmbedImage { thumb_size } => {
+        Request::EmbedImage { thumb_size, test_fault } => {
+            match test_fault {
+                // A wasm trap, as on out-of-memory.
+                Some(TestFault::Abort) => std::process::abort(),
+                Some(TestFault::Panic) => panic!("test fault while reading this photo"),
+                Some(TestFault::Hang) => futures::future::pending::<()>().await,
+                None => {}
+            }
             let Some(e) = engine.as_mut() else { return failed("no model loaded".into()) };
             let img = match photo::decode(&payload) {
                 Ok(img) => img,

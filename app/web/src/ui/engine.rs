@@ -1,14 +1,22 @@
-//! The UI's side of the engine worker: spawns it, sends requests, matches replies by id.
+//! The UI's side of the engine worker: spawns it, sends requests, matches replies by id, and
+//! notices when it dies. A worker that reports an error (a wasm trap on out-of-memory, a panic),
+//! or that a watchdog gives up on, is terminated and every request it held is rejected with the
+//! reason; the next request starts a fresh worker (the model is loaded into it again by
+//! `model::ready_engine`).
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::fmt;
 use std::rc::Rc;
 
+use brivl_core::model_id::ModelId;
 use futures::channel::oneshot;
-use js_sys::{Array, Uint8Array};
+use futures::future::{select, Either};
+use js_sys::{Array, Promise, Uint8Array};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
-use web_sys::{MessageEvent, Worker, WorkerOptions, WorkerType};
+use wasm_bindgen_futures::JsFuture;
+use web_sys::{ErrorEvent, MessageEvent, Worker, WorkerOptions, WorkerType};
 
 use crate::protocol::{Reply, Request};
 
@@ -18,22 +26,80 @@ pub struct Answer {
     pub buffers: Vec<Uint8Array>,
 }
 
-type Pending = Rc<RefCell<HashMap<u32, oneshot::Sender<Answer>>>>;
+/// Why a request got no answer.
+#[derive(Clone, Debug, PartialEq)]
+pub enum CallError {
+    /// The worker answered that it cannot do it (a photo it cannot decode, a corrupt model).
+    Refused(String),
+    /// The worker died or was stuck and has been stopped; the request was lost with it.
+    Stopped(String),
+}
+
+impl fmt::Display for CallError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CallError::Refused(e) => f.write_str(e),
+            CallError::Stopped(e) => write!(f, "the engine stopped: {e}"),
+        }
+    }
+}
+
+impl From<CallError> for String {
+    fn from(e: CallError) -> String {
+        e.to_string()
+    }
+}
+
+type Reply1 = oneshot::Sender<Result<Answer, CallError>>;
+
+/// What the worker's event handlers share with the `Engine`.
+struct Shared {
+    worker: Worker,
+    pending: RefCell<HashMap<u32, Reply1>>,
+    /// Set once the worker is stopped: why.
+    dead: RefCell<Option<String>>,
+}
+
+impl Shared {
+    /// Terminates the worker and rejects every pending request with `reason` (first reason wins).
+    fn stop(&self, reason: String) {
+        if self.dead.borrow().is_some() {
+            return;
+        }
+        web_sys::console::warn_1(&format!("brivl: engine worker stopped: {reason}").into());
+        *self.dead.borrow_mut() = Some(reason.clone());
+        self.worker.terminate();
+        let pending: Vec<Reply1> = self.pending.borrow_mut().drain().map(|(_, tx)| tx).collect();
+        for tx in pending {
+            let _ = tx.send(Err(CallError::Stopped(reason.clone())));
+        }
+    }
+}
 
 pub struct Engine {
-    worker: Worker,
-    pending: Pending,
+    shared: Rc<Shared>,
     next_id: Cell<u32>,
+    /// The model this worker has loaded (set by the model loader).
+    pub loaded: RefCell<Option<ModelId>>,
+    /// Photos embedded by this worker (its first one also compiles the GPU pipelines).
+    pub embedded: Cell<u32>,
     _onmessage: Closure<dyn FnMut(MessageEvent)>,
+    _onerror: Closure<dyn FnMut(ErrorEvent)>,
+    _onmessageerror: Closure<dyn FnMut(MessageEvent)>,
 }
 
 thread_local! {
     static ENGINE: RefCell<Option<Rc<Engine>>> = const { RefCell::new(None) };
+    /// Held while a worker starts, so concurrent callers share one.
+    static SPAWNING: Rc<futures::lock::Mutex<()>> = Rc::default();
 }
 
-/// The running worker, started on first use (it answers once its wasm has loaded).
+/// The running worker, started on first use and again after it died (it answers once its wasm
+/// has loaded).
 pub async fn engine() -> Result<Rc<Engine>, String> {
-    if let Some(e) = ENGINE.with(|e| e.borrow().clone()) {
+    let lock = SPAWNING.with(Rc::clone);
+    let _guard = lock.lock().await;
+    if let Some(e) = ENGINE.with(|e| e.borrow().clone()).filter(|e| !e.is_dead()) {
         return Ok(e);
     }
     let e = Rc::new(Engine::spawn().await?);
@@ -49,6 +115,15 @@ fn parse(data: JsValue) -> Option<(u32, Answer)> {
     Some((id, Answer { reply, buffers }))
 }
 
+/// Resolves after `ms` milliseconds.
+pub async fn sleep(ms: f64) {
+    let p = Promise::new(&mut |resolve, _| {
+        let global: web_sys::Window = js_sys::global().unchecked_into();
+        let _ = global.set_timeout_with_callback_and_timeout_and_arguments_0(&resolve, ms.min(2e9) as i32);
+    });
+    let _ = JsFuture::from(p).await;
+}
+
 impl Engine {
     async fn spawn() -> Result<Self, String> {
         let opts = WorkerOptions::new();
@@ -56,45 +131,115 @@ impl Engine {
         // Written by trunk next to index.html (data-loader-shim on the worker's link).
         let worker = Worker::new_with_options("./brivl-worker_loader.js", &opts)
             .map_err(|e| format!("cannot start the engine worker: {e:?}"))?;
-        let pending: Pending = Rc::default();
-        let (ready_tx, ready_rx) = oneshot::channel::<Answer>();
-        pending.borrow_mut().insert(0, ready_tx);
-        let map = pending.clone();
+        let shared = Rc::new(Shared { worker, pending: RefCell::default(), dead: RefCell::new(None) });
+        let (ready_tx, ready_rx) = oneshot::channel();
+        shared.pending.borrow_mut().insert(0, ready_tx);
+        let sh = shared.clone();
         let onmessage = Closure::<dyn FnMut(MessageEvent)>::new(move |ev: MessageEvent| match parse(ev.data()) {
+            Some((_, Answer { reply: Reply::Crashed { error }, .. })) => sh.stop(error),
             Some((id, answer)) => {
-                if let Some(tx) = map.borrow_mut().remove(&id) {
-                    let _ = tx.send(answer);
+                let tx = sh.pending.borrow_mut().remove(&id);
+                if let Some(tx) = tx {
+                    let _ = tx.send(Ok(answer));
                 }
             }
             None => web_sys::console::error_1(&"brivl: unreadable message from the engine worker".into()),
         });
-        worker.set_onmessage(Some(onmessage.as_ref().unchecked_ref()));
-        let engine = Self { worker, pending, next_id: Cell::new(1), _onmessage: onmessage };
-        ready_rx.await.map_err(|_| "the engine worker did not start".to_string())?;
-        Ok(engine)
+        let sh = shared.clone();
+        // An uncaught error in the worker (a wasm trap: out of memory, a panic's abort) or a
+        // script that failed to load: the worker cannot be trusted any more.
+        let onerror = Closure::<dyn FnMut(ErrorEvent)>::new(move |ev: ErrorEvent| {
+            ev.prevent_default();
+            let msg = ev.message();
+            let msg = msg.trim_start_matches("Uncaught ").trim();
+            let reason = if msg.is_empty() {
+                "the worker failed".to_string()
+            } else if msg.contains("unreachable") {
+                // How a wasm abort shows: out of memory, or an error the engine could not report.
+                format!("{msg} (out of memory, or an internal error)")
+            } else {
+                msg.to_string()
+            };
+            sh.stop(reason);
+        });
+        shared.worker.set_onmessage(Some(onmessage.as_ref().unchecked_ref()));
+        shared.worker.set_onerror(Some(onerror.as_ref().unchecked_ref()));
+        let onmessageerror = Closure::<dyn FnMut(MessageEvent)>::new({
+            let sh = shared.clone();
+            move |_| sh.stop("a message from the worker could not be read".into())
+        });
+        shared.worker.set_onmessageerror(Some(onmessageerror.as_ref().unchecked_ref()));
+        let engine = Self {
+            shared,
+            next_id: Cell::new(1),
+            loaded: RefCell::new(None),
+            embedded: Cell::new(0),
+            _onmessage: onmessage,
+            _onerror: onerror,
+            _onmessageerror: onmessageerror,
+        };
+        match ready_rx.await {
+            Ok(Ok(_)) => Ok(engine),
+            Ok(Err(e)) => Err(format!("the engine worker did not start: {e}")),
+            Err(_) => Err("the engine worker did not start".to_string()),
+        }
+    }
+
+    pub fn is_dead(&self) -> bool {
+        self.shared.dead.borrow().is_some()
     }
 
     /// Sends `req` with `payload` (moved to the worker, not copied) and waits for the answer.
-    pub async fn call(&self, req: &Request, payload: Option<Uint8Array>) -> Result<Answer, String> {
+    pub async fn call(&self, req: &Request, payload: Option<Uint8Array>) -> Result<Answer, CallError> {
+        self.call_watched(req, payload, None).await
+    }
+
+    /// As `call`; with `limit_ms`, a worker that has not answered by then is taken as stuck:
+    /// it is stopped (this and every other pending request rejected).
+    pub async fn call_watched(
+        &self,
+        req: &Request,
+        payload: Option<Uint8Array>,
+        limit_ms: Option<f64>,
+    ) -> Result<Answer, CallError> {
+        if let Some(reason) = self.shared.dead.borrow().clone() {
+            return Err(CallError::Stopped(reason));
+        }
         let id = self.next_id.get();
         self.next_id.set(id + 1);
         let (tx, rx) = oneshot::channel();
-        self.pending.borrow_mut().insert(id, tx);
+        self.shared.pending.borrow_mut().insert(id, tx);
         let msg = Array::of2(&id.into(), &serde_json::to_string(req).expect("requests serialise").into());
         let transfer = Array::new();
         if let Some(p) = payload {
             transfer.push(&p.buffer());
             msg.push(&p);
         }
-        if let Err(e) = self.worker.post_message_with_transfer(&msg, &transfer) {
-            self.pending.borrow_mut().remove(&id);
-            return Err(format!("cannot reach the engine worker: {e:?}"));
+        if let Err(e) = self.shared.worker.post_message_with_transfer(&msg, &transfer) {
+            self.shared.pending.borrow_mut().remove(&id);
+            return Err(CallError::Stopped(format!("cannot reach the engine worker: {e:?}")));
         }
-        let answer = rx.await.map_err(|_| "the engine worker stopped".to_string())?;
+        let answer = match limit_ms {
+            None => rx.await,
+            Some(ms) => match select(rx, Box::pin(sleep(ms))).await {
+                Either::Left((a, _)) => a,
+                Either::Right((_, rx)) => {
+                    self.shared.stop(format!("no answer after {:.0} s (stuck)", ms / 1000.0));
+                    rx.await
+                }
+            },
+        };
+        let answer = answer.map_err(|_| CallError::Stopped("the worker went away".into()))??;
         match answer.reply {
-            Reply::Failed { error } => Err(error),
+            Reply::Failed { error } => Err(CallError::Refused(error)),
             _ => Ok(answer),
         }
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.shared.worker.terminate();
     }
 }
 

@@ -20,6 +20,13 @@ use state::{format_bytes, format_duration, now_ms, ModelStatus, RunState, State}
 
 const LANG_SETTING: &str = "brivl.lang";
 
+/// `?test_hooks=1` in the address (set only by the browser tests): photos whose names carry a
+/// test-fault marker make the engine worker fail on them, and the watchdog waits less.
+pub(crate) fn test_hooks() -> bool {
+    let search = web_sys::window().and_then(|w| w.location().search().ok()).unwrap_or_default();
+    search.trim_start_matches('?').split('&').any(|kv| kv == "test_hooks=1")
+}
+
 pub fn mount() {
     console_error_panic_hook::set_once();
     store::register_service_worker();
@@ -266,10 +273,16 @@ fn AlbumPanel() -> impl IntoView {
             </div>
             <div
                 id="index-status"
-                data-state=move || match s.progress.get().state { RunState::Idle => "idle", RunState::Running => "running", RunState::Paused => "paused" }
+                data-state=move || match s.progress.get().state {
+                    _ if s.other_tab.get() => "waiting",
+                    RunState::Idle => "idle",
+                    RunState::Running => "running",
+                    RunState::Paused => "paused",
+                }
                 data-indexed=move || s.photos.with(|p| p.len())
                 data-queued=move || s.progress.get().remaining
                 data-failed=move || s.failures.with(|f| f.len())
+                data-not-photos=move || s.not_photos.get()
             >
                 <p>
                     <strong>{move || s.photos.with(|p| p.len())}</strong>
@@ -277,6 +290,7 @@ fn AlbumPanel() -> impl IntoView {
                     {move || { let q = s.progress.get().remaining; (q > 0).then(|| format!(" · {q} {}", s.t(Key::Queued))) }}
                 </p>
                 {progress}
+                {move || s.other_tab.get().then(|| view! { <p class="warn" id="other-tab">{s.t(Key::OtherTab)}</p> })}
                 {move || (s.in_use.with(Option::is_none) && s.progress.get().remaining > 0).then(|| view! { <p class="warn">{s.t(Key::NeedModel)}</p> })}
             </div>
             <div class="row">

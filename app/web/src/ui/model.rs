@@ -2,12 +2,14 @@
 //! with size and SHA-256) or from a file the user drops; kept in Cache Storage so a second visit
 //! needs no download and works offline.
 
+use std::rc::Rc;
+
 use brivl_core::model_id::ModelId;
 use js_sys::Uint8Array;
 use leptos::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::engine::engine;
+use super::engine::{engine, Engine};
 use super::state::{ModelStatus, ReadyModel, State};
 use super::{indexer, store};
 use crate::protocol::{Reply, Request};
@@ -173,7 +175,7 @@ async fn activate(s: State, r: Remembered, bytes: Uint8Array, from_cache: bool) 
     };
     let answer = match engine.call(&Request::Load { prefer_gpu: prefer_gpu() }, Some(bytes)).await {
         Ok(a) => a,
-        Err(e) => return refuse(s, &r.name, e),
+        Err(e) => return refuse(s, &r.name, e.into()),
     };
     let Reply::Loaded { backend, on_gpu, gpu_error, content_hash, dim } = answer.reply else {
         return refuse(s, &r.name, "unexpected reply from the engine".into());
@@ -184,16 +186,58 @@ async fn activate(s: State, r: Remembered, bytes: Uint8Array, from_cache: bool) 
         }
     }
     remember(&r);
+    let id = ModelId { hash: content_hash.clone(), dim };
+    *engine.loaded.borrow_mut() = Some(id.clone());
     let ready = ReadyModel {
         name: r.name,
         bytes: r.bytes,
         backend,
         on_gpu,
         gpu_note: gpu_error,
-        hash: content_hash.clone(),
+        hash: content_hash,
+        dim,
+        cache_key: r.key,
         from_cache,
     };
     s.in_use.set(Some(ready.clone()));
     s.model.set(ModelStatus::Ready(ready));
-    indexer::adopt_model(s, ModelId { hash: content_hash, dim }).await;
+    indexer::adopt_model(s, id).await;
+}
+
+thread_local! {
+    /// Held while the model is loaded into a restarted worker, so concurrent callers share it.
+    static RELOADING: Rc<futures::lock::Mutex<()>> = Rc::default();
+}
+
+/// The engine worker with the model in use loaded. A worker that died was restarted by
+/// `engine()`; the model goes into the new one again from Cache Storage (where every model in use
+/// is kept), so indexing and search go on.
+pub async fn ready_engine(s: State) -> Result<Rc<Engine>, String> {
+    let lock = RELOADING.with(Rc::clone);
+    let _guard = lock.lock().await;
+    let m = s.in_use.get_untracked().ok_or_else(|| "no model is loaded".to_string())?;
+    let e = engine().await?;
+    if e.loaded.borrow().as_ref() == Some(&m.id()) {
+        return Ok(e);
+    }
+    let lost = |why: String| {
+        let error = format!("the engine was restarted and the model could not be loaded again: {why}");
+        s.in_use.set(None);
+        s.model.set(ModelStatus::Refused { name: m.name.clone(), error: error.clone(), previous: None });
+        error
+    };
+    let bytes = match store::cache_get(&m.cache_key).await {
+        Ok(Some(b)) => b,
+        Ok(None) => return Err(lost("it is no longer in this browser's cache; load it again".into())),
+        Err(err) => return Err(lost(err)),
+    };
+    let answer =
+        e.call(&Request::Load { prefer_gpu: prefer_gpu() }, Some(bytes)).await.map_err(|err| lost(err.into()))?;
+    match answer.reply {
+        Reply::Loaded { content_hash, dim, .. } if (ModelId { hash: content_hash.clone(), dim }) == m.id() => {
+            *e.loaded.borrow_mut() = Some(m.id());
+            Ok(e)
+        }
+        _ => Err(lost("the cached copy is not the model in use".into())),
+    }
 }

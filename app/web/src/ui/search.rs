@@ -7,7 +7,8 @@ use brivl_core::ranking::rank;
 use brivl_core::translate::Dictionary;
 use leptos::prelude::*;
 
-use super::engine::{engine, floats};
+use super::engine::floats;
+use super::model::ready_engine;
 use super::state::{LastQuery, Results, State};
 use crate::protocol::Request;
 
@@ -49,7 +50,7 @@ pub async fn search_text(s: State) {
         return;
     }
     let result = async {
-        let answer = engine().await?.call(&Request::EmbedText { text }, None).await?;
+        let answer = ready_engine(s).await?.call(&Request::EmbedText { text }, None).await?;
         answer.buffers.first().map(floats).ok_or_else(|| "no embedding in the reply".to_string())
     }
     .await;
@@ -64,22 +65,27 @@ pub async fn search_text(s: State) {
 
 /// Photos closest to the stored photo `hash` (image-to-image), the photo itself left out.
 pub fn search_similar(s: State, hash: String) {
-    let Some(v) = s.photos.with_untracked(|p| p.iter().find(|p| p.hash == hash).map(|p| p.embedding.clone())) else {
-        return;
-    };
+    let Some(model) = s.in_use.with_untracked(|m| m.as_ref().map(|m| m.id())) else { return };
+    let found = s.photos.with_untracked(|p| {
+        p.iter().find(|p| p.hash == hash && model.accepts(&p.model).is_ok()).map(|p| p.embedding.clone())
+    });
+    let Some(v) = found else { return };
     s.last_query.set(Some(LastQuery { vector: v, exclude: Some(hash) }));
     s.open.set(None);
     rerank(s);
 }
 
-/// Ranks with the last query vector, the current top-k and minimum score.
+/// Ranks with the last query vector, the current top-k and minimum score. Only photos embedded
+/// by the model in use are ranked (a record of another model lives in another space).
 pub fn rerank(s: State) {
     let Some(q) = s.last_query.get_untracked() else { return };
+    let Some(model) = s.in_use.with_untracked(|m| m.as_ref().map(|m| m.id())) else { return };
     let (top_k, min_score) = (s.top_k.get_untracked(), s.min_score.get_untracked());
     let hits = s.photos.with_untracked(|photos| {
         let rows = photos
             .iter()
             .enumerate()
+            .filter(|(_, p)| model.accepts(&p.model).is_ok() && p.embedding.len() == q.vector.len())
             .filter(|(_, p)| q.exclude.as_ref() != Some(&p.hash))
             .map(|(i, p)| (i, p.embedding.as_slice()));
         rank(&q.vector, rows, top_k, Some(min_score))

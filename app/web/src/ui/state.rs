@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use brivl_core::model_id::ModelId;
 use leptos::prelude::*;
 
 use crate::i18n::{Key, Lang};
@@ -39,7 +40,17 @@ pub struct ReadyModel {
     /// Why the CPU path runs, when it does.
     pub gpu_note: Option<String>,
     pub hash: String,
+    /// Embedding width.
+    pub dim: usize,
+    /// Where Cache Storage keeps the file (the model is loaded from there into a restarted worker).
+    pub cache_key: String,
     pub from_cache: bool,
+}
+
+impl ReadyModel {
+    pub fn id(&self) -> ModelId {
+        ModelId { hash: self.hash.clone(), dim: self.dim }
+    }
 }
 
 impl ModelStatus {
@@ -61,6 +72,8 @@ pub struct Photo {
     pub hash: String,
     pub names: Vec<String>,
     pub embedding: Arc<Vec<f32>>,
+    /// The model that made the embedding: only photos of the model in use are ranked.
+    pub model: ModelId,
     /// An object URL of the stored thumbnail.
     pub thumb_url: String,
 }
@@ -134,6 +147,10 @@ pub struct State {
     pub in_use: RwSignal<Option<ReadyModel>>,
     pub photos: RwSignal<Vec<Photo>>,
     pub failures: RwSignal<Vec<Failure>>,
+    /// Files left out because they are not photos (this session).
+    pub not_photos: RwSignal<usize>,
+    /// Another tab holds the indexing lock; this one waits for it.
+    pub other_tab: RwSignal<bool>,
     pub progress: RwSignal<Progress>,
     /// The latest one-line message (files added, errors), shown in a live region.
     pub notice: RwSignal<String>,
@@ -157,6 +174,8 @@ impl State {
             in_use: RwSignal::new(None),
             photos: RwSignal::new(Vec::new()),
             failures: RwSignal::new(Vec::new()),
+            not_photos: RwSignal::new(0),
+            other_tab: RwSignal::new(false),
             progress: RwSignal::new(Progress { state: RunState::Idle, done: 0, remaining: 0, started_ms: 0.0 }),
             notice: RwSignal::new(String::new()),
             query: RwSignal::new(String::new()),

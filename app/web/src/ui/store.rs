@@ -1,6 +1,7 @@
 //! Bindings to `app/web/js/store.js`: IndexedDB (the index), Cache Storage (model files), folder
 //! traversal and hashing, which are plainest in the browser's own promise APIs.
 
+use brivl_core::model_id::ModelId;
 use js_sys::{Array, Float32Array, Function, Promise, Uint8Array};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
@@ -14,13 +15,25 @@ extern "C" {
     #[wasm_bindgen(js_name = filesFromInput)]
     pub fn files_from_input(list: &web_sys::FileList) -> Array;
     #[wasm_bindgen(js_name = enqueueFiles)]
-    fn enqueue_files_js(files: &Array, max_bytes: f64) -> Promise;
+    fn enqueue_files_js(files: &Array, max_bytes: f64, sniff_bytes: u32, is_photo: &Function) -> Promise;
+    #[wasm_bindgen(js_name = beginAttempt)]
+    fn begin_attempt_js(hash: &str) -> Promise;
+    #[wasm_bindgen(js_name = indexLock)]
+    fn index_lock_js(wait: bool) -> Promise;
     #[wasm_bindgen(js_name = nextQueued)]
     fn next_queued_js() -> Promise;
     #[wasm_bindgen(js_name = queueCount)]
     fn queue_count_js() -> Promise;
     #[wasm_bindgen(js_name = commitPhoto)]
-    fn commit_photo_js(hash: &str, emb: &Float32Array, thumb: &Uint8Array, w: u32, h: u32, model: &str) -> Promise;
+    fn commit_photo_js(
+        hash: &str,
+        emb: &Float32Array,
+        thumb: &Uint8Array,
+        w: u32,
+        h: u32,
+        model: &str,
+        dim: u32,
+    ) -> Promise;
     #[wasm_bindgen(js_name = commitFailure)]
     fn commit_failure_js(hash: &str, reason: &str) -> Promise;
     #[wasm_bindgen(js_name = listPhotos)]
@@ -85,17 +98,26 @@ pub async fn sha256_hex(bytes: &Uint8Array) -> JsResult<String> {
 pub struct Enqueued {
     pub queued: u32,
     pub duplicates: u32,
+    /// Files that are not photos at all (by their first bytes), left out.
+    pub not_photos: Vec<String>,
     pub too_large: Vec<String>,
     /// Every file hashed, with its content hash (for showing originals during this session).
     pub seen: Vec<(String, web_sys::File)>,
 }
 
-/// `files` holds `{file, path}` objects (from `collect_dropped` or `files_from_input`).
+/// `files` holds `{file, path}` objects (from `collect_dropped` or `files_from_input`). A file is
+/// sniffed first (its first `SNIFF_BYTES`, the same test as the desktop indexer's): one that is
+/// not a photo is counted, not read.
 pub async fn enqueue_files(files: &Array, max_bytes: f64) -> JsResult<Enqueued> {
-    let r = wait(enqueue_files_js(files, max_bytes)).await?;
+    use brivl_engine::photo::{looks_like_photo, SNIFF_BYTES};
+    let is_photo = Closure::<dyn Fn(Uint8Array) -> bool>::new(|head: Uint8Array| looks_like_photo(&head.to_vec()));
+    let r = wait(enqueue_files_js(files, max_bytes, SNIFF_BYTES as u32, is_photo.as_ref().unchecked_ref())).await;
+    drop(is_photo);
+    let r = r?;
     Ok(Enqueued {
         queued: get(&r, "queued").as_f64().unwrap_or(0.0) as u32,
         duplicates: get(&r, "duplicates").as_f64().unwrap_or(0.0) as u32,
+        not_photos: Array::from(&get(&r, "notPhotos")).iter().filter_map(|v| v.as_string()).collect(),
         too_large: Array::from(&get(&r, "tooLarge")).iter().map(|v| get_str(&v, "name")).collect(),
         seen: Array::from(&get(&r, "seen"))
             .iter()
@@ -118,6 +140,18 @@ pub async fn next_queued() -> JsResult<Option<Queued>> {
     Ok(Some(Queued { hash: get_str(&r, "hash"), names: get_names(&r), bytes: get(&r, "bytes").unchecked_into() }))
 }
 
+/// How many times work on the queued photo started before (this start is counted).
+pub async fn begin_attempt(hash: &str) -> JsResult<u32> {
+    Ok(wait(begin_attempt_js(hash)).await?.as_f64().unwrap_or(0.0) as u32)
+}
+
+/// The indexing lock (one tab indexes at a time): a function that releases it, or `None` when
+/// another tab holds it and `wait` is false.
+pub async fn index_lock(wait_for_it: bool) -> JsResult<Option<Function>> {
+    let r = wait(index_lock_js(wait_for_it)).await?;
+    Ok(r.dyn_into::<Function>().ok())
+}
+
 pub async fn queue_count() -> JsResult<usize> {
     Ok(wait(queue_count_js()).await?.as_f64().unwrap_or(0.0) as usize)
 }
@@ -127,14 +161,19 @@ pub struct StoredPhoto {
     pub hash: String,
     pub names: Vec<String>,
     pub embedding: Vec<f32>,
+    /// The model that made the embedding (records from before it was stored: their width).
+    pub model: ModelId,
     pub thumb: web_sys::Blob,
 }
 
 fn stored_photo(r: &JsValue) -> StoredPhoto {
+    let embedding = Float32Array::new(&get(r, "embedding")).to_vec();
+    let dim = get(r, "dim").as_f64().map(|d| d as usize).unwrap_or(embedding.len());
     StoredPhoto {
         hash: get_str(r, "hash"),
         names: get_names(r),
-        embedding: Float32Array::new(&get(r, "embedding")).to_vec(),
+        model: ModelId { hash: get_str(r, "model"), dim },
+        embedding,
         thumb: get(r, "thumb").unchecked_into(),
     }
 }
@@ -146,9 +185,10 @@ pub async fn commit_photo(
     thumb: &Uint8Array,
     width: u32,
     height: u32,
-    model: &str,
+    model: &ModelId,
 ) -> JsResult<StoredPhoto> {
-    let r = wait(commit_photo_js(hash, &Float32Array::from(embedding), thumb, width, height, model)).await?;
+    let emb = Float32Array::from(embedding);
+    let r = wait(commit_photo_js(hash, &emb, thumb, width, height, &model.hash, model.dim as u32)).await?;
     Ok(stored_photo(&r))
 }
 
