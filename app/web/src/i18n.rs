@@ -114,7 +114,8 @@ strings! {
     OtherTab => "Indexing runs in another tab of this site; this tab waits and goes on when that one is done.",
         "本网站的另一个标签页正在索引；本页会等待，待其完成后继续。";
     NoticeCancelled => "Indexing cancelled; the photos already indexed are kept.", "已取消索引；已索引的照片会保留。";
-    NoticeOtherModel => "The index was built with another model and has been cleared.", "索引由其他模型建立，已清空。";
+    NoticeOtherModel => "The index was built with another model, so its photos cannot be searched with this one: it has been cleared. Add your photos again to index them with this model.",
+        "索引由其他模型建立，无法用当前模型搜索，已清空。请重新添加照片，用当前模型建立索引。";
     Privacy => "Private by design: the page talks only to the site it came from.",
         "隐私优先：页面只与其来源网站通信。";
 }
