@@ -1,6 +1,6 @@
 //! Checkpoint -> model file: keeps the two towers, folds BatchNorm into the convs, fuses BERT's
 //! Q, K and V into one projection, renames to the engine's names and quantises the matrices
-//! (with `q8`, the backbone's 1x1 convs are f16, see [`Store::NotQ8`]).
+//! (with `q8`, the backbone's 1x1 convs are f16, see `Store::NotQ8`).
 //!
 //! Engine names (what `models::brivl` loads):
 //! `image.stem`, `image.blocks.S.B.{expand,dw,se_reduce,se_expand,project}`, `image.head`,

@@ -14,7 +14,7 @@ pub struct BrivlConfig {
     pub img_heads: usize,
     pub text_heads: usize,
     pub bert_heads: usize,
-    /// Tokens per text, [CLS] and [SEP] included (32 in the release, at most 80).
+    /// Tokens per text, `[CLS]` and `[SEP]` included (32 in the release, at most 80).
     pub max_text_len: usize,
     /// Stride of the first block of each EfficientNet stage.
     pub stage_strides: Vec<usize>,
