@@ -38,6 +38,7 @@ pub(crate) fn sigmoid(x: f32) -> f32 {
 /// erf as the GPU kernels compute it (`common.wgsl`): Abramowitz & Stegun 7.1.26 (|error| <=
 /// 1.5e-7 in exact arithmetic; measured in f32, 4.1e-7 at worst on [-6, 6]), one `exp` and no
 /// loop, so the CPU path and the GPU agree and GELU costs a few flops instead of a series.
+#[allow(clippy::excessive_precision)] // the constants as published, the same as in common.wgsl
 pub(crate) fn erf(x: f32) -> f32 {
     let a = x.abs();
     let t = 1.0 / (1.0 + 0.3275911 * a);
