@@ -14,6 +14,11 @@ use super::state::{ModelStatus, ReadyModel, State};
 use super::{indexer, store};
 use crate::protocol::{Reply, Request};
 
+/// A worker that has not loaded a model after this long is taken as stuck (stopped, the load
+/// refused with the reason): generous, since the full-size model's pipelines compile on a slow
+/// adapter during the load.
+const LOAD_LIMIT_MS: Option<f64> = Some(600_000.0);
+
 /// One entry of `models/models.json`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct SiteModel {
@@ -173,10 +178,11 @@ async fn activate(s: State, r: Remembered, bytes: Uint8Array, from_cache: bool) 
         Ok(e) => e,
         Err(e) => return refuse(s, &r.name, e),
     };
-    let answer = match engine.call(&Request::Load { prefer_gpu: prefer_gpu() }, Some(bytes)).await {
-        Ok(a) => a,
-        Err(e) => return refuse(s, &r.name, e.into()),
-    };
+    let answer =
+        match engine.call_watched(&Request::Load { prefer_gpu: prefer_gpu() }, Some(bytes), LOAD_LIMIT_MS).await {
+            Ok(a) => a,
+            Err(e) => return refuse(s, &r.name, e.into()),
+        };
     let Reply::Loaded { backend, on_gpu, gpu_error, content_hash, dim } = answer.reply else {
         return refuse(s, &r.name, "unexpected reply from the engine".into());
     };
@@ -231,8 +237,10 @@ pub async fn ready_engine(s: State) -> Result<Rc<Engine>, String> {
         Ok(None) => return Err(lost("it is no longer in this browser's cache; load it again".into())),
         Err(err) => return Err(lost(err)),
     };
-    let answer =
-        e.call(&Request::Load { prefer_gpu: prefer_gpu() }, Some(bytes)).await.map_err(|err| lost(err.into()))?;
+    let answer = e
+        .call_watched(&Request::Load { prefer_gpu: prefer_gpu() }, Some(bytes), LOAD_LIMIT_MS)
+        .await
+        .map_err(|err| lost(err.into()))?;
     match answer.reply {
         Reply::Loaded { content_hash, dim, .. } if (ModelId { hash: content_hash.clone(), dim }) == m.id() => {
             *e.loaded.borrow_mut() = Some(m.id());
