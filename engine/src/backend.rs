@@ -127,6 +127,11 @@ impl GpuBackend {
     pub fn gpu(&self) -> &Gpu {
         &self.gpu
     }
+
+    fn count(&mut self, flops: u64) {
+        self.flops += flops;
+        self.pass.note_flops(flops);
+    }
 }
 
 impl Backend for GpuBackend {
@@ -166,12 +171,12 @@ impl Backend for GpuBackend {
     }
     fn linear(&mut self, x: &Tensor, w: &Tensor, b: Option<&Tensor>, act: Activation) -> Result<Tensor> {
         let y = matmul::linear(&mut self.pass, x, w, b, act)?;
-        self.flops += cost::linear(y.shape(), x.shape().last().copied().unwrap_or(0));
+        self.count(cost::linear(y.shape(), x.shape().last().copied().unwrap_or(0)));
         Ok(y)
     }
     fn conv2d(&mut self, x: &Tensor, w: &Tensor, b: Option<&Tensor>, stride: usize, act: Activation) -> Result<Tensor> {
         let y = conv2d::conv2d(&mut self.pass, x, w, b, stride, act)?;
-        self.flops += cost::conv(y.shape(), w.shape());
+        self.count(cost::conv(y.shape(), w.shape()));
         Ok(y)
     }
     fn depthwise(
@@ -183,7 +188,7 @@ impl Backend for GpuBackend {
         act: Activation,
     ) -> Result<Tensor> {
         let y = depthwise::depthwise(&mut self.pass, x, w, b, stride, act)?;
-        self.flops += cost::conv(y.shape(), w.shape());
+        self.count(cost::conv(y.shape(), w.shape()));
         Ok(y)
     }
     fn squeeze_excite(&mut self, x: &Tensor, w1: &Tensor, b1: &Tensor, w2: &Tensor, b2: &Tensor) -> Result<Tensor> {
@@ -213,7 +218,7 @@ impl Backend for GpuBackend {
     }
     fn attention(&mut self, qkv: &Tensor, heads: usize, key_mask: Option<&Tensor>) -> Result<Tensor> {
         let y = attention::attention(&mut self.pass, qkv, heads, key_mask)?;
-        self.flops += cost::attention(y.shape());
+        self.count(cost::attention(y.shape()));
         Ok(y)
     }
     fn embedding(&mut self, ids: &Tensor, table: &Tensor, add: Option<&Tensor>) -> Result<Tensor> {

@@ -74,6 +74,14 @@ impl Embedder {
         }
     }
 
+    /// The device, on the GPU path (for profiling).
+    pub fn gpu(&self) -> Option<&Gpu> {
+        match &self.loaded {
+            Loaded::Gpu(be, _) => Some(be.gpu()),
+            Loaded::Cpu(..) => None,
+        }
+    }
+
     /// FLOPs of the dominant ops run so far (matmuls, convolutions, attention).
     pub fn flops(&self) -> u64 {
         match &self.loaded {

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::pipelines::PipelineCache;
 use crate::pool::BufferPool;
+use crate::profile::{Profile, Recorder};
 use crate::{Error, Result};
 
 /// How to choose the device.
@@ -34,6 +35,10 @@ pub struct Gpu {
     pub(crate) pipelines: Arc<PipelineCache>,
     pub(crate) pool: Arc<BufferPool>,
     errors: Arc<Mutex<Vec<String>>>,
+    /// The device has timestamp queries (requested whenever the adapter offers them).
+    timestamps: bool,
+    /// `Some` while profiling: what every pass adds to.
+    pub(crate) profiler: Arc<Mutex<Option<Recorder>>>,
 }
 
 impl Gpu {
@@ -58,6 +63,8 @@ impl Gpu {
         let offered = adapter.limits();
         let has_f16 = adapter.features().contains(wgpu::Features::SHADER_F16);
         let f16 = has_f16 && options.allow_f16;
+        // Only `brivl bench --profile` reads timestamps; asking for them costs nothing otherwise.
+        let timestamps = adapter.features().contains(wgpu::Features::TIMESTAMP_QUERY);
         // Ask for everything the adapter offers where the model is limited by it: the largest
         // tensor (BERT's word embeddings) needs ~65 MB bindings in f32.
         let required_limits = wgpu::Limits {
@@ -73,7 +80,12 @@ impl Gpu {
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("brivl"),
-                required_features: if f16 { wgpu::Features::SHADER_F16 } else { wgpu::Features::empty() },
+                required_features: {
+                    let mut features = wgpu::Features::empty();
+                    features.set(wgpu::Features::SHADER_F16, f16);
+                    features.set(wgpu::Features::TIMESTAMP_QUERY, timestamps);
+                    features
+                },
                 required_limits: required_limits.clone(),
                 ..Default::default()
             })
@@ -95,7 +107,28 @@ impl Gpu {
             limits: required_limits,
             f16,
             errors,
+            timestamps,
+            profiler: Arc::new(Mutex::new(None)),
         })
+    }
+
+    /// Starts counting dispatches, bytes and FLOPs per kernel family, and GPU time where the
+    /// adapter has timestamp queries (read back natively only), until [`Gpu::take_profile`].
+    pub fn start_profile(&self) {
+        *self.profiler.lock().unwrap() = Some(Recorder::default());
+    }
+
+    /// What was recorded since [`Gpu::start_profile`]; profiling stops. `None` if not started.
+    pub fn take_profile(&self) -> Option<Profile> {
+        self.profiler.lock().unwrap().take().map(Recorder::finish)
+    }
+
+    pub(crate) fn profiling(&self) -> bool {
+        self.profiler.lock().unwrap().is_some()
+    }
+
+    pub(crate) fn has_timestamps(&self) -> bool {
+        self.timestamps
     }
 
     /// The adapter's name, vendor, backend and driver as the platform reports them.

@@ -15,6 +15,7 @@ pub mod model_file;
 pub mod models;
 pub mod ops;
 pub mod photo;
+pub mod profile;
 pub mod tokenizer;
 
 mod backend;

@@ -119,6 +119,20 @@ impl Tensor {
         Ok(Self { storage: self.storage.clone(), shape: shape.to_vec(), dtype: self.dtype })
     }
 
+    /// Whether this is an intermediate (pooled) tensor rather than a weight or an upload.
+    pub(crate) fn is_activation(&self) -> bool {
+        self.storage.pool.is_some()
+    }
+
+    /// Bytes a kernel can touch: the elements of an intermediate, the whole buffer of a weight.
+    pub(crate) fn bound_bytes(&self) -> u64 {
+        if self.is_activation() {
+            byte_len(self.numel())
+        } else {
+            self.buffer().size()
+        }
+    }
+
     pub(crate) fn buffer(&self) -> &wgpu::Buffer {
         self.storage.buffer.as_ref().expect("tensor buffer is present until drop")
     }

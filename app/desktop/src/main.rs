@@ -199,6 +199,10 @@ enum Command {
         backend: BackendChoice,
         #[arg(long, default_value_t = 3)]
         repeats: usize,
+        /// After timing, one more forward per tower and batch with a per-kernel-family table:
+        /// dispatches, bytes bound, FLOPs, and GPU time where the adapter has timestamp queries.
+        #[arg(long)]
+        profile: bool,
     },
 }
 
@@ -330,7 +334,7 @@ fn run_engine(cmd: Command) -> AnyResult<()> {
             w.flush()?;
             Ok(())
         }
-        Command::Bench { model, backend, repeats } => {
+        Command::Bench { model, backend, repeats, profile } => {
             let mut embedder = load(&model, backend)?;
             println!("backend: {}", embedder.backend_name());
             let size = embedder.config.image_size;
@@ -348,12 +352,20 @@ fn run_engine(cmd: Command) -> AnyResult<()> {
                 let ms =
                     time_per_item(repeats, batch, || pollster::block_on(embedder.embed_images(&images)).map(drop))?;
                 report("image", batch, ms, (embedder.flops() - f0) / ((repeats + 1) * batch) as u64);
+                if profile {
+                    profiled(&mut embedder, "image", batch, |e| pollster::block_on(e.embed_images(&images)).map(drop))?;
+                }
                 let texts: Vec<String> = (0..batch).map(|i| format!("海边的日落 {i}")).collect();
                 let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
                 let f0 = embedder.flops();
                 let ms =
                     time_per_item(repeats, batch, || pollster::block_on(embedder.embed_texts(&refs, None)).map(drop))?;
                 report("text", batch, ms, (embedder.flops() - f0) / ((repeats + 1) * batch) as u64);
+                if profile {
+                    profiled(&mut embedder, "text", batch, |e| {
+                        pollster::block_on(e.embed_texts(&refs, None)).map(drop)
+                    })?;
+                }
             }
             Ok(())
         }
@@ -377,6 +389,47 @@ fn terminal_safe(s: &str) -> std::borrow::Cow<'_, str> {
 fn report(what: &str, batch: usize, ms: f64, flop: u64) {
     let gflop = flop as f64 / 1e9;
     println!("{what:<5} batch {batch}: {ms:8.1} ms per {what}, {gflop:.3} GFLOP each, {:.2} GFLOP/s", gflop / ms * 1e3);
+}
+
+/// Runs `run` once with profiling on and prints the per-family table, per item of the batch.
+fn profiled(
+    embedder: &mut Embedder,
+    what: &str,
+    batch: usize,
+    run: impl FnOnce(&mut Embedder) -> brivl_engine::Result<()>,
+) -> AnyResult<()> {
+    let Some(gpu) = embedder.gpu().cloned() else {
+        println!("  (--profile counts GPU dispatches: nothing to show on the CPU path)");
+        return Ok(());
+    };
+    gpu.start_profile();
+    let result = run(embedder);
+    let p = gpu.take_profile().unwrap_or_default();
+    result?;
+    let per = |v: u64| v as f64 / batch as f64;
+    let mb = |v: u64| per(v) / 1e6;
+    let ms = |ns: Option<u64>| ns.map_or("-".to_string(), |ns| format!("{:.2}", per(ns) / 1e6));
+    println!(
+        "  per {what}: {:.1} dispatches, activations bound {:.1} MB, weights bound {:.1} MB, GPU {} ms",
+        per(p.dispatches()),
+        mb(p.activation_bytes()),
+        mb(p.weight_bytes()),
+        ms(p.gpu_ns())
+    );
+    println!("  {:<16} {:>9} {:>9} {:>10} {:>9} {:>9}", "kernel", "dispatch", "GPU ms", "act MB", "GFLOP/s", "GB/s");
+    for f in &p.families {
+        let rate = |x: f64| f.gpu_ns.filter(|&ns| ns > 0).map_or("-".to_string(), |ns| format!("{:.1}", x / ns as f64));
+        println!(
+            "  {:<16} {:>9.1} {:>9} {:>10.2} {:>9} {:>9}",
+            f.family,
+            per(f.dispatches),
+            ms(f.gpu_ns),
+            mb(f.activation_bytes),
+            if f.flops > 0 { rate(f.flops as f64) } else { "-".to_string() },
+            rate((f.activation_bytes + f.weight_bytes) as f64)
+        );
+    }
+    Ok(())
 }
 
 /// Milliseconds per item of `run`, after one warm-up call (pipelines compile on first use).
