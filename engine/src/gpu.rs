@@ -6,7 +6,7 @@
 use std::sync::{Arc, Mutex};
 
 use crate::pipelines::PipelineCache;
-use crate::pool::BufferPool;
+use crate::pool::{BufferPool, PoolBytes};
 use crate::profile::{Profile, Recorder};
 use crate::{Error, Result};
 
@@ -121,6 +121,11 @@ impl Gpu {
     /// What was recorded since [`Gpu::start_profile`]; profiling stops. `None` if not started.
     pub fn take_profile(&self) -> Option<Profile> {
         self.profiler.lock().unwrap().take().map(Recorder::finish)
+    }
+
+    /// Bytes of intermediate buffers held: in use, and free for the next pass.
+    pub fn pool_bytes(&self) -> PoolBytes {
+        self.pool.bytes()
     }
 
     pub(crate) fn profiling(&self) -> bool {

@@ -35,5 +35,6 @@ mod testing;
 pub use error::{Error, Result};
 pub use gpu::{Gpu, GpuOptions};
 pub use pass::Pass;
+pub use pool::PoolBytes;
 pub use quant::{Packed, Q8_GROUP};
 pub use tensor::{DType, Tensor};

@@ -126,6 +126,7 @@ impl Pass {
             .collect();
         #[cfg(not(target_arch = "wasm32"))]
         if self.gpu.has_timestamps() && self.gpu.profiling() {
+            self.gpu.pool.end_pass();
             return self.submit_timed(&bind_groups);
         }
         let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("brivl pass") });
@@ -140,6 +141,7 @@ impl Pass {
             }
         }
         self.gpu.queue.submit([encoder.finish()]);
+        self.gpu.pool.end_pass();
         self.gpu.take_errors()
     }
 

@@ -139,7 +139,8 @@ impl Tensor {
 
     /// Copies the buffer back to the host as raw words. Submit the pass that writes it first.
     pub(crate) async fn read_words(&self, gpu: &Gpu) -> Result<Vec<u32>> {
-        let size = self.buffer().size();
+        // An activation's buffer may be larger than the tensor (size classes): copy only the tensor.
+        let size = self.bound_bytes();
         let staging = gpu.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("brivl readback"),
             size,
@@ -208,6 +209,36 @@ mod tests {
         let w = Tensor::from_f32(gpu, &[7919, 3], &vec![0.0; 7919 * 3]).unwrap();
         assert!(*w.buffer() != first);
     });
+
+    #[cfg(not(target_arch = "wasm32"))]
+    #[test]
+    fn the_pool_reuses_across_passes_and_lets_an_unused_batch_size_go() {
+        // A device of its own, so that other tests' tensors do not count.
+        let gpu = pollster::block_on(Gpu::new()).unwrap();
+        let forward = |batch: usize| {
+            let t: Vec<Tensor> = (0..6).map(|i| Tensor::uninit(&gpu, &[batch, 1000 + 37 * i]).unwrap()).collect();
+            drop(t);
+            gpu.pool.end_pass();
+            gpu.pool_bytes()
+        };
+        let at8 = forward(8);
+        assert_eq!(at8.live, 0);
+        assert_eq!(forward(8), at8, "a second pass at the same batch allocates nothing new");
+        let at1 = forward(1);
+        assert!(at1.free > at8.free, "batch 8's buffers are kept one pass more");
+        let only1 = forward(1);
+        assert!(only1.free < at8.free / 4, "batch 8's buffers are released: {only1:?} vs {at8:?}");
+        assert_eq!(forward(1), only1);
+        // A tensor in a larger buffer than itself reads back as itself.
+        let pass_data: Vec<f32> = (0..1001).map(|i| i as f32).collect();
+        let mut pass = crate::Pass::new(&gpu);
+        let src = Tensor::from_f32(&gpu, &[1001], &pass_data).unwrap();
+        let y = crate::ops::elementwise::add(&mut pass, &src, &src).unwrap();
+        assert!(y.buffer().size() > 4 * 1001);
+        pass.submit().unwrap();
+        let want: Vec<f32> = pass_data.iter().map(|v| 2.0 * v).collect();
+        assert_eq!(pollster::block_on(y.read_f32(&gpu)).unwrap(), want);
+    }
 
     gpu_test!(readback_round_trips_and_checks_dtype, |gpu| {
         let data: Vec<f32> = (0..1001).map(|i| i as f32 * 0.5 - 3.0).collect();

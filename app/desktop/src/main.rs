@@ -366,6 +366,10 @@ fn run_engine(cmd: Command) -> AnyResult<()> {
                         pollster::block_on(e.embed_texts(&refs, None)).map(drop)
                     })?;
                 }
+                if let Some(gpu) = embedder.gpu() {
+                    let free = gpu.pool_bytes().free as f64 / 1e6;
+                    println!("GPU intermediate buffers kept after batch {batch}: {free:.1} MB");
+                }
             }
             Ok(())
         }
