@@ -1,29 +1,20 @@
 // One RGBA8 image (u32 per pixel, R in the low byte; alpha ignored) -> [0, 1] floats -> bilinear
 // resize exactly like PyTorch F.interpolate(mode='bilinear', align_corners=False, no antialias)
 // -> per-channel (v - mean) / std, written channels-last at `offset` of the output batch.
+// `rgba` holds only the source rows and columns the resize reads; `taps` gives, per output row
+// then per output column, the two source indices into them and the second one's weight (computed
+// on the host by the CPU twin's function, so both read the same pixels with the same weights).
 // One thread per output pixel.
 
 @group(0) @binding(0) var<uniform> params: PreprocessParams;
 @group(0) @binding(1) var<storage, read> rgba: array<u32>;
-@group(0) @binding(2) var<storage, read_write> y: array<f32>;
+@group(0) @binding(2) var<storage, read> taps: array<u32>;
+@group(0) @binding(3) var<storage, read_write> y: array<f32>;
 
 // Like torchvision's ToTensor: byte / 255 (a division, as the reference does).
 fn rgb(r: u32, c: u32) -> vec3<f32> {
-    let p = rgba[r * params.in_w + c];
+    let p = rgba[r * params.cols + c];
     return vec3<f32>(f32(p & 0xffu), f32((p >> 8u) & 0xffu), f32((p >> 16u) & 0xffu)) / 255.0;
-}
-
-struct Taps {
-    i0: u32,
-    i1: u32,
-    l1: f32,
-}
-
-// PyTorch's source index for align_corners=False: (dst + 0.5) * scale - 0.5, clamped at 0.
-fn taps(dst: u32, scale: f32, size: u32) -> Taps {
-    let src = max(scale * (f32(dst) + 0.5) - 0.5, 0.0);
-    let i0 = min(u32(src), size - 1u);
-    return Taps(i0, min(i0 + 1u, size - 1u), src - f32(i0));
 }
 
 @compute @workgroup_size(256)
@@ -36,14 +27,14 @@ fn main(
     if (i >= params.out_h * params.out_w) {
         return;
     }
-    let ty = taps(i / params.out_w, params.scale_h, params.in_h);
-    let tx = taps(i % params.out_w, params.scale_w, params.in_w);
-    let h1 = ty.l1;
+    let ty = 3u * (i / params.out_w);
+    let tx = 3u * (params.out_h + i % params.out_w);
+    let h1 = bitcast<f32>(taps[ty + 2u]);
     let h0 = 1.0 - h1;
-    let w1 = tx.l1;
+    let w1 = bitcast<f32>(taps[tx + 2u]);
     let w0 = 1.0 - w1;
-    let top = w0 * rgb(ty.i0, tx.i0) + w1 * rgb(ty.i0, tx.i1);
-    let bottom = w0 * rgb(ty.i1, tx.i0) + w1 * rgb(ty.i1, tx.i1);
+    let top = w0 * rgb(taps[ty], taps[tx]) + w1 * rgb(taps[ty], taps[tx + 1u]);
+    let bottom = w0 * rgb(taps[ty + 1u], taps[tx]) + w1 * rgb(taps[ty + 1u], taps[tx + 1u]);
     let mean = vec3<f32>(params.mean_r, params.mean_g, params.mean_b);
     let sd = vec3<f32>(params.std_r, params.std_g, params.std_b);
     let v = (h0 * top + h1 * bottom - mean) / sd;

@@ -6,7 +6,7 @@ use std::future::Future;
 
 use crate::ops::{
     attention, conv2d, depthwise, elementwise, embedding, grid_sample, l2_norm, layer_norm, masked_mean, matmul,
-    preprocess::{self, Normalize},
+    preprocess::{self, Normalize, Photo},
     squeeze_excite, Activation, Meta,
 };
 use crate::quant::Packed;
@@ -32,14 +32,8 @@ pub trait Backend {
     /// Finishes the recorded work and returns the values of an f32 tensor.
     fn read(&mut self, t: &Self::Tensor) -> impl Future<Output = Result<Vec<f32>>>;
 
-    /// RGBA8 images (`u32 [h, w]` each) -> resized, normalised `[B, out_h, out_w, 3]`.
-    fn preprocess(
-        &mut self,
-        images: &[Self::Tensor],
-        out_h: usize,
-        out_w: usize,
-        norm: &Normalize,
-    ) -> Result<Self::Tensor>;
+    /// RGBA8 photos on the host -> resized, normalised `[B, out_h, out_w, 3]`.
+    fn preprocess(&mut self, photos: &[Photo], out_h: usize, out_w: usize, norm: &Normalize) -> Result<Self::Tensor>;
     fn linear(
         &mut self,
         x: &Self::Tensor,
@@ -166,8 +160,8 @@ impl Backend for GpuBackend {
         std::mem::replace(&mut self.pass, Pass::new(&self.gpu)).submit()?;
         t.read_f32(&self.gpu).await
     }
-    fn preprocess(&mut self, images: &[Tensor], out_h: usize, out_w: usize, norm: &Normalize) -> Result<Tensor> {
-        preprocess::preprocess(&mut self.pass, images, out_h, out_w, norm)
+    fn preprocess(&mut self, photos: &[Photo], out_h: usize, out_w: usize, norm: &Normalize) -> Result<Tensor> {
+        preprocess::preprocess(&mut self.pass, photos, out_h, out_w, norm)
     }
     fn linear(&mut self, x: &Tensor, w: &Tensor, b: Option<&Tensor>, act: Activation) -> Result<Tensor> {
         let y = matmul::linear(&mut self.pass, x, w, b, act)?;
@@ -320,14 +314,13 @@ impl Backend for CpuBackend {
             CpuData::U32(_) => Err(Error::Shape(format!("read_f32 on a {:?} tensor", DType::U32))),
         }
     }
-    fn preprocess(&mut self, images: &[CpuTensor], out_h: usize, out_w: usize, norm: &Normalize) -> Result<CpuTensor> {
-        let metas: Vec<Meta> = images.iter().map(CpuTensor::meta).collect();
-        let sizes = preprocess::check(&metas, out_h, out_w, norm)?;
-        let mut out = Vec::with_capacity(images.len() * out_h * out_w * 3);
-        for (img, [h, w]) in images.iter().zip(sizes) {
-            out.extend(preprocess::preprocess_cpu(img.u32()?, h, w, out_h, out_w, norm));
+    fn preprocess(&mut self, photos: &[Photo], out_h: usize, out_w: usize, norm: &Normalize) -> Result<CpuTensor> {
+        preprocess::check(photos, out_h, out_w, norm)?;
+        let mut out = Vec::with_capacity(photos.len() * out_h * out_w * 3);
+        for p in photos {
+            out.extend(preprocess::preprocess_cpu(p.rgba, p.height, p.width, out_h, out_w, norm));
         }
-        Ok(CpuTensor::new(vec![images.len(), out_h, out_w, 3], out))
+        Ok(CpuTensor::new(vec![photos.len(), out_h, out_w, 3], out))
     }
     fn linear(&mut self, x: &CpuTensor, w: &CpuWeight, b: Option<&CpuWeight>, act: Activation) -> Result<CpuTensor> {
         let g = matmul::check(x.meta(), w.meta(), b.map(CpuWeight::meta))?;

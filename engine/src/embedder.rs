@@ -4,6 +4,7 @@
 use crate::backend::{Backend, CpuBackend, GpuBackend};
 use crate::model_file::ModelFile;
 use crate::models::brivl::{Brivl, BrivlConfig};
+use crate::ops::preprocess::Photo;
 use crate::tokenizer::TextTokenizer;
 use crate::{Error, Gpu, Result};
 
@@ -132,14 +133,8 @@ async fn images_on<B: Backend>(be: &mut B, m: &Brivl<B>, images: &[Pixels]) -> R
     if images.is_empty() {
         return Ok(Vec::new());
     }
-    let mut inputs = Vec::with_capacity(images.len());
-    for p in images {
-        if p.width.checked_mul(p.height) != Some(p.rgba.len()) || p.rgba.is_empty() {
-            return Err(Error::Shape(format!("image of {}x{} has {} pixels", p.width, p.height, p.rgba.len())));
-        }
-        inputs.push(be.tensor_u32(&[p.height, p.width], &p.rgba)?);
-    }
-    let e = m.image.forward(be, &inputs)?;
+    let photos: Vec<Photo> = images.iter().map(|p| Photo { height: p.height, width: p.width, rgba: &p.rgba }).collect();
+    let e = m.image.forward(be, &photos)?;
     Ok(rows(be.read(&e).await?, images.len()))
 }
 

@@ -35,7 +35,9 @@ pub struct Gpu {
     pub(crate) pipelines: Arc<PipelineCache>,
     pub(crate) pool: Arc<BufferPool>,
     errors: Arc<Mutex<Vec<String>>>,
-    /// The device has timestamp queries (requested whenever the adapter offers them).
+    /// The device has timestamp queries (requested whenever the adapter offers them). Read by
+    /// timed passes, which block for the readback and so are native only.
+    #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
     timestamps: bool,
     /// `Some` while profiling: what every pass adds to.
     pub(crate) profiler: Arc<Mutex<Option<Recorder>>>,
@@ -128,10 +130,12 @@ impl Gpu {
         self.pool.bytes()
     }
 
+    #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
     pub(crate) fn profiling(&self) -> bool {
         self.profiler.lock().unwrap().is_some()
     }
 
+    #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
     pub(crate) fn has_timestamps(&self) -> bool {
         self.timestamps
     }

@@ -10,7 +10,8 @@ use crate::Gpu;
 pub(crate) const MAX_WORKGROUPS_PER_DIM: u32 = 65_535;
 
 struct Dispatch {
-    /// The kernel's file, for the profile.
+    /// The kernel's file, for timed passes (native only).
+    #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
     family: &'static str,
     pipeline: wgpu::ComputePipeline,
     uniform_offset: u64,

@@ -111,7 +111,7 @@ mod tests {
             let c = size_class(bytes);
             assert!(c >= bytes && c >= MIN_CLASS, "{bytes} -> {c}");
             assert!(bytes <= MIN_CLASS || (c - bytes) * 4 <= bytes, "{bytes} -> {c} wastes over 25%");
-            assert!(c % 4 == 0, "copies need 4-byte multiples: {bytes} -> {c}");
+            assert!(c.is_multiple_of(4), "copies need 4-byte multiples: {bytes} -> {c}");
             assert!(c >= last);
             last = c;
         }

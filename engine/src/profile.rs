@@ -70,6 +70,7 @@ impl Recorder {
         }
     }
 
+    #[cfg_attr(target_arch = "wasm32", allow(dead_code))] // timed passes are native only
     pub(crate) fn gpu_time(&mut self, family: &'static str, ns: u64) {
         if let Some(f) = self.families.get_mut(family) {
             *f.gpu_ns.get_or_insert(0) += ns;

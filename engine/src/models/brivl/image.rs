@@ -6,7 +6,11 @@ use super::encoder::{load_stack, EncoderLayer};
 use super::loader::{Linear, Loader};
 use super::BrivlConfig;
 use crate::backend::Backend;
-use crate::ops::{conv2d::same_padding, preprocess::Normalize, Activation};
+use crate::ops::{
+    conv2d::same_padding,
+    preprocess::{Normalize, Photo},
+    Activation,
+};
 use crate::{Error, Result};
 
 /// Largest conv kernel side (EfficientNet's are 3 and 5).
@@ -180,10 +184,10 @@ impl<B: Backend> ImageTower<B> {
         self.fc2.out
     }
 
-    /// RGBA8 images (`u32 [h, w]` each, any size) -> L2-normalised embeddings `[B, E]`.
-    pub fn forward(&self, be: &mut B, images: &[B::Tensor]) -> Result<B::Tensor> {
-        let batch = images.len();
-        let x = be.preprocess(images, self.image_size, self.image_size, &IMAGENET)?;
+    /// Photos (RGBA8, any size) -> L2-normalised embeddings `[B, E]`.
+    pub fn forward(&self, be: &mut B, photos: &[Photo]) -> Result<B::Tensor> {
+        let batch = photos.len();
+        let x = be.preprocess(photos, self.image_size, self.image_size, &IMAGENET)?;
         let mut x = be.conv2d(&x, &self.stem.w, Some(&self.stem.b), 2, Activation::Silu)?;
         for block in &self.blocks {
             x = block.forward(be, &x)?;
