@@ -5,6 +5,7 @@
 
 use std::sync::{Arc, Mutex};
 
+use crate::bind_groups::BindGroupCache;
 use crate::pipelines::PipelineCache;
 use crate::pool::{BufferPool, PoolBytes};
 use crate::profile::{Profile, Recorder};
@@ -34,6 +35,7 @@ pub struct Gpu {
     f16: bool,
     pub(crate) pipelines: Arc<PipelineCache>,
     pub(crate) pool: Arc<BufferPool>,
+    pub(crate) bind_groups: Arc<Mutex<BindGroupCache>>,
     errors: Arc<Mutex<Vec<String>>>,
     /// The device has timestamp queries (requested whenever the adapter offers them). Read by
     /// timed passes, which block for the readback and so are native only.
@@ -102,6 +104,7 @@ impl Gpu {
 
         Ok(Self {
             pool: Arc::new(BufferPool::default()),
+            bind_groups: Arc::new(Mutex::new(BindGroupCache::default())),
             pipelines: Arc::new(PipelineCache::default()),
             device,
             queue,

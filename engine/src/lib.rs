@@ -19,6 +19,7 @@ pub mod profile;
 pub mod tokenizer;
 
 mod backend;
+mod bind_groups;
 mod error;
 mod gpu;
 mod parallel;

@@ -1,6 +1,7 @@
 //! A pass records the dispatches of one forward pass and submits them together: one uniform
 //! buffer for every dispatch's parameters, one command buffer, one `queue.submit`.
 
+use crate::bind_groups::Bindings;
 use crate::pipelines::Kernel;
 use crate::tensor::Tensor;
 use crate::uniforms::Uniform;
@@ -95,36 +96,19 @@ impl Pass {
             return Ok(());
         }
         let device = &self.gpu.device;
-        let uniform = wgpu::util::DeviceExt::create_buffer_init(
+        // Held until submitted: the parameters of this pass stay in the uniform buffer until then.
+        let mut cache = self.gpu.bind_groups.lock().unwrap();
+        let bind_groups = cache.prepare(
             device,
-            &wgpu::util::BufferInitDescriptor {
-                label: Some("brivl params"),
-                contents: &self.uniforms,
-                usage: wgpu::BufferUsages::UNIFORM,
-            },
+            &self.gpu.queue,
+            &self.uniforms,
+            self.dispatches.iter().map(|d| Bindings {
+                pipeline: &d.pipeline,
+                uniform_offset: d.uniform_offset,
+                uniform_size: d.uniform_size,
+                buffers: &d.buffers,
+            }),
         );
-        let bind_groups: Vec<wgpu::BindGroup> = self
-            .dispatches
-            .iter()
-            .map(|d| {
-                let mut entries = vec![wgpu::BindGroupEntry {
-                    binding: 0,
-                    resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                        buffer: &uniform,
-                        offset: d.uniform_offset,
-                        size: wgpu::BufferSize::new(d.uniform_size),
-                    }),
-                }];
-                for (i, b) in d.buffers.iter().enumerate() {
-                    entries.push(wgpu::BindGroupEntry { binding: i as u32 + 1, resource: b.as_entire_binding() });
-                }
-                device.create_bind_group(&wgpu::BindGroupDescriptor {
-                    label: None,
-                    layout: &d.pipeline.get_bind_group_layout(0),
-                    entries: &entries,
-                })
-            })
-            .collect();
         #[cfg(not(target_arch = "wasm32"))]
         if self.gpu.has_timestamps() && self.gpu.profiling() {
             self.gpu.pool.end_pass();
@@ -239,5 +223,36 @@ mod tests {
         add(&mut pass, &a, &a).unwrap();
         pass.submit().unwrap();
         assert!(gpu.take_profile().is_none(), "profiling stops when taken");
+    }
+
+    #[test]
+    fn a_repeated_pass_reuses_its_bind_groups_and_computes_the_same() {
+        let gpu = pollster::block_on(Gpu::new()).unwrap();
+        let n = 777;
+        let a = Tensor::from_f32(&gpu, &[n], &(0..n).map(|i| i as f32).collect::<Vec<_>>()).unwrap();
+        let forward = |scale: usize| {
+            let mut pass = Pass::new(&gpu);
+            let mut x = add(&mut pass, &a, &a).unwrap();
+            for _ in 1..scale {
+                x = add(&mut pass, &x, &a).unwrap();
+            }
+            pass.submit().unwrap();
+            pollster::block_on(x.read_f32(&gpu)).unwrap()
+        };
+        let counts = || gpu.bind_groups.lock().unwrap().counts();
+        let first = forward(3);
+        let (made, reused, _) = counts();
+        assert_eq!((made, reused), (3, 0));
+        assert_eq!(forward(3), first);
+        assert_eq!(counts().0, made, "the second pass made no bind group");
+        assert_eq!(counts().1, 3);
+        // Another shape of pass, then more parameters than the uniform buffer held: right results.
+        assert_eq!(forward(1)[5], 10.0);
+        let long = forward(40);
+        assert_eq!(long[5], 5.0 * 41.0);
+        // Entries unused for two passes are dropped.
+        forward(1);
+        forward(1);
+        assert!(counts().2 <= 3, "{:?}", counts());
     }
 }
