@@ -97,6 +97,7 @@ impl BindGroupCache {
     }
 
     #[cfg(test)]
+    #[cfg_attr(target_arch = "wasm32", allow(dead_code))] // its test needs a native device
     pub(crate) fn counts(&self) -> (u64, u64, usize) {
         (self.made, self.reused, self.groups.len())
     }
