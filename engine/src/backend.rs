@@ -10,7 +10,7 @@ use crate::ops::{
     squeeze_excite, Activation, Meta,
 };
 use crate::quant::Packed;
-use crate::tensor::check_len;
+use crate::tensor::{check_len, Readback};
 use crate::{DType, Error, Gpu, Pass, Result, Tensor};
 
 /// The ops a model calls. Both implementations validate inputs with the same per-op `check`
@@ -29,8 +29,19 @@ pub trait Backend {
     fn reshape(&self, t: &Self::Tensor, shape: &[usize]) -> Result<Self::Tensor>;
     /// Multiply-adds x 2 of the matmuls, convolutions and attention recorded so far.
     fn flops(&self) -> u64;
+    /// The values of a tensor on their way to the host (see [`Backend::submit_read`]).
+    type Pending;
+    /// Finishes the recorded work with `t` (f32) copied for the host. Work recorded and
+    /// submitted after this runs while the copy waits for [`Backend::finish`].
+    fn submit_read(&mut self, t: &Self::Tensor) -> Result<Self::Pending>;
+    fn finish(&mut self, pending: Self::Pending) -> impl Future<Output = Result<Vec<f32>>>;
     /// Finishes the recorded work and returns the values of an f32 tensor.
-    fn read(&mut self, t: &Self::Tensor) -> impl Future<Output = Result<Vec<f32>>>;
+    fn read<'a>(&'a mut self, t: &'a Self::Tensor) -> impl Future<Output = Result<Vec<f32>>> + 'a {
+        async move {
+            let pending = self.submit_read(t)?;
+            self.finish(pending).await
+        }
+    }
 
     /// RGBA8 photos on the host -> resized, normalised `[B, out_h, out_w, 3]`.
     fn preprocess(&mut self, photos: &[Photo], out_h: usize, out_w: usize, norm: &Normalize) -> Result<Self::Tensor>;
@@ -131,6 +142,7 @@ impl GpuBackend {
 impl Backend for GpuBackend {
     type Tensor = Tensor;
     type Weight = Tensor;
+    type Pending = Readback;
 
     fn weight(&self, packed: &Packed, shape: &[usize]) -> Result<Tensor> {
         let t = Tensor::from_packed(&self.gpu, packed)?;
@@ -156,9 +168,11 @@ impl Backend for GpuBackend {
     fn flops(&self) -> u64 {
         self.flops
     }
-    async fn read(&mut self, t: &Tensor) -> Result<Vec<f32>> {
-        std::mem::replace(&mut self.pass, Pass::new(&self.gpu)).submit()?;
-        t.read_f32(&self.gpu).await
+    fn submit_read(&mut self, t: &Tensor) -> Result<Readback> {
+        std::mem::replace(&mut self.pass, Pass::new(&self.gpu)).submit_and_read(t)
+    }
+    async fn finish(&mut self, pending: Readback) -> Result<Vec<f32>> {
+        pending.f32s(&self.gpu).await
     }
     fn preprocess(&mut self, photos: &[Photo], out_h: usize, out_w: usize, norm: &Normalize) -> Result<Tensor> {
         preprocess::preprocess(&mut self.pass, photos, out_h, out_w, norm)
@@ -283,6 +297,7 @@ pub struct CpuBackend {
 impl Backend for CpuBackend {
     type Tensor = CpuTensor;
     type Weight = CpuWeight;
+    type Pending = Vec<f32>;
 
     fn weight(&self, packed: &Packed, shape: &[usize]) -> Result<CpuWeight> {
         check_len(shape, packed.rows * packed.cols)?;
@@ -307,12 +322,15 @@ impl Backend for CpuBackend {
     fn flops(&self) -> u64 {
         self.flops
     }
-    async fn read(&mut self, t: &CpuTensor) -> Result<Vec<f32>> {
+    fn submit_read(&mut self, t: &CpuTensor) -> Result<Vec<f32>> {
         match &t.data {
             CpuData::F32(v) => Ok(v.clone()),
             // As `Tensor::read_f32` words it.
             CpuData::U32(_) => Err(Error::Shape(format!("read_f32 on a {:?} tensor", DType::U32))),
         }
+    }
+    async fn finish(&mut self, pending: Vec<f32>) -> Result<Vec<f32>> {
+        Ok(pending)
     }
     fn preprocess(&mut self, photos: &[Photo], out_h: usize, out_w: usize, norm: &Normalize) -> Result<CpuTensor> {
         preprocess::check(photos, out_h, out_w, norm)?;

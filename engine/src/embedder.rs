@@ -102,10 +102,30 @@ impl Embedder {
 
     /// One embedding per image, in order; one forward pass per call.
     pub async fn embed_images(&mut self, images: &[Pixels]) -> Result<Vec<Vec<f32>>> {
-        match &mut self.loaded {
-            Loaded::Gpu(be, m) => images_on(be, m, images).await,
-            Loaded::Cpu(be, m) => images_on(be, m, images).await,
-        }
+        let batch = self.submit_images(images)?;
+        self.finish(batch).await
+    }
+
+    /// Starts a forward pass over `images` and returns without waiting for it: on the GPU the
+    /// next batch can be decoded and submitted while this one runs, so the device never waits
+    /// for the host between batches. [`Embedder::finish`] reads the embeddings.
+    pub fn submit_images(&mut self, images: &[Pixels]) -> Result<Submitted> {
+        let pending = match &mut self.loaded {
+            Loaded::Gpu(be, m) => images_on(be, m, images)?.map(Pending::Gpu),
+            Loaded::Cpu(be, m) => images_on(be, m, images)?.map(Pending::Cpu),
+        };
+        Ok(Submitted { rows: images.len(), pending })
+    }
+
+    /// The embeddings of a batch from [`Embedder::submit_images`], one per image, in order.
+    pub async fn finish(&mut self, batch: Submitted) -> Result<Vec<Vec<f32>>> {
+        let flat = match (batch.pending, &mut self.loaded) {
+            (None, _) => return Ok(Vec::new()),
+            (Some(Pending::Gpu(p)), Loaded::Gpu(be, _)) => be.finish(p).await?,
+            (Some(Pending::Cpu(p)), Loaded::Cpu(be, _)) => be.finish(p).await?,
+            _ => return Err(Error::Model("a batch finished on another backend than it started on".into())),
+        };
+        Ok(rows(flat, batch.rows))
     }
 
     /// One embedding per text, in order, at `max_len` tokens (the model's default when `None`).
@@ -129,13 +149,25 @@ fn rows(flat: Vec<f32>, n: usize) -> Vec<Vec<f32>> {
     flat.chunks_exact(d.max(1)).map(<[f32]>::to_vec).collect()
 }
 
-async fn images_on<B: Backend>(be: &mut B, m: &Brivl<B>, images: &[Pixels]) -> Result<Vec<Vec<f32>>> {
+/// A batch of images submitted by [`Embedder::submit_images`], not read yet.
+pub struct Submitted {
+    rows: usize,
+    /// `None` for an empty batch.
+    pending: Option<Pending>,
+}
+
+enum Pending {
+    Gpu(<GpuBackend as Backend>::Pending),
+    Cpu(<CpuBackend as Backend>::Pending),
+}
+
+fn images_on<B: Backend>(be: &mut B, m: &Brivl<B>, images: &[Pixels]) -> Result<Option<B::Pending>> {
     if images.is_empty() {
-        return Ok(Vec::new());
+        return Ok(None);
     }
     let photos: Vec<Photo> = images.iter().map(|p| Photo { height: p.height, width: p.width, rgba: &p.rgba }).collect();
     let e = m.image.forward(be, &photos)?;
-    Ok(rows(be.read(&e).await?, images.len()))
+    be.submit_read(&e).map(Some)
 }
 
 async fn texts_on<B: Backend>(

@@ -3,7 +3,7 @@
 
 use crate::bind_groups::Bindings;
 use crate::pipelines::Kernel;
-use crate::tensor::Tensor;
+use crate::tensor::{Readback, Tensor};
 use crate::uniforms::Uniform;
 use crate::Gpu;
 
@@ -92,8 +92,31 @@ impl Pass {
 
     /// Encodes everything recorded into one command buffer and submits it.
     pub fn submit(self) -> crate::Result<()> {
+        self.submit_reading(None).map(drop)
+    }
+
+    /// Submits, with a copy of `t` for the host in the same command buffer: the copy can be read
+    /// while later passes run. `t` must be f32.
+    pub(crate) fn submit_and_read(self, t: &Tensor) -> crate::Result<Readback> {
+        if t.dtype() != crate::DType::F32 {
+            return Err(crate::Error::Shape(format!("read_f32 on a {:?} tensor", t.dtype())));
+        }
+        let gpu = self.gpu.clone();
+        match self.submit_reading(Some(t))? {
+            Some(r) => Ok(r),
+            // Nothing recorded, or a timed pass: copy on its own.
+            None => {
+                let mut encoder = gpu.device.create_command_encoder(&Default::default());
+                let r = Readback::record(&gpu, &mut encoder, t);
+                gpu.queue.submit([encoder.finish()]);
+                Ok(r.start())
+            }
+        }
+    }
+
+    fn submit_reading(self, read: Option<&Tensor>) -> crate::Result<Option<Readback>> {
         if self.dispatches.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
         let device = &self.gpu.device;
         // Held until submitted: the parameters of this pass stay in the uniform buffer until then.
@@ -112,7 +135,7 @@ impl Pass {
         #[cfg(not(target_arch = "wasm32"))]
         if self.gpu.has_timestamps() && self.gpu.profiling() {
             self.gpu.pool.end_pass();
-            return self.submit_timed(&bind_groups);
+            return self.submit_timed(&bind_groups).map(|_| None);
         }
         let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("brivl pass") });
         {
@@ -125,9 +148,11 @@ impl Pass {
                 cpass.dispatch_workgroups(x, y, z);
             }
         }
+        let readback = read.map(|t| Readback::record(&self.gpu, &mut encoder, t));
         self.gpu.queue.submit([encoder.finish()]);
         self.gpu.pool.end_pass();
-        self.gpu.take_errors()
+        self.gpu.take_errors()?;
+        Ok(readback.map(Readback::start))
     }
 
     /// Profiling: each dispatch in a compute pass of its own with timestamps at its start and

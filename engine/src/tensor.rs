@@ -139,32 +139,10 @@ impl Tensor {
 
     /// Copies the buffer back to the host as raw words. Submit the pass that writes it first.
     pub(crate) async fn read_words(&self, gpu: &Gpu) -> Result<Vec<u32>> {
-        // An activation's buffer may be larger than the tensor (size classes): copy only the tensor.
-        let size = self.bound_bytes();
-        let staging = gpu.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("brivl readback"),
-            size,
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
         let mut encoder = gpu.device.create_command_encoder(&Default::default());
-        encoder.copy_buffer_to_buffer(self.buffer(), 0, &staging, 0, size);
+        let staging = Readback::record(gpu, &mut encoder, self);
         gpu.queue.submit([encoder.finish()]);
-        let (tx, rx) = futures_channel::oneshot::channel();
-        staging.map_async(wgpu::MapMode::Read, .., move |r| {
-            let _ = tx.send(r);
-        });
-        #[cfg(not(target_arch = "wasm32"))]
-        gpu.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| Error::Readback(e.to_string()))?;
-        rx.await
-            .map_err(|_| Error::Readback("the device dropped the mapping".into()))?
-            .map_err(|e| Error::Readback(e.to_string()))?;
-        gpu.take_errors()?;
-        let view = staging.get_mapped_range(..).map_err(|e| Error::Readback(e.to_string()))?;
-        let words: Vec<u32> = bytemuck::cast_slice(&view).to_vec();
-        drop(view);
-        staging.unmap();
-        Ok(words)
+        staging.start().words(gpu).await
     }
 
     /// Reads an f32 tensor back to the host.
@@ -174,6 +152,67 @@ impl Tensor {
         }
         let mut words = self.read_words(gpu).await?;
         words.truncate(self.numel());
+        Ok(bytemuck::cast_vec(words))
+    }
+}
+
+/// A tensor's copy on its way to the host, recorded in the same command buffer as the pass that
+/// writes it, so that later passes can be submitted before this one is read. (`pub` because the
+/// backend trait names it; the crate does not export it.)
+pub struct Readback {
+    staging: wgpu::Buffer,
+    numel: usize,
+    mapped: Option<futures_channel::oneshot::Receiver<std::result::Result<(), wgpu::BufferAsyncError>>>,
+}
+
+impl Readback {
+    /// Records the copy of `t` into a new staging buffer. Submit `encoder`, then call [`start`].
+    ///
+    /// [`start`]: Readback::start
+    pub(crate) fn record(gpu: &Gpu, encoder: &mut wgpu::CommandEncoder, t: &Tensor) -> Self {
+        // An activation's buffer may be larger than the tensor (size classes): copy only the tensor.
+        let size = t.bound_bytes();
+        let staging = gpu.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("brivl readback"),
+            size,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        encoder.copy_buffer_to_buffer(t.buffer(), 0, &staging, 0, size);
+        Self { staging, numel: t.numel(), mapped: None }
+    }
+
+    /// Asks for the mapping; it completes when the GPU has done the work submitted before.
+    pub(crate) fn start(mut self) -> Self {
+        let (tx, rx) = futures_channel::oneshot::channel();
+        self.staging.map_async(wgpu::MapMode::Read, .., move |r| {
+            let _ = tx.send(r);
+        });
+        self.mapped = Some(rx);
+        self
+    }
+
+    /// Waits for the copy and returns its words.
+    pub(crate) async fn words(self, gpu: &Gpu) -> Result<Vec<u32>> {
+        let rx = self.mapped.ok_or_else(|| Error::Readback("read before its pass was submitted".into()))?;
+        #[cfg(not(target_arch = "wasm32"))]
+        gpu.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| Error::Readback(e.to_string()))?;
+        rx.await
+            .map_err(|_| Error::Readback("the device dropped the mapping".into()))?
+            .map_err(|e| Error::Readback(e.to_string()))?;
+        gpu.take_errors()?;
+        let view = self.staging.get_mapped_range(..).map_err(|e| Error::Readback(e.to_string()))?;
+        let words: Vec<u32> = bytemuck::cast_slice(&view).to_vec();
+        drop(view);
+        self.staging.unmap();
+        Ok(words)
+    }
+
+    /// Waits for the copy of an f32 tensor and returns its values.
+    pub(crate) async fn f32s(self, gpu: &Gpu) -> Result<Vec<f32>> {
+        let numel = self.numel;
+        let mut words = self.words(gpu).await?;
+        words.truncate(numel);
         Ok(bytemuck::cast_vec(words))
     }
 }

@@ -147,6 +147,42 @@ fn q8_files_keep_the_backbone_pointwise_convs_in_f16() {
 }
 
 #[test]
+fn batches_submitted_before_the_last_is_read_give_the_same_embeddings() {
+    let file = convert_tiny(DType::Q8);
+    let gpu = pollster::block_on(Gpu::new()).expect("parity tests need a GPU adapter (lavapipe on CI)");
+    let golden: Value = serde_json::from_slice(&std::fs::read(fixture("tiny/golden.json")).unwrap()).unwrap();
+    let photos: Vec<Pixels> = golden["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| pixels(&fixture(&format!("tiny/images/{}", g["file"].as_str().unwrap()))))
+        .collect();
+    assert!(photos.len() >= 3);
+    for device in [Some(&gpu), None] {
+        let mut embedder = Embedder::load(&file, device).unwrap();
+        let one_by_one: Vec<Vec<f32>> = photos
+            .iter()
+            .flat_map(|p| pollster::block_on(embedder.embed_images(std::slice::from_ref(p))).unwrap())
+            .collect();
+        // Batches in flight at once, read in order: two of the same size (the second may get
+        // the first's pooled buffers), the rest, and an empty one.
+        let first = embedder.submit_images(&photos[..1]).unwrap();
+        let second = embedder.submit_images(&photos[1..2]).unwrap();
+        let rest = embedder.submit_images(&photos[2..]).unwrap();
+        let empty = embedder.submit_images(&[]).unwrap();
+        let mut overlapped = pollster::block_on(embedder.finish(first)).unwrap();
+        overlapped.extend(pollster::block_on(embedder.finish(second)).unwrap());
+        overlapped.extend(pollster::block_on(embedder.finish(rest)).unwrap());
+        assert!(pollster::block_on(embedder.finish(empty)).unwrap().is_empty());
+        assert_eq!(overlapped.len(), photos.len());
+        for (i, (x, y)) in overlapped.iter().zip(&one_by_one).enumerate() {
+            let c = cosine(x, y);
+            assert!(c > 0.99999, "{}: photo {i} differs when batches overlap (cosine {c})", embedder.backend_name());
+        }
+    }
+}
+
+#[test]
 fn real_jpeg_decoding_stays_close_to_the_reference() {
     // Our JPEG decoder (zune-jpeg) and libjpeg-turbo differ by a few levels per pixel.
     let file = convert_tiny(DType::F32);
