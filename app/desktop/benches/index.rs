@@ -117,13 +117,12 @@ fn main() {
     let db = scratch.join("album.sqlite");
     let mut store = Store::open_for_model(&db, &model, None).expect("open index");
     let plan = indexer::plan(&store, std::slice::from_ref(&album)).expect("plan");
-    let mut embed = |p: &[Pixels]| pollster::block_on(embedder.embed_images(p));
     let t = Instant::now();
-    let report = indexer::run(&mut store, &mut embed, plan, &opts, &mut |_| {}).expect("index");
+    let report = indexer::run(&mut store, &mut embedder, plan, &opts, &mut |_| {}).expect("index");
     rate("brivl index (decode + embed + store)", report.embedded, t.elapsed().as_secs_f64());
     let t = Instant::now();
     let plan = indexer::plan(&store, std::slice::from_ref(&album)).expect("plan");
-    let again = indexer::run(&mut store, &mut embed, plan, &opts, &mut |_| {}).expect("index");
+    let again = indexer::run(&mut store, &mut embedder, plan, &opts, &mut |_| {}).expect("index");
     println!(
         "{:<40} {:>9.1} ms for {} unchanged photos ({} embedded)",
         "brivl index again (nothing changed)",

@@ -19,7 +19,7 @@ use std::sync::{mpsc, Condvar, Mutex};
 use sha2::{Digest, Sha256};
 
 use brivl_core::encoding::to_f16_bytes;
-use brivl_engine::embedder::Pixels;
+use brivl_engine::embedder::{Embedder, Pixels, Submitted};
 use brivl_engine::photo::{self, PhotoLimits};
 
 use crate::store::{Change, Store, StoredFailure};
@@ -198,16 +198,65 @@ impl Drop for Ticket<'_> {
     }
 }
 
-/// The model's image side: one L2-normalised embedding per image, in order (the CLI passes
-/// `Embedder::embed_images`; it is only called when a photo needs embedding).
-pub type EmbedFn<'a> = dyn FnMut(&[Pixels]) -> brivl_engine::Result<Vec<Vec<f32>>> + 'a;
+/// The model's image side as the indexer drives it: a batch is submitted, the next one gathered
+/// and submitted, and only then is the first finished, so the device does not wait for the host
+/// between batches. Embeddings are L2-normalised, one per photo, in order.
+pub trait PhotoEmbedder {
+    type Submitted;
+    fn submit(&mut self, photos: &[Pixels]) -> brivl_engine::Result<Self::Submitted>;
+    fn finish(&mut self, batch: Self::Submitted) -> brivl_engine::Result<Vec<Vec<f32>>>;
+}
+
+impl PhotoEmbedder for Embedder {
+    type Submitted = Submitted;
+    fn submit(&mut self, photos: &[Pixels]) -> brivl_engine::Result<Submitted> {
+        self.submit_images(photos)
+    }
+    fn finish(&mut self, batch: Submitted) -> brivl_engine::Result<Vec<Vec<f32>>> {
+        pollster::block_on(Embedder::finish(self, batch))
+    }
+}
+
+/// A function that embeds a whole batch when called (benchmarks, or no model): no overlap.
+pub struct EachBatch<F>(pub F);
+
+impl<F: FnMut(&[Pixels]) -> brivl_engine::Result<Vec<Vec<f32>>>> PhotoEmbedder for EachBatch<F> {
+    type Submitted = brivl_engine::Result<Vec<Vec<f32>>>;
+    fn submit(&mut self, photos: &[Pixels]) -> brivl_engine::Result<Self::Submitted> {
+        Ok((self.0)(photos))
+    }
+    fn finish(&mut self, batch: Self::Submitted) -> brivl_engine::Result<Vec<Vec<f32>>> {
+        batch
+    }
+}
+
+/// Photos gathered for one pass of the model, and what else their files gave.
+struct Batch<'a, S> {
+    /// Each photo's file, content hash and share of the memory budget (held until finished).
+    files: Vec<(FoundFile, [u8; 32], Ticket<'a>)>,
+    pixels: Vec<Pixels>,
+    /// Changes for the files of this batch that needed no model.
+    changes: Vec<Change>,
+    /// Files of `plan.todo` this batch accounts for.
+    files_done: usize,
+    /// `None` when no photo of the batch needs the model.
+    submitted: Option<brivl_engine::Result<S>>,
+}
+
+impl<'a, S> Batch<'a, S> {
+    fn add(&mut self, file: FoundFile, hash: [u8; 32], pixels: Pixels, ticket: Ticket<'a>) {
+        self.files.push((file, hash, ticket));
+        self.pixels.push(pixels);
+    }
+}
 
 /// Carries out `plan`: reads and decodes `plan.todo` on `opts.workers` threads, embeds on this
-/// thread in batches, commits each batch, then drops the removed paths. `progress` is called
-/// with the number of files of `plan.todo` done so far.
-pub fn run(
+/// thread in batches (one batch on the device while the next is gathered), commits each batch,
+/// then drops the removed paths. `progress` is called with the number of files of `plan.todo`
+/// done so far.
+pub fn run<E: PhotoEmbedder>(
     store: &mut Store,
-    embedder: &mut EmbedFn,
+    embedder: &mut E,
     plan: Plan,
     opts: &IndexOptions,
     progress: &mut dyn FnMut(usize),
@@ -240,45 +289,41 @@ pub fn run(
         }
         drop(tx);
         let mut done = 0;
-        while let Ok(first) = rx.recv() {
-            let mut changes = Vec::new();
-            let mut images = Vec::new();
-            let mut take = |r, images: &mut Vec<_>| -> Result<(), DesktopError> {
-                match r {
-                    Read::Decoded(f, h, p, t) => images.push((f, h, p, t)),
-                    Read::NotPhoto(f) => changes.push(not_photo_change(f, &mut report.not_photos)),
-                    Read::Known(f, h) => match store.embedding_by_hash(&h)? {
-                        Some(embedding) => {
-                            report.reused += 1;
-                            changes.push(photo_change(f, h, embedding));
-                        }
-                        // The row with that content changed earlier in this run: decode after all
-                        // (outside the budget: this thread is the one that frees it).
-                        None => match read_file(f, &HashSet::new(), opts, None) {
-                            Read::Decoded(f, h, p, t) => images.push((f, h, p, t)),
-                            Read::Failed(f, e) => changes.push(failure_change(f, e, &mut report.failures)),
-                            Read::NotPhoto(f) => changes.push(not_photo_change(f, &mut report.not_photos)),
-                            Read::Known(f, _) => changes.push(failure_change(
-                                f,
-                                "the file changed while indexing".into(),
-                                &mut report.failures,
-                            )),
-                        },
-                    },
-                    Read::Failed(f, e) => changes.push(failure_change(f, e, &mut report.failures)),
+        let mut in_flight: Option<Batch<E::Submitted>> = None;
+        loop {
+            let first = match rx.try_recv() {
+                Ok(r) => r,
+                Err(mpsc::TryRecvError::Disconnected) => break,
+                Err(mpsc::TryRecvError::Empty) => {
+                    // Nothing decoded yet: finish the batch on the device first. Its photos hold
+                    // budget that the readers may be waiting for.
+                    if let Some(b) = in_flight.take() {
+                        done += finish(store, embedder, b, &mut report)?;
+                        progress(done);
+                    }
+                    match rx.recv() {
+                        Ok(r) => r,
+                        Err(_) => break,
+                    }
                 }
-                Ok(())
             };
-            take(first, &mut images)?;
-            let mut n = 1;
-            while images.len() < batch {
+            let mut gathered =
+                Batch { files: Vec::new(), pixels: Vec::new(), changes: Vec::new(), files_done: 0, submitted: None };
+            gather(store, opts, &mut report, &mut gathered, first)?;
+            while gathered.pixels.len() < batch {
                 let Ok(r) = rx.try_recv() else { break };
-                take(r, &mut images)?;
-                n += 1;
+                gather(store, opts, &mut report, &mut gathered, r)?;
             }
-            report.embedded += embed(embedder, store.model.dim, images, &mut changes, &mut report.failures)?;
-            store.write(&changes)?;
-            done += n;
+            if !gathered.pixels.is_empty() {
+                gathered.submitted = Some(embedder.submit(&gathered.pixels));
+            }
+            if let Some(b) = in_flight.replace(gathered) {
+                done += finish(store, embedder, b, &mut report)?;
+                progress(done);
+            }
+        }
+        if let Some(b) = in_flight.take() {
+            done += finish(store, embedder, b, &mut report)?;
             progress(done);
         }
         Ok(())
@@ -290,49 +335,88 @@ pub fn run(
     Ok(report)
 }
 
-/// Embeds `images` in one pass, or one by one when the pass fails, so one photo the device
-/// cannot take (say, too large for a buffer) does not sink its batch. A photo that fails alone
-/// is reported but not recorded: the cause may be the device, not the file.
-fn embed(
-    embedder: &mut EmbedFn,
-    dim: usize,
-    images: Vec<Decoded<'_>>,
-    changes: &mut Vec<Change>,
-    failures: &mut Vec<Failure>,
-) -> Result<usize, DesktopError> {
-    if images.is_empty() {
-        return Ok(0);
-    }
-    // The tickets go when this batch is embedded.
-    let (files, pixels): (Vec<_>, Vec<_>) = images.into_iter().map(|(f, h, p, t)| ((f, h, t), p)).unzip();
-    let embeddings: Vec<brivl_engine::Result<Vec<f32>>> = match embedder(&pixels) {
-        Ok(e) if e.len() == pixels.len() => e.into_iter().map(Ok).collect(),
-        Ok(e) => {
-            return Err(DesktopError::Io(format!("the model gave {} embeddings for {} photos", e.len(), pixels.len())))
-        }
-        Err(_) if pixels.len() > 1 => {
-            pixels.chunks(1).map(|one| embedder(one).and_then(|e| first(e, "photo"))).collect()
-        }
-        Err(e) => vec![Err(e)],
-    };
-    let mut n = 0;
-    for ((file, hash, _ticket), e) in files.into_iter().zip(embeddings) {
-        match e {
-            Ok(e) if e.len() == dim => {
-                changes.push(photo_change(file, hash, to_f16_bytes(&e)));
-                n += 1;
+/// Adds what a reader gave for one file to the batch being gathered.
+fn gather<'a, S>(
+    store: &Store,
+    opts: &IndexOptions,
+    report: &mut Report,
+    b: &mut Batch<'a, S>,
+    r: Read<'a>,
+) -> Result<(), DesktopError> {
+    b.files_done += 1;
+    match r {
+        Read::Decoded(f, h, p, t) => b.add(f, h, p, t),
+        Read::NotPhoto(f) => b.changes.push(not_photo_change(f, &mut report.not_photos)),
+        Read::Known(f, h) => match store.embedding_by_hash(&h)? {
+            Some(embedding) => {
+                report.reused += 1;
+                b.changes.push(photo_change(f, h, embedding));
             }
-            // The index refuses other models, so this is a bug, not bad input.
+            // The row with that content changed earlier in this run: decode after all
+            // (outside the budget: this thread is the one that frees it).
+            None => match read_file(f, &HashSet::new(), opts, None) {
+                Read::Decoded(f, h, p, t) => b.add(f, h, p, t),
+                Read::Failed(f, e) => b.changes.push(failure_change(f, e, &mut report.failures)),
+                Read::NotPhoto(f) => b.changes.push(not_photo_change(f, &mut report.not_photos)),
+                Read::Known(f, _) => {
+                    b.changes.push(failure_change(f, "the file changed while indexing".into(), &mut report.failures))
+                }
+            },
+        },
+        Read::Failed(f, e) => b.changes.push(failure_change(f, e, &mut report.failures)),
+    }
+    Ok(())
+}
+
+/// Reads a batch's embeddings, records them with the batch's other changes in one transaction,
+/// and returns the files it accounts for. A batch the device refuses or fails is embedded again
+/// one photo at a time, so one photo the device cannot take (say, too large for a buffer) does
+/// not sink its batch. A photo that fails alone is reported but not recorded: the cause may be
+/// the device, not the file.
+fn finish<E: PhotoEmbedder>(
+    store: &mut Store,
+    embedder: &mut E,
+    batch: Batch<E::Submitted>,
+    report: &mut Report,
+) -> Result<usize, DesktopError> {
+    let Batch { files, pixels, mut changes, files_done, submitted } = batch;
+    if let Some(submitted) = submitted {
+        let dim = store.model.dim;
+        let embeddings: Vec<brivl_engine::Result<Vec<f32>>> = match submitted.and_then(|s| embedder.finish(s)) {
+            Ok(e) if e.len() == pixels.len() => e.into_iter().map(Ok).collect(),
             Ok(e) => {
                 return Err(DesktopError::Io(format!(
-                    "the model gave a {}-d embedding, the index holds {dim}-d",
-                    e.len()
+                    "the model gave {} embeddings for {} photos",
+                    e.len(),
+                    pixels.len()
                 )))
             }
-            Err(e) => failures.push(Failure { path: file.path, error: format!("embedding failed: {e}") }),
+            Err(_) if pixels.len() > 1 => pixels
+                .chunks(1)
+                .map(|one| embedder.submit(one).and_then(|s| embedder.finish(s)).and_then(|e| first(e, "photo")))
+                .collect(),
+            Err(e) => vec![Err(e)],
+        };
+        // The tickets go when this batch is recorded.
+        for ((file, hash, _ticket), e) in files.into_iter().zip(embeddings) {
+            match e {
+                Ok(e) if e.len() == dim => {
+                    changes.push(photo_change(file, hash, to_f16_bytes(&e)));
+                    report.embedded += 1;
+                }
+                // The index refuses other models, so this is a bug, not bad input.
+                Ok(e) => {
+                    return Err(DesktopError::Io(format!(
+                        "the model gave a {}-d embedding, the index holds {dim}-d",
+                        e.len()
+                    )))
+                }
+                Err(e) => report.failures.push(Failure { path: file.path, error: format!("embedding failed: {e}") }),
+            }
         }
     }
-    Ok(n)
+    store.write(&changes)?;
+    Ok(files_done)
 }
 
 fn first(mut e: Vec<Vec<f32>>, what: &str) -> brivl_engine::Result<Vec<f32>> {
@@ -355,9 +439,6 @@ fn failure_change(f: FoundFile, error: String, failures: &mut Vec<Failure>) -> C
     failures.push(Failure { path: f.path.clone(), error: error.clone() });
     Change::Failure(StoredFailure { path: f.path, size: f.size, mtime_ns: f.mtime_ns, error })
 }
-
-/// A decoded photo waiting for the model, with its share of the memory budget.
-type Decoded<'a> = (FoundFile, [u8; 32], Pixels, Ticket<'a>);
 
 /// Bytes of decoding a photo of `pixels` pixels holds at once: RGB8 from the decoder and the
 /// packed RGBA the model takes.

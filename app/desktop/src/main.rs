@@ -511,10 +511,6 @@ fn index(
         embedder = Some(onto(&file, backend)?);
     }
     drop(file);
-    let mut embed = |pixels: &[Pixels]| match embedder.as_mut() {
-        Some(e) => pollster::block_on(e.embed_images(pixels)),
-        None => Err(brivl_engine::Error::Model("no model loaded".into())),
-    };
     let bar = indicatif::ProgressBar::new(plan.todo.len() as u64);
     bar.set_style(
         indicatif::ProgressStyle::with_template(
@@ -524,7 +520,15 @@ fn index(
     );
     let stamp = store.stamp()?;
     let t = Instant::now();
-    let report = indexer::run(&mut store, &mut embed, plan, opts, &mut |done| bar.set_position(done as u64))?;
+    let mut progress = |done: usize| bar.set_position(done as u64);
+    let report = match embedder.as_mut() {
+        Some(e) => indexer::run(&mut store, e, plan, opts, &mut progress)?,
+        // Nothing to embed: every file is unchanged, known or gone.
+        None => {
+            let mut none = indexer::EachBatch(|_: &[Pixels]| Err(brivl_engine::Error::Model("no model loaded".into())));
+            indexer::run(&mut store, &mut none, plan, opts, &mut progress)?
+        }
+    };
     bar.finish_and_clear();
     let secs = t.elapsed().as_secs_f64();
     if store.stamp()? != stamp || !search::cache_path(&db).exists() {
