@@ -1,10 +1,12 @@
-// y[M, N] = act(x[M, K] . w[N, K]^T + bias[N]), w in f32, packed f16 or packed q8 (int8 times
-// one f32 scale per q8_group values of a row, applied as the tile is loaded).
+// y[M, N] = act(x[M, K] . w[N, K]^T + bias[N]) (+ residual[M, N]), w in f32, packed f16 or packed
+// q8 (int8 times one f32 scale per q8_group values of a row, applied as the tile is loaded).
 //
 // One general kernel: 64x64 output tiles, 16x16 threads with 4x4 outputs each, K in steps of
 // 16 through workgroup memory (8 KB, half the WebGPU minimum). Loads are bounds-checked, so any
 // M, N, K works. Defines: WF32 | WF16 | WQ8 pick the weight format; F16 (with WF16, on adapters
-// with shader-f16) reads halves natively and keeps the weight tile in f16; BIAS adds a bias.
+// with shader-f16) reads halves natively and keeps the weight tile in f16; BIAS adds a bias; GATE
+// scales x as it is loaded by gate[M / gate_rows, K] (squeeze-excite's channel gate, one row per
+// image); RESIDUAL adds residual[M, N] after the activation (a block's skip connection).
 
 @group(0) @binding(0) var<uniform> params: MatmulParams;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
@@ -17,11 +19,15 @@
 @group(0) @binding(2) var<storage, read> w: array<u32>;
 #endif
 #endif
-#ifdef BIAS
-@group(0) @binding(3) var<storage, read> bias: array<f32>;
-@group(0) @binding(4) var<storage, read_write> y: array<f32>;
-#else
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;
+#ifdef BIAS
+@group(0) @binding(4) var<storage, read> bias: array<f32>;
+#endif
+#ifdef GATE
+@group(0) @binding(5) var<storage, read> gate: array<f32>;
+#endif
+#ifdef RESIDUAL
+@group(0) @binding(6) var<storage, read> residual: array<f32>;
 #endif
 
 const TM: u32 = 64u;
@@ -58,7 +64,11 @@ fn weight(n: u32, k: u32) -> f32 {
 
 fn x_at(r: u32, k: u32) -> f32 {
     if (r < params.m && k < params.k) {
+#ifdef GATE
+        return x[r * params.k + k] * gate[(r / params.gate_rows) * params.k + k];
+#else
         return x[r * params.k + k];
+#endif
     }
     return 0.0;
 }
@@ -118,7 +128,11 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
         for (var i = 0u; i < 4u; i++) {
             let r = row0 + lid.y * 4u + i;
             if (r < params.m) {
-                y[r * params.n + c] = activate(accs[i][j] + b, params.act);
+                var v = activate(accs[i][j] + b, params.act);
+#ifdef RESIDUAL
+                v += residual[r * params.n + c];
+#endif
+                y[r * params.n + c] = v;
             }
         }
     }

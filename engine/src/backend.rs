@@ -52,6 +52,15 @@ pub trait Backend {
         b: Option<&Self::Weight>,
         act: Activation,
     ) -> Result<Self::Tensor>;
+    /// `(x ⊙ gate) · wᵀ + b (+ residual)`, `gate [B, K]` one row per image of `x [B, ..., K]`.
+    fn gated_linear(
+        &mut self,
+        x: &Self::Tensor,
+        gate: &Self::Tensor,
+        w: &Self::Weight,
+        b: Option<&Self::Weight>,
+        residual: Option<&Self::Tensor>,
+    ) -> Result<Self::Tensor>;
     fn conv2d(
         &mut self,
         x: &Self::Tensor,
@@ -179,6 +188,18 @@ impl Backend for GpuBackend {
     }
     fn linear(&mut self, x: &Tensor, w: &Tensor, b: Option<&Tensor>, act: Activation) -> Result<Tensor> {
         let y = matmul::linear(&mut self.pass, x, w, b, act)?;
+        self.count(cost::linear(y.shape(), x.shape().last().copied().unwrap_or(0)));
+        Ok(y)
+    }
+    fn gated_linear(
+        &mut self,
+        x: &Tensor,
+        gate: &Tensor,
+        w: &Tensor,
+        b: Option<&Tensor>,
+        residual: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        let y = matmul::gated_linear(&mut self.pass, x, gate, w, b, residual)?;
         self.count(cost::linear(y.shape(), x.shape().last().copied().unwrap_or(0)));
         Ok(y)
     }
@@ -345,6 +366,28 @@ impl Backend for CpuBackend {
         let y = matmul::linear_cpu(x.f32()?, &w.values, b.map(|b| &b.values[..]), g.k, act);
         self.flops += cost::linear(&g.out_shape, g.k);
         Ok(CpuTensor::new(g.out_shape, y))
+    }
+    fn gated_linear(
+        &mut self,
+        x: &CpuTensor,
+        gate: &CpuTensor,
+        w: &CpuWeight,
+        b: Option<&CpuWeight>,
+        residual: Option<&CpuTensor>,
+    ) -> Result<CpuTensor> {
+        let (g, rows) = matmul::check_gated(
+            x.meta(),
+            gate.meta(),
+            w.meta(),
+            b.map(CpuWeight::meta),
+            residual.map(CpuTensor::meta),
+        )?;
+        let gated = CpuTensor::new(x.shape.clone(), matmul::apply_gate_cpu(x.f32()?, gate.f32()?, g.k, rows));
+        let y = self.linear(&gated, w, b, Activation::None)?;
+        match residual {
+            Some(r) => self.add(&y, r),
+            None => Ok(y),
+        }
     }
     fn conv2d(
         &mut self,

@@ -11,7 +11,7 @@ struct Key {
     pipeline: wgpu::ComputePipeline,
     uniform_offset: u64,
     uniform_size: u64,
-    buffers: Vec<wgpu::Buffer>,
+    buffers: Vec<(u32, wgpu::Buffer)>,
 }
 
 /// One dispatch's bindings: its pipeline, its parameters' range and its tensors' buffers.
@@ -19,7 +19,8 @@ pub(crate) struct Bindings<'a> {
     pub pipeline: &'a wgpu::ComputePipeline,
     pub uniform_offset: u64,
     pub uniform_size: u64,
-    pub buffers: &'a [wgpu::Buffer],
+    /// Binding number and buffer of each tensor.
+    pub buffers: &'a [(u32, wgpu::Buffer)],
 }
 
 #[derive(Default)]
@@ -79,8 +80,8 @@ impl BindGroupCache {
                         size: wgpu::BufferSize::new(d.uniform_size),
                     }),
                 }];
-                for (i, b) in d.buffers.iter().enumerate() {
-                    entries.push(wgpu::BindGroupEntry { binding: i as u32 + 1, resource: b.as_entire_binding() });
+                for (binding, b) in d.buffers {
+                    entries.push(wgpu::BindGroupEntry { binding: *binding, resource: b.as_entire_binding() });
                 }
                 let group = device.create_bind_group(&wgpu::BindGroupDescriptor {
                     label: None,

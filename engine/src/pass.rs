@@ -17,7 +17,8 @@ struct Dispatch {
     pipeline: wgpu::ComputePipeline,
     uniform_offset: u64,
     uniform_size: u64,
-    buffers: Vec<wgpu::Buffer>,
+    /// Binding number and buffer of each tensor.
+    buffers: Vec<(u32, wgpu::Buffer)>,
     workgroups: [u32; 3],
 }
 
@@ -46,6 +47,21 @@ impl Pass {
         tensors: &[&Tensor],
         workgroups: [u32; 3],
     ) {
+        let slots: Vec<Option<&Tensor>> = tensors.iter().copied().map(Some).collect();
+        self.dispatch_slots(kernel, defines, params, &slots, workgroups);
+    }
+
+    /// Records one dispatch whose kernel has optional bindings: slot `i` is binding `i + 1`,
+    /// and a `None` slot leaves its binding out (the kernel's defines drop its declaration).
+    pub(crate) fn dispatch_slots<P: Uniform>(
+        &mut self,
+        kernel: &Kernel,
+        defines: &[&str],
+        params: &P,
+        slots: &[Option<&Tensor>],
+        workgroups: [u32; 3],
+    ) {
+        let tensors: Vec<&Tensor> = slots.iter().flatten().copied().collect();
         let pipeline = self.gpu.pipelines.get::<P>(&self.gpu.device, kernel, defines);
         let align = self.gpu.limits().min_uniform_buffer_offset_alignment as usize;
         let offset = self.uniforms.len().div_ceil(align) * align;
@@ -67,7 +83,11 @@ impl Pass {
             pipeline,
             uniform_offset: offset as u64,
             uniform_size: bytes.len() as u64,
-            buffers: tensors.iter().map(|t| t.buffer().clone()).collect(),
+            buffers: slots
+                .iter()
+                .enumerate()
+                .filter_map(|(i, t)| t.map(|t| (i as u32 + 1, t.buffer().clone())))
+                .collect(),
             workgroups,
         });
     }

@@ -9,9 +9,11 @@ use crate::{DType, Error, Pass, Result, Tensor};
 
 crate::uniforms::uniform_struct! {
     /// Shapes for `matmul.wgsl`.
-    /// `groups` and `q8_group`: q8 scales per row and values per scale (unused otherwise).
+    /// `groups` and `q8_group`: q8 scales per row and values per scale (unused otherwise);
+    /// `gate_rows`: rows of x per gate row (with `GATE`).
     pub struct MatmulParams {
-        pub m: u32, pub n: u32, pub k: u32, pub row_words: u32, pub act: u32, pub groups: u32, pub q8_group: u32
+        pub m: u32, pub n: u32, pub k: u32, pub row_words: u32, pub act: u32, pub groups: u32, pub q8_group: u32,
+        pub gate_rows: u32,
     }
 }
 
@@ -60,6 +62,71 @@ pub(crate) fn check(x: Meta, w: Meta, bias: Option<Meta>) -> Result<LinearGeomet
 /// `x [..., K] · w[N, K]ᵀ (+ bias[N]) -> act -> [..., N]`.
 pub fn linear(pass: &mut Pass, x: &Tensor, w: &Tensor, bias: Option<&Tensor>, act: Activation) -> Result<Tensor> {
     let g = check(x.into(), w.into(), bias.map(Meta::from))?;
+    record(pass, &g, x, w, bias, act, None, None)
+}
+
+/// The shape check of [`gated_linear`] and its CPU twin: [`check`]'s, plus `x` `[B, ..., K]` with
+/// `gate` f32 `[B, K]` and `residual` f32 shaped as the output. Returns the rows of `x` per image.
+pub(crate) fn check_gated(
+    x: Meta,
+    gate: Meta,
+    w: Meta,
+    bias: Option<Meta>,
+    residual: Option<Meta>,
+) -> Result<(LinearGeometry, usize)> {
+    let g = check(x, w, bias)?;
+    let b = x.shape.first().copied().unwrap_or(0);
+    ensure_shape!(
+        x.shape.len() >= 2 && gate.shape == [b, g.k] && gate.dtype == DType::F32,
+        "gated_linear: gate {:?} {:?} is not f32 [{b}, {}] for x {:?}",
+        gate.dtype,
+        gate.shape,
+        g.k,
+        x.shape
+    );
+    if let Some(r) = residual {
+        ensure_shape!(
+            r.shape == g.out_shape && r.dtype == DType::F32,
+            "gated_linear: residual {:?} {:?} is not f32 {:?}",
+            r.dtype,
+            r.shape,
+            g.out_shape
+        );
+    }
+    let rows_per_image = g.m.checked_div(b).unwrap_or(0);
+    Ok((g, rows_per_image))
+}
+
+/// `(x ⊙ gate) · w[N, K]ᵀ (+ bias) (+ residual)`: an EfficientNet block's project convolution
+/// with its squeeze-excite gate (`[B, K]`, one row per image of `x [B, ..., K]`) applied while `x`
+/// is loaded and its skip connection added as the output is stored: one pass over the
+/// activations instead of three.
+pub fn gated_linear(
+    pass: &mut Pass,
+    x: &Tensor,
+    gate: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    residual: Option<&Tensor>,
+) -> Result<Tensor> {
+    let (g, rows) = check_gated(x.into(), gate.into(), w.into(), bias.map(Meta::from), residual.map(Meta::from))?;
+    if g.m == 0 {
+        return Tensor::uninit(pass.gpu(), &g.out_shape);
+    }
+    record(pass, &g, x, w, bias, Activation::None, Some((gate, rows)), residual)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn record(
+    pass: &mut Pass,
+    g: &LinearGeometry,
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    act: Activation,
+    gate: Option<(&Tensor, usize)>,
+    residual: Option<&Tensor>,
+) -> Result<Tensor> {
     let y = Tensor::uninit(pass.gpu(), &g.out_shape)?;
     let mut defines = vec![match w.dtype() {
         DType::F16 => "WF16",
@@ -71,6 +138,11 @@ pub fn linear(pass: &mut Pass, x: &Tensor, w: &Tensor, bias: Option<&Tensor>, ac
     if w.dtype() == DType::F16 && pass.gpu().has_f16() {
         defines.push("F16");
     }
+    for (on, name) in [(bias.is_some(), "BIAS"), (gate.is_some(), "GATE"), (residual.is_some(), "RESIDUAL")] {
+        if on {
+            defines.push(name);
+        }
+    }
     let params = MatmulParams {
         m: g.m as u32,
         n: g.n as u32,
@@ -79,16 +151,29 @@ pub fn linear(pass: &mut Pass, x: &Tensor, w: &Tensor, bias: Option<&Tensor>, ac
         act: act as u32,
         groups: q8_groups(g.k) as u32,
         q8_group: Q8_GROUP as u32,
+        gate_rows: gate.map_or(0, |(_, rows)| rows) as u32,
     };
     let groups = [g.n.div_ceil(TILE) as u32, g.m.div_ceil(TILE) as u32, 1];
-    match bias {
-        Some(b) => {
-            defines.push("BIAS");
-            pass.dispatch(&KERNEL, &defines, &params, &[x, w, b, &y], groups);
-        }
-        None => pass.dispatch(&KERNEL, &defines, &params, &[x, w, &y], groups),
-    }
+    pass.dispatch_slots(
+        &KERNEL,
+        &defines,
+        &params,
+        &[Some(x), Some(w), Some(&y), bias, gate.map(|(t, _)| t), residual],
+        groups,
+    );
     Ok(y)
+}
+
+/// CPU twin of [`gated_linear`]'s gate: each row of `x` (`rows` per image) times its image's
+/// row of `gate` (`[B, K]`).
+pub(crate) fn apply_gate_cpu(x: &[f32], gate: &[f32], k: usize, rows: usize) -> Vec<f32> {
+    let mut y = x.to_vec();
+    for (image, g) in y.chunks_mut((rows * k).max(1)).zip(gate.chunks_exact(k.max(1))) {
+        for row in image.chunks_exact_mut(k.max(1)) {
+            row.iter_mut().zip(g).for_each(|(v, s)| *v *= s);
+        }
+    }
+    y
 }
 
 /// CPU twin: `x` is `[M, K]` row-major, `w` the dequantised `[N, K]`, as [`check`] passed them.
@@ -233,6 +318,53 @@ mod tests {
         for (m, n, k) in [(37, 70, 33), (5, 3, 7)] {
             check(gpu, m, n, k, DType::F16, true, Activation::Relu).await;
         }
+    });
+
+    gpu_test!(gated_linear_matches_gate_then_linear_then_add, |gpu| {
+        // 2 images of 5x7 pixels (35 rows each, not a tile multiple), K = 45, N = 70.
+        let (b, p, k, n) = (2, 35, 45, 70);
+        let x = random(b * p * k, 61, 1.0);
+        let gate: Vec<f32> = random(b * k, 62, 0.5).iter().map(|v| v + 0.5).collect();
+        let res = random(b * p * n, 63, 1.0);
+        let bias = random(n, 64, 0.5);
+        for (dtype, with_bias, with_res) in
+            [(DType::F32, true, true), (DType::Q8, false, true), (DType::F16, true, false), (DType::F32, false, false)]
+        {
+            let wp = Packed::new(&random(n * k, 65, 0.2), n, k, dtype).unwrap();
+            let gated = apply_gate_cpu(&x, &gate, k, p);
+            let mut want = linear_cpu(&gated, &wp.dequantize(), with_bias.then_some(&bias[..]), k, Activation::None);
+            if with_res {
+                want.iter_mut().zip(&res).for_each(|(w, r)| *w += r);
+            }
+            let xt = Tensor::from_f32(gpu, &[b, 5, 7, k], &x).unwrap();
+            let gt = Tensor::from_f32(gpu, &[b, k], &gate).unwrap();
+            let rt = Tensor::from_f32(gpu, &[b, 5, 7, n], &res).unwrap();
+            let bt = Tensor::from_f32(gpu, &[n], &bias).unwrap();
+            let wt = Tensor::from_packed(gpu, &wp).unwrap();
+            let mut pass = Pass::new(gpu);
+            let y = gated_linear(&mut pass, &xt, &gt, &wt, with_bias.then_some(&bt), with_res.then_some(&rt)).unwrap();
+            pass.submit().unwrap();
+            assert_eq!(y.shape(), [b, 5, 7, n]);
+            let what = format!("gated_linear {dtype:?} bias {with_bias} residual {with_res}");
+            assert_close(&y.read_f32(gpu).await.unwrap(), &want, 1e-5, 1e-5, &what);
+        }
+    });
+
+    gpu_test!(gated_linear_refuses_bad_shapes_alike_on_both_backends, |gpu| {
+        use crate::testing::{assert_both_accept, assert_same_refusal, on_both, weight, zeros};
+        let run = |x: &[usize], gate: &[usize], res: Option<&[usize]>| {
+            on_both!(gpu, |be| {
+                let (xt, gt) = (zeros(be, x), zeros(be, gate));
+                let w = weight(be, &[6, 4], DType::Q8);
+                let r = res.map(|r| zeros(be, r));
+                be.gated_linear(&xt, &gt, &w, None, r.as_ref())
+            })
+        };
+        assert_both_accept(run(&[2, 3, 3, 4], &[2, 4], Some(&[2, 3, 3, 6])), "good shapes");
+        assert_same_refusal(run(&[2, 3, 3, 4], &[1, 4], None), "one gate row for two images");
+        assert_same_refusal(run(&[2, 3, 3, 4], &[2, 5], None), "gate wider than K");
+        assert_same_refusal(run(&[4], &[1, 4], None), "x without a batch axis");
+        assert_same_refusal(run(&[2, 3, 3, 4], &[2, 4], Some(&[2, 3, 3, 4])), "residual not shaped as the output");
     });
 
     #[cfg(not(target_arch = "wasm32"))]
