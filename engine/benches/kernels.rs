@@ -99,14 +99,17 @@ fn bench_image_kernels(gpu: &Gpu, rows: &mut Vec<Row>, reps: usize) {
     });
     bandwidth(rows, "depthwise 5x5 s1 29x29x1056".into(), ms, 2 * 29 * 29 * 1056 * 4);
 
-    // Squeeze-excite at the first stage's largest map: 228x228x48, reduced to 12.
+    // The first stage's depthwise with its squeeze-excite gate: 228x228x48, reduced to 12.
     let x = tensor(gpu, &[1, 228, 228, 48]);
+    let w = tensor(gpu, &[48, 1, 3, 3]);
     let (w1, b1, w2, b2) = (tensor(gpu, &[12, 48]), tensor(gpu, &[12]), tensor(gpu, &[48, 12]), tensor(gpu, &[48]));
     let ms = time(gpu, reps, |p| {
-        squeeze_excite::squeeze_excite(p, &x, &w1, &b1, &w2, &b2).unwrap();
+        let (y, partial) = depthwise::depthwise_pooled(p, &x, &w, None, 1, Activation::Silu).unwrap();
+        squeeze_excite::se_gate(p, &y, &partial, squeeze_excite::SeWeights { w1: &w1, b1: &b1, w2: &w2, b2: &b2 })
+            .unwrap();
     });
-    // Reads x twice (pool, scale) and writes it once.
-    bandwidth(rows, "squeeze_excite 228x228x48".into(), ms, 3 * 228 * 228 * 48 * 4);
+    // Reads x and writes y once; the gate reads only the partial sums.
+    bandwidth(rows, "depthwise 3x3 + squeeze-excite gate 228x228x48".into(), ms, 2 * 228 * 228 * 48 * 4);
 
     let a = tensor(gpu, &[1, 114, 114, 144]);
     let c = tensor(gpu, &[1, 114, 114, 144]);

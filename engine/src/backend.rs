@@ -7,7 +7,8 @@ use std::future::Future;
 use crate::ops::{
     attention, conv2d, depthwise, elementwise, embedding, grid_sample, l2_norm, layer_norm, masked_mean, matmul,
     preprocess::{self, Normalize, Photo},
-    squeeze_excite, Activation, Meta,
+    squeeze_excite::{self, SeWeights},
+    Activation, Meta,
 };
 use crate::quant::Packed;
 use crate::tensor::{check_len, Readback};
@@ -77,14 +78,16 @@ pub trait Backend {
         stride: usize,
         act: Activation,
     ) -> Result<Self::Tensor>;
-    fn squeeze_excite(
+    /// [`Backend::depthwise`]'s output and squeeze-excite's gate of it, `[B, C]`.
+    fn depthwise_se(
         &mut self,
         x: &Self::Tensor,
-        w1: &Self::Weight,
-        b1: &Self::Weight,
-        w2: &Self::Weight,
-        b2: &Self::Weight,
-    ) -> Result<Self::Tensor>;
+        w: &Self::Weight,
+        b: Option<&Self::Weight>,
+        stride: usize,
+        act: Activation,
+        se: SeWeights<'_, Self::Weight>,
+    ) -> Result<(Self::Tensor, Self::Tensor)>;
     fn add(&mut self, a: &Self::Tensor, b: &Self::Tensor) -> Result<Self::Tensor>;
     fn grid_sample(&mut self, x: &Self::Tensor, thetas: &Self::Weight, grid: usize) -> Result<Self::Tensor>;
     fn masked_mean(&mut self, x: &Self::Tensor, mask: Option<&Self::Tensor>) -> Result<Self::Tensor>;
@@ -220,8 +223,23 @@ impl Backend for GpuBackend {
         self.count(cost::conv(y.shape(), w.shape()));
         Ok(y)
     }
-    fn squeeze_excite(&mut self, x: &Tensor, w1: &Tensor, b1: &Tensor, w2: &Tensor, b2: &Tensor) -> Result<Tensor> {
-        squeeze_excite::squeeze_excite(&mut self.pass, x, w1, b1, w2, b2)
+    fn depthwise_se(
+        &mut self,
+        x: &Tensor,
+        w: &Tensor,
+        b: Option<&Tensor>,
+        stride: usize,
+        act: Activation,
+        se: SeWeights<'_, Tensor>,
+    ) -> Result<(Tensor, Tensor)> {
+        // Both checked before anything is recorded, so an Err leaves the pass untouched.
+        let out = depthwise::check(x.into(), w.into(), b.map(Meta::from), stride)?.out_shape();
+        let y_meta = Meta { shape: &out, dtype: DType::F32 };
+        squeeze_excite::check(y_meta, se.w1.into(), se.b1.into(), se.w2.into(), se.b2.into())?;
+        let (y, partial) = depthwise::depthwise_pooled(&mut self.pass, x, w, b, stride, act)?;
+        self.count(cost::conv(y.shape(), w.shape()));
+        let gate = squeeze_excite::se_gate(&mut self.pass, &y, &partial, se)?;
+        Ok((y, gate))
     }
     fn add(&mut self, a: &Tensor, b: &Tensor) -> Result<Tensor> {
         elementwise::add(&mut self.pass, a, b)
@@ -415,17 +433,24 @@ impl Backend for CpuBackend {
         self.flops += cost::conv(&g.out_shape(), &w.shape);
         Ok(CpuTensor::new(g.out_shape().to_vec(), y))
     }
-    fn squeeze_excite(
+    fn depthwise_se(
         &mut self,
         x: &CpuTensor,
-        w1: &CpuWeight,
-        b1: &CpuWeight,
-        w2: &CpuWeight,
-        b2: &CpuWeight,
-    ) -> Result<CpuTensor> {
-        let g = squeeze_excite::check(x.meta(), w1.meta(), b1.meta(), w2.meta(), b2.meta())?;
-        let y = squeeze_excite::squeeze_excite_cpu(x.f32()?, &g, &w1.values, &b1.values, &w2.values, &b2.values);
-        Ok(CpuTensor::new(x.shape.clone(), y))
+        w: &CpuWeight,
+        b: Option<&CpuWeight>,
+        stride: usize,
+        act: Activation,
+        se: SeWeights<'_, CpuWeight>,
+    ) -> Result<(CpuTensor, CpuTensor)> {
+        let out = depthwise::check(x.meta(), w.meta(), b.map(CpuWeight::meta), stride)?.out_shape();
+        let y_meta = Meta { shape: &out, dtype: DType::F32 };
+        let g = squeeze_excite::check(y_meta, se.w1.meta(), se.b1.meta(), se.w2.meta(), se.b2.meta())?;
+        let y = self.depthwise(x, w, b, stride, act)?;
+        let pixels = self.reshape(&y, &[g.b, g.p, g.c])?;
+        let mean = self.masked_mean(&pixels, None)?;
+        let hidden = self.linear(&mean, se.w1, Some(se.b1), Activation::Silu)?;
+        let gate = self.linear(&hidden, se.w2, Some(se.b2), Activation::Sigmoid)?;
+        Ok((y, gate))
     }
     fn add(&mut self, a: &CpuTensor, b: &CpuTensor) -> Result<CpuTensor> {
         elementwise::check(a.meta(), b.meta())?;

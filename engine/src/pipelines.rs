@@ -11,8 +11,12 @@ use crate::uniforms::Uniform;
 
 const COMMON: &str = include_str!("../../shaders/common.wgsl");
 
-/// Snippets a kernel pulls in with `#include NAME`.
-const INCLUDES: &[(&str, &str)] = &[("workgroup_reduce", include_str!("../../shaders/workgroup_reduce.wgsl"))];
+/// Snippets a kernel pulls in with `#include NAME`, or `#include NAME as IDENT` to replace the
+/// snippet's upper-case NAME (say `WEIGHTS`) with IDENT, for a snippet used on several arrays.
+const INCLUDES: &[(&str, &str)] = &[
+    ("workgroup_reduce", include_str!("../../shaders/workgroup_reduce.wgsl")),
+    ("weights", include_str!("../../shaders/weights.wgsl")),
+];
 
 /// A compute entry point in one of `shaders/*.wgsl`.
 #[derive(Clone, Copy, Debug)]
@@ -99,11 +103,19 @@ pub(crate) fn preprocess(source: &str, defines: &[&str]) -> String {
             top.0 = !top.0;
         } else if t.starts_with("#endif") {
             stack.pop().expect("#endif without #ifdef");
-        } else if let Some(name) = t.strip_prefix("#include ") {
+        } else if let Some(what) = t.strip_prefix("#include ") {
             if active(&stack) {
-                let (_, text) =
-                    INCLUDES.iter().find(|(n, _)| *n == name.trim()).expect("#include of an unknown snippet");
-                out.push_str(text);
+                let (name, ident) = match what.split_once(" as ") {
+                    Some((name, ident)) => (name.trim(), Some(ident.trim())),
+                    None => (what.trim(), None),
+                };
+                let (_, text) = INCLUDES.iter().find(|(n, _)| *n == name).expect("#include of an unknown snippet");
+                // The snippet's own #ifdefs follow the kernel's defines.
+                let text = preprocess(text, defines);
+                match ident {
+                    Some(ident) => out.push_str(&text.replace(&name.to_uppercase(), ident)),
+                    None => out.push_str(&text),
+                }
             }
         } else if active(&stack) {
             out.push_str(line);
@@ -122,5 +134,12 @@ mod tests {
         assert_eq!(super::preprocess(src, &["X"]), "a\nb\nc\nf\n");
         assert_eq!(super::preprocess(src, &["X", "Y"]), "a\nb\nd\nf\n");
         assert_eq!(super::preprocess(src, &[]), "a\ne\nf\n");
+    }
+
+    #[test]
+    fn includes_follow_the_defines_and_take_a_name() {
+        let out = super::preprocess("#include weights as w2\n", &["WQ8"]);
+        assert!(out.contains("fn w2_at(") && out.contains("w2[rows * row_words"), "{out}");
+        assert!(!out.contains("WEIGHTS") && !out.contains("unpack2x16float"), "{out}");
     }
 }

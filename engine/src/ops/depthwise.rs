@@ -1,12 +1,16 @@
 //! Depthwise convolution (groups = C), channels-last, TensorFlow "SAME" padding, with a fused
 //! (BatchNorm-folded) bias and activation. Kernel: `shaders/depthwise.wgsl`.
 
+use crate::error::ensure_shape;
 use crate::ops::conv2d::ConvGeometry;
 use crate::ops::{Activation, Meta};
 use crate::pipelines::Kernel;
 use crate::{Pass, Result, Tensor};
 
 const KERNEL: Kernel = crate::pipelines::kernel!("depthwise", "main");
+const POOLED: Kernel = crate::pipelines::kernel!("depthwise", "pooled");
+/// Output pixels per partial sum of [`depthwise_pooled`] (`PIXEL_CHUNK` in the WGSL).
+pub(crate) const PIXEL_CHUNK: usize = 64;
 
 /// The shape check of [`depthwise`] and its CPU twin.
 pub(crate) fn check(x: Meta, w: Meta, bias: Option<Meta>, stride: usize) -> Result<ConvGeometry> {
@@ -26,11 +30,43 @@ pub fn depthwise(
     let g = check(x.into(), w.into(), bias.map(Meta::from), stride)?;
     let y = Tensor::uninit(pass.gpu(), &g.out_shape())?;
     let params = g.params(act);
-    match bias {
-        Some(b) => pass.dispatch(&KERNEL, &["BIAS"], &params, &[x, w, b, &y], g.workgroups()),
-        None => pass.dispatch(&KERNEL, &[], &params, &[x, w, &y], g.workgroups()),
-    }
+    let defines: &[&str] = if bias.is_some() { &["BIAS"] } else { &[] };
+    pass.dispatch_slots(&KERNEL, defines, &params, &[Some(x), Some(w), Some(&y), bias], g.workgroups());
     Ok(y)
+}
+
+/// [`depthwise`], plus each channel's sums over chunks of [`PIXEL_CHUNK`] output pixels,
+/// `[B, chunks, C]`: squeeze-excite's pooling without a second pass over the output.
+pub fn depthwise_pooled(
+    pass: &mut Pass,
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    stride: usize,
+    act: Activation,
+) -> Result<(Tensor, Tensor)> {
+    let g = check(x.into(), w.into(), bias.map(Meta::from), stride)?;
+    let chunks = (g.out_h * g.out_w).div_ceil(PIXEL_CHUNK).max(1);
+    let max = crate::pass::MAX_WORKGROUPS_PER_DIM as usize;
+    ensure_shape!(
+        g.cin.div_ceil(64) <= max && chunks <= max && g.batch <= max,
+        "depthwise: {:?} exceeds one pooled dispatch",
+        g.out_shape()
+    );
+    let y = Tensor::uninit(pass.gpu(), &g.out_shape())?;
+    let partial = Tensor::uninit(pass.gpu(), &[g.batch, chunks, g.cin])?;
+    let defines: &[&str] = if bias.is_some() { &["BIAS", "POOLED"] } else { &["POOLED"] };
+    let groups = [g.cin.div_ceil(64) as u32, chunks as u32, g.batch as u32];
+    if g.batch > 0 && g.cin > 0 {
+        pass.dispatch_slots(
+            &POOLED,
+            defines,
+            &g.params(act),
+            &[Some(x), Some(w), Some(&y), bias, Some(&partial)],
+            groups,
+        );
+    }
+    Ok((y, partial))
 }
 
 /// CPU twin of [`depthwise`]: `x`, `w` and `bias` row-major as [`check`] passed them, with its
@@ -98,6 +134,7 @@ mod tests {
         let bt = Tensor::from_f32(gpu, &[c], &b).unwrap();
         let mut pass = Pass::new(gpu);
         let y = depthwise(&mut pass, &xt, &wt, bias.map(|_| &bt), stride, act).unwrap();
+        let (y2, partial) = depthwise_pooled(&mut pass, &xt, &wt, bias.map(|_| &bt), stride, act).unwrap();
         pass.submit().unwrap();
         let (oh, _) = same_padding(x_shape[1], kh, stride);
         let (ow, _) = same_padding(x_shape[2], kw, stride);
@@ -108,6 +145,18 @@ mod tests {
         let atol = 2e-6 * ((kh * kw) as f32).sqrt();
         let what = format!("depthwise x{x_shape:?} k{kh}x{kw} s{stride} bias={} {act:?}", bias.is_some());
         assert_close(&got, &want, atol, 1e-5, &what);
+        // The pooled variant: the same outputs, bit for bit, and chunk sums of them.
+        assert!(y2.read_f32(gpu).await.unwrap() == got, "pooled outputs differ: {what}");
+        let pixels = oh * ow;
+        let chunks = pixels.div_ceil(PIXEL_CHUNK);
+        assert_eq!(partial.shape(), [x_shape[0], chunks, c]);
+        let mut sums = vec![0f32; x_shape[0] * chunks * c];
+        for (i, v) in want.iter().enumerate() {
+            let (ch, p, b) = (i % c, (i / c) % pixels, i / (c * pixels));
+            sums[(b * chunks + p / PIXEL_CHUNK) * c + ch] += v;
+        }
+        let atol = atol * PIXEL_CHUNK as f32;
+        assert_close(&partial.read_f32(gpu).await.unwrap(), &sums, atol, 1e-5, &format!("chunk sums of {what}"));
     }
 
     gpu_test!(depthwise_ragged_shapes, |gpu| {

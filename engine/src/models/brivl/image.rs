@@ -9,6 +9,7 @@ use crate::backend::Backend;
 use crate::ops::{
     conv2d::same_padding,
     preprocess::{Normalize, Photo},
+    squeeze_excite::SeWeights,
     Activation,
 };
 use crate::{Error, Result};
@@ -85,18 +86,20 @@ impl<B: Backend> Block<B> {
     }
 
     fn forward(&self, be: &mut B, x: &B::Tensor) -> Result<B::Tensor> {
-        let mut h = match &self.expand {
+        let h = match &self.expand {
             Some(e) => e.forward(be, x, Activation::Silu)?,
             None => x.clone(),
         };
-        h = be.depthwise(&h, &self.dw.w, Some(&self.dw.b), self.stride, Activation::Silu)?;
         let (r, e) = (&self.se_reduce, &self.se_expand);
-        h = be.squeeze_excite(&h, &r.w, r.b.as_ref().ok_or_else(no_bias)?, &e.w, e.b.as_ref().ok_or_else(no_bias)?)?;
-        h = self.project.forward(be, &h, Activation::None)?;
-        if self.skip {
-            h = be.add(&h, x)?;
-        }
-        Ok(h)
+        let se = SeWeights {
+            w1: &r.w,
+            b1: r.b.as_ref().ok_or_else(no_bias)?,
+            w2: &e.w,
+            b2: e.b.as_ref().ok_or_else(no_bias)?,
+        };
+        let (h, gate) = be.depthwise_se(&h, &self.dw.w, Some(&self.dw.b), self.stride, Activation::Silu, se)?;
+        // The gate is applied as the project conv loads its input, the skip added as it stores.
+        be.gated_linear(&h, &gate, &self.project.w, self.project.b.as_ref(), self.skip.then_some(x))
     }
 }
 
