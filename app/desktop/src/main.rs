@@ -199,6 +199,9 @@ enum Command {
         backend: BackendChoice,
         #[arg(long, default_value_t = 3)]
         repeats: usize,
+        /// Batch sizes to time (repeat the flag); 1 and 8 by default.
+        #[arg(long = "batch", value_name = "N")]
+        batches: Vec<usize>,
         /// After timing, one more forward per tower and batch with a per-kernel-family table:
         /// dispatches, bytes bound, FLOPs, and GPU time where the adapter has timestamp queries.
         #[arg(long)]
@@ -334,11 +337,12 @@ fn run_engine(cmd: Command) -> AnyResult<()> {
             w.flush()?;
             Ok(())
         }
-        Command::Bench { model, backend, repeats, profile } => {
+        Command::Bench { model, backend, repeats, batches, profile } => {
             let mut embedder = load(&model, backend)?;
             println!("backend: {}", embedder.backend_name());
             let size = embedder.config.image_size;
-            for batch in [1usize, 8] {
+            let batches = if batches.is_empty() { vec![1, 8] } else { batches };
+            for batch in batches.into_iter().map(|b| b.max(1)) {
                 let images: Vec<Pixels> = (0..batch)
                     .map(|i| Pixels {
                         width: size,
