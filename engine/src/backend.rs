@@ -9,6 +9,7 @@ use crate::ops::{
     preprocess::{self, Normalize},
     squeeze_excite, Activation, Meta,
 };
+use crate::cpu::gemm::{PanelMatrix, Rhs};
 use crate::quant::Packed;
 use crate::tensor::check_len;
 use crate::{DType, Error, Gpu, Pass, Result, Tensor};
@@ -261,17 +262,43 @@ impl CpuTensor {
     }
 }
 
-/// A weight on the host: its logical shape and packed format, and the dequantised values the
-/// GPU kernels see.
+/// A weight on the host: its logical shape and format, and its values: f32 ones as they are,
+/// f16 and q8 matrices still in their format, rearranged into the GEMM's panels.
 pub struct CpuWeight {
     shape: Vec<usize>,
     dtype: DType,
-    values: Vec<f32>,
+    data: WeightData,
+}
+
+enum WeightData {
+    F32(Vec<f32>),
+    Panels(PanelMatrix),
 }
 
 impl CpuWeight {
     fn meta(&self) -> Meta<'_> {
         Meta { shape: &self.shape, dtype: self.dtype }
+    }
+    /// The values of an f32 weight; ops whose `check` takes only f32 call this.
+    fn f32(&self) -> Result<&[f32]> {
+        match &self.data {
+            WeightData::F32(v) => Ok(v),
+            WeightData::Panels(_) => Err(Error::Shape(format!("expected an f32 weight, got {:?}", self.dtype))),
+        }
+    }
+    /// The weight as the right-hand side of a GEMM (`[N, K]`).
+    fn rhs(&self) -> Rhs<'_> {
+        match &self.data {
+            WeightData::F32(v) => Rhs::F32(v),
+            WeightData::Panels(m) => Rhs::Panels(m),
+        }
+    }
+    /// Row `r` of a `[rows, cols]` weight as f32.
+    fn row(&self, r: usize, out: &mut [f32]) {
+        match &self.data {
+            WeightData::F32(v) => out.copy_from_slice(&v[r * out.len()..(r + 1) * out.len()]),
+            WeightData::Panels(m) => m.row(r, out),
+        }
     }
 }
 
@@ -287,7 +314,14 @@ impl Backend for CpuBackend {
 
     fn weight(&self, packed: &Packed, shape: &[usize]) -> Result<CpuWeight> {
         check_len(shape, packed.rows * packed.cols)?;
-        Ok(CpuWeight { shape: shape.to_vec(), dtype: packed.dtype, values: packed.dequantize() })
+        let data = match packed.dtype {
+            DType::F32 => WeightData::F32(packed.words.iter().map(|w| f32::from_bits(*w)).collect()),
+            _ => WeightData::Panels(
+                PanelMatrix::from_packed(packed)
+                    .ok_or_else(|| Error::Shape(format!("{:?} is not a weight format", packed.dtype)))?,
+            ),
+        };
+        Ok(CpuWeight { shape: shape.to_vec(), dtype: packed.dtype, data })
     }
     #[cfg(test)]
     fn tensor(&mut self, shape: &[usize], data: &[f32]) -> Result<CpuTensor> {
@@ -326,7 +360,7 @@ impl Backend for CpuBackend {
     }
     fn linear(&mut self, x: &CpuTensor, w: &CpuWeight, b: Option<&CpuWeight>, act: Activation) -> Result<CpuTensor> {
         let g = matmul::check(x.meta(), w.meta(), b.map(CpuWeight::meta))?;
-        let y = matmul::linear_cpu(x.f32()?, &w.values, b.map(|b| &b.values[..]), g.k, act);
+        let y = matmul::linear_cpu(x.f32()?, w.rhs(), b.map(CpuWeight::f32).transpose()?, g.k, act);
         self.flops += cost::linear(&g.out_shape, g.k);
         Ok(CpuTensor::new(g.out_shape, y))
     }
@@ -339,7 +373,7 @@ impl Backend for CpuBackend {
         act: Activation,
     ) -> Result<CpuTensor> {
         let g = conv2d::check(x.meta(), w.meta(), b.map(CpuWeight::meta), stride)?;
-        let y = conv2d::conv2d_cpu(x.f32()?, &w.values, b.map(|b| &b.values[..]), &g, act);
+        let y = conv2d::conv2d_cpu(x.f32()?, w.f32()?, b.map(CpuWeight::f32).transpose()?, &g, act);
         self.flops += cost::conv(&g.out_shape(), &w.shape);
         Ok(CpuTensor::new(g.out_shape().to_vec(), y))
     }
@@ -352,7 +386,7 @@ impl Backend for CpuBackend {
         act: Activation,
     ) -> Result<CpuTensor> {
         let g = depthwise::check(x.meta(), w.meta(), b.map(CpuWeight::meta), stride)?;
-        let y = depthwise::depthwise_cpu(x.f32()?, &w.values, b.map(|b| &b.values[..]), &g, act);
+        let y = depthwise::depthwise_cpu(x.f32()?, w.f32()?, b.map(CpuWeight::f32).transpose()?, &g, act);
         self.flops += cost::conv(&g.out_shape(), &w.shape);
         Ok(CpuTensor::new(g.out_shape().to_vec(), y))
     }
@@ -365,7 +399,7 @@ impl Backend for CpuBackend {
         b2: &CpuWeight,
     ) -> Result<CpuTensor> {
         let g = squeeze_excite::check(x.meta(), w1.meta(), b1.meta(), w2.meta(), b2.meta())?;
-        let y = squeeze_excite::squeeze_excite_cpu(x.f32()?, &g, &w1.values, &b1.values, &w2.values, &b2.values);
+        let y = squeeze_excite::squeeze_excite_cpu(x.f32()?, &g, w1.rhs(), b1.f32()?, w2.rhs(), b2.f32()?);
         Ok(CpuTensor::new(x.shape.clone(), y))
     }
     fn add(&mut self, a: &CpuTensor, b: &CpuTensor) -> Result<CpuTensor> {
@@ -374,7 +408,7 @@ impl Backend for CpuBackend {
     }
     fn grid_sample(&mut self, x: &CpuTensor, thetas: &CpuWeight, grid: usize) -> Result<CpuTensor> {
         let g = grid_sample::check(x.meta(), thetas.meta(), grid)?;
-        let y = grid_sample::grid_sample_cpu(x.f32()?, &g, &thetas.values);
+        let y = grid_sample::grid_sample_cpu(x.f32()?, &g, thetas.f32()?);
         Ok(CpuTensor::new(g.out_shape().to_vec(), y))
     }
     fn masked_mean(&mut self, x: &CpuTensor, mask: Option<&CpuTensor>) -> Result<CpuTensor> {
@@ -396,7 +430,7 @@ impl Backend for CpuBackend {
     ) -> Result<CpuTensor> {
         layer_norm::check(x.meta(), residual.map(CpuTensor::meta), gamma.meta(), beta.meta())?;
         let r = residual.map(CpuTensor::f32).transpose()?;
-        let y = layer_norm::layer_norm_cpu(x.f32()?, r, &gamma.values, &beta.values, eps);
+        let y = layer_norm::layer_norm_cpu(x.f32()?, r, gamma.f32()?, beta.f32()?, eps);
         Ok(CpuTensor::new(x.shape.clone(), y))
     }
     fn attention(&mut self, qkv: &CpuTensor, heads: usize, key_mask: Option<&CpuTensor>) -> Result<CpuTensor> {
@@ -408,7 +442,7 @@ impl Backend for CpuBackend {
     }
     fn embedding(&mut self, ids: &CpuTensor, table: &CpuWeight, add: Option<&CpuWeight>) -> Result<CpuTensor> {
         let g = embedding::check(ids.meta(), table.meta(), add.map(CpuWeight::meta))?;
-        let y = embedding::embedding_cpu(ids.u32()?, &table.values, &g, add.map(|a| &a.values[..]));
+        let y = embedding::embedding_cpu(ids.u32()?, |r, out| table.row(r, out), &g, add.map(CpuWeight::f32).transpose()?);
         Ok(CpuTensor::new(g.out_shape, y))
     }
 }

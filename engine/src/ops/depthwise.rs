@@ -1,6 +1,8 @@
 //! Depthwise convolution (groups = C), channels-last, TensorFlow "SAME" padding, with a fused
 //! (BatchNorm-folded) bias and activation. Kernel: `shaders/depthwise.wgsl`.
 
+use crate::cpu::vector::{bias_act_body, multiversion};
+use crate::cpu::Level;
 use crate::ops::conv2d::ConvGeometry;
 use crate::ops::{Activation, Meta};
 use crate::pipelines::Kernel;
@@ -34,30 +36,70 @@ pub fn depthwise(
 }
 
 /// CPU twin of [`depthwise`]: `x`, `w` and `bias` row-major as [`check`] passed them, with its
-/// geometry `g`. Returns `[B, Ho, Wo, C]`.
+/// geometry `g`. Returns `[B, Ho, Wo, C]`. Output rows run in parallel; within a pixel the taps
+/// are applied to all channels at once (weights rearranged tap-major), so the work vectorises
+/// over channels.
 pub(crate) fn depthwise_cpu(x: &[f32], w: &[f32], bias: Option<&[f32]>, g: &ConvGeometry, act: Activation) -> Vec<f32> {
-    let c = g.cin;
-    let mut y = Vec::with_capacity(g.out_shape().iter().product());
-    let mut acc = vec![0f32; c];
-    for b in 0..g.batch {
-        for oy in 0..g.out_h {
-            for ox in 0..g.out_w {
-                acc.fill(0.0);
-                for ky in 0..g.kh {
-                    let Some(iy) = ConvGeometry::tap(oy, ky, g.stride, g.pad_top, g.in_h) else { continue };
-                    for kx in 0..g.kw {
-                        let Some(ix) = ConvGeometry::tap(ox, kx, g.stride, g.pad_left, g.in_w) else { continue };
-                        let xs = &x[((b * g.in_h + iy) * g.in_w + ix) * c..][..c];
-                        for (ch, (a, xv)) in acc.iter_mut().zip(xs).enumerate() {
-                            *a += xv * w[(ch * g.kh + ky) * g.kw + kx];
-                        }
-                    }
-                }
-                y.extend(acc.iter().enumerate().map(|(ch, a)| act.apply(a + bias.map_or(0.0, |b| b[ch]))));
-            }
+    let (c, taps) = (g.cin, g.kh * g.kw);
+    let mut wt = vec![0f32; taps * c];
+    for (ch, wc) in w.chunks_exact(taps).enumerate() {
+        for (t, v) in wc.iter().enumerate() {
+            wt[t * c + ch] = *v;
         }
     }
+    let mut y = vec![0f32; g.out_shape().iter().product()];
+    let row_len = g.out_w * c;
+    let level = Level::current();
+    let work = y.len() * taps;
+    crate::parallel::for_row_chunks(&mut y, row_len, 1, work, |first, ys| {
+        for (r, yrow) in ys.chunks_exact_mut(row_len).enumerate() {
+            depthwise_row(level, x, &wt, bias, g, first + r, act, yrow);
+        }
+    });
     y
+}
+
+/// Output row `row` (over batch and height) of the depthwise conv.
+#[inline(always)]
+fn depthwise_row_body(
+    x: &[f32],
+    wt: &[f32],
+    bias: Option<&[f32]>,
+    g: &ConvGeometry,
+    row: usize,
+    act: Activation,
+    yrow: &mut [f32],
+) {
+    let c = g.cin;
+    let (b, oy) = (row / g.out_h, row % g.out_h);
+    for (ox, acc) in yrow.chunks_exact_mut(c).enumerate() {
+        match bias {
+            Some(bias) => acc.copy_from_slice(bias),
+            None => acc.fill(0.0),
+        }
+        for ky in 0..g.kh {
+            let Some(iy) = ConvGeometry::tap(oy, ky, g.stride, g.pad_top, g.in_h) else { continue };
+            for kx in 0..g.kw {
+                let Some(ix) = ConvGeometry::tap(ox, kx, g.stride, g.pad_left, g.in_w) else { continue };
+                let xs = &x[((b * g.in_h + iy) * g.in_w + ix) * c..][..c];
+                let ws = &wt[(ky * g.kw + kx) * c..][..c];
+                acc.iter_mut().zip(xs).zip(ws).for_each(|((a, x), w)| *a += x * w);
+            }
+        }
+        bias_act_body(acc, None, act);
+    }
+}
+
+multiversion! {
+    fn depthwise_row(
+        x: &[f32],
+        wt: &[f32],
+        bias: Option<&[f32]>,
+        g: &ConvGeometry,
+        row: usize,
+        act: Activation,
+        yrow: &mut [f32],
+    ) = depthwise_row_body
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 //! or q8.
 
 use crate::error::ensure_shape;
+use crate::cpu::gemm::Rhs;
 use crate::ops::matmul::{linear, linear_cpu};
 use crate::ops::{ensure_grid, ensure_u32, Activation, Meta};
 use crate::pipelines::Kernel;
@@ -109,35 +110,45 @@ fn pool_pass(pass: &mut Pass, x: &Tensor, b: usize, p: usize, c: usize, chunk: u
 pub(crate) fn squeeze_excite_cpu(
     x: &[f32],
     g: &SqueezeExciteGeometry,
-    w1: &[f32],
+    w1: Rhs,
     b1: &[f32],
-    w2: &[f32],
+    w2: Rhs,
     b2: &[f32],
 ) -> Vec<f32> {
     let pooled = global_avg_pool_cpu(x, g);
     let hidden = linear_cpu(&pooled, w1, Some(b1), g.c, Activation::Silu);
     let gate = linear_cpu(&hidden, w2, Some(b2), g.cr, Activation::Sigmoid);
-    let mut y = x.to_vec();
-    for (yb, sb) in y.chunks_exact_mut((g.p * g.c).max(1)).zip(gate.chunks_exact(g.c)) {
-        for px in yb.chunks_exact_mut(g.c) {
-            px.iter_mut().zip(sb).for_each(|(v, s)| *v *= s);
+    let (p, c) = (g.p.max(1), g.c);
+    let mut y = vec![0f32; x.len()];
+    crate::parallel::for_row_chunks(&mut y, c, 1, x.len(), |first, ys| {
+        for (r, (yp, xp)) in ys.chunks_exact_mut(c).zip(x[first * c..].chunks_exact(c)).enumerate() {
+            let s = &gate[(first + r) / p * c..][..c];
+            yp.iter_mut().zip(xp).zip(s).for_each(|((y, x), s)| *y = x * s);
         }
-    }
+    });
     y
 }
 
-/// CPU twin of the pool (sums in f64).
+/// Pixels summed by one task of the CPU pool.
+const POOL_CHUNK: usize = 4096;
+
+/// CPU twin of the pool: sums in f64, over chunks of pixels in parallel.
 fn global_avg_pool_cpu(x: &[f32], g: &SqueezeExciteGeometry) -> Vec<f32> {
     let (p, c) = (g.p, g.c);
-    let mut out = vec![0f32; g.b * c];
-    for (xb, ob) in x.chunks_exact((p * c).max(1)).zip(out.chunks_exact_mut(c)) {
+    let chunks = p.div_ceil(POOL_CHUNK).max(1);
+    let partial = crate::parallel::map(g.b * chunks, |t| {
+        let (b, ch) = (t / chunks, t % chunks);
+        let px = (ch * POOL_CHUNK)..((ch + 1) * POOL_CHUNK).min(p);
         let mut sum = vec![0f64; c];
-        for px in xb.chunks_exact(c) {
-            for (s, &v) in sum.iter_mut().zip(px) {
-                *s += v as f64;
-            }
+        for v in x[(b * p + px.start) * c..(b * p + px.end) * c].chunks_exact(c) {
+            sum.iter_mut().zip(v).for_each(|(s, v)| *s += *v as f64);
         }
-        for (o, s) in ob.iter_mut().zip(sum) {
+        sum
+    });
+    let mut out = vec![0f32; g.b * c];
+    for (ob, sums) in out.chunks_exact_mut(c).zip(partial.chunks_exact(chunks)) {
+        for (ch, o) in ob.iter_mut().enumerate() {
+            let s: f64 = sums.iter().map(|s| s[ch]).sum();
             *o = if p == 0 { 0.0 } else { (s / p as f64) as f32 };
         }
     }
@@ -173,7 +184,7 @@ mod tests {
         )
         .unwrap();
         // The reference sees the same (dequantised) weights as the kernels.
-        let want = squeeze_excite_cpu(&x, &g, &w1.dequantize(), &b1, &w2.dequantize(), &b2);
+        let want = squeeze_excite_cpu(&x, &g, Rhs::F32(&w1.dequantize()), &b1, Rhs::F32(&w2.dequantize()), &b2);
 
         let xt = Tensor::from_f32(gpu, &shape, &x).unwrap();
         let (w1t, w2t) = (Tensor::from_packed(gpu, &w1).unwrap(), Tensor::from_packed(gpu, &w2).unwrap());
