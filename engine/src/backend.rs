@@ -314,12 +314,10 @@ impl Backend for CpuBackend {
 
     fn weight(&self, packed: &Packed, shape: &[usize]) -> Result<CpuWeight> {
         check_len(shape, packed.rows * packed.cols)?;
-        let data = match packed.dtype {
-            DType::F32 => WeightData::F32(packed.words.iter().map(|w| f32::from_bits(*w)).collect()),
-            _ => WeightData::Panels(
-                PanelMatrix::from_packed(packed)
-                    .ok_or_else(|| Error::Shape(format!("{:?} is not a weight format", packed.dtype)))?,
-            ),
+        // u32 words are kept as they are (as the GPU keeps them): each op's check refuses them.
+        let data = match PanelMatrix::from_packed(packed) {
+            Some(m) => WeightData::Panels(m),
+            None => WeightData::F32(packed.words.iter().map(|w| f32::from_bits(*w)).collect()),
         };
         Ok(CpuWeight { shape: shape.to_vec(), dtype: packed.dtype, data })
     }

@@ -136,49 +136,50 @@ fn f16_to_f32(h: u16) -> f32 {
     f32::from_bits(v.to_bits() | ((h & 0x8000) << 16))
 }
 
-/// `buf[kk * nr + j] = w[j0 + j][kk]` as f32 for `j < nr` (zeros past N): the kernel's tile.
+/// `buf[i * nr + j] = w[j0 + j][k0 + i]` as f32 for `j < nr` (zeros past N), `i` over the
+/// `buf.len() / nr` inputs from `k0`: the kernel's tile.
 #[inline(always)]
-fn fill_body(rhs: Rhs, j0: usize, nr: usize, buf: &mut [f32]) {
+fn fill_body(rhs: Rhs, k: usize, j0: usize, k0: usize, nr: usize, buf: &mut [f32]) {
+    let kc = buf.len() / nr;
     match rhs {
         Rhs::F32(w) => {
-            let k = buf.len() / nr;
-            let n = w.len() / k.max(1);
+            let n = w.len() / k;
             for j in 0..nr {
                 if j0 + j < n {
-                    let row = &w[(j0 + j) * k..(j0 + j + 1) * k];
-                    for (kk, v) in row.iter().enumerate() {
-                        buf[kk * nr + j] = *v;
+                    let row = &w[(j0 + j) * k + k0..][..kc];
+                    for (i, v) in row.iter().enumerate() {
+                        buf[i * nr + j] = *v;
                     }
                 } else {
-                    (0..k).for_each(|kk| buf[kk * nr + j] = 0.0);
+                    (0..kc).for_each(|i| buf[i * nr + j] = 0.0);
                 }
             }
         }
         Rhs::Panels(m) => {
-            let (k, panels) = (m.k, m.n.div_ceil(PANEL));
+            let panels = m.n.div_ceil(PANEL);
             for pp in 0..nr / PANEL {
                 let p = j0 / PANEL + pp;
                 if p >= panels {
-                    for kk in 0..k {
-                        buf[kk * nr + pp * PANEL..][..PANEL].fill(0.0);
+                    for i in 0..kc {
+                        buf[i * nr + pp * PANEL..][..PANEL].fill(0.0);
                     }
                     continue;
                 }
                 match &m.data {
                     PanelData::F16(v) => {
-                        let src = &v[p * k * PANEL..(p + 1) * k * PANEL];
-                        for (kk, s) in src.chunks_exact(PANEL).enumerate() {
-                            let d = &mut buf[kk * nr + pp * PANEL..][..PANEL];
+                        let src = &v[(p * k + k0) * PANEL..][..kc * PANEL];
+                        for (i, s) in src.chunks_exact(PANEL).enumerate() {
+                            let d = &mut buf[i * nr + pp * PANEL..][..PANEL];
                             d.iter_mut().zip(s).for_each(|(d, s)| *d = f16_to_f32(*s));
                         }
                     }
                     PanelData::Q8 { q, scales } => {
                         let groups = q8_groups(k);
-                        let src = &q[p * k * PANEL..(p + 1) * k * PANEL];
+                        let src = &q[(p * k + k0) * PANEL..][..kc * PANEL];
                         let sc = &scales[p * groups * PANEL..(p + 1) * groups * PANEL];
-                        for (kk, s) in src.chunks_exact(PANEL).enumerate() {
-                            let scale = &sc[kk / Q8_GROUP * PANEL..][..PANEL];
-                            let d = &mut buf[kk * nr + pp * PANEL..][..PANEL];
+                        for (i, s) in src.chunks_exact(PANEL).enumerate() {
+                            let scale = &sc[(k0 + i) / Q8_GROUP * PANEL..][..PANEL];
+                            let d = &mut buf[i * nr + pp * PANEL..][..PANEL];
                             for j in 0..PANEL {
                                 d[j] = s[j] as f32 * scale[j];
                             }
@@ -191,11 +192,12 @@ fn fill_body(rhs: Rhs, j0: usize, nr: usize, buf: &mut [f32]) {
 }
 
 multiversion! {
-    /// The f32 tile of `NR` output channels from `j0` (see `fill_body`).
-    fn fill(rhs: Rhs, j0: usize, nr: usize, buf: &mut [f32]) = fill_body
+    /// The f32 tile of `nr` output channels from `j0`, inputs from `k0` (see `fill_body`).
+    fn fill(rhs: Rhs, k: usize, j0: usize, k0: usize, nr: usize, buf: &mut [f32]) = fill_body
 }
 
-/// A register-tiled micro-kernel: `c[rows, cols] = a[rows, K] · b` with `b` the `K x NR` tile,
+/// A register-tiled micro-kernel: `c[rows, cols] = a[rows, K] · b` (`+=` when `add`) with `b` the
+/// `K x NR` tile,
 /// `a` rows `lda` apart, `c` rows `ldc` apart; `rows <= MR`, `cols <= NR`.
 trait Micro {
     const MR: usize;
@@ -204,14 +206,20 @@ trait Micro {
     /// `a` readable for `rows` rows of `k`, `b` for `k * NR`, `c` writable for `rows` rows of
     /// `cols`; the level's CPU features present.
     #[allow(clippy::too_many_arguments)]
-    unsafe fn run(k: usize, a: *const f32, lda: usize, rows: usize, b: *const f32, c: *mut f32, ldc: usize, cols: usize);
+    unsafe fn run(k: usize, a: *const f32, lda: usize, rows: usize, b: *const f32, c: *mut f32, ldc: usize, cols: usize, add: bool);
 }
 
-/// Copies the valid part of a full tile computed in `tmp` (rows of `nr`) to `c`.
+/// Writes (or, when `add`, adds) the valid part of a tile computed in `tmp` (rows of `nr`) to `c`.
 #[inline(always)]
-unsafe fn store_part(tmp: &[f32], nr: usize, c: *mut f32, ldc: usize, rows: usize, cols: usize) {
+unsafe fn store_part(tmp: &[f32], nr: usize, c: *mut f32, ldc: usize, rows: usize, cols: usize, add: bool) {
     for i in 0..rows {
-        std::ptr::copy_nonoverlapping(tmp.as_ptr().add(i * nr), c.add(i * ldc), cols);
+        let dst = std::slice::from_raw_parts_mut(c.add(i * ldc), cols);
+        let src = &tmp[i * nr..i * nr + cols];
+        if add {
+            dst.iter_mut().zip(src).for_each(|(d, s)| *d += s);
+        } else {
+            dst.copy_from_slice(src);
+        }
     }
 }
 
@@ -219,7 +227,7 @@ struct Portable;
 impl Micro for Portable {
     const MR: usize = 4;
     const NR: usize = 16;
-    unsafe fn run(k: usize, a: *const f32, lda: usize, rows: usize, b: *const f32, c: *mut f32, ldc: usize, cols: usize) {
+    unsafe fn run(k: usize, a: *const f32, lda: usize, rows: usize, b: *const f32, c: *mut f32, ldc: usize, cols: usize, add: bool) {
         const MR: usize = Portable::MR;
         const NR: usize = Portable::NR;
         let ap: [*const f32; MR] = std::array::from_fn(|i| a.add(i.min(rows - 1) * lda));
@@ -233,7 +241,7 @@ impl Micro for Portable {
                 }
             }
         }
-        store_part(acc.as_flattened(), NR, c, ldc, rows, cols);
+        store_part(acc.as_flattened(), NR, c, ldc, rows, cols, add);
     }
 }
 
@@ -243,15 +251,25 @@ struct Avx512;
 impl Micro for Avx512 {
     const MR: usize = 8;
     const NR: usize = 32;
-    unsafe fn run(k: usize, a: *const f32, lda: usize, rows: usize, b: *const f32, c: *mut f32, ldc: usize, cols: usize) {
-        avx512_kernel(k, a, lda, rows, b, c, ldc, cols)
+    unsafe fn run(k: usize, a: *const f32, lda: usize, rows: usize, b: *const f32, c: *mut f32, ldc: usize, cols: usize, add: bool) {
+        avx512_kernel(k, a, lda, rows, b, c, ldc, cols, add)
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,fma")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn avx512_kernel(k: usize, a: *const f32, lda: usize, rows: usize, b: *const f32, c: *mut f32, ldc: usize, cols: usize) {
+unsafe fn avx512_kernel(
+    k: usize,
+    a: *const f32,
+    lda: usize,
+    rows: usize,
+    b: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    cols: usize,
+    add: bool,
+) {
     use std::arch::x86_64::*;
     const MR: usize = Avx512::MR;
     let ap: [*const f32; MR] = std::array::from_fn(|i| a.add(i.min(rows - 1) * lda));
@@ -267,8 +285,14 @@ unsafe fn avx512_kernel(k: usize, a: *const f32, lda: usize, rows: usize, b: *co
     }
     if rows == MR && cols == 32 {
         for (i, row) in acc.iter().enumerate() {
-            _mm512_storeu_ps(c.add(i * ldc), row[0]);
-            _mm512_storeu_ps(c.add(i * ldc + 16), row[1]);
+            let (c0, c1) = (c.add(i * ldc), c.add(i * ldc + 16));
+            if add {
+                _mm512_storeu_ps(c0, _mm512_add_ps(_mm512_loadu_ps(c0), row[0]));
+                _mm512_storeu_ps(c1, _mm512_add_ps(_mm512_loadu_ps(c1), row[1]));
+            } else {
+                _mm512_storeu_ps(c0, row[0]);
+                _mm512_storeu_ps(c1, row[1]);
+            }
         }
     } else {
         let mut tmp = [0f32; MR * 32];
@@ -276,7 +300,7 @@ unsafe fn avx512_kernel(k: usize, a: *const f32, lda: usize, rows: usize, b: *co
             _mm512_storeu_ps(tmp.as_mut_ptr().add(i * 32), row[0]);
             _mm512_storeu_ps(tmp.as_mut_ptr().add(i * 32 + 16), row[1]);
         }
-        store_part(&tmp, 32, c, ldc, rows, cols);
+        store_part(&tmp, 32, c, ldc, rows, cols, add);
     }
 }
 
@@ -286,15 +310,25 @@ struct Avx2;
 impl Micro for Avx2 {
     const MR: usize = 6;
     const NR: usize = 16;
-    unsafe fn run(k: usize, a: *const f32, lda: usize, rows: usize, b: *const f32, c: *mut f32, ldc: usize, cols: usize) {
-        avx2_kernel(k, a, lda, rows, b, c, ldc, cols)
+    unsafe fn run(k: usize, a: *const f32, lda: usize, rows: usize, b: *const f32, c: *mut f32, ldc: usize, cols: usize, add: bool) {
+        avx2_kernel(k, a, lda, rows, b, c, ldc, cols, add)
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn avx2_kernel(k: usize, a: *const f32, lda: usize, rows: usize, b: *const f32, c: *mut f32, ldc: usize, cols: usize) {
+unsafe fn avx2_kernel(
+    k: usize,
+    a: *const f32,
+    lda: usize,
+    rows: usize,
+    b: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    cols: usize,
+    add: bool,
+) {
     use std::arch::x86_64::*;
     const MR: usize = Avx2::MR;
     let ap: [*const f32; MR] = std::array::from_fn(|i| a.add(i.min(rows - 1) * lda));
@@ -310,8 +344,14 @@ unsafe fn avx2_kernel(k: usize, a: *const f32, lda: usize, rows: usize, b: *cons
     }
     if rows == MR && cols == 16 {
         for (i, row) in acc.iter().enumerate() {
-            _mm256_storeu_ps(c.add(i * ldc), row[0]);
-            _mm256_storeu_ps(c.add(i * ldc + 8), row[1]);
+            let (c0, c1) = (c.add(i * ldc), c.add(i * ldc + 8));
+            if add {
+                _mm256_storeu_ps(c0, _mm256_add_ps(_mm256_loadu_ps(c0), row[0]));
+                _mm256_storeu_ps(c1, _mm256_add_ps(_mm256_loadu_ps(c1), row[1]));
+            } else {
+                _mm256_storeu_ps(c0, row[0]);
+                _mm256_storeu_ps(c1, row[1]);
+            }
         }
     } else {
         let mut tmp = [0f32; MR * 16];
@@ -319,7 +359,7 @@ unsafe fn avx2_kernel(k: usize, a: *const f32, lda: usize, rows: usize, b: *cons
             _mm256_storeu_ps(tmp.as_mut_ptr().add(i * 16), row[0]);
             _mm256_storeu_ps(tmp.as_mut_ptr().add(i * 16 + 8), row[1]);
         }
-        store_part(&tmp, 16, c, ldc, rows, cols);
+        store_part(&tmp, 16, c, ldc, rows, cols, add);
     }
 }
 
@@ -329,7 +369,7 @@ struct Simd128;
 impl Micro for Simd128 {
     const MR: usize = 4;
     const NR: usize = 16;
-    unsafe fn run(k: usize, a: *const f32, lda: usize, rows: usize, b: *const f32, c: *mut f32, ldc: usize, cols: usize) {
+    unsafe fn run(k: usize, a: *const f32, lda: usize, rows: usize, b: *const f32, c: *mut f32, ldc: usize, cols: usize, add: bool) {
         use std::arch::wasm32::*;
         const MR: usize = Simd128::MR;
         let ap: [*const f32; MR] = std::array::from_fn(|i| a.add(i.min(rows - 1) * lda));
@@ -350,7 +390,7 @@ impl Micro for Simd128 {
                 v128_store(tmp.as_mut_ptr().add(i * 16 + j * 4) as *mut v128, *v);
             }
         }
-        store_part(&tmp, 16, c, ldc, rows, cols);
+        store_part(&tmp, 16, c, ldc, rows, cols, add);
     }
 }
 
@@ -404,8 +444,11 @@ fn run<K: Micro>(
 ) {
     let (mr, nr) = (K::MR, K::NR);
     let tiles = n.div_ceil(nr);
-    // Rows per block: their K values about 256 KiB, so a block stays in L2 beside the tile.
-    let mc = ((256 << 10) / (4 * k) / mr * mr).clamp(mr, 32 * mr);
+    // Inputs per pass: the tile (KC x NR) stays in L1/L2 while a block of rows runs over it.
+    let kc = k.min(KC);
+    // Rows per block: their KC inputs about 512 KiB (in L2 with the tile), at most 256 rows.
+    // A tile is dequantised once per block, so large blocks make that cost small.
+    let mc = ((512 << 10) / (4 * kc) / mr * mr).clamp(mr, 256 / mr * mr);
     let blocks = m.div_ceil(mc);
     // Few row blocks: split the output channels too, so every thread has work.
     let want = 4 * parallel::threads();
@@ -420,30 +463,38 @@ fn run<K: Micro>(
         let m1 = (m0 + mc).min(m);
         TILE.with(|tile| {
             let mut tile = tile.borrow_mut();
-            tile.resize(k * nr, 0.0);
             for tj in t0..(t0 + per).min(tiles) {
                 let j0 = tj * nr;
                 let cols = nr.min(n - j0);
-                fill(level, w, j0, nr, &mut tile);
-                for i0 in (m0..m1).step_by(mr) {
-                    let rows = mr.min(m1 - i0);
-                    // SAFETY: rows i0..i0 + rows of x exist (i0 + rows <= m); the tile holds
-                    // k * nr values; this task alone writes rows m0..m1 x columns of its tiles.
-                    unsafe {
-                        let c = out.0.add(i0 * n + j0);
-                        K::run(k, x.as_ptr().add(i0 * k), k, rows, tile.as_ptr(), c, n, cols);
-                        if epilogue {
-                            for r in 0..rows {
-                                let row = std::slice::from_raw_parts_mut(c.add(r * n), cols);
-                                vector::bias_act(level, row, bias.map(|b| &b[j0..j0 + cols]), act);
-                            }
+                for k0 in (0..k).step_by(kc) {
+                    let kn = kc.min(k - k0);
+                    tile.resize(kn * nr, 0.0);
+                    fill(level, w, k, j0, k0, nr, &mut tile[..kn * nr]);
+                    for i0 in (m0..m1).step_by(mr) {
+                        let rows = mr.min(m1 - i0);
+                        // SAFETY: rows i0..i0 + rows of x exist (i0 + rows <= m) with k0 + kn <= k
+                        // inputs; the tile holds kn * nr values; this task alone writes rows
+                        // m0..m1 x the columns of its tiles.
+                        unsafe {
+                            let a = x.as_ptr().add(i0 * k + k0);
+                            K::run(kn, a, k, rows, tile.as_ptr(), out.0.add(i0 * n + j0), n, cols, k0 > 0);
                         }
+                    }
+                }
+                if epilogue {
+                    for r in m0..m1 {
+                        // SAFETY: as above; the kernels are done with these rows.
+                        let row = unsafe { std::slice::from_raw_parts_mut(out.0.add(r * n + j0), cols) };
+                        vector::bias_act(level, row, bias.map(|b| &b[j0..j0 + cols]), act);
                     }
                 }
             }
         });
     });
 }
+
+/// Inputs per pass over a tile (see `run`).
+const KC: usize = 512;
 
 #[cfg(test)]
 mod tests {

@@ -59,7 +59,8 @@ pub(crate) fn depthwise_cpu(x: &[f32], w: &[f32], bias: Option<&[f32]>, g: &Conv
     y
 }
 
-/// Output row `row` (over batch and height) of the depthwise conv.
+/// Output row `row` (over batch and height) of the depthwise conv: per pixel, channels in blocks
+/// of 64 and then 16 held in registers across the taps, the rest as a slice.
 #[inline(always)]
 fn depthwise_row_body(
     x: &[f32],
@@ -72,22 +73,69 @@ fn depthwise_row_body(
 ) {
     let c = g.cin;
     let (b, oy) = (row / g.out_h, row % g.out_h);
-    for (ox, acc) in yrow.chunks_exact_mut(c).enumerate() {
+    let (ky0, ky1) = inside(oy, g.stride, g.pad_top, g.in_h, g.kh);
+    for (ox, out) in yrow.chunks_exact_mut(c).enumerate() {
+        let (kx0, kx1) = inside(ox, g.stride, g.pad_left, g.in_w, g.kw);
+        // x and w offsets of each tap inside the image.
+        let taps = (ky0..ky1).flat_map(move |ky| {
+            let iy = oy * g.stride + ky - g.pad_top;
+            (kx0..kx1).map(move |kx| {
+                let ix = ox * g.stride + kx - g.pad_left;
+                (((b * g.in_h + iy) * g.in_w + ix) * c, (ky * g.kw + kx) * c)
+            })
+        });
+        let mut c0 = 0;
+        c0 = channel_blocks::<64>(x, wt, bias, act, taps.clone(), out, c0);
+        c0 = channel_blocks::<16>(x, wt, bias, act, taps.clone(), out, c0);
+        let rest = &mut out[c0..];
         match bias {
-            Some(bias) => acc.copy_from_slice(bias),
-            None => acc.fill(0.0),
+            Some(bias) => rest.copy_from_slice(&bias[c0..]),
+            None => rest.fill(0.0),
         }
-        for ky in 0..g.kh {
-            let Some(iy) = ConvGeometry::tap(oy, ky, g.stride, g.pad_top, g.in_h) else { continue };
-            for kx in 0..g.kw {
-                let Some(ix) = ConvGeometry::tap(ox, kx, g.stride, g.pad_left, g.in_w) else { continue };
-                let xs = &x[((b * g.in_h + iy) * g.in_w + ix) * c..][..c];
-                let ws = &wt[(ky * g.kw + kx) * c..][..c];
-                acc.iter_mut().zip(xs).zip(ws).for_each(|((a, x), w)| *a += x * w);
+        for (xo, wo) in taps {
+            let (xs, ws) = (&x[xo + c0..xo + c], &wt[wo + c0..wo + c]);
+            rest.iter_mut().zip(xs).zip(ws).for_each(|((a, x), w)| *a += x * w);
+        }
+        bias_act_body(rest, None, act);
+    }
+}
+
+/// The taps `k0..k1` (of `k`) whose input `o * stride + k - pad` lies inside `0..size`.
+#[inline(always)]
+fn inside(o: usize, stride: usize, pad: usize, size: usize, k: usize) -> (usize, usize) {
+    let first = o * stride;
+    (pad.saturating_sub(first).min(k), (size + pad).saturating_sub(first).min(k))
+}
+
+/// Channels `c0..` of one output pixel in whole blocks of `W`, accumulated in registers; returns
+/// the first channel not done.
+#[inline(always)]
+fn channel_blocks<const W: usize>(
+    x: &[f32],
+    wt: &[f32],
+    bias: Option<&[f32]>,
+    act: Activation,
+    taps: impl Iterator<Item = (usize, usize)> + Clone,
+    out: &mut [f32],
+    mut c0: usize,
+) -> usize {
+    while c0 + W <= out.len() {
+        let mut acc = [0f32; W];
+        if let Some(bias) = bias {
+            acc.copy_from_slice(&bias[c0..c0 + W]);
+        }
+        for (xo, wo) in taps.clone() {
+            let xs: &[f32; W] = x[xo + c0..][..W].try_into().expect("W values");
+            let ws: &[f32; W] = wt[wo + c0..][..W].try_into().expect("W values");
+            for j in 0..W {
+                acc[j] += xs[j] * ws[j];
             }
         }
-        bias_act_body(acc, None, act);
+        bias_act_body(&mut acc, None, act);
+        out[c0..c0 + W].copy_from_slice(&acc);
+        c0 += W;
     }
+    c0
 }
 
 multiversion! {
