@@ -4,6 +4,7 @@
 
 use std::future::Future;
 
+use crate::cpu::gemm::{PanelMatrix, Rhs};
 use crate::ops::{
     attention, conv2d, depthwise, elementwise, embedding, grid_sample, l2_norm, layer_norm, masked_mean, matmul,
     preprocess::{self, Normalize, Photo},
@@ -313,17 +314,43 @@ impl CpuTensor {
     }
 }
 
-/// A weight on the host: its logical shape and packed format, and the dequantised values the
-/// GPU kernels see.
+/// A weight on the host: its logical shape and format, and its values: f32 ones as they are,
+/// f16 and q8 matrices still in their format, rearranged into the GEMM's panels.
 pub struct CpuWeight {
     shape: Vec<usize>,
     dtype: DType,
-    values: Vec<f32>,
+    data: WeightData,
+}
+
+enum WeightData {
+    F32(Vec<f32>),
+    Panels(PanelMatrix),
 }
 
 impl CpuWeight {
     fn meta(&self) -> Meta<'_> {
         Meta { shape: &self.shape, dtype: self.dtype }
+    }
+    /// The values of an f32 weight; ops whose `check` takes only f32 call this.
+    fn f32(&self) -> Result<&[f32]> {
+        match &self.data {
+            WeightData::F32(v) => Ok(v),
+            WeightData::Panels(_) => Err(Error::Shape(format!("expected an f32 weight, got {:?}", self.dtype))),
+        }
+    }
+    /// The weight as the right-hand side of a GEMM (`[N, K]`).
+    fn rhs(&self) -> Rhs<'_> {
+        match &self.data {
+            WeightData::F32(v) => Rhs::F32(v),
+            WeightData::Panels(m) => Rhs::Panels(m),
+        }
+    }
+    /// Row `r` of a `[rows, cols]` weight as f32.
+    fn row(&self, r: usize, out: &mut [f32]) {
+        match &self.data {
+            WeightData::F32(v) => out.copy_from_slice(&v[r * out.len()..(r + 1) * out.len()]),
+            WeightData::Panels(m) => m.row(r, out),
+        }
     }
 }
 
@@ -340,7 +367,12 @@ impl Backend for CpuBackend {
 
     fn weight(&self, packed: &Packed, shape: &[usize]) -> Result<CpuWeight> {
         check_len(shape, packed.rows * packed.cols)?;
-        Ok(CpuWeight { shape: shape.to_vec(), dtype: packed.dtype, values: packed.dequantize() })
+        // u32 words are kept as they are (as the GPU keeps them): each op's check refuses them.
+        let data = match PanelMatrix::from_packed(packed) {
+            Some(m) => WeightData::Panels(m),
+            None => WeightData::F32(packed.words.iter().map(|w| f32::from_bits(*w)).collect()),
+        };
+        Ok(CpuWeight { shape: shape.to_vec(), dtype: packed.dtype, data })
     }
     #[cfg(test)]
     fn tensor(&mut self, shape: &[usize], data: &[f32]) -> Result<CpuTensor> {
@@ -381,7 +413,7 @@ impl Backend for CpuBackend {
     }
     fn linear(&mut self, x: &CpuTensor, w: &CpuWeight, b: Option<&CpuWeight>, act: Activation) -> Result<CpuTensor> {
         let g = matmul::check(x.meta(), w.meta(), b.map(CpuWeight::meta))?;
-        let y = matmul::linear_cpu(x.f32()?, &w.values, b.map(|b| &b.values[..]), g.k, act);
+        let y = matmul::linear_cpu(x.f32()?, w.rhs(), b.map(CpuWeight::f32).transpose()?, g.k, act);
         self.flops += cost::linear(&g.out_shape, g.k);
         Ok(CpuTensor::new(g.out_shape, y))
     }
@@ -416,7 +448,7 @@ impl Backend for CpuBackend {
         act: Activation,
     ) -> Result<CpuTensor> {
         let g = conv2d::check(x.meta(), w.meta(), b.map(CpuWeight::meta), stride)?;
-        let y = conv2d::conv2d_cpu(x.f32()?, &w.values, b.map(|b| &b.values[..]), &g, act);
+        let y = conv2d::conv2d_cpu(x.f32()?, w.f32()?, b.map(CpuWeight::f32).transpose()?, &g, act);
         self.flops += cost::conv(&g.out_shape(), &w.shape);
         Ok(CpuTensor::new(g.out_shape().to_vec(), y))
     }
@@ -429,7 +461,7 @@ impl Backend for CpuBackend {
         act: Activation,
     ) -> Result<CpuTensor> {
         let g = depthwise::check(x.meta(), w.meta(), b.map(CpuWeight::meta), stride)?;
-        let y = depthwise::depthwise_cpu(x.f32()?, &w.values, b.map(|b| &b.values[..]), &g, act);
+        let y = depthwise::depthwise_cpu(x.f32()?, w.f32()?, b.map(CpuWeight::f32).transpose()?, &g, act);
         self.flops += cost::conv(&g.out_shape(), &w.shape);
         Ok(CpuTensor::new(g.out_shape().to_vec(), y))
     }
@@ -446,11 +478,8 @@ impl Backend for CpuBackend {
         let y_meta = Meta { shape: &out, dtype: DType::F32 };
         let g = squeeze_excite::check(y_meta, se.w1.meta(), se.b1.meta(), se.w2.meta(), se.b2.meta())?;
         let y = self.depthwise(x, w, b, stride, act)?;
-        let pixels = self.reshape(&y, &[g.b, g.p, g.c])?;
-        let mean = self.masked_mean(&pixels, None)?;
-        let hidden = self.linear(&mean, se.w1, Some(se.b1), Activation::Silu)?;
-        let gate = self.linear(&hidden, se.w2, Some(se.b2), Activation::Sigmoid)?;
-        Ok((y, gate))
+        let gate = squeeze_excite::se_gate_cpu(y.f32()?, &g, se.w1.rhs(), se.b1.f32()?, se.w2.rhs(), se.b2.f32()?);
+        Ok((y, CpuTensor::new(vec![g.b, g.c], gate)))
     }
     fn add(&mut self, a: &CpuTensor, b: &CpuTensor) -> Result<CpuTensor> {
         elementwise::check(a.meta(), b.meta())?;
@@ -458,7 +487,7 @@ impl Backend for CpuBackend {
     }
     fn grid_sample(&mut self, x: &CpuTensor, thetas: &CpuWeight, grid: usize) -> Result<CpuTensor> {
         let g = grid_sample::check(x.meta(), thetas.meta(), grid)?;
-        let y = grid_sample::grid_sample_cpu(x.f32()?, &g, &thetas.values);
+        let y = grid_sample::grid_sample_cpu(x.f32()?, &g, thetas.f32()?);
         Ok(CpuTensor::new(g.out_shape().to_vec(), y))
     }
     fn masked_mean(&mut self, x: &CpuTensor, mask: Option<&CpuTensor>) -> Result<CpuTensor> {
@@ -480,7 +509,7 @@ impl Backend for CpuBackend {
     ) -> Result<CpuTensor> {
         layer_norm::check(x.meta(), residual.map(CpuTensor::meta), gamma.meta(), beta.meta())?;
         let r = residual.map(CpuTensor::f32).transpose()?;
-        let y = layer_norm::layer_norm_cpu(x.f32()?, r, &gamma.values, &beta.values, eps);
+        let y = layer_norm::layer_norm_cpu(x.f32()?, r, gamma.f32()?, beta.f32()?, eps);
         Ok(CpuTensor::new(x.shape.clone(), y))
     }
     fn attention(&mut self, qkv: &CpuTensor, heads: usize, key_mask: Option<&CpuTensor>) -> Result<CpuTensor> {
@@ -492,7 +521,8 @@ impl Backend for CpuBackend {
     }
     fn embedding(&mut self, ids: &CpuTensor, table: &CpuWeight, add: Option<&CpuWeight>) -> Result<CpuTensor> {
         let g = embedding::check(ids.meta(), table.meta(), add.map(CpuWeight::meta))?;
-        let y = embedding::embedding_cpu(ids.u32()?, &table.values, &g, add.map(|a| &a.values[..]));
+        let y =
+            embedding::embedding_cpu(ids.u32()?, |r, out| table.row(r, out), &g, add.map(CpuWeight::f32).transpose()?);
         Ok(CpuTensor::new(g.out_shape, y))
     }
 }

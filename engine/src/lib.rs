@@ -10,6 +10,7 @@
 
 pub mod checkpoint;
 pub mod convert;
+pub mod cpu;
 pub mod embedder;
 pub mod model_file;
 pub mod models;

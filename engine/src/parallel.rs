@@ -1,15 +1,12 @@
-//! Splitting CPU-twin work over threads: natively with `std::thread::scope`, one thread on wasm
-//! (the browser's main thread has no threads to give).
+//! Splitting CPU work over threads: natively over rayon's global pool (its threads are started
+//! once and reused by every op), on the calling thread on wasm.
 
-/// Below this many multiply-adds a call stays on the calling thread (spawning costs ~10 µs).
-const MIN_WORK_PER_THREAD: usize = 1 << 18;
-
-/// Threads for CPU work: the machine's parallelism on native, 1 on wasm.
+/// Threads the CPU path may use: the pool's size natively (`RAYON_NUM_THREADS`, else the
+/// machine's parallelism), 1 on wasm.
 pub fn threads() -> usize {
     #[cfg(not(target_arch = "wasm32"))]
     {
-        static THREADS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-        *THREADS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        rayon::current_num_threads()
     }
     #[cfg(target_arch = "wasm32")]
     {
@@ -17,30 +14,65 @@ pub fn threads() -> usize {
     }
 }
 
-/// Calls `f(first_row, rows)` on consecutive chunks of `out` (rows of `row_len` values, chunks
-/// a multiple of `align` rows but for the last), in parallel when `work` (multiply-adds in all)
-/// is worth it. Every row is written by exactly one call.
+/// Runs `f(0..tasks)`, in parallel natively. Tasks must not depend on one another.
+pub fn for_each(tasks: usize, f: impl Fn(usize) + Sync + Send) {
+    #[cfg(not(target_arch = "wasm32"))]
+    if tasks > 1 && threads() > 1 {
+        use rayon::prelude::*;
+        (0..tasks).into_par_iter().for_each(f);
+        return;
+    }
+    (0..tasks).for_each(f);
+}
+
+/// `[f(0), .., f(tasks - 1)]`, computed in parallel natively.
+pub fn map<T: Send>(tasks: usize, f: impl Fn(usize) -> T + Sync + Send) -> Vec<T> {
+    #[cfg(not(target_arch = "wasm32"))]
+    if tasks > 1 && threads() > 1 {
+        use rayon::prelude::*;
+        return (0..tasks).into_par_iter().map(f).collect();
+    }
+    (0..tasks).map(f).collect()
+}
+
+/// Calls `f(first_row, rows)` on consecutive chunks of `out` (rows of `row_len` values, chunks a
+/// multiple of `align` rows but for the last), in parallel when `work` (about one unit per
+/// multiply-add or value touched) is worth waking the pool for. Every row is written by exactly
+/// one call.
 pub fn for_row_chunks(
     out: &mut [f32],
     row_len: usize,
     align: usize,
     work: usize,
-    f: impl Fn(usize, &mut [f32]) + Sync,
+    f: impl Fn(usize, &mut [f32]) + Sync + Send,
 ) {
+    /// Below this much work per chunk a call stays on the calling thread (a pool wake-up costs
+    /// a few µs).
+    const MIN_WORK_PER_CHUNK: usize = 1 << 15;
     let rows = out.len().checked_div(row_len).unwrap_or(0);
-    let n = threads().min(work / MIN_WORK_PER_THREAD).min(rows.div_ceil(align.max(1))).max(1);
+    let align = align.max(1);
+    // A few chunks per thread, so an uneven split evens out.
+    let n = (4 * threads()).min(work / MIN_WORK_PER_CHUNK).min(rows.div_ceil(align)).max(1);
     if n == 1 {
         f(0, out);
         return;
     }
-    let per = rows.div_ceil(n).div_ceil(align.max(1)) * align.max(1);
-    std::thread::scope(|s| {
-        let f = &f;
-        for (i, chunk) in out.chunks_mut(per * row_len).enumerate() {
-            s.spawn(move || f(i * per, chunk));
-        }
-    });
+    let per = rows.div_ceil(n).div_ceil(align) * align;
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        use rayon::prelude::*;
+        out.par_chunks_mut(per * row_len).enumerate().for_each(|(i, chunk)| f(i * per, chunk));
+    }
+    #[cfg(target_arch = "wasm32")]
+    out.chunks_mut(per * row_len).enumerate().for_each(|(i, chunk)| f(i * per, chunk));
 }
+
+/// A pointer to an output that tasks write in disjoint parts.
+#[derive(Clone, Copy)]
+pub(crate) struct SharedOut(pub *mut f32);
+// SAFETY: only used to hand disjoint regions of one buffer to parallel tasks.
+unsafe impl Send for SharedOut {}
+unsafe impl Sync for SharedOut {}
 
 #[cfg(test)]
 mod tests {
@@ -59,5 +91,14 @@ mod tests {
             let want: Vec<f32> = (0..rows).flat_map(|r| std::iter::repeat_n(r as f32, row_len)).collect();
             assert_eq!(out, want, "rows {rows} x {row_len}, align {align}");
         }
+    }
+
+    #[test]
+    fn every_task_runs_once() {
+        let hits: Vec<std::sync::atomic::AtomicUsize> = (0..100).map(|_| Default::default()).collect();
+        for_each(hits.len(), |i| {
+            hits[i].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        });
+        assert!(hits.iter().all(|h| h.load(std::sync::atomic::Ordering::Relaxed) == 1));
     }
 }

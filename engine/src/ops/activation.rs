@@ -14,7 +14,9 @@ pub enum Activation {
 impl Activation {
     pub const ALL: [Activation; 5] = [Self::None, Self::Relu, Self::Gelu, Self::Silu, Self::Sigmoid];
 
-    /// The CPU twin of `activate` in `common.wgsl`.
+    /// `activate` in `common.wgsl`, one value at a time with `std`'s `exp`: the reference the
+    /// CPU path's vectorised activations (`cpu::vector::activate`) are tested against.
+    #[cfg(test)]
     pub(crate) fn apply(self, x: f32) -> f32 {
         match self {
             Self::None => x,
@@ -26,6 +28,7 @@ impl Activation {
     }
 }
 
+#[cfg(test)]
 pub(crate) fn sigmoid(x: f32) -> f32 {
     if x >= 0.0 {
         1.0 / (1.0 + (-x).exp())
@@ -38,6 +41,7 @@ pub(crate) fn sigmoid(x: f32) -> f32 {
 /// erf as the GPU kernels compute it (`common.wgsl`): Abramowitz & Stegun 7.1.26 (|error| <=
 /// 1.5e-7 in exact arithmetic; measured in f32, 4.1e-7 at worst on [-6, 6]), one `exp` and no
 /// loop, so the CPU path and the GPU agree and GELU costs a few flops instead of a series.
+#[cfg(test)]
 #[allow(clippy::excessive_precision)] // the constants as published, the same as in common.wgsl
 pub(crate) fn erf(x: f32) -> f32 {
     let a = x.abs();

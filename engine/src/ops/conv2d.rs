@@ -2,6 +2,8 @@
 //! bias and activation. Kernel: `shaders/conv2d.wgsl`.
 //! Pointwise (1x1) convs should go through `matmul::linear` instead; this is for the stem.
 
+use crate::cpu::gemm::{gemm, Rhs};
+use crate::cpu::Level;
 use crate::error::ensure_shape;
 use crate::ops::{ensure_grid, ensure_u32, Activation, Meta};
 use crate::pipelines::Kernel;
@@ -160,30 +162,31 @@ pub fn conv2d(
 }
 
 /// CPU twin of [`conv2d`]: `x`, `w` and `bias` row-major as [`check`] passed them, with its
-/// geometry `g`. Returns `[B, Ho, Wo, Cout]`.
+/// geometry `g`. Returns `[B, Ho, Wo, Cout]`. Each output pixel's window is gathered into a row
+/// (`Cin x KH x KW`, the weight's order, zeros outside the image), then one GEMM against
+/// `w [Cout, Cin·KH·KW]` with the fused bias and activation.
 pub(crate) fn conv2d_cpu(x: &[f32], w: &[f32], bias: Option<&[f32]>, g: &ConvGeometry, act: Activation) -> Vec<f32> {
-    let taps = g.kh * g.kw;
-    let mut y = Vec::with_capacity(g.out_shape().iter().product());
-    for b in 0..g.batch {
-        for oy in 0..g.out_h {
-            for ox in 0..g.out_w {
-                for co in 0..g.cout {
-                    let mut acc = 0f32;
-                    for ky in 0..g.kh {
-                        let Some(iy) = ConvGeometry::tap(oy, ky, g.stride, g.pad_top, g.in_h) else { continue };
-                        for kx in 0..g.kw {
-                            let Some(ix) = ConvGeometry::tap(ox, kx, g.stride, g.pad_left, g.in_w) else { continue };
-                            let xs = &x[((b * g.in_h + iy) * g.in_w + ix) * g.cin..][..g.cin];
-                            for (ci, xv) in xs.iter().enumerate() {
-                                acc += xv * w[(co * g.cin + ci) * taps + ky * g.kw + kx];
-                            }
-                        }
+    let (taps, kk) = (g.kh * g.kw, g.cin * g.kh * g.kw);
+    let pixels = g.batch * g.out_h * g.out_w;
+    let mut cols = vec![0f32; pixels * kk];
+    crate::parallel::for_row_chunks(&mut cols, kk, 1, pixels * kk, |first, rows| {
+        for (i, row) in rows.chunks_exact_mut(kk).enumerate() {
+            let p = first + i;
+            let (b, oy, ox) = (p / (g.out_h * g.out_w), p / g.out_w % g.out_h, p % g.out_w);
+            for ky in 0..g.kh {
+                let Some(iy) = ConvGeometry::tap(oy, ky, g.stride, g.pad_top, g.in_h) else { continue };
+                for kx in 0..g.kw {
+                    let Some(ix) = ConvGeometry::tap(ox, kx, g.stride, g.pad_left, g.in_w) else { continue };
+                    let xs = &x[((b * g.in_h + iy) * g.in_w + ix) * g.cin..][..g.cin];
+                    for (ci, v) in xs.iter().enumerate() {
+                        row[ci * taps + ky * g.kw + kx] = *v;
                     }
-                    y.push(act.apply(acc + bias.map_or(0.0, |b| b[co])));
                 }
             }
         }
-    }
+    });
+    let mut y = vec![0f32; pixels * g.cout];
+    gemm(Level::current(), &cols, kk, Rhs::F32(w), g.cout, bias, act, &mut y);
     y
 }
 

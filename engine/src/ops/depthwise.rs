@@ -1,6 +1,8 @@
 //! Depthwise convolution (groups = C), channels-last, TensorFlow "SAME" padding, with a fused
 //! (BatchNorm-folded) bias and activation. Kernel: `shaders/depthwise.wgsl`.
 
+use crate::cpu::vector::{bias_act_body, multiversion};
+use crate::cpu::Level;
 use crate::error::ensure_shape;
 use crate::ops::conv2d::ConvGeometry;
 use crate::ops::{Activation, Meta};
@@ -70,30 +72,118 @@ pub fn depthwise_pooled(
 }
 
 /// CPU twin of [`depthwise`]: `x`, `w` and `bias` row-major as [`check`] passed them, with its
-/// geometry `g`. Returns `[B, Ho, Wo, C]`.
+/// geometry `g`. Returns `[B, Ho, Wo, C]`. Output rows run in parallel; within a pixel the taps
+/// are applied to all channels at once (weights rearranged tap-major), so the work vectorises
+/// over channels.
 pub(crate) fn depthwise_cpu(x: &[f32], w: &[f32], bias: Option<&[f32]>, g: &ConvGeometry, act: Activation) -> Vec<f32> {
-    let c = g.cin;
-    let mut y = Vec::with_capacity(g.out_shape().iter().product());
-    let mut acc = vec![0f32; c];
-    for b in 0..g.batch {
-        for oy in 0..g.out_h {
-            for ox in 0..g.out_w {
-                acc.fill(0.0);
-                for ky in 0..g.kh {
-                    let Some(iy) = ConvGeometry::tap(oy, ky, g.stride, g.pad_top, g.in_h) else { continue };
-                    for kx in 0..g.kw {
-                        let Some(ix) = ConvGeometry::tap(ox, kx, g.stride, g.pad_left, g.in_w) else { continue };
-                        let xs = &x[((b * g.in_h + iy) * g.in_w + ix) * c..][..c];
-                        for (ch, (a, xv)) in acc.iter_mut().zip(xs).enumerate() {
-                            *a += xv * w[(ch * g.kh + ky) * g.kw + kx];
-                        }
-                    }
-                }
-                y.extend(acc.iter().enumerate().map(|(ch, a)| act.apply(a + bias.map_or(0.0, |b| b[ch]))));
-            }
+    let (c, taps) = (g.cin, g.kh * g.kw);
+    let mut wt = vec![0f32; taps * c];
+    for (ch, wc) in w.chunks_exact(taps).enumerate() {
+        for (t, v) in wc.iter().enumerate() {
+            wt[t * c + ch] = *v;
         }
     }
+    let mut y = vec![0f32; g.out_shape().iter().product()];
+    let row_len = g.out_w * c;
+    let level = Level::current();
+    let work = y.len() * taps;
+    crate::parallel::for_row_chunks(&mut y, row_len, 1, work, |first, ys| {
+        for (r, yrow) in ys.chunks_exact_mut(row_len).enumerate() {
+            depthwise_row(level, x, &wt, bias, g, first + r, act, yrow);
+        }
+    });
     y
+}
+
+/// Output row `row` (over batch and height) of the depthwise conv: per pixel, channels in blocks
+/// of 64 and then 16 held in registers across the taps, the rest as a slice.
+#[inline(always)]
+fn depthwise_row_body(
+    x: &[f32],
+    wt: &[f32],
+    bias: Option<&[f32]>,
+    g: &ConvGeometry,
+    row: usize,
+    act: Activation,
+    yrow: &mut [f32],
+) {
+    let c = g.cin;
+    let (b, oy) = (row / g.out_h, row % g.out_h);
+    let (ky0, ky1) = inside(oy, g.stride, g.pad_top, g.in_h, g.kh);
+    for (ox, out) in yrow.chunks_exact_mut(c).enumerate() {
+        let (kx0, kx1) = inside(ox, g.stride, g.pad_left, g.in_w, g.kw);
+        // x and w offsets of each tap inside the image.
+        let taps = (ky0..ky1).flat_map(move |ky| {
+            let iy = oy * g.stride + ky - g.pad_top;
+            (kx0..kx1).map(move |kx| {
+                let ix = ox * g.stride + kx - g.pad_left;
+                (((b * g.in_h + iy) * g.in_w + ix) * c, (ky * g.kw + kx) * c)
+            })
+        });
+        let mut c0 = 0;
+        c0 = channel_blocks::<64>(x, wt, bias, act, taps.clone(), out, c0);
+        c0 = channel_blocks::<16>(x, wt, bias, act, taps.clone(), out, c0);
+        let rest = &mut out[c0..];
+        match bias {
+            Some(bias) => rest.copy_from_slice(&bias[c0..]),
+            None => rest.fill(0.0),
+        }
+        for (xo, wo) in taps {
+            let (xs, ws) = (&x[xo + c0..xo + c], &wt[wo + c0..wo + c]);
+            rest.iter_mut().zip(xs).zip(ws).for_each(|((a, x), w)| *a += x * w);
+        }
+        bias_act_body(rest, None, act);
+    }
+}
+
+/// The taps `k0..k1` (of `k`) whose input `o * stride + k - pad` lies inside `0..size`.
+#[inline(always)]
+fn inside(o: usize, stride: usize, pad: usize, size: usize, k: usize) -> (usize, usize) {
+    let first = o * stride;
+    (pad.saturating_sub(first).min(k), (size + pad).saturating_sub(first).min(k))
+}
+
+/// Channels `c0..` of one output pixel in whole blocks of `W`, accumulated in registers; returns
+/// the first channel not done.
+#[inline(always)]
+fn channel_blocks<const W: usize>(
+    x: &[f32],
+    wt: &[f32],
+    bias: Option<&[f32]>,
+    act: Activation,
+    taps: impl Iterator<Item = (usize, usize)> + Clone,
+    out: &mut [f32],
+    mut c0: usize,
+) -> usize {
+    while c0 + W <= out.len() {
+        let mut acc = [0f32; W];
+        if let Some(bias) = bias {
+            acc.copy_from_slice(&bias[c0..c0 + W]);
+        }
+        for (xo, wo) in taps.clone() {
+            let xs: &[f32; W] = x[xo + c0..][..W].try_into().expect("W values");
+            let ws: &[f32; W] = wt[wo + c0..][..W].try_into().expect("W values");
+            for j in 0..W {
+                acc[j] += xs[j] * ws[j];
+            }
+        }
+        bias_act_body(&mut acc, None, act);
+        out[c0..c0 + W].copy_from_slice(&acc);
+        c0 += W;
+    }
+    c0
+}
+
+multiversion! {
+    fn depthwise_row(
+        x: &[f32],
+        wt: &[f32],
+        bias: Option<&[f32]>,
+        g: &ConvGeometry,
+        row: usize,
+        act: Activation,
+        yrow: &mut [f32],
+    ) = depthwise_row_body
 }
 
 #[cfg(test)]

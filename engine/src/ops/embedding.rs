@@ -94,18 +94,21 @@ pub fn embedding(pass: &mut Pass, ids: &Tensor, table: &Tensor, add: Option<&Ten
     Ok(y)
 }
 
-/// CPU twin, on what [`check`] passed: `table` is the dequantised `[V, D]`
-/// (`Packed::dequantize()`), `ids` a flat list of sequences of `g.len`, `add` `[Lmax, D]`. Ids
-/// `>= V` take row `V - 1`, as on the GPU.
-pub(crate) fn embedding_cpu(ids: &[u32], table: &[f32], g: &EmbeddingGeometry, add: Option<&[f32]>) -> Vec<f32> {
+/// CPU twin, on what [`check`] passed: `row(r, out)` writes row `r` of the table as f32 (the
+/// values `Packed::dequantize()` gives), `ids` a flat list of sequences of `g.len`, `add`
+/// `[Lmax, D]`. Ids `>= V` take row `V - 1`, as on the GPU.
+pub(crate) fn embedding_cpu(
+    ids: &[u32],
+    row: impl Fn(usize, &mut [f32]),
+    g: &EmbeddingGeometry,
+    add: Option<&[f32]>,
+) -> Vec<f32> {
     let d = g.d;
-    let mut y = Vec::with_capacity(ids.len() * d);
-    for (t, &id) in ids.iter().enumerate() {
-        let r = (id as usize).min(g.vocab - 1);
-        let row = &table[r * d..(r + 1) * d];
-        match add {
-            Some(a) => y.extend(row.iter().zip(&a[(t % g.len) * d..]).map(|(x, p)| x + p)),
-            None => y.extend_from_slice(row),
+    let mut y = vec![0f32; ids.len() * d];
+    for (t, (&id, out)) in ids.iter().zip(y.chunks_exact_mut(d)).enumerate() {
+        row((id as usize).min(g.vocab - 1), out);
+        if let Some(a) = add {
+            out.iter_mut().zip(&a[(t % g.len) * d..]).for_each(|(x, p)| *x += p);
         }
     }
     y
@@ -120,7 +123,7 @@ mod tests {
     /// The twin for a `[V, d]` table and sequences of `len`.
     fn twin(ids: &[u32], table: &[f32], d: usize, len: usize, add: Option<&[f32]>) -> Vec<f32> {
         let g = EmbeddingGeometry { tokens: ids.len(), len, d, vocab: table.len() / d, out_shape: vec![] };
-        embedding_cpu(ids, table, &g, add)
+        embedding_cpu(ids, |r, out| out.copy_from_slice(&table[r * d..(r + 1) * d]), &g, add)
     }
 
     gpu_test!(embedding_each_dtype_matches_cpu, |gpu| {

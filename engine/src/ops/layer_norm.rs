@@ -81,14 +81,17 @@ pub(crate) fn layer_norm_cpu(x: &[f32], residual: Option<&[f32]>, gamma: &[f32],
         Some(r) => x.iter().zip(r).map(|(a, b)| a + b).collect(),
         None => x.to_vec(),
     };
-    for row in y.chunks_exact_mut(d.max(1)) {
-        let mean = row.iter().sum::<f32>() / d as f32;
-        let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / d as f32;
-        let rstd = 1.0 / (var + eps).sqrt();
-        for ((v, g), b) in row.iter_mut().zip(gamma).zip(beta) {
-            *v = (*v - mean) * rstd * g + b;
+    let work = y.len();
+    crate::parallel::for_row_chunks(&mut y, d.max(1), 1, work, |_, rows| {
+        for row in rows.chunks_exact_mut(d.max(1)) {
+            let mean = row.iter().sum::<f32>() / d as f32;
+            let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / d as f32;
+            let rstd = 1.0 / (var + eps).sqrt();
+            for ((v, g), b) in row.iter_mut().zip(gamma).zip(beta) {
+                *v = (*v - mean) * rstd * g + b;
+            }
         }
-    }
+    });
     y
 }
 

@@ -1,6 +1,8 @@
 //! Linear layers and pointwise convolutions: `y = act(x · wᵀ + b)` with `w` as `[N, K]`
 //! (PyTorch's `[out, in]`) in f32, f16 or q8. Kernel: `shaders/matmul.wgsl`.
 
+use crate::cpu::gemm::{gemm, Rhs};
+use crate::cpu::Level;
 use crate::error::ensure_shape;
 use crate::ops::{ensure_u32, Activation, Meta};
 use crate::pipelines::Kernel;
@@ -176,70 +178,13 @@ pub(crate) fn apply_gate_cpu(x: &[f32], gate: &[f32], k: usize, rows: usize) -> 
     y
 }
 
-/// CPU twin: `x` is `[M, K]` row-major, `w` the dequantised `[N, K]`, as [`check`] passed them.
-/// Rows of `x` are split over threads (native); see [`linear_rows`] for the loop order.
-pub(crate) fn linear_cpu(x: &[f32], w: &[f32], bias: Option<&[f32]>, k: usize, act: Activation) -> Vec<f32> {
-    if k == 0 {
-        return Vec::new();
-    }
-    let (m, n) = (x.len() / k, w.len() / k);
+/// CPU twin: `x` is `[M, K]` row-major, `w` the `[N, K]` weights, as [`check`] passed them;
+/// the GEMM of `cpu::gemm` at the machine's SIMD level.
+pub(crate) fn linear_cpu(x: &[f32], w: Rhs, bias: Option<&[f32]>, k: usize, act: Activation) -> Vec<f32> {
+    let (m, n) = (x.len().checked_div(k).unwrap_or(0), w.n(k));
     let mut y = vec![0f32; m * n];
-    crate::parallel::for_row_chunks(&mut y, n, ROWS, m * n * k, |first, ys| {
-        linear_rows(&x[first * k..], w, bias, k, n, act, ys);
-    });
+    gemm(Level::current(), x, k, w, n, bias, act, &mut y);
     y
-}
-
-/// Rows of `x` per pass over the weights: each weight row is read once for this many outputs.
-const ROWS: usize = 4;
-/// Independent partial sums per dot product, so the compiler may use SIMD lanes (a single f32
-/// running sum must be added in order).
-const LANES: usize = 8;
-/// Weight rows per block: about 256 KiB, so a block stays in L2 while every row of `x` passes.
-const BLOCK_BYTES: usize = 256 << 10;
-
-/// `ys` (rows of `n`) = act(x[..rows] · wᵀ + bias), blocked: weight rows in cache-sized blocks,
-/// then `ROWS` rows of `x` against each weight row of the block.
-fn linear_rows(x: &[f32], w: &[f32], bias: Option<&[f32]>, k: usize, n: usize, act: Activation, ys: &mut [f32]) {
-    let rows = ys.len() / n.max(1);
-    let block = (BLOCK_BYTES / (4 * k)).clamp(1, n.max(1));
-    for j0 in (0..n).step_by(block) {
-        for i0 in (0..rows).step_by(ROWS) {
-            // A short last group repeats its first row; those sums are dropped.
-            let xr: [&[f32]; ROWS] = std::array::from_fn(|r| {
-                let i = i0 + if i0 + r < rows { r } else { 0 };
-                &x[i * k..(i + 1) * k]
-            });
-            for j in j0..(j0 + block).min(n) {
-                let dots = dot_rows(xr, &w[j * k..(j + 1) * k]);
-                for (r, d) in dots.iter().enumerate().take(rows - i0) {
-                    ys[(i0 + r) * n + j] = act.apply(d + bias.map_or(0.0, |b| b[j]));
-                }
-            }
-        }
-    }
-}
-
-/// The dot products of `ROWS` rows with one weight row, `LANES` partial sums each.
-#[inline(always)]
-fn dot_rows(xr: [&[f32]; ROWS], w: &[f32]) -> [f32; ROWS] {
-    let k = w.len();
-    let xr = xr.map(|r| &r[..k]);
-    let mut acc = [[0f32; LANES]; ROWS];
-    let whole = k - k % LANES;
-    for c in (0..whole).step_by(LANES) {
-        let wc = &w[c..c + LANES];
-        for (a, x) in acc.iter_mut().zip(xr) {
-            let xc = &x[c..c + LANES];
-            for l in 0..LANES {
-                a[l] += xc[l] * wc[l];
-            }
-        }
-    }
-    std::array::from_fn(|r| {
-        let tail: f32 = (whole..k).map(|c| xr[r][c] * w[c]).sum();
-        acc[r].iter().sum::<f32>() + tail
-    })
 }
 
 #[cfg(test)]
@@ -257,7 +202,7 @@ mod tests {
         let b = random(n, 3, 0.5);
         let packed = Packed::new(&wf, n, k, dtype).unwrap();
         // The reference uses exactly the weights the kernel sees, so only arithmetic differs.
-        let want = linear_cpu(&x, &packed.dequantize(), bias.then_some(&b[..]), k, act);
+        let want = linear_cpu(&x, Rhs::F32(&packed.dequantize()), bias.then_some(&b[..]), k, act);
 
         let xt = Tensor::from_f32(gpu, &[m, k], &x).unwrap();
         let wt = Tensor::from_packed(gpu, &packed).unwrap();
@@ -281,13 +226,13 @@ mod tests {
 
     #[test]
     fn linear_cpu_matches_plain_dot_products() {
-        // Ragged rows (not a multiple of 4), K not a multiple of 8, several weight blocks
-        // (K = 2000: 32 rows per block), and enough work for more than one thread.
+        // Ragged rows and columns, K not a multiple of 8; every level and format is tested in
+        // `cpu::gemm`, this is the op at the machine's level.
         for (m, n, k) in [(1, 1, 1), (5, 3, 7), (37, 70, 300), (9, 70, 2000)] {
             let x = random(m * k, 5, 1.0);
             let w = random(n * k, 6, 1.0);
             let b = random(n, 7, 1.0);
-            let got = linear_cpu(&x, &w, Some(&b), k, Activation::Relu);
+            let got = linear_cpu(&x, Rhs::F32(&w), Some(&b), k, Activation::Relu);
             let want: Vec<f32> = (0..m * n)
                 .map(|i| {
                     let (r, j) = (i / n, i % n);
@@ -332,7 +277,8 @@ mod tests {
         {
             let wp = Packed::new(&random(n * k, 65, 0.2), n, k, dtype).unwrap();
             let gated = apply_gate_cpu(&x, &gate, k, p);
-            let mut want = linear_cpu(&gated, &wp.dequantize(), with_bias.then_some(&bias[..]), k, Activation::None);
+            let mut want =
+                linear_cpu(&gated, Rhs::F32(&wp.dequantize()), with_bias.then_some(&bias[..]), k, Activation::None);
             if with_res {
                 want.iter_mut().zip(&res).for_each(|(w, r)| *w += r);
             }

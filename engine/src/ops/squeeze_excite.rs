@@ -8,8 +8,9 @@
 //! [`depthwise_pooled`]: crate::ops::depthwise::depthwise_pooled
 //! [`gated_linear`]: crate::ops::matmul::gated_linear
 
+use crate::cpu::gemm::Rhs;
 use crate::error::ensure_shape;
-use crate::ops::matmul::linear;
+use crate::ops::matmul::{linear, linear_cpu};
 use crate::ops::{ensure_grid, ensure_u32, Activation, Meta};
 use crate::pipelines::Kernel;
 use crate::quant::Q8_GROUP;
@@ -128,28 +129,33 @@ fn pool_pass(pass: &mut Pass, x: &Tensor, b: usize, p: usize, c: usize, chunk: u
     Ok(out)
 }
 
-/// The gate's reference for the tests: f64 pool, then the FCs' CPU twin on dequantised weights.
-#[cfg(test)]
-fn se_gate_reference(x: &[f32], g: &SqueezeExciteGeometry, w1: &[f32], b1: &[f32], w2: &[f32], b2: &[f32]) -> Vec<f32> {
-    use crate::ops::matmul::linear_cpu;
+/// CPU twin of [`se_gate`], from `x` itself: the mean over the pixels, then the FCs.
+pub(crate) fn se_gate_cpu(x: &[f32], g: &SqueezeExciteGeometry, w1: Rhs, b1: &[f32], w2: Rhs, b2: &[f32]) -> Vec<f32> {
     let pooled = global_avg_pool_cpu(x, g);
     let hidden = linear_cpu(&pooled, w1, Some(b1), g.c, Activation::Silu);
     linear_cpu(&hidden, w2, Some(b2), g.cr, Activation::Sigmoid)
 }
 
-/// The mean over the pixels, in f64.
-#[cfg(test)]
+/// Pixels summed by one task of the CPU pool.
+const POOL_CHUNK: usize = 4096;
+
+/// The mean over the pixels: sums in f64, over chunks of pixels in parallel.
 fn global_avg_pool_cpu(x: &[f32], g: &SqueezeExciteGeometry) -> Vec<f32> {
     let (p, c) = (g.p, g.c);
-    let mut out = vec![0f32; g.b * c];
-    for (xb, ob) in x.chunks_exact((p * c).max(1)).zip(out.chunks_exact_mut(c)) {
+    let chunks = p.div_ceil(POOL_CHUNK).max(1);
+    let partial = crate::parallel::map(g.b * chunks, |t| {
+        let (b, ch) = (t / chunks, t % chunks);
+        let px = (ch * POOL_CHUNK)..((ch + 1) * POOL_CHUNK).min(p);
         let mut sum = vec![0f64; c];
-        for px in xb.chunks_exact(c) {
-            for (s, &v) in sum.iter_mut().zip(px) {
-                *s += v as f64;
-            }
+        for v in x[(b * p + px.start) * c..(b * p + px.end) * c].chunks_exact(c) {
+            sum.iter_mut().zip(v).for_each(|(s, v)| *s += *v as f64);
         }
-        for (o, s) in ob.iter_mut().zip(sum) {
+        sum
+    });
+    let mut out = vec![0f32; g.b * c];
+    for (ob, sums) in out.chunks_exact_mut(c).zip(partial.chunks_exact(chunks)) {
+        for (ch, o) in ob.iter_mut().enumerate() {
+            let s: f64 = sums.iter().map(|s| s[ch]).sum();
             *o = if p == 0 { 0.0 } else { (s / p as f64) as f32 };
         }
     }
@@ -187,7 +193,7 @@ mod tests {
         )
         .unwrap();
         // The reference sees the same (dequantised) weights as the kernels.
-        let want = se_gate_reference(&x, &g, &w1.dequantize(), &b1, &w2.dequantize(), &b2);
+        let want = se_gate_cpu(&x, &g, Rhs::F32(&w1.dequantize()), &b1, Rhs::F32(&w2.dequantize()), &b2);
 
         let xt = Tensor::from_f32(gpu, &shape, &x).unwrap();
         let identity = Tensor::from_f32(gpu, &[c, 1, 1, 1], &vec![1.0; c]).unwrap();

@@ -1,0 +1,620 @@
+//! The CPU path's matrix multiply: `y[M, N] = act(x[M, K] · w[N, K]ᵀ + bias)`.
+//!
+//! f16 and q8 weights stay in their format in memory, rearranged at load into panels of
+//! [`PANEL`] output channels (`[K][PANEL]` per panel, q8 scales `[K / Q8_GROUP][PANEL]`), so a
+//! panel's values for one input are adjacent. For each tile of `NR` output channels, a task
+//! turns its panels into an f32 buffer (`K x NR`, at most 512 KiB: it stays in L2) and runs the
+//! level's register-tiled micro-kernel (`MR x NR` accumulators) over its block of rows against
+//! it, then the fused bias + activation on the tile while it is in L1. f32 weights (f32 models,
+//! the stem) are read from their row-major `[N, K]` the same way.
+//!
+//! Levels (`cpu::Level`): AVX-512 8 x 32, AVX2 + FMA 6 x 16, wasm simd128 4 x 16, portable 4 x 16.
+//! The work is split over rows (blocks sized to L2) and, when there are few rows, over tiles of
+//! output channels, on the persistent pool.
+
+use std::cell::RefCell;
+
+use crate::cpu::vector::{self, multiversion};
+use crate::cpu::Level;
+use crate::ops::Activation;
+use crate::parallel::{self, SharedOut};
+use crate::quant::{q8_groups, Packed, Q8_GROUP};
+use crate::DType;
+
+/// Output channels per stored panel; every kernel's NR is a multiple of it.
+pub(crate) const PANEL: usize = 16;
+
+/// An f16 or q8 `[N, K]` weight in panels (see the module doc). N is padded to whole panels with
+/// zero weights.
+#[derive(Debug)]
+pub(crate) struct PanelMatrix {
+    pub n: usize,
+    pub k: usize,
+    data: PanelData,
+}
+
+#[derive(Debug)]
+enum PanelData {
+    F16(Vec<u16>),
+    Q8 { q: Vec<i8>, scales: Vec<f32> },
+}
+
+impl PanelMatrix {
+    /// Rearranges an f16 or q8 [`Packed`] matrix; `None` for other formats.
+    pub(crate) fn from_packed(p: &Packed) -> Option<Self> {
+        let (n, k) = (p.rows, p.cols);
+        let panels = n.div_ceil(PANEL);
+        let rw = p.row_words();
+        let data = match p.dtype {
+            DType::F16 => {
+                let mut v = vec![0u16; panels * k * PANEL];
+                for r in 0..n {
+                    let row = &p.words[r * rw..(r + 1) * rw];
+                    let base = (r / PANEL) * k * PANEL + r % PANEL;
+                    for c in 0..k {
+                        v[base + c * PANEL] = (row[c / 2] >> (16 * (c % 2))) as u16;
+                    }
+                }
+                PanelData::F16(v)
+            }
+            DType::Q8 => {
+                let groups = q8_groups(k);
+                let mut q = vec![0i8; panels * k * PANEL];
+                let mut scales = vec![0f32; panels * groups * PANEL];
+                for r in 0..n {
+                    let row = &p.words[r * rw..(r + 1) * rw];
+                    let base = (r / PANEL) * k * PANEL + r % PANEL;
+                    for c in 0..k {
+                        q[base + c * PANEL] = (row[c / 4] >> (8 * (c % 4))) as u8 as i8;
+                    }
+                    let sbase = (r / PANEL) * groups * PANEL + r % PANEL;
+                    for g in 0..groups {
+                        scales[sbase + g * PANEL] = f32::from_bits(p.words[n * rw + r * groups + g]);
+                    }
+                }
+                PanelData::Q8 { q, scales }
+            }
+            DType::F32 | DType::U32 => return None,
+        };
+        Some(Self { n, k, data })
+    }
+
+    /// Row `r` (< n) as f32, into `out` (length k): what an embedding gather reads.
+    pub(crate) fn row(&self, r: usize, out: &mut [f32]) {
+        let base = (r / PANEL) * self.k * PANEL + r % PANEL;
+        match &self.data {
+            PanelData::F16(v) => {
+                for (c, o) in out.iter_mut().enumerate() {
+                    *o = f16_to_f32(v[base + c * PANEL]);
+                }
+            }
+            PanelData::Q8 { q, scales } => {
+                let sbase = (r / PANEL) * q8_groups(self.k) * PANEL + r % PANEL;
+                for (c, o) in out.iter_mut().enumerate() {
+                    *o = q[base + c * PANEL] as f32 * scales[sbase + c / Q8_GROUP * PANEL];
+                }
+            }
+        }
+    }
+
+    /// Bytes held (the weights stay the size they have in the model file).
+    #[cfg(test)]
+    pub(crate) fn bytes(&self) -> usize {
+        match &self.data {
+            PanelData::F16(v) => v.len() * 2,
+            PanelData::Q8 { q, scales } => q.len() + scales.len() * 4,
+        }
+    }
+}
+
+/// The right-hand side of a GEMM: `[N, K]` weights.
+#[derive(Clone, Copy)]
+pub(crate) enum Rhs<'a> {
+    /// Row-major f32 `[N, K]`.
+    F32(&'a [f32]),
+    Panels(&'a PanelMatrix),
+}
+
+impl Rhs<'_> {
+    /// N, for inputs of `k` values.
+    pub(crate) fn n(&self, k: usize) -> usize {
+        match self {
+            Rhs::F32(w) => w.len().checked_div(k).unwrap_or(0),
+            Rhs::Panels(m) => m.n,
+        }
+    }
+}
+
+/// f16 bits -> f32 without branches (vectorises): normal and subnormal halves by rescaling the
+/// exponent with one multiply, inf and NaN by a select.
+#[inline(always)]
+fn f16_to_f32(h: u16) -> f32 {
+    let h = h as u32;
+    let em = h & 0x7fff;
+    let scaled = f32::from_bits(em << 13) * f32::from_bits((127 + 112) << 23); // x 2^112
+    let v = if em >= 0x7c00 { f32::from_bits((em << 13) | 0x7f80_0000) } else { scaled };
+    f32::from_bits(v.to_bits() | ((h & 0x8000) << 16))
+}
+
+/// `buf[i * nr + j] = w[j0 + j][k0 + i]` as f32 for `j < nr` (zeros past N), `i` over the
+/// `buf.len() / nr` inputs from `k0`: the kernel's tile.
+#[inline(always)]
+fn fill_body(rhs: Rhs, k: usize, j0: usize, k0: usize, nr: usize, buf: &mut [f32]) {
+    let kc = buf.len() / nr;
+    match rhs {
+        Rhs::F32(w) => {
+            let n = w.len() / k;
+            for j in 0..nr {
+                if j0 + j < n {
+                    let row = &w[(j0 + j) * k + k0..][..kc];
+                    for (i, v) in row.iter().enumerate() {
+                        buf[i * nr + j] = *v;
+                    }
+                } else {
+                    (0..kc).for_each(|i| buf[i * nr + j] = 0.0);
+                }
+            }
+        }
+        Rhs::Panels(m) => {
+            let panels = m.n.div_ceil(PANEL);
+            for pp in 0..nr / PANEL {
+                let p = j0 / PANEL + pp;
+                if p >= panels {
+                    for i in 0..kc {
+                        buf[i * nr + pp * PANEL..][..PANEL].fill(0.0);
+                    }
+                    continue;
+                }
+                match &m.data {
+                    PanelData::F16(v) => {
+                        let src = &v[(p * k + k0) * PANEL..][..kc * PANEL];
+                        for (i, s) in src.chunks_exact(PANEL).enumerate() {
+                            let d = &mut buf[i * nr + pp * PANEL..][..PANEL];
+                            d.iter_mut().zip(s).for_each(|(d, s)| *d = f16_to_f32(*s));
+                        }
+                    }
+                    PanelData::Q8 { q, scales } => {
+                        let groups = q8_groups(k);
+                        let src = &q[(p * k + k0) * PANEL..][..kc * PANEL];
+                        let sc = &scales[p * groups * PANEL..(p + 1) * groups * PANEL];
+                        for (i, s) in src.chunks_exact(PANEL).enumerate() {
+                            let scale = &sc[(k0 + i) / Q8_GROUP * PANEL..][..PANEL];
+                            let d = &mut buf[i * nr + pp * PANEL..][..PANEL];
+                            for j in 0..PANEL {
+                                d[j] = s[j] as f32 * scale[j];
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+multiversion! {
+    /// The f32 tile of `nr` output channels from `j0`, inputs from `k0` (see `fill_body`).
+    fn fill(rhs: Rhs, k: usize, j0: usize, k0: usize, nr: usize, buf: &mut [f32]) = fill_body
+}
+
+/// A register-tiled micro-kernel: `c[rows, cols] = a[rows, K] · b` (`+=` when `add`) with `b` the
+/// `K x NR` tile,
+/// `a` rows `lda` apart, `c` rows `ldc` apart; `rows <= MR`, `cols <= NR`.
+trait Micro {
+    const MR: usize;
+    const NR: usize;
+    /// # Safety
+    /// `a` readable for `rows` rows of `k`, `b` for `k * NR`, `c` writable for `rows` rows of
+    /// `cols`; the level's CPU features present.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn run(
+        k: usize,
+        a: *const f32,
+        lda: usize,
+        rows: usize,
+        b: *const f32,
+        c: *mut f32,
+        ldc: usize,
+        cols: usize,
+        add: bool,
+    );
+}
+
+/// Writes (or, when `add`, adds) the valid part of a tile computed in `tmp` (rows of `nr`) to `c`.
+#[inline(always)]
+unsafe fn store_part(tmp: &[f32], nr: usize, c: *mut f32, ldc: usize, rows: usize, cols: usize, add: bool) {
+    for i in 0..rows {
+        let dst = std::slice::from_raw_parts_mut(c.add(i * ldc), cols);
+        let src = &tmp[i * nr..i * nr + cols];
+        if add {
+            dst.iter_mut().zip(src).for_each(|(d, s)| *d += s);
+        } else {
+            dst.copy_from_slice(src);
+        }
+    }
+}
+
+struct Portable;
+impl Micro for Portable {
+    const MR: usize = 4;
+    const NR: usize = 16;
+    unsafe fn run(
+        k: usize,
+        a: *const f32,
+        lda: usize,
+        rows: usize,
+        b: *const f32,
+        c: *mut f32,
+        ldc: usize,
+        cols: usize,
+        add: bool,
+    ) {
+        const MR: usize = Portable::MR;
+        const NR: usize = Portable::NR;
+        let ap: [*const f32; MR] = std::array::from_fn(|i| a.add(i.min(rows - 1) * lda));
+        let mut acc = [[0f32; NR]; MR];
+        for kk in 0..k {
+            let bk = &*(b.add(kk * NR) as *const [f32; NR]);
+            for i in 0..MR {
+                let av = *ap[i].add(kk);
+                for j in 0..NR {
+                    acc[i][j] += av * bk[j];
+                }
+            }
+        }
+        store_part(acc.as_flattened(), NR, c, ldc, rows, cols, add);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+struct Avx512;
+#[cfg(target_arch = "x86_64")]
+impl Micro for Avx512 {
+    const MR: usize = 8;
+    const NR: usize = 32;
+    unsafe fn run(
+        k: usize,
+        a: *const f32,
+        lda: usize,
+        rows: usize,
+        b: *const f32,
+        c: *mut f32,
+        ldc: usize,
+        cols: usize,
+        add: bool,
+    ) {
+        avx512_kernel(k, a, lda, rows, b, c, ldc, cols, add)
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn avx512_kernel(
+    k: usize,
+    a: *const f32,
+    lda: usize,
+    rows: usize,
+    b: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    cols: usize,
+    add: bool,
+) {
+    use std::arch::x86_64::*;
+    const MR: usize = Avx512::MR;
+    let ap: [*const f32; MR] = std::array::from_fn(|i| a.add(i.min(rows - 1) * lda));
+    let mut acc = [[_mm512_setzero_ps(); 2]; MR];
+    for kk in 0..k {
+        let b0 = _mm512_loadu_ps(b.add(kk * 32));
+        let b1 = _mm512_loadu_ps(b.add(kk * 32 + 16));
+        for i in 0..MR {
+            let av = _mm512_set1_ps(*ap[i].add(kk));
+            acc[i][0] = _mm512_fmadd_ps(av, b0, acc[i][0]);
+            acc[i][1] = _mm512_fmadd_ps(av, b1, acc[i][1]);
+        }
+    }
+    if rows == MR && cols == 32 {
+        for (i, row) in acc.iter().enumerate() {
+            let (c0, c1) = (c.add(i * ldc), c.add(i * ldc + 16));
+            if add {
+                _mm512_storeu_ps(c0, _mm512_add_ps(_mm512_loadu_ps(c0), row[0]));
+                _mm512_storeu_ps(c1, _mm512_add_ps(_mm512_loadu_ps(c1), row[1]));
+            } else {
+                _mm512_storeu_ps(c0, row[0]);
+                _mm512_storeu_ps(c1, row[1]);
+            }
+        }
+    } else {
+        let mut tmp = [0f32; MR * 32];
+        for (i, row) in acc.iter().enumerate() {
+            _mm512_storeu_ps(tmp.as_mut_ptr().add(i * 32), row[0]);
+            _mm512_storeu_ps(tmp.as_mut_ptr().add(i * 32 + 16), row[1]);
+        }
+        store_part(&tmp, 32, c, ldc, rows, cols, add);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+struct Avx2;
+#[cfg(target_arch = "x86_64")]
+impl Micro for Avx2 {
+    const MR: usize = 6;
+    const NR: usize = 16;
+    unsafe fn run(
+        k: usize,
+        a: *const f32,
+        lda: usize,
+        rows: usize,
+        b: *const f32,
+        c: *mut f32,
+        ldc: usize,
+        cols: usize,
+        add: bool,
+    ) {
+        avx2_kernel(k, a, lda, rows, b, c, ldc, cols, add)
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn avx2_kernel(
+    k: usize,
+    a: *const f32,
+    lda: usize,
+    rows: usize,
+    b: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    cols: usize,
+    add: bool,
+) {
+    use std::arch::x86_64::*;
+    const MR: usize = Avx2::MR;
+    let ap: [*const f32; MR] = std::array::from_fn(|i| a.add(i.min(rows - 1) * lda));
+    let mut acc = [[_mm256_setzero_ps(); 2]; MR];
+    for kk in 0..k {
+        let b0 = _mm256_loadu_ps(b.add(kk * 16));
+        let b1 = _mm256_loadu_ps(b.add(kk * 16 + 8));
+        for i in 0..MR {
+            let av = _mm256_set1_ps(*ap[i].add(kk));
+            acc[i][0] = _mm256_fmadd_ps(av, b0, acc[i][0]);
+            acc[i][1] = _mm256_fmadd_ps(av, b1, acc[i][1]);
+        }
+    }
+    if rows == MR && cols == 16 {
+        for (i, row) in acc.iter().enumerate() {
+            let (c0, c1) = (c.add(i * ldc), c.add(i * ldc + 8));
+            if add {
+                _mm256_storeu_ps(c0, _mm256_add_ps(_mm256_loadu_ps(c0), row[0]));
+                _mm256_storeu_ps(c1, _mm256_add_ps(_mm256_loadu_ps(c1), row[1]));
+            } else {
+                _mm256_storeu_ps(c0, row[0]);
+                _mm256_storeu_ps(c1, row[1]);
+            }
+        }
+    } else {
+        let mut tmp = [0f32; MR * 16];
+        for (i, row) in acc.iter().enumerate() {
+            _mm256_storeu_ps(tmp.as_mut_ptr().add(i * 16), row[0]);
+            _mm256_storeu_ps(tmp.as_mut_ptr().add(i * 16 + 8), row[1]);
+        }
+        store_part(&tmp, 16, c, ldc, rows, cols, add);
+    }
+}
+
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+struct Simd128;
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+impl Micro for Simd128 {
+    const MR: usize = 4;
+    const NR: usize = 16;
+    unsafe fn run(
+        k: usize,
+        a: *const f32,
+        lda: usize,
+        rows: usize,
+        b: *const f32,
+        c: *mut f32,
+        ldc: usize,
+        cols: usize,
+        add: bool,
+    ) {
+        use std::arch::wasm32::*;
+        const MR: usize = Simd128::MR;
+        let ap: [*const f32; MR] = std::array::from_fn(|i| a.add(i.min(rows - 1) * lda));
+        let mut acc = [[f32x4_splat(0.0); 4]; MR];
+        for kk in 0..k {
+            let bp = b.add(kk * 16) as *const v128;
+            let bv = [v128_load(bp), v128_load(bp.add(1)), v128_load(bp.add(2)), v128_load(bp.add(3))];
+            for i in 0..MR {
+                let av = f32x4_splat(*ap[i].add(kk));
+                for j in 0..4 {
+                    acc[i][j] = f32x4_add(acc[i][j], f32x4_mul(av, bv[j]));
+                }
+            }
+        }
+        let mut tmp = [0f32; MR * 16];
+        for (i, row) in acc.iter().enumerate() {
+            for (j, v) in row.iter().enumerate() {
+                v128_store(tmp.as_mut_ptr().add(i * 16 + j * 4) as *mut v128, *v);
+            }
+        }
+        store_part(&tmp, 16, c, ldc, rows, cols, add);
+    }
+}
+
+thread_local! {
+    /// Each thread's f32 tile of weights, reused across calls (no allocation per tile).
+    static TILE: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// `y[M, N] = act(x[M, K] · wᵀ + bias)` at `level` (falls back to portable where the CPU lacks
+/// it). `x` has `m * k` values, `y` `m * n`, `bias` `n`; `w` is `[n, k]`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn gemm(
+    level: Level,
+    x: &[f32],
+    k: usize,
+    w: Rhs,
+    n: usize,
+    bias: Option<&[f32]>,
+    act: Activation,
+    y: &mut [f32],
+) {
+    let m = x.len().checked_div(k).unwrap_or(0);
+    assert!(y.len() == m * n && bias.is_none_or(|b| b.len() == n), "gemm: shapes checked by the op");
+    if m == 0 || n == 0 {
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    match level {
+        Level::Avx512 if level.supported() => return run::<Avx512>(level, x, m, k, w, n, bias, act, y),
+        Level::Avx2 if level.supported() => return run::<Avx2>(level, x, m, k, w, n, bias, act, y),
+        _ => {}
+    }
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    if level == Level::Simd128 {
+        return run::<Simd128>(level, x, m, k, w, n, bias, act, y);
+    }
+    run::<Portable>(Level::Portable, x, m, k, w, n, bias, act, y)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run<K: Micro>(
+    level: Level,
+    x: &[f32],
+    m: usize,
+    k: usize,
+    w: Rhs,
+    n: usize,
+    bias: Option<&[f32]>,
+    act: Activation,
+    y: &mut [f32],
+) {
+    let (mr, nr) = (K::MR, K::NR);
+    let tiles = n.div_ceil(nr);
+    // Inputs per pass: the tile (KC x NR) stays in L1/L2 while a block of rows runs over it.
+    let kc = k.min(KC);
+    // Rows per block: their KC inputs about 512 KiB (in L2 with the tile), at most 256 rows.
+    // A tile is dequantised once per block, so large blocks make that cost small.
+    let mc = ((512 << 10) / (4 * kc) / mr * mr).clamp(mr, 256 / mr * mr);
+    let blocks = m.div_ceil(mc);
+    // Few row blocks: split the output channels too, so every thread has work.
+    let want = 4 * parallel::threads();
+    let splits = if blocks >= want { 1 } else { want.div_ceil(blocks).min(tiles) };
+    let per = tiles.div_ceil(splits);
+    let splits = tiles.div_ceil(per);
+    let out = SharedOut(y.as_mut_ptr());
+    let epilogue = bias.is_some() || act != Activation::None;
+    parallel::for_each(blocks * splits, |t| {
+        let out = out;
+        let (m0, t0) = ((t / splits) * mc, (t % splits) * per);
+        let m1 = (m0 + mc).min(m);
+        TILE.with(|tile| {
+            let mut tile = tile.borrow_mut();
+            for tj in t0..(t0 + per).min(tiles) {
+                let j0 = tj * nr;
+                let cols = nr.min(n - j0);
+                for k0 in (0..k).step_by(kc) {
+                    let kn = kc.min(k - k0);
+                    tile.resize(kn * nr, 0.0);
+                    fill(level, w, k, j0, k0, nr, &mut tile[..kn * nr]);
+                    for i0 in (m0..m1).step_by(mr) {
+                        let rows = mr.min(m1 - i0);
+                        // SAFETY: rows i0..i0 + rows of x exist (i0 + rows <= m) with k0 + kn <= k
+                        // inputs; the tile holds kn * nr values; this task alone writes rows
+                        // m0..m1 x the columns of its tiles.
+                        unsafe {
+                            let a = x.as_ptr().add(i0 * k + k0);
+                            K::run(kn, a, k, rows, tile.as_ptr(), out.0.add(i0 * n + j0), n, cols, k0 > 0);
+                        }
+                    }
+                }
+                if epilogue {
+                    for r in m0..m1 {
+                        // SAFETY: as above; the kernels are done with these rows.
+                        let row = unsafe { std::slice::from_raw_parts_mut(out.0.add(r * n + j0), cols) };
+                        vector::bias_act(level, row, bias.map(|b| &b[j0..j0 + cols]), act);
+                    }
+                }
+            }
+        });
+    });
+}
+
+/// Inputs per pass over a tile (see `run`).
+const KC: usize = 512;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{assert_close, random};
+
+    /// f64 dot products of x with the weights the kernel sees.
+    fn reference(x: &[f32], w: &[f32], bias: &[f32], k: usize, act: Activation) -> Vec<f32> {
+        let (m, n) = (x.len() / k, w.len() / k);
+        (0..m * n)
+            .map(|i| {
+                let (r, j) = (i / n, i % n);
+                let dot: f64 = (0..k).map(|c| x[r * k + c] as f64 * w[j * k + c] as f64).sum();
+                act.apply((dot + bias[j] as f64) as f32)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn gemm_matches_f64_dot_products_on_every_level_and_format() {
+        // Rows and columns not multiples of any MR (4, 6, 8) or NR (16, 32); K past a q8 group
+        // and not a multiple of it; enough rows for several blocks and threads.
+        let shapes = [(1, 1, 1), (5, 3, 7), (37, 70, 33), (9, 70, 300), (13, 33, 2000), (300, 17, 45), (2, 100, 64)];
+        for level in Level::available() {
+            for (m, n, k) in shapes {
+                let x = random(m * k, 5 + m as u64, 1.0);
+                let wf = random(n * k, 6 + n as u64, 1.0 / (k as f32).sqrt());
+                let b = random(n, 7, 0.5);
+                for dtype in [DType::F32, DType::F16, DType::Q8] {
+                    let packed = Packed::new(&wf, n, k, dtype).unwrap();
+                    let seen = packed.dequantize();
+                    let panels = PanelMatrix::from_packed(&packed);
+                    let rhs = panels.as_ref().map_or(Rhs::F32(&seen), Rhs::Panels);
+                    for act in [Activation::None, Activation::Gelu, Activation::Silu] {
+                        let mut got = vec![f32::NAN; m * n];
+                        let bias = (act != Activation::None).then_some(&b[..]);
+                        gemm(level, &x, k, rhs, n, bias, act, &mut got);
+                        let zeros = vec![0.0; n];
+                        let want = reference(&x, &seen, bias.unwrap_or(&zeros), k, act);
+                        let what = format!("{level:?} {m}x{k} by {n}x{k} {dtype:?} {act:?}");
+                        assert_close(&got, &want, 2e-6 * (k as f32).sqrt(), 1e-5, &what);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn panel_rows_are_the_dequantised_rows() {
+        let (n, k) = (19, 2 * Q8_GROUP + 3);
+        let w = random(n * k, 3, 2.0);
+        for dtype in [DType::F16, DType::Q8] {
+            let packed = Packed::new(&w, n, k, dtype).unwrap();
+            let panels = PanelMatrix::from_packed(&packed).unwrap();
+            let want = packed.dequantize();
+            let mut row = vec![0f32; k];
+            for r in 0..n {
+                panels.row(r, &mut row);
+                assert_eq!(row, want[r * k..(r + 1) * k], "{dtype:?} row {r}");
+            }
+            assert!(panels.bytes() <= packed.words.len() * 4 * 2, "{dtype:?} stays compact");
+        }
+        assert!(PanelMatrix::from_packed(&Packed::new(&w, n, k, DType::F32).unwrap()).is_none());
+    }
+
+    #[test]
+    fn f16_conversion_is_exact_for_every_half() {
+        for h in 0..=u16::MAX {
+            let (got, want) = (f16_to_f32(h), half::f16::from_bits(h).to_f32());
+            assert!(got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()), "{h:#06x}: {got} vs {want}");
+        }
+    }
+}

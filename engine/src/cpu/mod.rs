@@ -1,0 +1,9 @@
+//! The CPU path's fast kernels: SIMD levels chosen at run time ([`simd`]), the GEMM with f16 and
+//! q8 weights kept in their format ([`gemm`]), and vectorised element-wise maths ([`vector`]).
+//! The ops' CPU twins (`ops/*.rs`) call into these.
+
+pub(crate) mod gemm;
+pub mod simd;
+pub(crate) mod vector;
+
+pub use simd::Level;

@@ -1,0 +1,103 @@
+//! SIMD levels of the CPU path, chosen at run time from the CPU's features (natively) or at
+//! compile time (`simd128` on wasm32), and the variable that forces one.
+//!
+//! `BRIVL_CPU_SIMD=portable|avx2|avx512|simd128` (read once, natively) caps the level the CPU
+//! path uses: a level the machine lacks falls back to the best one below it, an unknown value
+//! is reported once on stderr and ignored. Tests do not rely on it: kernel tests loop over
+//! [`Level::available`].
+
+use std::sync::OnceLock;
+
+/// A kernel family. Each op's fast path names the level it needs; `Portable` runs anywhere.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    /// Plain Rust, auto-vectorised for the target's baseline (SSE2 on x86-64).
+    Portable,
+    /// wasm32 `simd128` (compiled in with `-C target-feature=+simd128`).
+    Simd128,
+    /// x86-64 AVX2 + FMA + F16C.
+    Avx2,
+    /// x86-64 AVX-512 F/BW/VL + FMA + F16C.
+    Avx512,
+}
+
+impl Level {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Portable => "portable",
+            Self::Simd128 => "simd128",
+            Self::Avx2 => "avx2",
+            Self::Avx512 => "avx512",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        [Self::Portable, Self::Simd128, Self::Avx2, Self::Avx512].into_iter().find(|l| l.name() == s)
+    }
+
+    /// Whether this machine runs `self`; kernels check it before using a level's instructions.
+    pub(crate) fn supported(self) -> bool {
+        static AVAILABLE: OnceLock<Vec<Level>> = OnceLock::new();
+        AVAILABLE.get_or_init(Self::detect).contains(&self)
+    }
+
+    /// Every level this machine runs, portable first.
+    pub fn available() -> Vec<Level> {
+        [Self::Portable, Self::Simd128, Self::Avx2, Self::Avx512].into_iter().filter(|l| l.supported()).collect()
+    }
+
+    fn detect() -> Vec<Level> {
+        let mut v = vec![Self::Portable];
+        #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+        v.push(Self::Simd128);
+        #[cfg(target_arch = "x86_64")]
+        {
+            let avx2 = std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+                && std::arch::is_x86_feature_detected!("f16c");
+            if avx2 {
+                v.push(Self::Avx2);
+            }
+            if avx2
+                && std::arch::is_x86_feature_detected!("avx512f")
+                && std::arch::is_x86_feature_detected!("avx512bw")
+                && std::arch::is_x86_feature_detected!("avx512vl")
+            {
+                v.push(Self::Avx512);
+            }
+        }
+        v
+    }
+
+    /// The level the CPU path runs at: the best available, capped by `BRIVL_CPU_SIMD`.
+    pub fn current() -> Level {
+        static LEVEL: OnceLock<Level> = OnceLock::new();
+        *LEVEL.get_or_init(|| {
+            let available = Self::available();
+            let best = *available.last().unwrap_or(&Self::Portable);
+            #[cfg(not(target_arch = "wasm32"))]
+            if let Ok(want) = std::env::var("BRIVL_CPU_SIMD") {
+                match Self::parse(want.trim()) {
+                    Some(cap) => return available.into_iter().filter(|l| *l <= cap).max().unwrap_or(Self::Portable),
+                    None => eprintln!("BRIVL_CPU_SIMD={want:?} is not one of portable, simd128, avx2, avx512: ignored"),
+                }
+            }
+            best
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn levels_parse_and_portable_is_always_there() {
+        for l in Level::available() {
+            assert_eq!(Level::parse(l.name()), Some(l));
+        }
+        assert_eq!(Level::available()[0], Level::Portable);
+        assert!(Level::available().contains(&Level::current()));
+        assert_eq!(Level::parse("sse9"), None);
+    }
+}
