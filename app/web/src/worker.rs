@@ -4,8 +4,9 @@
 
 use brivl_engine::embedder::{Embedder, Pixels};
 use brivl_engine::model_file::ModelFile;
-use brivl_engine::models::brivl::embedding_dim;
+use brivl_engine::models::brivl::{embedding_dim, BrivlConfig};
 use brivl_engine::photo::{self, Rgb8};
+use brivl_engine::DType;
 use brivl_engine::Gpu;
 use futures::StreamExt;
 use js_sys::{Array, Float32Array, Uint8Array};
@@ -41,6 +42,10 @@ pub fn start() {
         let mut engine: Option<Embedder> = None;
         while let Some(msg) = rx.next().await {
             let id = msg.get(0);
+            if let Some(reply) = convert_request(&out, &msg).await {
+                send(&out, id, &reply, vec![]);
+                continue;
+            }
             let payload = msg.get(2).dyn_into::<Uint8Array>().map(|a| a.to_vec()).unwrap_or_default();
             let (reply, buffers) = match serde_json::from_str::<Request>(&msg.get(1).as_string().unwrap_or_default()) {
                 Ok(req) => handle(&mut engine, req, payload).await,
@@ -50,6 +55,19 @@ pub fn start() {
         }
     });
     send(&scope, JsValue::from(0), &Reply::Ready, vec![]);
+}
+
+/// A conversion request (its `File` rides in the message) is run here; anything else is `None`.
+async fn convert_request(scope: &DedicatedWorkerGlobalScope, msg: &Array) -> Option<Reply> {
+    let Ok(Request::Convert(opts)) = serde_json::from_str::<Request>(&msg.get(1).as_string().unwrap_or_default())
+    else {
+        return None;
+    };
+    let id = msg.get(0);
+    let Ok(file) = msg.get(2).dyn_into::<web_sys::File>() else {
+        return Some(Reply::Failed { error: "no checkpoint file came with the request".into() });
+    };
+    Some(crate::convert_worker::run(scope, file, opts, |r| send(scope, id.clone(), &r, vec![])).await)
 }
 
 fn send(scope: &DedicatedWorkerGlobalScope, id: JsValue, reply: &Reply, buffers: Vec<JsValue>) {
@@ -67,14 +85,18 @@ fn send(scope: &DedicatedWorkerGlobalScope, id: JsValue, reply: &Reply, buffers:
 async fn handle(engine: &mut Option<Embedder>, req: Request, payload: Vec<u8>) -> (Reply, Vec<JsValue>) {
     let failed = |error: String| (Reply::Failed { error }, vec![]);
     match req {
+        // Taken by `convert_request` before it gets here.
+        Request::Convert(_) => failed("a conversion request without its file".into()),
         Request::Load { prefer_gpu } => match load(&payload, prefer_gpu).await {
-            Ok(Loaded { embedder: e, on_gpu, gpu_error, dim }) => {
+            Ok(Loaded { embedder: e, on_gpu, gpu_error, dim, weights, image_size }) => {
                 let reply = Reply::Loaded {
                     backend: e.backend_name(),
                     on_gpu,
                     gpu_error,
                     content_hash: e.content_hash.clone(),
                     dim,
+                    weights: Some(weights),
+                    image_size: Some(image_size),
                 };
                 *engine = Some(e);
                 (reply, vec![])
@@ -133,6 +155,9 @@ struct Loaded {
     on_gpu: bool,
     gpu_error: Option<String>,
     dim: usize,
+    /// "f32", "f16" or "q8", and the image side, for the model list.
+    weights: String,
+    image_size: usize,
 }
 
 /// Parses the model (refused with the reason when wrong or corrupt) and loads it on WebGPU, or on
@@ -140,16 +165,33 @@ struct Loaded {
 async fn load(bytes: &[u8], prefer_gpu: bool) -> Result<Loaded, String> {
     let file = ModelFile::parse(bytes).map_err(|e| e.to_string())?;
     let dim = embedding_dim(&file).map_err(|e| e.to_string())?;
+    let stored = |d| file.tensors.values().any(|t| t.packed.dtype == d);
+    let weights = if stored(DType::Q8) {
+        "q8"
+    } else if stored(DType::F16) {
+        "f16"
+    } else {
+        "f32"
+    };
+    let image_size = BrivlConfig::from_json(&file.config_json).map(|c| c.image_size).unwrap_or(0);
+    let loaded = |embedder, on_gpu, gpu_error| Loaded {
+        embedder,
+        on_gpu,
+        gpu_error,
+        dim,
+        weights: weights.to_string(),
+        image_size,
+    };
     let on_cpu = |gpu_error| {
         let embedder = Embedder::load(&file, None).map_err(|e| e.to_string())?;
-        Ok(Loaded { embedder, on_gpu: false, gpu_error, dim })
+        Ok(loaded(embedder, false, gpu_error))
     };
     if !prefer_gpu {
         return on_cpu(None);
     }
     let gpu_error = match Gpu::new().await {
         Ok(gpu) => match Embedder::load(&file, Some(&gpu)) {
-            Ok(embedder) => return Ok(Loaded { embedder, on_gpu: true, gpu_error: None, dim }),
+            Ok(embedder) => return Ok(loaded(embedder, true, None)),
             Err(e) => e.to_string(),
         },
         Err(e) => e.to_string(),

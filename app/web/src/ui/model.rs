@@ -1,6 +1,7 @@
 //! Getting the model into the worker: from the site's `models/` (listed in `models/models.json`
-//! with size and SHA-256) or from a file the user drops; kept in Cache Storage so a second visit
-//! needs no download and works offline.
+//! with size and SHA-256), from a file the user drops, or from a checkpoint converted in the page
+//! (`models.rs`). The site's model in use is kept in Cache Storage, the others in the origin
+//! private file system, so a second visit needs no download or conversion and works offline.
 
 use std::rc::Rc;
 
@@ -10,6 +11,7 @@ use leptos::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::engine::{engine, Engine};
+use super::models::{self, ModelEntry};
 use super::state::{ModelStatus, ReadyModel, State};
 use super::{indexer, store};
 use crate::protocol::{Reply, Request};
@@ -94,10 +96,11 @@ pub async fn use_site_model(s: State) {
     load_startup(s).await;
 }
 
-/// Loads `r` from Cache Storage if it is there with the right SHA-256 (a bad copy is deleted).
+/// Loads `r` from where it is kept, if it is there (a site model with the right SHA-256: a bad
+/// copy is deleted; the others are checked by their content hash when parsed).
 async fn from_cache(s: State, r: &Remembered) -> bool {
-    let Ok(Some(bytes)) = store::cache_get(&r.key).await else { return false };
-    if store::sha256_hex(&bytes).await.ok().as_deref() != Some(r.sha256.as_str()) {
+    let Ok(Some(bytes)) = models::model_bytes(&r.key).await else { return false };
+    if r.from_site && store::sha256_hex(&bytes).await.ok().as_deref() != Some(r.sha256.as_str()) {
         let _ = store::cache_delete(&r.key).await;
         return false;
     }
@@ -154,13 +157,33 @@ pub async fn load_file(s: State, file: web_sys::File) {
     };
     let sha = store::sha256_hex(&bytes).await.unwrap_or_default();
     let r = Remembered {
-        key: format!("models/local/{sha}"),
+        key: format!("opfs:dropped-{}.safetensors", &sha[..sha.len().min(16)]),
         name,
         bytes: bytes.length() as f64,
         sha256: sha,
         from_site: false,
     };
     activate(s, r, bytes, false).await;
+}
+
+/// A model of the device's list, loaded into the engine (a site model not kept any more is
+/// downloaded again).
+pub async fn load_kept(s: State, e: ModelEntry) {
+    let r = Remembered {
+        key: e.key.clone(),
+        name: e.name.clone(),
+        bytes: e.bytes,
+        sha256: String::new(),
+        from_site: e.origin == "site",
+    };
+    if r.from_site {
+        return use_site_model(s).await;
+    }
+    match models::model_bytes(&e.key).await {
+        Ok(Some(bytes)) => activate(s, r, bytes, true).await,
+        Ok(None) => refuse(s, &e.name, "it is no longer on this device".into()),
+        Err(err) => refuse(s, &e.name, err),
+    }
 }
 
 fn refuse(s: State, name: &str, error: String) {
@@ -183,15 +206,34 @@ async fn activate(s: State, r: Remembered, bytes: Uint8Array, from_cache: bool) 
             Ok(a) => a,
             Err(e) => return refuse(s, &r.name, e.into()),
         };
-    let Reply::Loaded { backend, on_gpu, gpu_error, content_hash, dim } = answer.reply else {
+    let Reply::Loaded { backend, on_gpu, gpu_error, content_hash, dim, weights, image_size } = answer.reply else {
         return refuse(s, &r.name, "unexpected reply from the engine".into());
     };
     if let Some(copy) = to_cache {
-        if let Err(e) = store::cache_put(&r.key, &copy).await {
-            web_sys::console::warn_1(&format!("brivl: model not cached: {e}").into());
+        if let Err(e) = models::keep_model(&r.key, &copy).await {
+            web_sys::console::warn_1(&format!("brivl: model not kept: {e}").into());
         }
     }
     remember(&r);
+    let demo = r.from_site && models::is_demo(&r.name);
+    let origin = if r.from_site {
+        "site"
+    } else if r.key.starts_with("opfs:converted-") {
+        "converted"
+    } else {
+        "dropped"
+    };
+    models::upsert(ModelEntry {
+        key: r.key.clone(),
+        name: r.name.clone(),
+        bytes: r.bytes,
+        content_hash: content_hash.clone(),
+        weights: weights.unwrap_or_default(),
+        image_size: image_size.unwrap_or(0),
+        dim,
+        demo,
+        origin: origin.into(),
+    });
     let id = ModelId { hash: content_hash.clone(), dim };
     *engine.loaded.borrow_mut() = Some(id.clone());
     let ready = ReadyModel {
@@ -204,6 +246,7 @@ async fn activate(s: State, r: Remembered, bytes: Uint8Array, from_cache: bool) 
         dim,
         cache_key: r.key,
         from_cache,
+        demo,
     };
     s.in_use.set(Some(ready.clone()));
     s.model.set(ModelStatus::Ready(ready));
@@ -232,7 +275,7 @@ pub async fn ready_engine(s: State) -> Result<Rc<Engine>, String> {
         s.model.set(ModelStatus::Refused { name: m.name.clone(), error: error.clone(), previous: None });
         error
     };
-    let bytes = match store::cache_get(&m.cache_key).await {
+    let bytes = match models::model_bytes(&m.cache_key).await {
         Ok(Some(b)) => b,
         Ok(None) => return Err(lost("it is no longer in this browser's cache; load it again".into())),
         Err(err) => return Err(lost(err)),
