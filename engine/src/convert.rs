@@ -330,7 +330,7 @@ pub struct Plan<'a> {
     total_bytes: u64,
 }
 
-impl Plan<'_> {
+impl<'a> Plan<'a> {
     /// Engine tensors in the model (a q8 matrix and its scales count once).
     pub fn tensors(&self) -> usize {
         self.jobs.iter().map(|j| j.outputs.len()).sum()
@@ -350,22 +350,57 @@ impl Plan<'_> {
     /// Runs the steps in order, each read from the source, converted and written at its place
     /// in `out`; `progress(done, steps)` after each. Returns `out` and the content hash.
     pub fn write<W: WriteAt>(self, out: W, progress: &mut dyn FnMut(usize, usize)) -> Result<(W, String)> {
-        let mut w = StreamWriter::new(out, self.specs, &self.config_json, &self.vocab)?;
-        let steps = self.jobs.len();
-        for (done, job) in self.jobs.into_iter().enumerate() {
-            let values = (job.make)()?;
-            let mut raw = Vec::new();
-            for ((name, shape, dtype), values) in job.outputs.into_iter().zip(values) {
-                raw.extend(model_file::encode(&WriteTensor { name, shape, values, dtype })?);
-            }
-            // In name order, so each is hashed as it is written.
-            raw.sort_by(|a, b| a.name.cmp(&b.name));
-            for t in raw {
-                w.put(&t.name, &t.bytes)?;
-            }
-            progress(done + 1, steps);
+        let mut w = self.start(out)?;
+        while w.step()? {
+            progress(w.done, w.steps);
         }
         w.finish()
+    }
+
+    /// The steps to run one at a time (a caller that must yield between them, as a browser
+    /// worker does to collect garbage and hear messages); see [`Plan::write`].
+    pub fn start<W: WriteAt>(self, out: W) -> Result<Writing<'a, W>> {
+        let steps = self.jobs.len();
+        let writer = StreamWriter::new(out, self.specs, &self.config_json, &self.vocab)?;
+        Ok(Writing { jobs: self.jobs.into_iter(), writer, done: 0, steps })
+    }
+}
+
+/// A conversion under way: [`Writing::step`] until it says there is no more, then
+/// [`Writing::finish`].
+pub struct Writing<'a, W: WriteAt> {
+    jobs: std::vec::IntoIter<Job<'a>>,
+    writer: StreamWriter<W>,
+    done: usize,
+    steps: usize,
+}
+
+impl<W: WriteAt> Writing<'_, W> {
+    /// Reads, converts and writes the next step; false when none was left.
+    pub fn step(&mut self) -> Result<bool> {
+        let Some(job) = self.jobs.next() else { return Ok(false) };
+        let values = (job.make)()?;
+        let mut raw = Vec::new();
+        for ((name, shape, dtype), values) in job.outputs.into_iter().zip(values) {
+            raw.extend(model_file::encode(&WriteTensor { name, shape, values, dtype })?);
+        }
+        // In name order, so each is hashed as it is written.
+        raw.sort_by(|a, b| a.name.cmp(&b.name));
+        for t in raw {
+            self.writer.put(&t.name, &t.bytes)?;
+        }
+        self.done += 1;
+        Ok(true)
+    }
+
+    /// Steps done and in all.
+    pub fn progress(&self) -> (usize, usize) {
+        (self.done, self.steps)
+    }
+
+    /// Writes the header; returns the output and the content hash.
+    pub fn finish(self) -> Result<(W, String)> {
+        self.writer.finish()
     }
 }
 
@@ -427,7 +462,13 @@ pub fn plan<'a, S: Source>(src: &'a S, vocab: &str, config: &BrivlConfig, quant:
     let word = format!("{bert}.embeddings.word_embeddings.weight");
     let mut hidden = None;
     if let Some(shape) = cx.shape_rank(&word, 2, table)? {
-        validate_vocab(vocab, shape[0]).map_err(|e| Error::Model(format!("{e} ('{word}' is {shape:?})")))?;
+        validate_vocab(vocab, shape[0]).map_err(|e| {
+            let msg = match e {
+                Error::Model(m) => m,
+                e => e.to_string(),
+            };
+            Error::Model(format!("{msg} ('{word}' is {shape:?})"))
+        })?;
         hidden = Some(shape[1]);
         cx.copy_as(&word, shape.clone(), "text.embeddings.word.weight".into(), shape, Store::Quant);
     }
