@@ -55,39 +55,42 @@ if (!fs.existsSync(NATIVE)) {
 }
 const nativeSha = sha256File(NATIVE);
 
-// Resident memory of each of Chromium's processes (the browser and its children), in bytes.
-function chromiumRss(browserPid) {
-  const out = [];
-  const walk = (pid) => {
-    let status = "";
+// Resident memory of the Chromium this script launched (every descendant of this process; other
+// browsers on the machine are not counted), in bytes per process.
+function chromiumRss() {
+  const procs = [];
+  for (const d of fs.readdirSync("/proc").filter((d) => /^\d+$/.test(d))) {
     try {
-      status = fs.readFileSync(`/proc/${pid}/status`, "utf8");
-    } catch {
-      return;
-    }
-    const rss = Number(/VmRSS:\s+(\d+) kB/.exec(status)?.[1] || 0) * 1024;
-    const name = /Name:\s+(.*)/.exec(status)?.[1];
-    out.push({ pid, name, rss });
-    let kids = "";
-    try {
-      kids = fs.readFileSync(`/proc/${pid}/task/${pid}/children`, "utf8");
+      const status = fs.readFileSync(`/proc/${d}/status`, "utf8");
+      const ppid = Number(/PPid:\s+(\d+)/.exec(status)?.[1]);
+      const rss = Number(/VmRSS:\s+(\d+) kB/.exec(status)?.[1] || 0) * 1024;
+      const type = /--type=([a-z-]+)/.exec(fs.readFileSync(`/proc/${d}/cmdline`, "utf8"))?.[1] || "browser";
+      procs.push({ pid: Number(d), ppid, rss, name: type });
     } catch {}
-    for (const k of kids.split(/\s+/).filter(Boolean)) walk(Number(k));
-  };
-  walk(browserPid);
-  return out;
+  }
+  const ours = new Set([process.pid]);
+  for (let grew = true; grew;) {
+    grew = false;
+    for (const p of procs) {
+      if (!ours.has(p.pid) && ours.has(p.ppid)) {
+        ours.add(p.pid);
+        grew = true;
+      }
+    }
+  }
+  return procs.filter((p) => p.pid !== process.pid && ours.has(p.pid));
 }
 
 const work = fs.mkdtempSync(path.join(os.tmpdir(), "brivl-convert-bench-"));
 const site = path.join(work, "site");
 fs.cpSync(DIST, site, { recursive: true });
 const { server, url } = await serve(site);
-const browser = await chromium.launch({
+// A profile on disk, as a user's: an incognito context (playwright's default) keeps OPFS in memory.
+const browser = await chromium.launchPersistentContext(path.join(work, "profile"), {
   executablePath: CHROMIUM,
   headless: true,
   args: ["--no-sandbox", "--disable-blink-features=WebGPU", "--no-first-run"],
 });
-const browserPid = browser.process ? browser.process().pid : null;
 try {
   const page = await browser.newPage();
   await page.goto(url);
@@ -95,8 +98,9 @@ try {
   await page.setInputFiles("#convert-files", [ckpt, VOCAB, config]);
   await page.selectOption("#convert-quant", QUANT);
   const sample = () => {
-    const procs = browserPid ? chromiumRss(browserPid) : [];
-    return { max: Math.max(0, ...procs.map((p) => p.rss)), sum: procs.reduce((s, p) => s + p.rss, 0) };
+    const procs = chromiumRss();
+    const top = procs.reduce((a, b) => (b.rss > a.rss ? b : a), { rss: 0 });
+    return { max: top.rss, top: `${top.name} ${top.pid}`, sum: procs.reduce((s, p) => s + p.rss, 0) };
   };
   const before = sample();
   const peak = { ...before };
@@ -105,14 +109,18 @@ try {
   await page.waitForSelector('#convert[data-state="converting"]');
   let last = "";
   for (;;) {
-    const state = await page.getAttribute("#convert", "data-state");
-    const key = await page.getAttribute('#model-list li[data-active="yes"]', "data-key").catch(() => null);
-    if (state === "failed") throw new Error(await page.textContent("#convert-error"));
-    if (state === "idle" && key && key.startsWith("opfs:converted-")) break;
+    // A sample counts when the page still converts after it was taken (the converted model's
+    // load, which follows at once, is not the conversion's memory).
     const now = sample();
-    peak.max = Math.max(peak.max, now.max);
+    const state = await page.getAttribute("#convert", "data-state");
+    if (state === "failed") throw new Error(await page.textContent("#convert-error"));
+    // Idle again: the file is complete (the model is loaded next).
+    if (state === "idle") break;
+    if (now.max > peak.max) [peak.max, peak.top] = [now.max, now.top];
     peak.sum = Math.max(peak.sum, now.sum);
+    peak.samples = (peak.samples || 0) + 1;
     const line = await page.textContent("#convert-progress").catch(() => "");
+    peak.wasm = Number(await page.getAttribute("#convert-progress", "data-memory").catch(() => 0)) || peak.wasm || 0;
     if (line && line !== last && Date.now() - (peak.printed || 0) > 10_000) {
       console.log(`${((Date.now() - t0) / 1000).toFixed(0)} s: ${line} (largest process ${(now.max / 1e6).toFixed(0)} MB)`);
       last = line;
@@ -121,8 +129,9 @@ try {
     await page.waitForTimeout(500);
   }
   const convertSecs = (Date.now() - t0) / 1000;
+  await page.waitForFunction(() => document.querySelector('#model-list li[data-active="yes"]')?.dataset.key?.startsWith("opfs:converted-"),
+    null, { timeout: 600_000 });
   const key = await page.getAttribute('#model-list li[data-active="yes"]', "data-key");
-  await page.waitForSelector('#model-status[data-state="ready"]', { timeout: 600_000 });
   const loadSecs = (Date.now() - t0) / 1000 - convertSecs;
   const { sha, size } = await page.evaluate(async (name) => {
     const f = await (await (await navigator.storage.getDirectory()).getFileHandle(name)).getFile();
@@ -134,9 +143,10 @@ try {
   console.log(`converted in the page in ${convertSecs.toFixed(1)} s (then loaded in ${loadSecs.toFixed(1)} s)`);
   console.log(`output ${mb(size)} MB; sha256 ${sha}`);
   console.log(`native ${mb(fs.statSync(NATIVE).size)} MB; sha256 ${nativeSha}: ${sha === nativeSha ? "IDENTICAL" : "DIFFERENT"}`);
-  if (browserPid) {
-    console.log(`peak RSS while converting: largest process ${mb(peak.max)} MB (${mb(peak.max - before.max)} MB over before), ` +
-      `all processes ${mb(peak.sum)} MB (${mb(peak.sum - before.sum)} MB over before)`);
+  {
+    console.log(`peak RSS while converting: largest process ${mb(peak.max)} MB (${peak.top}; ${mb(peak.max - before.max)} MB over before), ` +
+      `all processes ${mb(peak.sum)} MB (${mb(peak.sum - before.sum)} MB over before); ` +
+      `the converter's WebAssembly memory ${mb(peak.wasm)} MB; ${peak.samples} samples`);
   }
   if (sha !== nativeSha) process.exitCode = 1;
 } finally {

@@ -22,7 +22,7 @@ use crate::protocol::{ConvertOptions, Reply};
 
 /// Most bytes asked of `FileReaderSync` at once: a large tensor is read in pieces, so the
 /// browser's own copy of a piece stays small.
-const READ_PIECE: usize = 16 << 20;
+const READ_PIECE: usize = 1 << 20;
 
 /// The checkpoint `File`, read in slices; counts the bytes read for the progress line.
 struct FileSlices {
@@ -81,6 +81,53 @@ impl WriteAt for OpfsFile {
         }
         Ok(())
     }
+}
+
+/// Runs the conversion's steps, yielding to the worker's event loop every 50 ms: the browser
+/// collects the read slices' garbage there (memory stays near one tensor's), and progress goes out.
+async fn write_steps(
+    plan: convert::Plan<'_>,
+    out: OpfsFile,
+    opts: &ConvertOptions,
+    slices: &FileSlices,
+    size: f64,
+    progress: &impl Fn(Reply),
+) -> Result<(String, f64), String> {
+    let mut w = plan.start(out).map_err(|e| e.to_string())?;
+    let (mut reported, mut yielded) = (0.0, js_sys::Date::now());
+    let step_ms = opts.test_step_ms.unwrap_or(0);
+    while w.step().map_err(|e| e.to_string())? {
+        if step_ms > 0 {
+            // Test hook: a slow conversion, to be cancelled mid-way.
+            sleep(step_ms).await;
+        }
+        let (done, steps) = w.progress();
+        let now = js_sys::Date::now();
+        // At most ~10 messages a second, and the last step always.
+        if now - reported >= 100.0 || done == steps {
+            reported = now;
+            let memory = wasm_bindgen::memory().unchecked_into::<js_sys::WebAssembly::Memory>().buffer();
+            let memory = memory.unchecked_into::<js_sys::ArrayBuffer>().byte_length() as f64;
+            progress(Reply::ConvertProgress { read: slices.read.get(), size, steps_done: done, steps, memory });
+        }
+        if now - yielded >= 50.0 {
+            sleep(0).await;
+            yielded = js_sys::Date::now();
+        }
+    }
+    let (file, hash) = w.finish().map_err(|e| e.to_string())?;
+    file.handle.flush().map_err(js_message)?;
+    let len = file.handle.get_size().map_err(js_message)?;
+    Ok((hash, len))
+}
+
+/// Resolves after `ms` milliseconds, through the worker's event loop.
+async fn sleep(ms: u32) {
+    let p = js_sys::Promise::new(&mut |resolve, _| {
+        let scope: DedicatedWorkerGlobalScope = js_sys::global().unchecked_into();
+        let _ = scope.set_timeout_with_callback_and_timeout_and_arguments_0(&resolve, ms as i32);
+    });
+    let _ = JsFuture::from(p).await;
 }
 
 pub fn js_message(e: JsValue) -> String {
@@ -160,26 +207,8 @@ async fn convert_into(
         .map_err(|e| format!("cannot open the model file for writing: {}", js_message(e)))?
         .unchecked_into();
     let out = OpfsFile { handle: access };
-    let written = (|| {
-        out.handle.truncate_with_f64(0.0).map_err(js_message)?;
-        let mut last = 0.0;
-        let step_ms = f64::from(opts.test_step_ms.unwrap_or(0));
-        let mut report = |done: usize, steps: usize| {
-            // Test hook: a slow conversion (the worker is synchronous here, so it waits busily).
-            let until = js_sys::Date::now() + step_ms;
-            while js_sys::Date::now() < until {}
-            // At most ~10 messages a second, and the last step always.
-            let now = js_sys::Date::now();
-            if now - last >= 100.0 || done == steps {
-                last = now;
-                progress(Reply::ConvertProgress { read: slices.read.get(), size, steps_done: done, steps });
-            }
-        };
-        let (file, hash) = plan.write(out, &mut report).map_err(|e| e.to_string())?;
-        file.handle.flush().map_err(js_message)?;
-        let len = file.handle.get_size().map_err(js_message)?;
-        Ok::<_, String>((hash, len))
-    })();
+    out.handle.truncate_with_f64(0.0).map_err(js_message)?;
+    let written = write_steps(plan, out, opts, &slices, size, &progress).await;
     let (content_hash, bytes) = written?;
     if bytes != total {
         return Err(format!("the model file has {bytes} bytes, {total} were planned"));

@@ -105,6 +105,9 @@ pub enum Reply {
         size: f64,
         steps_done: usize,
         steps: usize,
+        /// The converter's WebAssembly memory, in bytes (it only grows: its peak).
+        #[serde(default)]
+        memory: f64,
     },
     /// The model file is complete in the origin private file system.
     Converted {

@@ -279,7 +279,7 @@ pub fn ModelList() -> impl IntoView {
 #[derive(Clone, Debug, PartialEq)]
 enum Job {
     Idle,
-    Running { read: f64, size: f64, done: usize, steps: usize, started_ms: f64 },
+    Running { read: f64, size: f64, done: usize, steps: usize, started_ms: f64, memory: f64 },
     Failed(String),
     Cancelled,
 }
@@ -356,7 +356,7 @@ async fn convert(s: State, job: RwSignal<Job>, inputs: Inputs, quant: String) {
     // Test hook: a checkpoint named `...brivl-test-slow...` converts slowly, to be cancelled.
     let test_step_ms = (super::test_hooks() && ckpt.name().contains("brivl-test-slow")).then_some(100);
     let opts = ConvertOptions { quant: quant.clone(), vocab, config_json, out_file: out_file.clone(), test_step_ms };
-    job.set(Job::Running { read: 0.0, size: ckpt.size(), done: 0, steps: 0, started_ms: now_ms() });
+    job.set(Job::Running { read: 0.0, size: ckpt.size(), done: 0, steps: 0, started_ms: now_ms(), memory: 0.0 });
 
     let (tx, rx) = futures::channel::oneshot::channel::<Result<Reply, String>>();
     let tx = std::rc::Rc::new(RefCell::new(Some(tx)));
@@ -384,9 +384,9 @@ async fn convert(s: State, job: RwSignal<Job>, inputs: Inputs, quant: String) {
                 Some(Reply::Ready) => {
                     let _ = worker.post_message(&Array::of3(&1.into(), &request.clone().into(), &ckpt));
                 }
-                Some(Reply::ConvertProgress { read, size, steps_done, steps }) => job.update(|j| {
+                Some(Reply::ConvertProgress { read, size, steps_done, steps, memory }) => job.update(|j| {
                     if let Job::Running { started_ms, .. } = *j {
-                        *j = Job::Running { read, size, done: steps_done, steps, started_ms };
+                        *j = Job::Running { read, size, done: steps_done, steps, started_ms, memory };
                     }
                 }),
                 Some(Reply::Crashed { error }) => finish(Err(error)),
@@ -496,7 +496,7 @@ pub fn ConvertBox() -> impl IntoView {
     let running = move || matches!(job.get(), Job::Running { .. });
     let status = move || match job.get() {
         Job::Idle => None,
-        Job::Running { read, size, done, steps, started_ms } => {
+        Job::Running { read, size, done, steps, started_ms, memory } => {
             let frac = if steps > 0 { done as f64 / steps as f64 } else { 0.0 };
             let elapsed = (now_ms() - started_ms) / 1000.0;
             let left = (frac > 0.0).then(|| format_duration(elapsed * (1.0 - frac) / frac));
@@ -511,7 +511,7 @@ pub fn ConvertBox() -> impl IntoView {
             Some(
                 view! {
                     <progress max="1" value=frac aria-label=s.t(Key::ConvertHeading)></progress>
-                    <p id="convert-progress">{line}</p>
+                    <p id="convert-progress" data-memory=memory>{line}</p>
                 }
                 .into_any(),
             )
