@@ -405,6 +405,15 @@ impl WriteAt for Vec<u8> {
     }
 }
 
+/// A native file, written at offsets (`brivl convert` streams its output this way).
+#[cfg(unix)]
+impl WriteAt for &std::fs::File {
+    fn write_all_at(&mut self, offset: u64, bytes: &[u8]) -> Result<()> {
+        std::os::unix::fs::FileExt::write_all_at(*self, bytes, offset)
+            .map_err(|e| bad(format!("writing the model file: {e}")))
+    }
+}
+
 /// Writes a model file whose tensors are all known up front (names, types, shapes) but whose
 /// bytes come one at a time, in any order: each is written at its place as it arrives and
 /// hashed in name order (a tensor that arrives early waits, in memory, for those before it);

@@ -314,13 +314,7 @@ impl<'a> TensorView<'a> {
             StoredDType::I8 => self.gather(|b| b[0] as i8 as i64),
             StoredDType::U8 => self.gather(|b| b[0] as i64),
             StoredDType::Bool => self.gather(|b| (b[0] != 0) as i64),
-            d => {
-                return Err(CheckpointError::WrongDType {
-                    tensor: self.name.clone(),
-                    dtype: d,
-                    wanted: "an integer type",
-                })
-            }
+            d => Err(CheckpointError::WrongDType { tensor: self.name.clone(), dtype: d, wanted: "an integer type" }),
         }
     }
 
