@@ -9,8 +9,8 @@ async function root() {
   return navigator.storage.getDirectory();
 }
 
-// The stored file `name` (a File: read it in slices or whole), or null.
-export async function opfsFile(name) {
+// The stored file `name` (a File), or null.
+async function opfsFile(name) {
   try {
     const h = await (await root()).getFileHandle(name);
     return await h.getFile();
@@ -20,10 +20,9 @@ export async function opfsFile(name) {
   }
 }
 
-// The bytes of `name`, or null.
-export async function opfsBytes(name) {
-  const f = await opfsFile(name);
-  return f ? new Uint8Array(await f.arrayBuffer()) : null;
+// Whether `name` is stored.
+export async function opfsExists(name) {
+  return (await opfsFile(name)) !== null;
 }
 
 // Writes `file` (a File or Blob) as `name`, streamed: never held whole in memory here.
@@ -57,18 +56,6 @@ export async function opfsList() {
     out.push({ name, size: f.size, modified: f.lastModified });
   }
   return out;
-}
-
-// SHA-256 (hex) of stored file `name`, read in slices (the browser tests compare it with
-// `brivl convert`'s output).
-export async function opfsSha256Slices(name) {
-  const f = await opfsFile(name);
-  if (!f) return null;
-  return hex(await crypto.subtle.digest("SHA-256", await f.arrayBuffer()));
-}
-
-function hex(buf) {
-  return [...new Uint8Array(buf)].map((b) => b.toString(16).padStart(2, "0")).join("");
 }
 
 // {usage, quota, persisted} of this origin's storage (zeros where the browser does not say).

@@ -121,6 +121,24 @@ async fn write_steps(
     Ok((hash, len))
 }
 
+/// A file of the origin private file system, read in slices straight into memory (the engine
+/// worker loads kept models this way: no copy in the page, none in flight).
+pub async fn read_opfs_file(scope: &DedicatedWorkerGlobalScope, name: &str) -> Result<Vec<u8>, String> {
+    let root = opfs_root(scope).await?;
+    let handle: FileSystemFileHandle = JsFuture::from(root.get_file_handle(name))
+        .await
+        .map_err(|e| format!("the model file {name} is not on this device any more: {}", js_message(e)))?
+        .unchecked_into();
+    let file: File = JsFuture::from(handle.get_file()).await.map_err(js_message)?.unchecked_into();
+    let slices = FileSlices { file, reader: FileReaderSync::new().map_err(js_message)?, read: Cell::new(0.0) };
+    let len = usize::try_from(slices.size()).map_err(|_| "the model file does not fit in memory".to_string())?;
+    let mut bytes = Vec::new();
+    bytes.try_reserve_exact(len).map_err(|_| format!("the model file ({len} bytes) does not fit in memory"))?;
+    bytes.resize(len, 0);
+    slices.read_exact_at(0, &mut bytes)?;
+    Ok(bytes)
+}
+
 /// Resolves after `ms` milliseconds, through the worker's event loop.
 async fn sleep(ms: u32) {
     let p = js_sys::Promise::new(&mut |resolve, _| {

@@ -8,9 +8,12 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Request {
-    /// Payload: the model file's bytes. `prefer_gpu: false` runs the CPU path.
+    /// Payload: the model file's bytes, or none with `opfs_file`: the worker reads that file of
+    /// the origin private file system itself. `prefer_gpu: false` runs the CPU path.
     Load {
         prefer_gpu: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        opfs_file: Option<String>,
     },
     /// Payload: a photo file's bytes. Replies with the embedding and a JPEG thumbnail whose
     /// longer side is at most `thumb_size`.
@@ -137,7 +140,8 @@ mod tests {
     #[test]
     fn messages_round_trip_through_json() {
         let msgs = [
-            Request::Load { prefer_gpu: true },
+            Request::Load { prefer_gpu: true, opfs_file: None },
+            Request::Load { prefer_gpu: false, opfs_file: Some("converted-1-q8.safetensors".into()) },
             Request::EmbedText { text: "海边的日落".into() },
             Request::EmbedImage { thumb_size: 384, test_fault: None },
             Request::EmbedImage { thumb_size: 384, test_fault: Some(TestFault::Hang) },

@@ -87,21 +87,9 @@ async fn handle(engine: &mut Option<Embedder>, req: Request, payload: Vec<u8>) -
     match req {
         // Taken by `convert_request` before it gets here.
         Request::Convert(_) => failed("a conversion request without its file".into()),
-        Request::Load { prefer_gpu } => match load(&payload, prefer_gpu).await {
-            Ok(Loaded { embedder: e, on_gpu, gpu_error, dim, weights, image_size }) => {
-                let reply = Reply::Loaded {
-                    backend: e.backend_name(),
-                    on_gpu,
-                    gpu_error,
-                    content_hash: e.content_hash.clone(),
-                    dim,
-                    weights: Some(weights),
-                    image_size: Some(image_size),
-                };
-                *engine = Some(e);
-                (reply, vec![])
-            }
+        Request::Load { prefer_gpu, opfs_file } => match read_model(payload, opfs_file).await {
             Err(e) => failed(e),
+            Ok(bytes) => load_reply(engine, load(&bytes, prefer_gpu).await),
         },
         Request::EmbedImage { thumb_size, test_fault } => {
             match test_fault {
@@ -144,6 +132,38 @@ async fn handle(engine: &mut Option<Embedder>, req: Request, payload: Vec<u8>) -
                 Ok(_) => failed("the engine returned no embedding".into()),
                 Err(err) => failed(err.to_string()),
             }
+        }
+    }
+}
+
+/// The reply to a load; the engine is kept when it loaded.
+fn load_reply(engine: &mut Option<Embedder>, loaded: Result<Loaded, String>) -> (Reply, Vec<JsValue>) {
+    match loaded {
+        Ok(Loaded { embedder: e, on_gpu, gpu_error, dim, weights, image_size }) => {
+            let reply = Reply::Loaded {
+                backend: e.backend_name(),
+                on_gpu,
+                gpu_error,
+                content_hash: e.content_hash.clone(),
+                dim,
+                weights: Some(weights),
+                image_size: Some(image_size),
+            };
+            *engine = Some(e);
+            (reply, vec![])
+        }
+        Err(error) => (Reply::Failed { error }, vec![]),
+    }
+}
+
+/// The model file: the request's payload, or a file of the origin private file system read here
+/// in slices (the page never holds it).
+async fn read_model(payload: Vec<u8>, opfs_file: Option<String>) -> Result<Vec<u8>, String> {
+    match opfs_file {
+        None => Ok(payload),
+        Some(name) => {
+            let scope: DedicatedWorkerGlobalScope = js_sys::global().unchecked_into();
+            crate::convert_worker::read_opfs_file(&scope, &name).await
         }
     }
 }

@@ -99,12 +99,20 @@ pub async fn use_site_model(s: State) {
 /// Loads `r` from where it is kept, if it is there (a site model with the right SHA-256: a bad
 /// copy is deleted; the others are checked by their content hash when parsed).
 async fn from_cache(s: State, r: &Remembered) -> bool {
+    if models::opfs_name(&r.key).is_some() {
+        // The worker reads it from OPFS itself.
+        if !models::model_exists(&r.key).await {
+            return false;
+        }
+        activate(s, r.clone(), None, true).await;
+        return true;
+    }
     let Ok(Some(bytes)) = models::model_bytes(&r.key).await else { return false };
     if r.from_site && store::sha256_hex(&bytes).await.ok().as_deref() != Some(r.sha256.as_str()) {
         let _ = store::cache_delete(&r.key).await;
         return false;
     }
-    activate(s, r.clone(), bytes, true).await;
+    activate(s, r.clone(), Some(bytes), true).await;
     true
 }
 
@@ -144,7 +152,7 @@ pub async fn load_site(s: State, m: SiteModel) {
         );
     }
     let r = Remembered { key, name: m.file, bytes: bytes.length() as f64, sha256: sha, from_site: true };
-    activate(s, r, bytes, false).await;
+    activate(s, r, Some(bytes), false).await;
 }
 
 /// A model file the user picked or dropped: loaded if the engine accepts it, then cached.
@@ -163,7 +171,7 @@ pub async fn load_file(s: State, file: web_sys::File) {
         sha256: sha,
         from_site: false,
     };
-    activate(s, r, bytes, false).await;
+    activate(s, r, Some(bytes), false).await;
 }
 
 /// A model of the device's list, loaded into the engine (a site model not kept any more is
@@ -179,11 +187,22 @@ pub async fn load_kept(s: State, e: ModelEntry) {
     if r.from_site {
         return use_site_model(s).await;
     }
-    match models::model_bytes(&e.key).await {
-        Ok(Some(bytes)) => activate(s, r, bytes, true).await,
-        Ok(None) => refuse(s, &e.name, "it is no longer on this device".into()),
-        Err(err) => refuse(s, &e.name, err),
+    if models::model_exists(&e.key).await {
+        activate(s, r, None, true).await;
+    } else {
+        refuse(s, &e.name, "it is no longer on this device".into());
     }
+}
+
+/// Loads a model into the worker: `bytes` sent to it, or with `None`, the file kept under `key`
+/// in OPFS, which the worker reads itself.
+async fn load_into(engine: &Engine, key: &str, bytes: Option<Uint8Array>) -> Result<Reply, String> {
+    let opfs_file = if bytes.is_none() { models::opfs_name(key).map(str::to_string) } else { None };
+    if bytes.is_none() && opfs_file.is_none() {
+        return Err("the model file is not kept on this device".into());
+    }
+    let req = Request::Load { prefer_gpu: prefer_gpu(), opfs_file };
+    Ok(engine.call_watched(&req, bytes, LOAD_LIMIT_MS).await.map_err(String::from)?.reply)
 }
 
 fn refuse(s: State, name: &str, error: String) {
@@ -191,22 +210,21 @@ fn refuse(s: State, name: &str, error: String) {
     s.model.set(ModelStatus::Refused { name: name.to_string(), error, previous });
 }
 
-/// Sends the bytes to the worker; on success caches them (when they came from elsewhere),
-/// remembers the choice and starts indexing what is queued.
-async fn activate(s: State, r: Remembered, bytes: Uint8Array, from_cache: bool) {
+/// Sends the bytes to the worker (none: it reads the file kept in OPFS); on success keeps them
+/// (when they came from elsewhere), remembers the choice and starts indexing what is queued.
+async fn activate(s: State, r: Remembered, bytes: Option<Uint8Array>, from_cache: bool) {
     s.model.set(ModelStatus::Loading { name: r.name.clone() });
-    // The worker takes the bytes; keep a copy to cache only when they are not cached yet.
-    let to_cache = (!from_cache).then(|| Uint8Array::new(&bytes));
+    // The worker takes the bytes; keep a copy only when they are not kept yet.
+    let to_cache = if from_cache { None } else { bytes.as_ref().map(|b| Uint8Array::new(b)) };
     let engine = match engine().await {
         Ok(e) => e,
         Err(e) => return refuse(s, &r.name, e),
     };
-    let answer =
-        match engine.call_watched(&Request::Load { prefer_gpu: prefer_gpu() }, Some(bytes), LOAD_LIMIT_MS).await {
-            Ok(a) => a,
-            Err(e) => return refuse(s, &r.name, e.into()),
-        };
-    let Reply::Loaded { backend, on_gpu, gpu_error, content_hash, dim, weights, image_size } = answer.reply else {
+    let reply = match load_into(&engine, &r.key, bytes).await {
+        Ok(a) => a,
+        Err(e) => return refuse(s, &r.name, e),
+    };
+    let Reply::Loaded { backend, on_gpu, gpu_error, content_hash, dim, weights, image_size } = reply else {
         return refuse(s, &r.name, "unexpected reply from the engine".into());
     };
     if let Some(copy) = to_cache {
@@ -275,16 +293,17 @@ pub async fn ready_engine(s: State) -> Result<Rc<Engine>, String> {
         s.model.set(ModelStatus::Refused { name: m.name.clone(), error: error.clone(), previous: None });
         error
     };
-    let bytes = match models::model_bytes(&m.cache_key).await {
-        Ok(Some(b)) => b,
-        Ok(None) => return Err(lost("it is no longer in this browser's cache; load it again".into())),
-        Err(err) => return Err(lost(err)),
+    let bytes = if models::opfs_name(&m.cache_key).is_some() {
+        None
+    } else {
+        match models::model_bytes(&m.cache_key).await {
+            Ok(Some(b)) => Some(b),
+            Ok(None) => return Err(lost("it is no longer in this browser's cache; load it again".into())),
+            Err(err) => return Err(lost(err)),
+        }
     };
-    let answer = e
-        .call_watched(&Request::Load { prefer_gpu: prefer_gpu() }, Some(bytes), LOAD_LIMIT_MS)
-        .await
-        .map_err(|err| lost(err.into()))?;
-    match answer.reply {
+    let reply = load_into(&e, &m.cache_key, bytes).await.map_err(lost)?;
+    match reply {
         Reply::Loaded { content_hash, dim, .. } if (ModelId { hash: content_hash.clone(), dim }) == m.id() => {
             *e.loaded.borrow_mut() = Some(m.id());
             Ok(e)

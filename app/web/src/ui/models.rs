@@ -25,8 +25,8 @@ use crate::protocol::{ConvertOptions, Reply, Request};
 
 #[wasm_bindgen(module = "/js/opfs.js")]
 extern "C" {
-    #[wasm_bindgen(js_name = opfsBytes)]
-    fn opfs_bytes_js(name: &str) -> Promise;
+    #[wasm_bindgen(js_name = opfsExists)]
+    fn opfs_exists_js(name: &str) -> Promise;
     #[wasm_bindgen(js_name = opfsPut)]
     fn opfs_put_js(name: &str, data: &JsValue) -> Promise;
     #[wasm_bindgen(js_name = opfsDelete)]
@@ -44,15 +44,18 @@ pub fn opfs_name(key: &str) -> Option<&str> {
     key.strip_prefix("opfs:")
 }
 
-/// The model file kept under `key`, or `None`.
-pub async fn model_bytes(key: &str) -> JsResult<Option<Uint8Array>> {
+/// Whether the model file kept under `key` is there.
+pub async fn model_exists(key: &str) -> bool {
     match opfs_name(key) {
-        Some(name) => {
-            let v = wait(opfs_bytes_js(name)).await?;
-            Ok((!v.is_null()).then(|| v.unchecked_into()))
-        }
-        None => store::cache_get(key).await,
+        Some(name) => wait(opfs_exists_js(name)).await.ok().and_then(|v| v.as_bool()).unwrap_or(false),
+        None => matches!(store::cache_get(key).await, Ok(Some(_))),
     }
+}
+
+/// The site's model file kept under Cache Storage path `key`, or `None` (the engine worker reads
+/// the others from OPFS itself).
+pub async fn model_bytes(key: &str) -> JsResult<Option<Uint8Array>> {
+    store::cache_get(key).await
 }
 
 /// Keeps `bytes` under `key` (the site's model in Cache Storage, any other in OPFS).
