@@ -34,13 +34,24 @@ pub struct StoredTensor {
     pub packed: Packed,
 }
 
-/// A parsed model file.
-pub struct ModelFile {
+/// A parsed and verified model file. Tensors stay in the file's bytes and are packed one at a
+/// time when asked for ([`ModelFile::get`]): loading onto the GPU then never holds a second copy
+/// of the weights.
+pub struct ModelFile<'a> {
     pub config_json: String,
     pub vocab: String,
     /// The model's identity: see the module documentation.
     pub content_hash: String,
-    pub tensors: BTreeMap<String, StoredTensor>,
+    bytes: std::borrow::Cow<'a, [u8]>,
+    tensors: BTreeMap<String, Stored>,
+}
+
+/// Where a tensor lies in the file: element type, shape, byte range (and its q8 scales').
+struct Stored {
+    dtype: FileDType,
+    shape: Vec<usize>,
+    data: std::ops::Range<usize>,
+    scale: Option<std::ops::Range<usize>>,
 }
 
 fn bad(msg: impl Into<String>) -> Error {
@@ -175,11 +186,20 @@ fn check_version(version: &str) -> Result<()> {
     }
 }
 
-impl ModelFile {
+impl<'a> ModelFile<'a> {
     /// Parses and verifies a model file: format, version, hash, and every tensor's size.
-    pub fn parse(bytes: &[u8]) -> Result<Self> {
+    pub fn parse(bytes: &'a [u8]) -> Result<Self> {
+        Self::parse_cow(std::borrow::Cow::Borrowed(bytes))
+    }
+
+    /// As [`parse`](Self::parse), keeping the bytes.
+    pub fn parse_owned(bytes: Vec<u8>) -> Result<ModelFile<'static>> {
+        ModelFile::parse_cow(std::borrow::Cow::Owned(bytes))
+    }
+
+    fn parse_cow(bytes: std::borrow::Cow<'a, [u8]>) -> Result<Self> {
         let (_, meta) =
-            SafeTensors::read_metadata(bytes).map_err(|e| bad(format!("not a safetensors model file: {e}")))?;
+            SafeTensors::read_metadata(&bytes).map_err(|e| bad(format!("not a safetensors model file: {e}")))?;
         let meta = meta.metadata().clone().unwrap_or_default();
         let get = |k: &str| {
             meta.get(k).cloned().ok_or_else(|| bad(format!("model file metadata has no '{k}' (not a brivl model?)")))
@@ -193,7 +213,7 @@ impl ModelFile {
             return Err(bad(format!("model file has q8 scales per {group} values; this build reads {Q8_GROUP}")));
         }
         let (config_json, vocab) = (get("config")?, get("vocab")?);
-        let st = SafeTensors::deserialize(bytes).map_err(|e| bad(format!("corrupt model file: {e}")))?;
+        let st = SafeTensors::deserialize(&bytes).map_err(|e| bad(format!("corrupt model file: {e}")))?;
         let mut views = Vec::new();
         for (name, v) in st.tensors() {
             let dtype = FileDType::from_safetensors(v.dtype())
@@ -214,6 +234,12 @@ impl ModelFile {
                 "model file is corrupt: its content hash does not match (truncated or modified download?)",
             ));
         }
+        // Byte ranges within the file (every view is a slice of it).
+        let base = bytes.as_ptr() as usize;
+        let range = |d: &[u8]| {
+            let at = d.as_ptr() as usize - base;
+            at..at + d.len()
+        };
         let by_name: BTreeMap<&str, &safetensors::tensor::TensorView> =
             views.iter().map(|(n, _, v)| (n.as_str(), v)).collect();
         let mut tensors = BTreeMap::new();
@@ -223,10 +249,7 @@ impl ModelFile {
             }
             let shape = v.shape().to_vec();
             let (rows, cols) = matrix_dims(&shape);
-            let data = v.data();
-            let packed = match dtype {
-                FileDType::F32 => Packed::new(&f32s(data), rows, cols, DType::F32)?,
-                FileDType::F16 => pack_f16(data, rows, cols),
+            let scale = match dtype {
                 FileDType::I8 => {
                     let scale = by_name
                         .get(format!("{name}.scale").as_str())
@@ -239,16 +262,59 @@ impl ModelFile {
                             scale.shape()
                         )));
                     }
-                    pack_q8(data, &f32s(scale.data()), rows, cols)
+                    Some(range(scale.data()))
                 }
+                _ => None,
             };
-            tensors.insert(name.to_string(), StoredTensor { shape, packed });
+            tensors.insert(name.to_string(), Stored { dtype: *dtype, shape, data: range(v.data()), scale });
         }
-        Ok(Self { config_json, vocab, content_hash: hash, tensors })
+        drop(views);
+        drop(st);
+        Ok(Self { config_json, vocab, content_hash: hash, bytes, tensors })
     }
 
-    pub fn get(&self, name: &str) -> Result<&StoredTensor> {
+    /// A tensor packed as the engine uploads it (made now: the file holds it unpacked).
+    pub fn get(&self, name: &str) -> Result<StoredTensor> {
+        let t = self.stored(name)?;
+        let (rows, cols) = matrix_dims(&t.shape);
+        let data = &self.bytes[t.data.clone()];
+        let packed = match (t.dtype, &t.scale) {
+            (FileDType::F32, _) => Packed::new(&f32s(data), rows, cols, DType::F32)?,
+            (FileDType::F16, _) => pack_f16(data, rows, cols),
+            (FileDType::I8, Some(scale)) => pack_q8(data, &f32s(&self.bytes[scale.clone()]), rows, cols),
+            (FileDType::I8, None) => return Err(bad(format!("int8 tensor '{name}' has no '{name}.scale'"))),
+        };
+        Ok(StoredTensor { shape: t.shape.clone(), packed })
+    }
+
+    fn stored(&self, name: &str) -> Result<&Stored> {
         self.tensors.get(name).ok_or_else(|| bad(format!("model file has no tensor '{name}'")))
+    }
+
+    /// A tensor's shape, without packing it.
+    pub fn shape(&self, name: &str) -> Result<&[usize]> {
+        Ok(&self.stored(name)?.shape)
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.tensors.contains_key(name)
+    }
+
+    /// The engine's tensor names (a q8 matrix's scales are part of it), sorted.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.tensors.keys().map(String::as_str)
+    }
+
+    /// How the matrices are stored: Q8 if any is int8, else F16 if any is f16, else F32.
+    pub fn weights(&self) -> DType {
+        let has = |d| self.tensors.values().any(|t| t.dtype == d);
+        if has(FileDType::I8) {
+            DType::Q8
+        } else if has(FileDType::F16) {
+            DType::F16
+        } else {
+            DType::F32
+        }
     }
 }
 
@@ -754,7 +820,7 @@ mod tests {
         let file = ModelFile::parse(&one).unwrap();
         assert_eq!((file.content_hash.as_str(), file.vocab.as_str()), (h1.as_str(), "[PAD]\n\"quoted\"\n"));
         assert_eq!(file.config_json, "{\"k\":\"\\u00e9\\n\"}");
-        assert_eq!(file.tensors.keys().collect::<Vec<_>>(), ["a.b", "m.h", "z.w"]);
+        assert_eq!(file.names().collect::<Vec<_>>(), ["a.b", "m.h", "z.w"]);
     }
 
     #[test]

@@ -106,3 +106,20 @@ fn a_file_that_shrinks_while_it_is_read_is_an_error_not_a_panic() {
     assert!(err.contains("reading the checkpoint failed") || err.contains("runs past the end of the file"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_parsed_model_file_packs_each_tensor_only_when_asked() {
+    // Loading onto the GPU uploads tensor by tensor from the file's bytes: parsing must not make
+    // a second copy of the weights (it did: every tensor packed up front).
+    let bytes = std::fs::read(fixture("tiny/brivl-tiny.pth")).unwrap();
+    let ck = checkpoint::read_checkpoint(&bytes).unwrap();
+    let vocab = std::fs::read_to_string(fixture("tokenizer/vocab.txt")).unwrap();
+    let model = convert::convert(&convert::state_dict(&ck), &vocab, &tiny_config(), DType::F32).unwrap().bytes;
+    let (file, peak) = peak_while(|| ModelFile::parse(&model).unwrap());
+    eprintln!("parsing a {:.1} MB model file: peak {:.2} MB", model.len() as f64 / 1e6, peak as f64 / 1e6);
+    // The header, names and vocabulary, not the weights (packing them all took the file's size).
+    assert!(peak < model.len() / 2, "{peak} bytes to parse {} bytes", model.len());
+    let t = file.get("text.embeddings.word.weight").unwrap();
+    assert_eq!((t.shape.as_slice(), t.packed.rows), (file.shape("text.embeddings.word.weight").unwrap(), 21128));
+    assert_eq!(file.weights(), DType::F32);
+}

@@ -185,13 +185,10 @@ struct Loaded {
 async fn load(bytes: &[u8], prefer_gpu: bool) -> Result<Loaded, String> {
     let file = ModelFile::parse(bytes).map_err(|e| e.to_string())?;
     let dim = embedding_dim(&file).map_err(|e| e.to_string())?;
-    let stored = |d| file.tensors.values().any(|t| t.packed.dtype == d);
-    let weights = if stored(DType::Q8) {
-        "q8"
-    } else if stored(DType::F16) {
-        "f16"
-    } else {
-        "f32"
+    let weights = match file.weights() {
+        DType::Q8 => "q8",
+        DType::F16 => "f16",
+        _ => "f32",
     };
     let image_size = BrivlConfig::from_json(&file.config_json).map(|c| c.image_size).unwrap_or(0);
     let loaded = |embedder, on_gpu, gpu_error| Loaded {
