@@ -42,3 +42,6 @@ export BRIVL_TEST_MODEL=www/models/brivl-demo-q8.safetensors BRIVL_TEST_ALBUM=ww
 export BRIVL_TEST_QUERY=两辆红色的汽车在沙滩上 BRIVL_TEST_EXPECTED=scene-022.jpg
 node tests/browser/webapp.test.mjs --mode gpu
 node tests/browser/webapp.test.mjs --mode cpu
+
+echo "== converting the tiny checkpoint in the page (OPFS, byte-identical to brivl convert)"
+node tests/browser/convert.test.mjs --mode cpu

@@ -2,6 +2,12 @@
 //! Q, K and V into one projection, renames to the engine's names and quantises the matrices
 //! (with `q8`, the backbone's 1x1 convs are f16, see `Store::NotQ8`).
 //!
+//! Two steps: [`plan`] checks every name and shape and lists the output (so the file's header,
+//! and every tensor's place in it, is known before a value is read); [`Plan::write`] then reads
+//! the source tensor by tensor and streams the model file out through a
+//! [`model_file::StreamWriter`], so memory holds one step's tensors at a time. [`convert`] does
+//! both into memory.
+//!
 //! Engine names (what `models::brivl` loads):
 //! `image.stem`, `image.blocks.S.B.{expand,dw,se_reduce,se_expand,project}`, `image.head`,
 //! `image.box_proj`, `image.att.L.{in_proj,out_proj,ff1,ff2,ln1,ln2}`, `image.fc1/fc2`,
@@ -10,7 +16,7 @@
 use std::cell::RefCell;
 use std::collections::BTreeSet;
 
-use crate::model_file::{self, WriteTensor};
+use crate::model_file::{self, StreamWriter, TensorSpec, WriteAt, WriteTensor};
 use crate::models::brivl::batch_norm::fold_batch_norm;
 use crate::models::brivl::BrivlConfig;
 use crate::{DType, Error, Result};
@@ -21,6 +27,8 @@ const BN_EPS: f32 = 1e-3;
 /// Where tensors come from: a PyTorch checkpoint, or anything else with the released names.
 pub trait Source {
     fn names(&self) -> Vec<String>;
+    /// The shape, without reading the values; `None` when absent.
+    fn shape(&self, name: &str) -> Option<Vec<usize>>;
     /// Shape and f32 values; `None` when absent.
     fn tensor(&self, name: &str) -> Result<Option<(Vec<usize>, Vec<f32>)>>;
     /// Bytes the tensors are stored in, when known: the converter refuses to read more elements
@@ -34,6 +42,10 @@ pub trait Source {
 impl Source for crate::checkpoint::Checkpoint<'_> {
     fn names(&self) -> Vec<String> {
         crate::checkpoint::Checkpoint::names(self).map(str::to_string).collect()
+    }
+
+    fn shape(&self, name: &str) -> Option<Vec<usize>> {
+        self.get(name).map(|t| t.shape().to_vec())
     }
 
     fn stored_bytes(&self) -> Option<usize> {
@@ -77,12 +89,21 @@ enum Store {
     NotQ8,
 }
 
+/// Makes a step's output values (in the order of its outputs) from the source.
+type Make<'a> = Box<dyn Fn() -> Result<Vec<Vec<f32>>> + 'a>;
+
+/// One step of the conversion: the engine tensors it makes (name, shape, stored type) and how.
+struct Job<'a> {
+    outputs: Vec<(String, Vec<usize>, DType)>,
+    make: Make<'a>,
+}
+
 struct Ctx<'a, S: Source> {
     src: &'a S,
     names: BTreeSet<String>,
     used: RefCell<BTreeSet<String>>,
     missing: RefCell<Vec<String>>,
-    out: RefCell<Vec<WriteTensor>>,
+    jobs: RefCell<Vec<Job<'a>>>,
     quant: DType,
     /// Elements that may still be read (see [`Source::stored_bytes`]).
     budget: std::cell::Cell<usize>,
@@ -91,35 +112,45 @@ struct Ctx<'a, S: Source> {
 /// Elements any source may give, whatever its size.
 const MIN_ELEMENT_BUDGET: usize = 1 << 20;
 
-impl<S: Source> Ctx<'_, S> {
-    fn get(&self, name: &str) -> Result<Option<(Vec<usize>, Vec<f32>)>> {
-        let t = self.src.tensor(name)?;
-        if let Some((shape, values)) = &t {
-            self.used.borrow_mut().insert(name.to_string());
-            if shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d)) != Some(values.len()) {
-                return Err(Error::Model(format!("tensor '{name}' is {shape:?} but has {} values", values.len())));
-            }
-            if shape.contains(&0) {
-                return Err(Error::Model(format!("tensor '{name}' is {shape:?}: an empty dimension")));
-            }
-            let left = self.budget.get().checked_sub(values.len()).ok_or_else(|| {
-                Error::Model(format!(
-                    "tensor '{name}': the checkpoint's tensors repeat their storage: more elements than its {} \
-                     stored bytes",
-                    self.src.stored_bytes().unwrap_or(0)
-                ))
-            })?;
-            self.budget.set(left);
-        } else {
+/// Reads a planned tensor: it must still have the shape it was planned with.
+fn read(src: &impl Source, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
+    let (got, values) = src.tensor(name)?.ok_or_else(|| Error::Model(format!("tensor '{name}' went missing")))?;
+    if got != shape || shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d)) != Some(values.len()) {
+        return Err(Error::Model(format!("tensor '{name}' is {got:?} but has {} values", values.len())));
+    }
+    Ok(values)
+}
+
+impl<'a, S: Source> Ctx<'a, S> {
+    /// The shape of a tensor the conversion reads; charged to the element budget.
+    fn shape(&self, name: &str) -> Result<Option<Vec<usize>>> {
+        let Some(shape) = self.src.shape(name) else {
             self.missing.borrow_mut().push(name.to_string());
+            return Ok(None);
+        };
+        self.used.borrow_mut().insert(name.to_string());
+        if shape.contains(&0) {
+            return Err(Error::Model(format!("tensor '{name}' is {shape:?}: an empty dimension")));
         }
-        Ok(t)
+        let numel = shape
+            .iter()
+            .try_fold(1usize, |a, &d| a.checked_mul(d))
+            .ok_or_else(|| Error::Model(format!("tensor '{name}' is {shape:?}: too many elements")))?;
+        let left = self.budget.get().checked_sub(numel).ok_or_else(|| {
+            Error::Model(format!(
+                "tensor '{name}': the checkpoint's tensors repeat their storage: more elements than its {} \
+                 stored bytes",
+                self.src.stored_bytes().unwrap_or(0)
+            ))
+        })?;
+        self.budget.set(left);
+        Ok(Some(shape))
     }
 
     /// A tensor that must have `rank` dimensions (`what` says which, for the message).
-    fn get_rank(&self, name: &str, rank: usize, what: &str) -> Result<Option<(Vec<usize>, Vec<f32>)>> {
-        let t = self.get(name)?;
-        if let Some((shape, _)) = &t {
+    fn shape_rank(&self, name: &str, rank: usize, what: &str) -> Result<Option<Vec<usize>>> {
+        let t = self.shape(name)?;
+        if let Some(shape) = &t {
             if shape.len() != rank {
                 return Err(Error::Model(format!("tensor '{name}' is {shape:?}, expected {what}")));
             }
@@ -131,66 +162,96 @@ impl<S: Source> Ctx<'_, S> {
         self.names.contains(name)
     }
 
-    fn emit(&self, name: String, shape: Vec<usize>, values: Vec<f32>, store: Store) {
-        let dtype = match store {
+    fn dtype(&self, store: Store) -> DType {
+        match store {
             Store::F32 => DType::F32,
             Store::NotQ8 if self.quant == DType::Q8 => DType::F16,
             _ => self.quant,
-        };
-        self.out.borrow_mut().push(WriteTensor { name, shape, values, dtype });
+        }
+    }
+
+    fn job(&self, outputs: Vec<(String, Vec<usize>, Store)>, make: Make<'a>) {
+        let outputs = outputs.into_iter().map(|(n, s, st)| (n, s, self.dtype(st))).collect();
+        self.jobs.borrow_mut().push(Job { outputs, make });
+    }
+
+    /// Source tensor `from` (of shape `shape`) stored as `to` with `out_shape` (same elements).
+    fn copy_as(&self, from: &str, shape: Vec<usize>, to: String, out_shape: Vec<usize>, store: Store) {
+        let (src, from) = (self.src, from.to_string());
+        self.job(vec![(to, out_shape, store)], Box::new(move || Ok(vec![read(src, &from, &shape)?])));
     }
 
     /// A conv (any kernel) followed by BatchNorm -> folded weight and bias.
     /// `store` other than F32: a 1x1 conv stored as `[out, in]` for the matmul kernel.
     fn conv_bn(&self, conv: &str, bn: &str, to: &str, store: Store) -> Result<()> {
         let vector = "a vector [channels]";
-        let (Some((shape, mut w)), Some((_, g)), Some((_, b)), Some((_, m)), Some((_, v))) = (
-            self.get_rank(&format!("{conv}.weight"), 4, "a conv weight [out, in, kh, kw]")?,
-            self.get_rank(&format!("{bn}.weight"), 1, vector)?,
-            self.get_rank(&format!("{bn}.bias"), 1, vector)?,
-            self.get_rank(&format!("{bn}.running_mean"), 1, vector)?,
-            self.get_rank(&format!("{bn}.running_var"), 1, vector)?,
+        let names = [
+            format!("{conv}.weight"),
+            format!("{bn}.weight"),
+            format!("{bn}.bias"),
+            format!("{bn}.running_mean"),
+            format!("{bn}.running_var"),
+        ];
+        let (Some(shape), Some(g), Some(b), Some(m), Some(v)) = (
+            self.shape_rank(&names[0], 4, "a conv weight [out, in, kh, kw]")?,
+            self.shape_rank(&names[1], 1, vector)?,
+            self.shape_rank(&names[2], 1, vector)?,
+            self.shape_rank(&names[3], 1, vector)?,
+            self.shape_rank(&names[4], 1, vector)?,
         ) else {
             return Ok(());
         };
         self.used.borrow_mut().insert(format!("{bn}.num_batches_tracked"));
-        let bias = fold_batch_norm(&mut w, None, shape[0], &g, &b, &m, &v, BN_EPS)
-            .map_err(|e| Error::Model(format!("folding {bn} {:?} into {conv}.weight {shape:?}: {e}", [g.len()])))?;
-        let shape = if store == Store::F32 { shape } else { pointwise_shape(conv, &shape)? };
-        self.emit(format!("{to}.bias"), vec![bias.len()], bias, Store::F32);
-        self.emit(format!("{to}.weight"), shape, w, store);
+        let n = shape[0];
+        let folding = format!("folding {bn} {g:?} into {conv}.weight {shape:?}");
+        if [g[0], b[0], m[0], v[0]] != [n; 4] {
+            return Err(Error::Model(format!("{folding}: the BatchNorm vectors must all have {n} values")));
+        }
+        let out_shape = if store == Store::F32 { shape.clone() } else { pointwise_shape(conv, &shape)? };
+        let src = self.src;
+        self.job(
+            vec![(format!("{to}.bias"), vec![n], Store::F32), (format!("{to}.weight"), out_shape, store)],
+            Box::new(move || {
+                let mut w = read(src, &names[0], &shape)?;
+                let [g, b, m, v] = [1, 2, 3, 4].map(|i| read(src, &names[i], &[n]));
+                let bias = fold_batch_norm(&mut w, None, n, &g?, &b?, &m?, &v?, BN_EPS)
+                    .map_err(|e| Error::Model(format!("{folding}: {e}")))?;
+                Ok(vec![bias, w])
+            }),
+        );
         Ok(())
     }
 
     /// A linear (or 1x1 conv with bias) copied under a new name.
     fn linear(&self, from: &str, to: &str) -> Result<()> {
         let mut out = None;
-        if let Some((shape, w)) = self.get(&format!("{from}.weight"))? {
-            let shape = pointwise_shape(from, &shape)?;
-            out = Some(shape[0]);
-            self.emit(format!("{to}.weight"), shape, w, Store::Quant);
+        let name = format!("{from}.weight");
+        if let Some(shape) = self.shape(&name)? {
+            let pw = pointwise_shape(from, &shape)?;
+            out = Some(pw[0]);
+            self.copy_as(&name, shape, format!("{to}.weight"), pw, Store::Quant);
         }
         self.bias(&format!("{from}.bias"), &format!("{to}.bias"), out)
     }
 
     /// A bias vector, of `out` values when the weight is known.
     fn bias(&self, from: &str, to: &str, out: Option<usize>) -> Result<()> {
-        if let Some((shape, b)) = self.get_rank(from, 1, "a vector [out]")? {
-            if out.is_some_and(|o| o != b.len()) {
+        if let Some(shape) = self.shape_rank(from, 1, "a vector [out]")? {
+            if out.is_some_and(|o| o != shape[0]) {
                 return Err(Error::Model(format!(
                     "tensor '{from}' is {shape:?}, its weight has {} rows",
                     out.unwrap_or(0)
                 )));
             }
-            self.emit(to.to_string(), shape, b, Store::F32);
+            self.copy_as(from, shape.clone(), to.to_string(), shape, Store::F32);
         }
         Ok(())
     }
 
     /// A LayerNorm vector copied under a new name.
     fn copy(&self, from: &str, to: &str) -> Result<()> {
-        if let Some((shape, v)) = self.get_rank(from, 1, "a vector")? {
-            self.emit(to.to_string(), shape, v, Store::F32);
+        if let Some(shape) = self.shape_rank(from, 1, "a vector")? {
+            self.copy_as(from, shape.clone(), to.to_string(), shape, Store::F32);
         }
         Ok(())
     }
@@ -201,12 +262,12 @@ impl<S: Source> Ctx<'_, S> {
             let (f, t) = (format!("{from}.layers.{l}"), format!("{to}.{l}"));
             let name = format!("{f}.self_attn.in_proj_weight");
             let mut out = None;
-            if let Some((shape, w)) = self.get_rank(&name, 2, "[3 x width, width]")? {
+            if let Some(shape) = self.shape_rank(&name, 2, "[3 x width, width]")? {
                 if shape[0] != shape[1].saturating_mul(3) {
                     return Err(Error::Model(format!("tensor '{name}' is {shape:?}, expected [3 x width, width]")));
                 }
                 out = Some(shape[0]);
-                self.emit(format!("{t}.in_proj.weight"), shape, w, Store::Quant);
+                self.copy_as(&name, shape.clone(), format!("{t}.in_proj.weight"), shape, Store::Quant);
             }
             self.bias(&format!("{f}.self_attn.in_proj_bias"), &format!("{t}.in_proj.bias"), out)?;
             self.linear(&format!("{f}.self_attn.out_proj"), &format!("{t}.out_proj"))?;
@@ -250,8 +311,102 @@ fn ignorable(name: &str) -> bool {
         || !(name.starts_with("imgencoder.") || name.starts_with("textencoder."))
 }
 
-/// Converts the released checkpoint layout (the `learnable` state dict) into a model file.
+/// Converts the released checkpoint layout (the `learnable` state dict) into a model file in
+/// memory. The same bytes as [`plan`] + [`Plan::write`].
 pub fn convert(src: &impl Source, vocab: &str, config: &BrivlConfig, quant: DType) -> Result<Converted> {
+    let plan = plan(src, vocab, config, quant)?;
+    let (tensors, parameters) = (plan.tensors(), plan.parameters());
+    let out = Vec::with_capacity(usize::try_from(plan.total_bytes()).unwrap_or(0));
+    let (bytes, content_hash) = plan.write(out, &mut |_, _| {})?;
+    Ok(Converted { bytes, content_hash, tensors, parameters })
+}
+
+/// A checked conversion, not yet run: what the model file will hold, and how to make it.
+pub struct Plan<'a> {
+    jobs: Vec<Job<'a>>,
+    specs: Vec<TensorSpec>,
+    config_json: String,
+    vocab: String,
+    total_bytes: u64,
+}
+
+impl<'a> Plan<'a> {
+    /// Engine tensors in the model (a q8 matrix and its scales count once).
+    pub fn tensors(&self) -> usize {
+        self.jobs.iter().map(|j| j.outputs.len()).sum()
+    }
+    pub fn parameters(&self) -> usize {
+        self.jobs.iter().flat_map(|j| &j.outputs).map(|(_, s, _)| s.iter().product::<usize>()).sum()
+    }
+    /// The model file's length.
+    pub fn total_bytes(&self) -> u64 {
+        self.total_bytes
+    }
+    /// Steps (one or a few tensors each): what `progress` counts.
+    pub fn steps(&self) -> usize {
+        self.jobs.len()
+    }
+
+    /// Runs the steps in order, each read from the source, converted and written at its place
+    /// in `out`; `progress(done, steps)` after each. Returns `out` and the content hash.
+    pub fn write<W: WriteAt>(self, out: W, progress: &mut dyn FnMut(usize, usize)) -> Result<(W, String)> {
+        let mut w = self.start(out)?;
+        while w.step()? {
+            progress(w.done, w.steps);
+        }
+        w.finish()
+    }
+
+    /// The steps to run one at a time (a caller that must yield between them, as a browser
+    /// worker does to collect garbage and hear messages); see [`Plan::write`].
+    pub fn start<W: WriteAt>(self, out: W) -> Result<Writing<'a, W>> {
+        let steps = self.jobs.len();
+        let writer = StreamWriter::new(out, self.specs, &self.config_json, &self.vocab)?;
+        Ok(Writing { jobs: self.jobs.into_iter(), writer, done: 0, steps })
+    }
+}
+
+/// A conversion under way: [`Writing::step`] until it says there is no more, then
+/// [`Writing::finish`].
+pub struct Writing<'a, W: WriteAt> {
+    jobs: std::vec::IntoIter<Job<'a>>,
+    writer: StreamWriter<W>,
+    done: usize,
+    steps: usize,
+}
+
+impl<W: WriteAt> Writing<'_, W> {
+    /// Reads, converts and writes the next step; false when none was left.
+    pub fn step(&mut self) -> Result<bool> {
+        let Some(job) = self.jobs.next() else { return Ok(false) };
+        let values = (job.make)()?;
+        let mut raw = Vec::new();
+        for ((name, shape, dtype), values) in job.outputs.into_iter().zip(values) {
+            raw.extend(model_file::encode(&WriteTensor { name, shape, values, dtype })?);
+        }
+        // In name order, so each is hashed as it is written.
+        raw.sort_by(|a, b| a.name.cmp(&b.name));
+        for t in raw {
+            self.writer.put(&t.name, &t.bytes)?;
+        }
+        self.done += 1;
+        Ok(true)
+    }
+
+    /// Steps done and in all.
+    pub fn progress(&self) -> (usize, usize) {
+        (self.done, self.steps)
+    }
+
+    /// Writes the header; returns the output and the content hash.
+    pub fn finish(self) -> Result<(W, String)> {
+        self.writer.finish()
+    }
+}
+
+/// Checks the released checkpoint layout against `config` and `vocab` (every name and shape,
+/// nothing read) and lists the conversion's steps and output.
+pub fn plan<'a, S: Source>(src: &'a S, vocab: &str, config: &BrivlConfig, quant: DType) -> Result<Plan<'a>> {
     config.validate()?;
     if matches!(quant, DType::U32) {
         return Err(Error::Model("quantisation must be f32, f16 or q8".into()));
@@ -263,7 +418,7 @@ pub fn convert(src: &impl Source, vocab: &str, config: &BrivlConfig, quant: DTyp
         names: names.iter().cloned().collect(),
         used: Default::default(),
         missing: Default::default(),
-        out: Default::default(),
+        jobs: Default::default(),
         quant,
         budget: budget.into(),
     };
@@ -306,18 +461,22 @@ pub fn convert(src: &impl Source, vocab: &str, config: &BrivlConfig, quant: DTyp
     let table = "a table [rows, hidden]";
     let word = format!("{bert}.embeddings.word_embeddings.weight");
     let mut hidden = None;
-    if let Some((shape, w)) = cx.get_rank(&word, 2, table)? {
-        validate_vocab(vocab, shape[0]).map_err(|e| Error::Model(format!("{e} ('{word}' is {shape:?})")))?;
+    if let Some(shape) = cx.shape_rank(&word, 2, table)? {
+        validate_vocab(vocab, shape[0]).map_err(|e| {
+            let msg = match e {
+                Error::Model(m) => m,
+                e => e.to_string(),
+            };
+            Error::Model(format!("{msg} ('{word}' is {shape:?})"))
+        })?;
         hidden = Some(shape[1]);
-        cx.emit("text.embeddings.word.weight".into(), shape, w, Store::Quant);
+        cx.copy_as(&word, shape.clone(), "text.embeddings.word.weight".into(), shape, Store::Quant);
     }
     let (pos_name, typ_name) = (
         format!("{bert}.embeddings.position_embeddings.weight"),
         format!("{bert}.embeddings.token_type_embeddings.weight"),
     );
-    if let (Some((pshape, mut pos)), Some((tshape, typ))) =
-        (cx.get_rank(&pos_name, 2, table)?, cx.get_rank(&typ_name, 2, table)?)
-    {
+    if let (Some(pshape), Some(tshape)) = (cx.shape_rank(&pos_name, 2, table)?, cx.shape_rank(&typ_name, 2, table)?) {
         // Token type is always 0: fold its row into every position. (Empty dims were refused.)
         let h = pshape[1];
         if hidden.is_some_and(|w| w != h) || tshape[1] != h || pshape[0] < config.max_text_len {
@@ -328,38 +487,57 @@ pub fn convert(src: &impl Source, vocab: &str, config: &BrivlConfig, quant: DTyp
                 hidden.unwrap_or(h)
             )));
         }
-        for row in pos.chunks_exact_mut(h) {
-            row.iter_mut().zip(&typ[..h]).for_each(|(p, t)| *p += t);
-        }
-        cx.emit("text.embeddings.position_type.weight".into(), pshape, pos, Store::F32);
+        let out = ("text.embeddings.position_type.weight".to_string(), pshape.clone(), Store::F32);
+        cx.job(
+            vec![out],
+            Box::new(move || {
+                let mut pos = read(src, &pos_name, &pshape)?;
+                let typ = read(src, &typ_name, &tshape)?;
+                for row in pos.chunks_exact_mut(h) {
+                    row.iter_mut().zip(&typ[..h]).for_each(|(p, t)| *p += t);
+                }
+                Ok(vec![pos])
+            }),
+        );
     }
     cx.copy(&format!("{bert}.embeddings.LayerNorm.weight"), "text.embeddings.ln.weight")?;
     cx.copy(&format!("{bert}.embeddings.LayerNorm.bias"), "text.embeddings.ln.bias")?;
     for l in 0..count_indexed(&names, &format!("{bert}.encoder.layer.")) {
         let (f, t) = (format!("{bert}.encoder.layer.{l}"), format!("text.bert.{l}"));
-        let (mut ws, mut bs, mut found) = (Vec::new(), Vec::new(), 0);
+        let mut parts = Vec::new();
         for p in ["query", "key", "value"] {
             let (wn, bn) = (format!("{f}.attention.self.{p}.weight"), format!("{f}.attention.self.{p}.bias"));
-            if let (Some((s, w)), Some((_, b))) =
-                (cx.get_rank(&wn, 2, "a square matrix [hidden, hidden]")?, cx.get_rank(&bn, 1, "a vector [hidden]")?)
-            {
+            if let (Some(s), Some(b)) = (
+                cx.shape_rank(&wn, 2, "a square matrix [hidden, hidden]")?,
+                cx.shape_rank(&bn, 1, "a vector [hidden]")?,
+            ) {
                 // Square, and as wide as the embeddings, so the three stack into [3 * hidden, hidden].
-                if s[0] != s[1] || hidden.is_some_and(|h| h != s[1]) || b.len() != s[0] {
+                if s[0] != s[1] || hidden.is_some_and(|h| h != s[1]) || b[0] != s[0] {
                     return Err(Error::Model(format!(
                         "tensor '{wn}' is {s:?} with a bias of {}: expected [{h}, {h}] and {h}",
-                        b.len(),
+                        b[0],
                         h = hidden.unwrap_or(s[1])
                     )));
                 }
                 hidden = Some(s[1]);
-                found += 1;
-                ws.extend(w);
-                bs.extend(b);
+                parts.push((wn, bn, s, b));
             }
         }
-        if let (3, Some(h)) = (found, hidden) {
-            cx.emit(format!("{t}.in_proj.weight"), vec![3 * h, h], ws, Store::Quant);
-            cx.emit(format!("{t}.in_proj.bias"), vec![bs.len()], bs, Store::F32);
+        if let (3, Some(h)) = (parts.len(), hidden) {
+            cx.job(
+                vec![
+                    (format!("{t}.in_proj.weight"), vec![3 * h, h], Store::Quant),
+                    (format!("{t}.in_proj.bias"), vec![3 * h], Store::F32),
+                ],
+                Box::new(move || {
+                    let (mut ws, mut bs) = (Vec::with_capacity(3 * h * h), Vec::with_capacity(3 * h));
+                    for (wn, bn, s, b) in &parts {
+                        ws.extend(read(src, wn, s)?);
+                        bs.extend(read(src, bn, b)?);
+                    }
+                    Ok(vec![ws, bs])
+                }),
+            );
         }
         cx.linear(&format!("{f}.attention.output.dense"), &format!("{t}.out_proj"))?;
         cx.linear(&format!("{f}.intermediate.dense"), &format!("{t}.ff1"))?;
@@ -387,10 +565,52 @@ pub fn convert(src: &impl Source, vocab: &str, config: &BrivlConfig, quant: DTyp
             unexpected.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
         )));
     }
-    let out = cx.out.into_inner();
-    let parameters = out.iter().map(|t| t.values.len()).sum();
-    let (bytes, content_hash) = model_file::write(&out, &config.to_json(), vocab)?;
-    Ok(Converted { bytes, content_hash, tensors: out.len(), parameters })
+    let mut jobs = cx.jobs.into_inner();
+    // By first output name: tensors then arrive close to the name order the hash takes them in.
+    jobs.sort_by(|a, b| a.outputs.iter().map(|o| &o.0).min().cmp(&b.outputs.iter().map(|o| &o.0).min()));
+    let specs: Vec<TensorSpec> = jobs
+        .iter()
+        .flat_map(|j| &j.outputs)
+        .flat_map(|(name, shape, dtype)| model_file::stored_specs(name, shape, *dtype))
+        .collect();
+    let config_json = config.to_json();
+    // Sizes the writer's own checks (names, shapes) before anything is read.
+    let total_bytes = StreamWriter::new(Vec::new(), specs.clone(), &config_json, vocab)?.total_bytes();
+    Ok(Plan { jobs, specs, config_json, vocab: vocab.to_string(), total_bytes })
+}
+
+/// `brivl convert`'s model options from a `config.json` beside a checkpoint (as
+/// `tests/fixtures/tiny/config.json` writes them: `image_size`, `box_grid`, `pool_grid`,
+/// `img_att_heads`, `text_att_heads`, `bert_heads`, `max_text_len`, `backbone.stage_strides`;
+/// `img_heads` and `text_heads` are read too). What it leaves out keeps the release's value.
+pub fn options_from_json(json: &str) -> Result<BrivlConfig> {
+    let bad = |m: String| Error::Model(format!("bad model config: {m}"));
+    let v: serde_json::Value = serde_json::from_str(json).map_err(|e| bad(e.to_string()))?;
+    let mut c = BrivlConfig::default();
+    let number = |keys: &[&str], into: &mut usize| -> Result<()> {
+        for k in keys {
+            if let Some(x) = v.get(k) {
+                *into = x.as_u64().and_then(|n| usize::try_from(n).ok()).ok_or_else(|| bad(format!("{k} is {x}")))?;
+            }
+        }
+        Ok(())
+    };
+    number(&["image_size"], &mut c.image_size)?;
+    number(&["box_grid"], &mut c.box_grid)?;
+    number(&["pool_grid"], &mut c.pool_grid)?;
+    number(&["img_heads", "img_att_heads"], &mut c.img_heads)?;
+    number(&["text_heads", "text_att_heads"], &mut c.text_heads)?;
+    number(&["bert_heads"], &mut c.bert_heads)?;
+    number(&["max_text_len"], &mut c.max_text_len)?;
+    if let Some(x) = v.get("stage_strides").or_else(|| v.get("backbone").and_then(|b| b.get("stage_strides"))) {
+        let list = x.as_array().ok_or_else(|| bad(format!("stage_strides is {x}")))?;
+        c.stage_strides = list
+            .iter()
+            .map(|s| s.as_u64().and_then(|n| usize::try_from(n).ok()).ok_or_else(|| bad(format!("stage stride {s}"))))
+            .collect::<Result<_>>()?;
+    }
+    c.validate()?;
+    Ok(c)
 }
 
 /// The vocabulary must be BERT WordPiece lines with the special tokens where BriVL expects them.
@@ -432,6 +652,9 @@ mod tests {
     impl Source for Map {
         fn names(&self) -> Vec<String> {
             self.tensors.iter().map(|t| t.0.clone()).collect()
+        }
+        fn shape(&self, name: &str) -> Option<Vec<usize>> {
+            self.tensors.iter().find(|t| t.0 == name).map(|t| t.1.clone())
         }
         fn tensor(&self, name: &str) -> Result<Option<(Vec<usize>, Vec<f32>)>> {
             Ok(self.tensors.iter().find(|t| t.0 == name).map(|t| (t.1.clone(), t.2.clone())))
@@ -543,6 +766,25 @@ mod tests {
         for (src, want) in cases {
             let e = err(&src);
             assert!(e.contains(&want), "want {want:?} in {e}");
+        }
+    }
+
+    #[test]
+    fn options_come_from_a_reference_config_json() {
+        let json = r#"{"image_size": 200, "img_att_heads": 2, "text_att_heads": 2, "bert_heads": 2,
+            "backbone": {"stage_strides": [1, 2, 2, 2, 1, 2, 1]}, "note": "ignored"}"#;
+        let c = options_from_json(json).unwrap();
+        let want = BrivlConfig { image_size: 200, img_heads: 2, text_heads: 2, bert_heads: 2, ..Default::default() };
+        assert_eq!(c, want);
+        assert_eq!(options_from_json("{}").unwrap(), BrivlConfig::default());
+        for (json, want) in [
+            (r#"{"image_size": -1}"#, "image_size is -1"),
+            (r#"{"image_size": 5}"#, "image_size 5 is outside"),
+            (r#"{"stage_strides": 3}"#, "stage_strides is 3"),
+            ("not json", "bad model config"),
+        ] {
+            let e = options_from_json(json).unwrap_err().to_string();
+            assert!(e.contains(want), "{json}: {e}");
         }
     }
 

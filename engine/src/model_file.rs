@@ -34,13 +34,24 @@ pub struct StoredTensor {
     pub packed: Packed,
 }
 
-/// A parsed model file.
-pub struct ModelFile {
+/// A parsed and verified model file. Tensors stay in the file's bytes and are packed one at a
+/// time when asked for ([`ModelFile::get`]): loading onto the GPU then never holds a second copy
+/// of the weights.
+pub struct ModelFile<'a> {
     pub config_json: String,
     pub vocab: String,
     /// The model's identity: see the module documentation.
     pub content_hash: String,
-    pub tensors: BTreeMap<String, StoredTensor>,
+    bytes: std::borrow::Cow<'a, [u8]>,
+    tensors: BTreeMap<String, Stored>,
+}
+
+/// Where a tensor lies in the file: element type, shape, byte range (and its q8 scales').
+struct Stored {
+    dtype: FileDType,
+    shape: Vec<usize>,
+    data: std::ops::Range<usize>,
+    scale: Option<std::ops::Range<usize>>,
 }
 
 fn bad(msg: impl Into<String>) -> Error {
@@ -100,27 +111,47 @@ pub fn content_hash<'a>(
 ) -> String {
     let mut tensors: Vec<_> = tensors.into_iter().collect();
     tensors.sort_by(|a, b| a.0.cmp(b.0));
-    let mut h = Sha256::new();
-    let field = |h: &mut Sha256, b: &[u8]| {
-        h.update((b.len() as u64).to_le_bytes());
-        h.update(b);
-    };
-    field(&mut h, b"brivl model");
-    h.update(u64::from(version).to_le_bytes());
-    h.update((q8_group as u64).to_le_bytes());
-    field(&mut h, config_json.as_bytes());
-    field(&mut h, vocab.as_bytes());
-    h.update((tensors.len() as u64).to_le_bytes());
+    let mut h = ContentHasher::new(version, q8_group, config_json, vocab, tensors.len());
     for (name, dtype, shape, bytes) in tensors {
-        field(&mut h, name.as_bytes());
-        field(&mut h, dtype.name().as_bytes());
-        h.update((shape.len() as u64).to_le_bytes());
-        for d in shape {
-            h.update((*d as u64).to_le_bytes());
-        }
-        field(&mut h, bytes);
+        h.tensor(name, dtype, shape, bytes);
     }
-    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    h.finish()
+}
+
+/// The content hash fed as it goes: the header fields, then each tensor in name order.
+pub struct ContentHasher(Sha256);
+
+impl ContentHasher {
+    pub fn new(version: u32, q8_group: usize, config_json: &str, vocab: &str, tensors: usize) -> Self {
+        let mut h = ContentHasher(Sha256::new());
+        h.field(b"brivl model");
+        h.0.update(u64::from(version).to_le_bytes());
+        h.0.update((q8_group as u64).to_le_bytes());
+        h.field(config_json.as_bytes());
+        h.field(vocab.as_bytes());
+        h.0.update((tensors as u64).to_le_bytes());
+        h
+    }
+
+    fn field(&mut self, b: &[u8]) {
+        self.0.update((b.len() as u64).to_le_bytes());
+        self.0.update(b);
+    }
+
+    /// The next tensor, in name order.
+    pub fn tensor(&mut self, name: &str, dtype: FileDType, shape: &[usize], bytes: &[u8]) {
+        self.field(name.as_bytes());
+        self.field(dtype.name().as_bytes());
+        self.0.update((shape.len() as u64).to_le_bytes());
+        for d in shape {
+            self.0.update((*d as u64).to_le_bytes());
+        }
+        self.field(bytes);
+    }
+
+    pub fn finish(self) -> String {
+        self.0.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    }
 }
 
 /// Rank 1 to [`MAX_RANK`], no empty dimension, and an element count that fits `usize`.
@@ -155,11 +186,20 @@ fn check_version(version: &str) -> Result<()> {
     }
 }
 
-impl ModelFile {
+impl<'a> ModelFile<'a> {
     /// Parses and verifies a model file: format, version, hash, and every tensor's size.
-    pub fn parse(bytes: &[u8]) -> Result<Self> {
+    pub fn parse(bytes: &'a [u8]) -> Result<Self> {
+        Self::parse_cow(std::borrow::Cow::Borrowed(bytes))
+    }
+
+    /// As [`parse`](Self::parse), keeping the bytes.
+    pub fn parse_owned(bytes: Vec<u8>) -> Result<ModelFile<'static>> {
+        ModelFile::parse_cow(std::borrow::Cow::Owned(bytes))
+    }
+
+    fn parse_cow(bytes: std::borrow::Cow<'a, [u8]>) -> Result<Self> {
         let (_, meta) =
-            SafeTensors::read_metadata(bytes).map_err(|e| bad(format!("not a safetensors model file: {e}")))?;
+            SafeTensors::read_metadata(&bytes).map_err(|e| bad(format!("not a safetensors model file: {e}")))?;
         let meta = meta.metadata().clone().unwrap_or_default();
         let get = |k: &str| {
             meta.get(k).cloned().ok_or_else(|| bad(format!("model file metadata has no '{k}' (not a brivl model?)")))
@@ -173,7 +213,7 @@ impl ModelFile {
             return Err(bad(format!("model file has q8 scales per {group} values; this build reads {Q8_GROUP}")));
         }
         let (config_json, vocab) = (get("config")?, get("vocab")?);
-        let st = SafeTensors::deserialize(bytes).map_err(|e| bad(format!("corrupt model file: {e}")))?;
+        let st = SafeTensors::deserialize(&bytes).map_err(|e| bad(format!("corrupt model file: {e}")))?;
         let mut views = Vec::new();
         for (name, v) in st.tensors() {
             let dtype = FileDType::from_safetensors(v.dtype())
@@ -194,6 +234,12 @@ impl ModelFile {
                 "model file is corrupt: its content hash does not match (truncated or modified download?)",
             ));
         }
+        // Byte ranges within the file (every view is a slice of it).
+        let base = bytes.as_ptr() as usize;
+        let range = |d: &[u8]| {
+            let at = d.as_ptr() as usize - base;
+            at..at + d.len()
+        };
         let by_name: BTreeMap<&str, &safetensors::tensor::TensorView> =
             views.iter().map(|(n, _, v)| (n.as_str(), v)).collect();
         let mut tensors = BTreeMap::new();
@@ -203,10 +249,7 @@ impl ModelFile {
             }
             let shape = v.shape().to_vec();
             let (rows, cols) = matrix_dims(&shape);
-            let data = v.data();
-            let packed = match dtype {
-                FileDType::F32 => Packed::new(&f32s(data), rows, cols, DType::F32)?,
-                FileDType::F16 => pack_f16(data, rows, cols),
+            let scale = match dtype {
                 FileDType::I8 => {
                     let scale = by_name
                         .get(format!("{name}.scale").as_str())
@@ -219,16 +262,59 @@ impl ModelFile {
                             scale.shape()
                         )));
                     }
-                    pack_q8(data, &f32s(scale.data()), rows, cols)
+                    Some(range(scale.data()))
                 }
+                _ => None,
             };
-            tensors.insert(name.to_string(), StoredTensor { shape, packed });
+            tensors.insert(name.to_string(), Stored { dtype: *dtype, shape, data: range(v.data()), scale });
         }
-        Ok(Self { config_json, vocab, content_hash: hash, tensors })
+        drop(views);
+        drop(st);
+        Ok(Self { config_json, vocab, content_hash: hash, bytes, tensors })
     }
 
-    pub fn get(&self, name: &str) -> Result<&StoredTensor> {
+    /// A tensor packed as the engine uploads it (made now: the file holds it unpacked).
+    pub fn get(&self, name: &str) -> Result<StoredTensor> {
+        let t = self.stored(name)?;
+        let (rows, cols) = matrix_dims(&t.shape);
+        let data = &self.bytes[t.data.clone()];
+        let packed = match (t.dtype, &t.scale) {
+            (FileDType::F32, _) => Packed::new(&f32s(data), rows, cols, DType::F32)?,
+            (FileDType::F16, _) => pack_f16(data, rows, cols),
+            (FileDType::I8, Some(scale)) => pack_q8(data, &f32s(&self.bytes[scale.clone()]), rows, cols),
+            (FileDType::I8, None) => return Err(bad(format!("int8 tensor '{name}' has no '{name}.scale'"))),
+        };
+        Ok(StoredTensor { shape: t.shape.clone(), packed })
+    }
+
+    fn stored(&self, name: &str) -> Result<&Stored> {
         self.tensors.get(name).ok_or_else(|| bad(format!("model file has no tensor '{name}'")))
+    }
+
+    /// A tensor's shape, without packing it.
+    pub fn shape(&self, name: &str) -> Result<&[usize]> {
+        Ok(&self.stored(name)?.shape)
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.tensors.contains_key(name)
+    }
+
+    /// The engine's tensor names (a q8 matrix's scales are part of it), sorted.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.tensors.keys().map(String::as_str)
+    }
+
+    /// How the matrices are stored: Q8 if any is int8, else F16 if any is f16, else F32.
+    pub fn weights(&self) -> DType {
+        let has = |d| self.tensors.values().any(|t| t.dtype == d);
+        if has(FileDType::I8) {
+            DType::Q8
+        } else if has(FileDType::F16) {
+            DType::F16
+        } else {
+            DType::F32
+        }
     }
 }
 
@@ -280,46 +366,75 @@ pub struct WriteTensor {
     pub dtype: DType,
 }
 
-/// Serialises a model file; returns the bytes and the content hash.
-pub fn write(tensors: &[WriteTensor], config_json: &str, vocab: &str) -> Result<(Vec<u8>, String)> {
-    let mut raw = Vec::new();
-    for t in tensors {
-        let numel = check_shape(&t.name, &t.shape)?;
-        if numel != t.values.len() {
-            return Err(bad(format!("tensor '{}' is {:?} but has {} values", t.name, t.shape, t.values.len())));
+/// The name, element type and shape of a tensor as the file stores it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TensorSpec {
+    pub name: String,
+    pub dtype: FileDType,
+    pub shape: Vec<usize>,
+}
+
+/// What a tensor of `shape` stored as `dtype` becomes in the file: itself, and for q8 its
+/// `.scale` too (in name order).
+pub fn stored_specs(name: &str, shape: &[usize], dtype: DType) -> Vec<TensorSpec> {
+    let spec = |name: String, dtype, shape: Vec<usize>| TensorSpec { name, dtype, shape };
+    match dtype {
+        DType::F32 | DType::U32 => vec![spec(name.to_string(), FileDType::F32, shape.to_vec())],
+        DType::F16 => vec![spec(name.to_string(), FileDType::F16, shape.to_vec())],
+        DType::Q8 => {
+            let (rows, cols) = matrix_dims(shape);
+            vec![
+                spec(name.to_string(), FileDType::I8, shape.to_vec()),
+                spec(format!("{name}.scale"), FileDType::F32, vec![rows, q8_groups(cols)]),
+            ]
         }
-        let (rows, cols) = matrix_dims(&t.shape);
-        let (name, shape) = (t.name.clone(), t.shape.clone());
-        match t.dtype {
-            DType::F32 | DType::U32 => raw.push(RawTensor {
-                name,
-                dtype: FileDType::F32,
-                shape,
-                bytes: bytemuck::cast_slice(&t.values).to_vec(),
-            }),
-            DType::F16 => {
-                let bytes = t.values.iter().flat_map(|v| half::f16::from_f32(*v).to_le_bytes()).collect();
-                raw.push(RawTensor { name, dtype: FileDType::F16, shape, bytes });
-            }
-            DType::Q8 => {
-                let p = Packed::new(&t.values, rows, cols, DType::Q8)?;
-                let rw = p.row_words();
-                let mut bytes = Vec::with_capacity(rows * cols);
-                for r in 0..rows {
-                    for c in 0..cols {
-                        bytes.push((p.words[r * rw + c / 4] >> (8 * (c % 4))) as u8);
-                    }
+    }
+}
+
+/// A tensor's stored form: the raw tensors of [`stored_specs`], in the same order.
+pub fn encode(t: &WriteTensor) -> Result<Vec<RawTensor>> {
+    let numel = check_shape(&t.name, &t.shape)?;
+    if numel != t.values.len() {
+        return Err(bad(format!("tensor '{}' is {:?} but has {} values", t.name, t.shape, t.values.len())));
+    }
+    let (rows, cols) = matrix_dims(&t.shape);
+    let (name, shape) = (t.name.clone(), t.shape.clone());
+    Ok(match t.dtype {
+        DType::F32 | DType::U32 => {
+            vec![RawTensor { name, dtype: FileDType::F32, shape, bytes: bytemuck::cast_slice(&t.values).to_vec() }]
+        }
+        DType::F16 => {
+            let bytes = t.values.iter().flat_map(|v| half::f16::from_f32(*v).to_le_bytes()).collect();
+            vec![RawTensor { name, dtype: FileDType::F16, shape, bytes }]
+        }
+        DType::Q8 => {
+            let p = Packed::new(&t.values, rows, cols, DType::Q8)?;
+            let rw = p.row_words();
+            let mut bytes = Vec::with_capacity(rows * cols);
+            for r in 0..rows {
+                for c in 0..cols {
+                    bytes.push((p.words[r * rw + c / 4] >> (8 * (c % 4))) as u8);
                 }
-                let scales: Vec<u8> = p.words[rows * rw..].iter().flat_map(|w| w.to_le_bytes()).collect();
-                raw.push(RawTensor {
+            }
+            let scales: Vec<u8> = p.words[rows * rw..].iter().flat_map(|w| w.to_le_bytes()).collect();
+            vec![
+                RawTensor { name: name.clone(), dtype: FileDType::I8, shape, bytes },
+                RawTensor {
                     name: format!("{name}.scale"),
                     dtype: FileDType::F32,
                     shape: vec![rows, q8_groups(cols)],
                     bytes: scales,
-                });
-                raw.push(RawTensor { name, dtype: FileDType::I8, shape, bytes });
-            }
+                },
+            ]
         }
+    })
+}
+
+/// Serialises a model file; returns the bytes and the content hash.
+pub fn write(tensors: &[WriteTensor], config_json: &str, vocab: &str) -> Result<(Vec<u8>, String)> {
+    let mut raw = Vec::new();
+    for t in tensors {
+        raw.extend(encode(t)?);
     }
     write_raw(raw, config_json, vocab)
 }
@@ -328,70 +443,219 @@ pub fn write(tensors: &[WriteTensor], config_json: &str, vocab: &str) -> Result<
 /// that they keep their exact bytes). Deterministic: the header is written here, metadata keys
 /// in a fixed order and tensors by element size, then name. Returns the bytes and the hash.
 pub fn write_raw(mut tensors: Vec<RawTensor>, config_json: &str, vocab: &str) -> Result<(Vec<u8>, String)> {
-    tensors.sort_by(|a, b| b.dtype.size().cmp(&a.dtype.size()).then_with(|| a.name.cmp(&b.name)));
-    let mut names = std::collections::HashSet::new();
-    for t in &tensors {
-        let numel = check_shape(&t.name, &t.shape)?;
-        if numel.checked_mul(t.dtype.size()) != Some(t.bytes.len()) {
+    // In name order, so each is hashed as it is written.
+    tensors.sort_by(|a, b| a.name.cmp(&b.name));
+    let specs =
+        tensors.iter().map(|t| TensorSpec { name: t.name.clone(), dtype: t.dtype, shape: t.shape.clone() }).collect();
+    let mut w = StreamWriter::new(Vec::new(), specs, config_json, vocab)?;
+    for t in tensors {
+        w.put(&t.name, &t.bytes)?;
+    }
+    w.finish()
+}
+
+/// Where a streamed model file goes: positioned writes (an OPFS file, a native file, memory).
+pub trait WriteAt {
+    fn write_all_at(&mut self, offset: u64, bytes: &[u8]) -> Result<()>;
+}
+
+impl WriteAt for Vec<u8> {
+    fn write_all_at(&mut self, offset: u64, bytes: &[u8]) -> Result<()> {
+        let at = usize::try_from(offset).map_err(|_| bad("model file offset past this machine's memory"))?;
+        let end = at + bytes.len();
+        if self.len() < end {
+            self.resize(end, 0);
+        }
+        self[at..end].copy_from_slice(bytes);
+        Ok(())
+    }
+}
+
+/// A native file, written at offsets (`brivl convert` streams its output this way).
+#[cfg(unix)]
+impl WriteAt for &std::fs::File {
+    fn write_all_at(&mut self, offset: u64, bytes: &[u8]) -> Result<()> {
+        std::os::unix::fs::FileExt::write_all_at(*self, bytes, offset)
+            .map_err(|e| bad(format!("writing the model file: {e}")))
+    }
+}
+
+/// Writes a model file whose tensors are all known up front (names, types, shapes) but whose
+/// bytes come one at a time, in any order: each is written at its place as it arrives and
+/// hashed in name order (a tensor that arrives early waits, in memory, for those before it);
+/// the header, holding the hash, is written last. The bytes are exactly those of
+/// [`write_raw`] for the same tensors, config and vocabulary.
+pub struct StreamWriter<W: WriteAt> {
+    out: W,
+    /// File order: by element size, then name. Offsets are from the start of the data.
+    specs: Vec<(TensorSpec, u64, u64)>,
+    /// Index into `specs` of each tensor in name order, and how far hashing got.
+    name_order: Vec<usize>,
+    hashed: usize,
+    written: Vec<bool>,
+    early: std::collections::HashMap<usize, Vec<u8>>,
+    hasher: ContentHasher,
+    config_json: String,
+    vocab: String,
+    header_len: usize,
+}
+
+/// The hash's place while the tensors are written: the same length as the real one.
+const HASH_PLACEHOLDER: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+impl<W: WriteAt> StreamWriter<W> {
+    pub fn new(out: W, mut specs: Vec<TensorSpec>, config_json: &str, vocab: &str) -> Result<Self> {
+        specs.sort_by(|a, b| b.dtype.size().cmp(&a.dtype.size()).then_with(|| a.name.cmp(&b.name)));
+        let mut names = std::collections::HashSet::new();
+        let mut placed = Vec::with_capacity(specs.len());
+        let mut offset = 0u64;
+        for t in specs {
+            let numel = check_shape(&t.name, &t.shape)?;
+            if t.name == "__metadata__" || t.name.is_empty() {
+                return Err(bad(format!("a tensor cannot be named {:?}", t.name)));
+            }
+            if !names.insert(t.name.clone()) {
+                return Err(bad(format!("two tensors are named '{}'", t.name)));
+            }
+            let len = numel
+                .checked_mul(t.dtype.size())
+                .ok_or_else(|| bad(format!("tensor '{}' is {:?}: too many elements", t.name, t.shape)))?
+                as u64;
+            placed.push((t, offset, len));
+            offset += len;
+        }
+        let mut name_order: Vec<usize> = (0..placed.len()).collect();
+        name_order.sort_by(|&a, &b| placed[a].0.name.cmp(&placed[b].0.name));
+        let hasher = ContentHasher::new(FORMAT_VERSION, Q8_GROUP, config_json, vocab, placed.len());
+        let header_len = header(&placed, &meta(config_json, vocab, HASH_PLACEHOLDER)).len();
+        Ok(StreamWriter {
+            out,
+            written: vec![false; placed.len()],
+            specs: placed,
+            name_order,
+            hashed: 0,
+            early: Default::default(),
+            hasher,
+            config_json: config_json.to_string(),
+            vocab: vocab.to_string(),
+            header_len,
+        })
+    }
+
+    /// The file's length once finished.
+    pub fn total_bytes(&self) -> u64 {
+        8 + self.header_len as u64 + self.specs.last().map_or(0, |(_, o, l)| o + l)
+    }
+
+    /// The tensors to come, in file order.
+    pub fn specs(&self) -> impl Iterator<Item = &TensorSpec> {
+        self.specs.iter().map(|(s, _, _)| s)
+    }
+
+    /// Writes tensor `name`'s bytes at its place.
+    pub fn put(&mut self, name: &str, bytes: &[u8]) -> Result<()> {
+        let i = self
+            .specs
+            .iter()
+            .position(|(s, _, _)| s.name == name)
+            .ok_or_else(|| bad(format!("tensor '{name}' was not planned")))?;
+        let (spec, offset, len) = &self.specs[i];
+        if bytes.len() as u64 != *len {
             return Err(bad(format!(
                 "tensor '{}' is {:?} {:?} but has {} bytes",
-                t.name,
-                t.dtype,
-                t.shape,
-                t.bytes.len()
+                spec.name,
+                spec.dtype,
+                spec.shape,
+                bytes.len()
             )));
         }
-        if t.name == "__metadata__" || t.name.is_empty() {
-            return Err(bad(format!("a tensor cannot be named {:?}", t.name)));
+        if std::mem::replace(&mut self.written[i], true) {
+            return Err(bad(format!("tensor '{name}' was written twice")));
         }
-        if !names.insert(t.name.as_str()) {
-            return Err(bad(format!("two tensors are named '{}'", t.name)));
+        self.out.write_all_at(8 + self.header_len as u64 + offset, bytes)?;
+        if self.name_order[self.hashed] == i {
+            self.hash(i, bytes);
+            while let Some(b) = self.name_order.get(self.hashed).and_then(|j| self.early.remove(j)) {
+                self.hash(self.name_order[self.hashed], &b);
+            }
+        } else {
+            self.early.insert(i, bytes.to_vec());
         }
+        Ok(())
     }
-    let hash = content_hash(
-        FORMAT_VERSION,
-        Q8_GROUP,
-        config_json,
-        vocab,
-        tensors.iter().map(|t| (t.name.as_str(), t.dtype, t.shape.as_slice(), t.bytes.as_slice())),
-    );
-    let meta = [
+
+    fn hash(&mut self, i: usize, bytes: &[u8]) {
+        let s = &self.specs[i].0;
+        self.hasher.tensor(&s.name, s.dtype, &s.shape, bytes);
+        self.hashed += 1;
+    }
+
+    /// Writes the header once every tensor is in; returns the output and the content hash.
+    pub fn finish(mut self) -> Result<(W, String)> {
+        if let Some(i) = self.written.iter().position(|w| !w) {
+            return Err(bad(format!("tensor '{}' was never written", self.specs[i].0.name)));
+        }
+        let hash = self.hasher.finish();
+        let head = header(&self.specs, &meta(&self.config_json, &self.vocab, &hash));
+        debug_assert_eq!(head.len(), self.header_len);
+        if head.len() != self.header_len {
+            return Err(bad("model file header changed length while writing"));
+        }
+        self.out.write_all_at(0, &(head.len() as u64).to_le_bytes())?;
+        self.out.write_all_at(8, head.as_bytes())?;
+        Ok((self.out, hash))
+    }
+}
+
+fn meta(config_json: &str, vocab: &str, hash: &str) -> [(&'static str, String); 6] {
+    [
         ("format", FORMAT.to_string()),
         ("format_version", FORMAT_VERSION.to_string()),
         ("q8_group", Q8_GROUP.to_string()),
         ("config", config_json.to_string()),
         ("vocab", vocab.to_string()),
-        ("content_hash", hash.clone()),
-    ];
-    let out = serialize(&tensors, &meta);
-    Ok((out, hash))
+        ("content_hash", hash.to_string()),
+    ]
 }
 
-/// The safetensors bytes of `tensors` (in this order) with `meta` (in this order); no checks.
-fn serialize(tensors: &[RawTensor], meta: &[(&str, String)]) -> Vec<u8> {
+/// The safetensors JSON header of tensors placed at these data offsets (in this order), with
+/// `meta` (in this order), padded with spaces so the data starts 8-aligned as the safetensors
+/// library does.
+fn header(tensors: &[(TensorSpec, u64, u64)], meta: &[(&str, String)]) -> String {
     let js = |s: &str| serde_json::to_string(s).expect("strings serialise");
     let mut header = String::from("{\"__metadata__\":{");
     let meta: Vec<String> = meta.iter().map(|(k, v)| format!("{}:{}", js(k), js(v))).collect();
     header.push_str(&meta.join(","));
     header.push('}');
-    let mut offset = 0usize;
-    for t in tensors {
+    for (t, offset, len) in tensors {
         let dims: Vec<String> = t.shape.iter().map(usize::to_string).collect();
-        let end = offset + t.bytes.len();
         header.push_str(&format!(
-            ",{}:{{\"dtype\":\"{}\",\"shape\":[{}],\"data_offsets\":[{offset},{end}]}}",
+            ",{}:{{\"dtype\":\"{}\",\"shape\":[{}],\"data_offsets\":[{offset},{}]}}",
             js(&t.name),
             t.dtype.name(),
-            dims.join(",")
+            dims.join(","),
+            offset + len
         ));
-        offset = end;
     }
     header.push('}');
-    // Padded with spaces so the data starts 8-aligned, as the safetensors library does.
     while header.len() % 8 != 0 {
         header.push(' ');
     }
-    let mut out = Vec::with_capacity(8 + header.len() + offset);
+    header
+}
+
+/// The safetensors bytes of `tensors` (in this order) with `meta` (in this order); no checks.
+#[cfg(test)]
+fn serialize(tensors: &[RawTensor], meta: &[(&str, String)]) -> Vec<u8> {
+    let mut placed = Vec::new();
+    let mut offset = 0u64;
+    for t in tensors {
+        let spec = TensorSpec { name: t.name.clone(), dtype: t.dtype, shape: t.shape.clone() };
+        placed.push((spec, offset, t.bytes.len() as u64));
+        offset += t.bytes.len() as u64;
+    }
+    let header = header(&placed, meta);
+    let mut out = Vec::with_capacity(8 + header.len() + offset as usize);
     out.extend_from_slice(&(header.len() as u64).to_le_bytes());
     out.extend_from_slice(header.as_bytes());
     for t in tensors {
@@ -556,7 +820,7 @@ mod tests {
         let file = ModelFile::parse(&one).unwrap();
         assert_eq!((file.content_hash.as_str(), file.vocab.as_str()), (h1.as_str(), "[PAD]\n\"quoted\"\n"));
         assert_eq!(file.config_json, "{\"k\":\"\\u00e9\\n\"}");
-        assert_eq!(file.tensors.keys().collect::<Vec<_>>(), ["a.b", "m.h", "z.w"]);
+        assert_eq!(file.names().collect::<Vec<_>>(), ["a.b", "m.h", "z.w"]);
     }
 
     #[test]
@@ -578,5 +842,61 @@ mod tests {
         }
         let err = write(&[w("d", vec![1], 1), w("d", vec![1], 1)], "{}", "v").err().unwrap().to_string();
         assert!(err.contains("two tensors are named 'd'"), "{err}");
+    }
+
+    /// Tensors of every stored type whose names sort differently from the file's order.
+    fn mixed() -> Vec<RawTensor> {
+        let mut out = Vec::new();
+        for (i, name) in ["b.w", "a", "c.x.y", "b.w.scale", "aa", "z"].iter().enumerate() {
+            let dtype = [FileDType::F32, FileDType::F16, FileDType::I8][i % 3];
+            let shape = vec![i + 1, 3];
+            let bytes = (0..(i + 1) * 3 * dtype.size()).map(|k| (k * 7 + i) as u8).collect();
+            out.push(raw(name, dtype, &shape, bytes));
+        }
+        out
+    }
+
+    #[test]
+    fn streaming_in_any_order_gives_the_bytes_of_the_whole_file() {
+        let (config, vocab) = ("{\"image_size\":456}", "[PAD]\nx");
+        // The file as one serialisation of the sorted tensors, with the hash of content_hash.
+        let mut sorted = mixed();
+        sorted.sort_by(|a, b| b.dtype.size().cmp(&a.dtype.size()).then_with(|| a.name.cmp(&b.name)));
+        let hash = content_hash(
+            FORMAT_VERSION,
+            Q8_GROUP,
+            config,
+            vocab,
+            sorted.iter().map(|t| (t.name.as_str(), t.dtype, t.shape.as_slice(), t.bytes.as_slice())),
+        );
+        let whole = serialize(&sorted, &meta(config, vocab, &hash));
+        assert_eq!(write_raw(mixed(), config, vocab).unwrap(), (whole.clone(), hash.clone()));
+        // Every rotation and the reverse: tensors arriving out of name order wait their turn.
+        let n = mixed().len();
+        let mut orders: Vec<Vec<usize>> = (0..n).map(|r| (0..n).map(|i| (i + r) % n).collect()).collect();
+        orders.push((0..n).rev().collect());
+        for order in orders {
+            let t = mixed();
+            let specs = t.iter().map(|t| TensorSpec { name: t.name.clone(), dtype: t.dtype, shape: t.shape.clone() });
+            let mut w = StreamWriter::new(Vec::new(), specs.collect(), config, vocab).unwrap();
+            assert_eq!(w.total_bytes(), whole.len() as u64);
+            for &i in &order {
+                w.put(&t[i].name, &t[i].bytes).unwrap();
+            }
+            assert_eq!(w.finish().unwrap(), (whole.clone(), hash.clone()), "order {order:?}");
+        }
+    }
+
+    #[test]
+    fn the_stream_refuses_unplanned_short_repeated_and_missing_tensors() {
+        let t = mixed();
+        let specs: Vec<TensorSpec> =
+            t.iter().map(|t| TensorSpec { name: t.name.clone(), dtype: t.dtype, shape: t.shape.clone() }).collect();
+        let mut w = StreamWriter::new(Vec::new(), specs.clone(), "{}", "v").unwrap();
+        assert!(w.put("nope", &[]).unwrap_err().to_string().contains("'nope' was not planned"));
+        assert!(w.put(&t[0].name, &t[0].bytes[1..]).unwrap_err().to_string().contains("but has"));
+        w.put(&t[0].name, &t[0].bytes).unwrap();
+        assert!(w.put(&t[0].name, &t[0].bytes).unwrap_err().to_string().contains("written twice"));
+        assert!(w.finish().err().unwrap().to_string().contains("was never written"));
     }
 }

@@ -168,7 +168,8 @@ fn parse_model(bytes: &[u8]) -> bool {
     match ModelFile::parse(bytes) {
         Ok(f) => {
             // Everything reachable from a parsed file must be consistent with its shapes.
-            for t in f.tensors.values() {
+            for name in f.names() {
+                let t = f.get(name).unwrap();
                 assert_eq!(t.packed.rows * t.packed.cols, t.shape.iter().product::<usize>());
             }
             true

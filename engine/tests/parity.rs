@@ -36,12 +36,12 @@ fn config() -> BrivlConfig {
     }
 }
 
-fn convert_tiny(quant: DType) -> ModelFile {
+fn convert_tiny(quant: DType) -> ModelFile<'static> {
     let bytes = std::fs::read(fixture("tiny/brivl-tiny.pth")).unwrap();
     let ckpt = checkpoint::read_checkpoint(&bytes).unwrap();
     let vocab = std::fs::read_to_string(fixture("tokenizer/vocab.txt")).unwrap();
     let out = convert::convert(&ckpt.subtree("learnable"), &vocab, &config(), quant).unwrap();
-    ModelFile::parse(&out.bytes).unwrap()
+    ModelFile::parse_owned(out.bytes).unwrap()
 }
 
 #[path = "support/cosine.rs"]

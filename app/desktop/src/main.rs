@@ -252,22 +252,26 @@ fn run_engine(cmd: Command) -> AnyResult<()> {
         Command::Convert { checkpoint: ckpt, vocab, quant, output, config } => {
             let config = config.config();
             let vocab = std::fs::read_to_string(&vocab).map_err(|e| format!("{}: {e}", vocab.display()))?;
-            let bytes = std::fs::read(&ckpt).map_err(|e| format!("{}: {e}", ckpt.display()))?;
-            let source = checkpoint::read_checkpoint(&bytes).map_err(|e| format!("{}: {e}", ckpt.display()))?;
+            // Read in slices and written at offsets as each tensor is made: memory holds about
+            // one tensor, not the checkpoint and the model (the web app converts the same way).
+            let file = std::fs::File::open(&ckpt).map_err(|e| format!("{}: {e}", ckpt.display()))?;
+            let source = checkpoint::read_checkpoint_from(&file).map_err(|e| format!("{}: {e}", ckpt.display()))?;
             let dtype = match quant {
                 Quant::F32 => DType::F32,
                 Quant::F16 => DType::F16,
                 Quant::Q8 => DType::Q8,
             };
-            let out = convert::convert(&convert::state_dict(&source), &vocab, &config, dtype)?;
-            write_atomically(&output, &out.bytes)?;
+            let state_dict = convert::state_dict(&source);
+            let plan = convert::plan(&state_dict, &vocab, &config, dtype)?;
+            let (tensors, parameters, bytes) = (plan.tensors(), plan.parameters(), plan.total_bytes());
+            let hash = write_atomically(&output, plan)?;
             println!(
                 "wrote {} ({:.1} MB, {} tensors, {:.1} M parameters, sha256 {})",
                 output.display(),
-                out.bytes.len() as f64 / 1e6,
-                out.tensors,
-                out.parameters as f64 / 1e6,
-                &out.content_hash[..16]
+                bytes as f64 / 1e6,
+                tensors,
+                parameters as f64 / 1e6,
+                &hash[..16]
             );
             Ok(())
         }
@@ -454,9 +458,9 @@ fn load(model: &Path, backend: BackendChoice) -> AnyResult<Embedder> {
     onto(&read_model(model)?, backend)
 }
 
-fn read_model(model: &Path) -> AnyResult<ModelFile> {
+fn read_model(model: &Path) -> AnyResult<ModelFile<'static>> {
     let bytes = std::fs::read(model).map_err(|e| format!("{}: {e}", model.display()))?;
-    Ok(ModelFile::parse(&bytes).map_err(|e| format!("{}: {e}", model.display()))?)
+    Ok(ModelFile::parse_owned(bytes).map_err(|e| format!("{}: {e}", model.display()))?)
 }
 
 /// What an index records about the model: its hash and embedding width.
@@ -472,10 +476,16 @@ fn onto(file: &ModelFile, backend: BackendChoice) -> AnyResult<Embedder> {
     Ok(Embedder::load(file, gpu.as_ref())?)
 }
 
-/// A crash or an error never leaves half a model, nor a temporary file.
-fn write_atomically(path: &Path, bytes: &[u8]) -> AnyResult<()> {
-    atomic_file::write_with(path, |w| w.write_all(bytes)).map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok(())
+/// A crash or an error never leaves half a model, nor a temporary file. Returns the content hash.
+fn write_atomically(path: &Path, plan: convert::Plan<'_>) -> AnyResult<String> {
+    let mut hash = String::new();
+    atomic_file::write_with(path, |w| {
+        // Positioned writes to the temporary file (its buffered writer stays empty).
+        hash = plan.write(w.get_ref(), &mut |_, _| {}).map_err(std::io::Error::other)?.1;
+        Ok(())
+    })
+    .map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(hash)
 }
 
 /// `--db`, or index.sqlite in the user's data directory.

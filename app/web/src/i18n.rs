@@ -118,6 +118,33 @@ strings! {
         "索引由其他模型建立，无法用当前模型搜索，已清空。请重新添加照片，用当前模型建立索引。";
     Privacy => "Private by design: the page talks only to the site it came from.",
         "隐私优先：页面只与其来源网站通信。";
+    // Converting a checkpoint and the model list (ui/models.rs).
+    ConvertHeading => "Convert the released checkpoint", "转换官方发布的检查点";
+    ConvertHelp => "Drop or choose the .pth and its vocab.txt (and a config.json, if the model has one). It is converted in this tab and kept on this device; nothing is uploaded.",
+        "拖放或选择 .pth 文件及其 vocab.txt（如有 config.json 也一并选择）。转换在本页内完成并保存在本机，不上传任何内容。";
+    ConvertPick => "Choose .pth and vocab.txt…", "选择 .pth 和 vocab.txt…";
+    ConvertPickLabel => "Choose the checkpoint (.pth), its vocab.txt and config.json", "选择检查点（.pth）、vocab.txt 和 config.json";
+    ConvertWeights => "Weights", "权重格式";
+    ConvertStart => "Convert", "转换";
+    ConvertRead => "read", "已读取";
+    ConvertSteps => "tensors", "个张量";
+    ConvertCancelled => "Conversion cancelled; nothing was kept.", "已取消转换，未保留任何文件。";
+    ConvertFailed => "Conversion failed", "转换失败";
+    ConvertNeedBoth => "Choose both the .pth checkpoint and its vocab.txt.", "请同时选择 .pth 检查点和 vocab.txt。";
+    ModelsHeading => "Models on this device", "本机上的模型";
+    ModelsUse => "Use", "使用";
+    ModelsDelete => "Delete", "删除";
+    ModelsActive => "in use", "使用中";
+    ModelsDemo => "demo", "示例";
+    ModelsSite => "from this site", "来自本网站";
+    ModelsConverted => "converted here", "在此转换";
+    ModelsDropped => "dropped file", "拖入的文件";
+    ModelsImage => "image", "图像";
+    ModelsWidth => "embedding", "向量维度";
+    ModelsStorage => "Storage used", "已用存储";
+    ModelsOf => "of", "/";
+    ModelsPersistent => "kept by the browser (persistent)", "浏览器将保留（持久存储）";
+    ModelsNotPersistent => "may be cleared by the browser when space runs low", "空间不足时可能被浏览器清除";
 }
 
 #[cfg(test)]

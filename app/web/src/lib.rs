@@ -8,6 +8,8 @@ pub mod protocol;
 pub mod watchdog;
 
 #[cfg(target_arch = "wasm32")]
+pub mod convert_worker;
+#[cfg(target_arch = "wasm32")]
 pub mod ui;
 #[cfg(target_arch = "wasm32")]
 pub mod worker;

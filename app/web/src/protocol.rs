@@ -8,9 +8,12 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Request {
-    /// Payload: the model file's bytes. `prefer_gpu: false` runs the CPU path.
+    /// Payload: the model file's bytes, or none with `opfs_file`: the worker reads that file of
+    /// the origin private file system itself. `prefer_gpu: false` runs the CPU path.
     Load {
         prefer_gpu: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        opfs_file: Option<String>,
     },
     /// Payload: a photo file's bytes. Replies with the embedding and a JPEG thumbnail whose
     /// longer side is at most `thumb_size`.
@@ -24,6 +27,27 @@ pub enum Request {
     EmbedText {
         text: String,
     },
+    /// To a worker of its own (terminated to cancel). Payload: the checkpoint `File` (not bytes:
+    /// the worker reads it in slices). Replies `ConvertProgress` (any number), then `Converted`.
+    Convert(ConvertOptions),
+}
+
+/// What `brivl convert` is told besides the checkpoint.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ConvertOptions {
+    /// "f32", "f16" or "q8".
+    pub quant: String,
+    /// The `vocab.txt` text.
+    pub vocab: String,
+    /// A `config.json` beside the checkpoint (the tiny test model's); none: the release's options.
+    pub config_json: Option<String>,
+    /// The file name to write in the origin private file system.
+    pub out_file: String,
+    /// Tests only (`?test_hooks=1` and a checkpoint named `...brivl-test-slow...`): each step takes
+    /// at least this long, so a test can cancel a
+    /// conversion of the small fixture mid-way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_step_ms: Option<u32>,
 }
 
 /// How the worker is made to fail in the browser tests: as on out-of-memory (a wasm trap), a
@@ -63,6 +87,11 @@ pub enum Reply {
         content_hash: String,
         /// Embedding width.
         dim: usize,
+        /// "f32", "f16" or "q8": how the matrices are stored.
+        #[serde(default)]
+        weights: Option<String>,
+        #[serde(default)]
+        image_size: Option<usize>,
     },
     /// Payloads: the embedding (f32) and the thumbnail (JPEG bytes).
     Image {
@@ -72,6 +101,27 @@ pub enum Reply {
     /// Payload: the embedding (f32).
     Text {
         tokens: usize,
+    },
+    /// Conversion under way: checkpoint bytes read of `size`, steps (one or a few tensors each).
+    ConvertProgress {
+        read: f64,
+        size: f64,
+        steps_done: usize,
+        steps: usize,
+        /// The converter's WebAssembly memory, in bytes (it only grows: its peak).
+        #[serde(default)]
+        memory: f64,
+    },
+    /// The model file is complete in the origin private file system.
+    Converted {
+        file: String,
+        bytes: f64,
+        content_hash: String,
+        /// "f32", "f16" or "q8".
+        weights: String,
+        image_size: usize,
+        dim: usize,
+        tensors: usize,
     },
     Failed {
         error: String,
@@ -90,10 +140,18 @@ mod tests {
     #[test]
     fn messages_round_trip_through_json() {
         let msgs = [
-            Request::Load { prefer_gpu: true },
+            Request::Load { prefer_gpu: true, opfs_file: None },
+            Request::Load { prefer_gpu: false, opfs_file: Some("converted-1-q8.safetensors".into()) },
             Request::EmbedText { text: "海边的日落".into() },
             Request::EmbedImage { thumb_size: 384, test_fault: None },
             Request::EmbedImage { thumb_size: 384, test_fault: Some(TestFault::Hang) },
+            Request::Convert(ConvertOptions {
+                quant: "q8".into(),
+                vocab: "[PAD]\n".into(),
+                config_json: None,
+                out_file: "m.safetensors".into(),
+                test_step_ms: None,
+            }),
         ];
         for m in msgs {
             let s = serde_json::to_string(&m).unwrap();

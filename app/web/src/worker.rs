@@ -4,8 +4,9 @@
 
 use brivl_engine::embedder::{Embedder, Pixels};
 use brivl_engine::model_file::ModelFile;
-use brivl_engine::models::brivl::embedding_dim;
+use brivl_engine::models::brivl::{embedding_dim, BrivlConfig};
 use brivl_engine::photo::{self, Rgb8};
+use brivl_engine::DType;
 use brivl_engine::Gpu;
 use futures::StreamExt;
 use js_sys::{Array, Float32Array, Uint8Array};
@@ -41,6 +42,10 @@ pub fn start() {
         let mut engine: Option<Embedder> = None;
         while let Some(msg) = rx.next().await {
             let id = msg.get(0);
+            if let Some(reply) = convert_request(&out, &msg).await {
+                send(&out, id, &reply, vec![]);
+                continue;
+            }
             let payload = msg.get(2).dyn_into::<Uint8Array>().map(|a| a.to_vec()).unwrap_or_default();
             let (reply, buffers) = match serde_json::from_str::<Request>(&msg.get(1).as_string().unwrap_or_default()) {
                 Ok(req) => handle(&mut engine, req, payload).await,
@@ -50,6 +55,19 @@ pub fn start() {
         }
     });
     send(&scope, JsValue::from(0), &Reply::Ready, vec![]);
+}
+
+/// A conversion request (its `File` rides in the message) is run here; anything else is `None`.
+async fn convert_request(scope: &DedicatedWorkerGlobalScope, msg: &Array) -> Option<Reply> {
+    let Ok(Request::Convert(opts)) = serde_json::from_str::<Request>(&msg.get(1).as_string().unwrap_or_default())
+    else {
+        return None;
+    };
+    let id = msg.get(0);
+    let Ok(file) = msg.get(2).dyn_into::<web_sys::File>() else {
+        return Some(Reply::Failed { error: "no checkpoint file came with the request".into() });
+    };
+    Some(crate::convert_worker::run(scope, file, opts, |r| send(scope, id.clone(), &r, vec![])).await)
 }
 
 fn send(scope: &DedicatedWorkerGlobalScope, id: JsValue, reply: &Reply, buffers: Vec<JsValue>) {
@@ -67,19 +85,11 @@ fn send(scope: &DedicatedWorkerGlobalScope, id: JsValue, reply: &Reply, buffers:
 async fn handle(engine: &mut Option<Embedder>, req: Request, payload: Vec<u8>) -> (Reply, Vec<JsValue>) {
     let failed = |error: String| (Reply::Failed { error }, vec![]);
     match req {
-        Request::Load { prefer_gpu } => match load(&payload, prefer_gpu).await {
-            Ok(Loaded { embedder: e, on_gpu, gpu_error, dim }) => {
-                let reply = Reply::Loaded {
-                    backend: e.backend_name(),
-                    on_gpu,
-                    gpu_error,
-                    content_hash: e.content_hash.clone(),
-                    dim,
-                };
-                *engine = Some(e);
-                (reply, vec![])
-            }
+        // Taken by `convert_request` before it gets here.
+        Request::Convert(_) => failed("a conversion request without its file".into()),
+        Request::Load { prefer_gpu, opfs_file } => match read_model(payload, opfs_file).await {
             Err(e) => failed(e),
+            Ok(bytes) => load_reply(engine, load(&bytes, prefer_gpu).await),
         },
         Request::EmbedImage { thumb_size, test_fault } => {
             match test_fault {
@@ -126,6 +136,38 @@ async fn handle(engine: &mut Option<Embedder>, req: Request, payload: Vec<u8>) -
     }
 }
 
+/// The reply to a load; the engine is kept when it loaded.
+fn load_reply(engine: &mut Option<Embedder>, loaded: Result<Loaded, String>) -> (Reply, Vec<JsValue>) {
+    match loaded {
+        Ok(Loaded { embedder: e, on_gpu, gpu_error, dim, weights, image_size }) => {
+            let reply = Reply::Loaded {
+                backend: e.backend_name(),
+                on_gpu,
+                gpu_error,
+                content_hash: e.content_hash.clone(),
+                dim,
+                weights: Some(weights),
+                image_size: Some(image_size),
+            };
+            *engine = Some(e);
+            (reply, vec![])
+        }
+        Err(error) => (Reply::Failed { error }, vec![]),
+    }
+}
+
+/// The model file: the request's payload, or a file of the origin private file system read here
+/// in slices (the page never holds it).
+async fn read_model(payload: Vec<u8>, opfs_file: Option<String>) -> Result<Vec<u8>, String> {
+    match opfs_file {
+        None => Ok(payload),
+        Some(name) => {
+            let scope: DedicatedWorkerGlobalScope = js_sys::global().unchecked_into();
+            crate::convert_worker::read_opfs_file(&scope, &name).await
+        }
+    }
+}
+
 /// A loaded model: where it runs (with the reason the GPU could not be used, if preferred) and
 /// its embedding width.
 struct Loaded {
@@ -133,6 +175,9 @@ struct Loaded {
     on_gpu: bool,
     gpu_error: Option<String>,
     dim: usize,
+    /// "f32", "f16" or "q8", and the image side, for the model list.
+    weights: String,
+    image_size: usize,
 }
 
 /// Parses the model (refused with the reason when wrong or corrupt) and loads it on WebGPU, or on
@@ -140,16 +185,30 @@ struct Loaded {
 async fn load(bytes: &[u8], prefer_gpu: bool) -> Result<Loaded, String> {
     let file = ModelFile::parse(bytes).map_err(|e| e.to_string())?;
     let dim = embedding_dim(&file).map_err(|e| e.to_string())?;
+    let weights = match file.weights() {
+        DType::Q8 => "q8",
+        DType::F16 => "f16",
+        _ => "f32",
+    };
+    let image_size = BrivlConfig::from_json(&file.config_json).map(|c| c.image_size).unwrap_or(0);
+    let loaded = |embedder, on_gpu, gpu_error| Loaded {
+        embedder,
+        on_gpu,
+        gpu_error,
+        dim,
+        weights: weights.to_string(),
+        image_size,
+    };
     let on_cpu = |gpu_error| {
         let embedder = Embedder::load(&file, None).map_err(|e| e.to_string())?;
-        Ok(Loaded { embedder, on_gpu: false, gpu_error, dim })
+        Ok(loaded(embedder, false, gpu_error))
     };
     if !prefer_gpu {
         return on_cpu(None);
     }
     let gpu_error = match Gpu::new().await {
         Ok(gpu) => match Embedder::load(&file, Some(&gpu)) {
-            Ok(embedder) => return Ok(Loaded { embedder, on_gpu: true, gpu_error: None, dim }),
+            Ok(embedder) => return Ok(loaded(embedder, true, None)),
             Err(e) => e.to_string(),
         },
         Err(e) => e.to_string(),

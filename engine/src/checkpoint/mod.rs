@@ -3,8 +3,11 @@
 //! The archive is a stored zip holding `<archive>/data.pkl` (a pickle of the saved object, whose
 //! tensors point at storages by key) and `<archive>/data/<key>` (raw little-endian elements).
 //! [`read_checkpoint`] runs the pickle, flattens nested dicts of tensors into `.`-joined names
-//! and returns [`TensorView`]s that borrow the storages from the input: nothing is copied until
-//! a tensor is converted, and contiguous little-endian f32 tensors are not copied even then.
+//! and returns [`TensorView`]s that point at the storages in the input: nothing is copied until
+//! a tensor is converted, and from bytes in memory contiguous little-endian f32 tensors are not
+//! copied even then. [`read_checkpoint_from`] reads a file in slices instead ([`ReadAt`]: a
+//! browser `File`, a native file): the end records, the central directory and `data.pkl` when
+//! opened, then each tensor's bytes when it is converted, so memory holds one tensor at a time.
 //!
 //! ```no_run
 //! # use brivl_engine::checkpoint::read_checkpoint_with;
@@ -107,19 +110,102 @@ pub enum CheckpointError {
     WrongDType { tensor: String, dtype: StoredDType, wanted: &'static str },
     #[error("no tensor named {0:?} in the checkpoint")]
     NotFound(String),
+    /// The input could not be read (a file that changed or went away while being read).
+    #[error("reading the checkpoint failed: {0}")]
+    Read(String),
 }
 
-/// A tensor of the checkpoint, borrowing its storage bytes from the input.
+/// Random access to a checkpoint file that is not held in memory.
+pub trait ReadAt {
+    /// The file's length in bytes.
+    fn size(&self) -> u64;
+    /// Fills `buf` with the file's bytes from `offset` (callers stay within [`size`](Self::size)).
+    fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), String>;
+}
+
+/// A native file, read at offsets (`brivl convert` and the tests read checkpoints this way).
+#[cfg(unix)]
+impl ReadAt for std::fs::File {
+    fn size(&self) -> u64 {
+        self.metadata().map(|m| m.len()).unwrap_or(0)
+    }
+    fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), String> {
+        std::os::unix::fs::FileExt::read_exact_at(self, buf, offset).map_err(|e| e.to_string())
+    }
+}
+
+/// Where a checkpoint's bytes are: in memory (views borrow them), or behind a [`ReadAt`].
+#[derive(Clone, Copy)]
+pub(crate) enum Input<'a> {
+    Bytes(&'a [u8]),
+    Reader(&'a dyn ReadAt),
+}
+
+impl fmt::Debug for Input<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Input::Bytes(b) => write!(f, "Bytes({})", b.len()),
+            Input::Reader(r) => write!(f, "Reader({})", r.size()),
+        }
+    }
+}
+
+impl<'a> Input<'a> {
+    pub(crate) fn len(&self) -> u64 {
+        match self {
+            Input::Bytes(b) => b.len() as u64,
+            Input::Reader(r) => r.size(),
+        }
+    }
+
+    /// Refuses a range that runs past the end of the file.
+    pub(crate) fn check(&self, at: u64, len: u64, what: &str) -> Result<(), CheckpointError> {
+        match at.checked_add(len) {
+            Some(end) if end <= self.len() => Ok(()),
+            _ => Err(CheckpointError::Zip(format!(
+                "{what} at byte {at} (+{len}) runs past the end of the file ({} bytes); is it truncated?",
+                self.len()
+            ))),
+        }
+    }
+
+    /// `len` bytes at `at`: borrowed from memory, or read (at most the file's size: what the
+    /// input justifies).
+    pub(crate) fn read(&self, at: u64, len: u64, what: &str) -> Result<Cow<'a, [u8]>, CheckpointError> {
+        self.check(at, len, what)?;
+        match *self {
+            Input::Bytes(b) => Ok(Cow::Borrowed(&b[at as usize..(at + len) as usize])),
+            Input::Reader(r) => {
+                let len = usize::try_from(len)
+                    .map_err(|_| CheckpointError::TooLarge(format!("{what} of {len} bytes does not fit in memory")))?;
+                let mut buf = vec![0u8; len];
+                r.read_exact_at(at, &mut buf).map_err(CheckpointError::Read)?;
+                Ok(Cow::Owned(buf))
+            }
+        }
+    }
+
+    pub(crate) fn starts_with(&self, prefix: &[u8]) -> bool {
+        let n = prefix.len() as u64;
+        n <= self.len() && self.read(0, n, "file").is_ok_and(|b| *b == *prefix)
+    }
+}
+
+/// A tensor of the checkpoint: where its storage lies in the input, and how it views it.
 /// Its size, stride and offset were checked against the storage when it was read.
 #[derive(Clone, Debug)]
 pub struct TensorView<'a> {
     name: String,
     shape: Vec<usize>,
     strides: Vec<usize>,
-    /// In elements, into `storage`.
+    /// In elements, into the storage.
     offset: usize,
+    /// Elements from `offset` to the farthest one any index reaches (0 when empty).
+    span: usize,
     dtype: StoredDType,
-    storage: &'a [u8],
+    input: Input<'a>,
+    /// File offset of the storage's first byte.
+    storage_at: u64,
     storage_key: String,
     big_endian: bool,
 }
@@ -180,24 +266,40 @@ impl<'a> TensorView<'a> {
         true
     }
 
+    /// Bytes of the stored elements this view reads (a single read of the input).
+    pub fn read_bytes(&self) -> usize {
+        self.span * self.dtype.size()
+    }
+
     /// The elements in row-major order as f32 (f16, bf16 and f64 are converted). Borrowed from
-    /// the input when the tensor is contiguous little-endian f32 and the bytes are 4-aligned.
+    /// the input when it is in memory and the tensor is contiguous little-endian f32 with
+    /// 4-aligned bytes; read straight into the result from a [`ReadAt`].
     pub fn to_f32(&self) -> Result<Cow<'a, [f32]>, CheckpointError> {
         let le = !self.big_endian;
         match self.dtype {
             StoredDType::F32 => {
                 if le && cfg!(target_endian = "little") && self.is_contiguous() {
                     let n = self.numel();
-                    let bytes = &self.storage[self.offset * 4..(self.offset + n) * 4];
-                    if let Ok(s) = bytemuck::try_cast_slice::<u8, f32>(bytes) {
-                        return Ok(Cow::Borrowed(s));
+                    let at = self.storage_at + (self.offset * 4) as u64;
+                    match self.input {
+                        Input::Bytes(b) => {
+                            let bytes = &b[at as usize..at as usize + n * 4];
+                            if let Ok(s) = bytemuck::try_cast_slice::<u8, f32>(bytes) {
+                                return Ok(Cow::Borrowed(s));
+                            }
+                        }
+                        Input::Reader(r) => {
+                            let mut out = vec![0f32; n];
+                            r.read_exact_at(at, bytemuck::cast_slice_mut(&mut out)).map_err(CheckpointError::Read)?;
+                            return Ok(Cow::Owned(out));
+                        }
                     }
                 }
-                Ok(Cow::Owned(self.gather(|b| f32::from_bits(word32(b, le)))))
+                Ok(Cow::Owned(self.gather(|b| f32::from_bits(word32(b, le)))?))
             }
-            StoredDType::F16 => Ok(Cow::Owned(self.gather(|b| half::f16::from_bits(word16(b, le)).to_f32()))),
-            StoredDType::BF16 => Ok(Cow::Owned(self.gather(|b| half::bf16::from_bits(word16(b, le)).to_f32()))),
-            StoredDType::F64 => Ok(Cow::Owned(self.gather(|b| f64::from_bits(word64(b, le)) as f32))),
+            StoredDType::F16 => Ok(Cow::Owned(self.gather(|b| half::f16::from_bits(word16(b, le)).to_f32())?)),
+            StoredDType::BF16 => Ok(Cow::Owned(self.gather(|b| half::bf16::from_bits(word16(b, le)).to_f32())?)),
+            StoredDType::F64 => Ok(Cow::Owned(self.gather(|b| f64::from_bits(word64(b, le)) as f32)?)),
             d => Err(CheckpointError::WrongDType { tensor: self.name.clone(), dtype: d, wanted: "a float type" }),
         }
     }
@@ -205,21 +307,15 @@ impl<'a> TensorView<'a> {
     /// The elements in row-major order as i64, for integer and bool tensors.
     pub fn to_i64(&self) -> Result<Vec<i64>, CheckpointError> {
         let le = !self.big_endian;
-        Ok(match self.dtype {
+        match self.dtype {
             StoredDType::I64 => self.gather(|b| word64(b, le) as i64),
             StoredDType::I32 => self.gather(|b| word32(b, le) as i32 as i64),
             StoredDType::I16 => self.gather(|b| word16(b, le) as i16 as i64),
             StoredDType::I8 => self.gather(|b| b[0] as i8 as i64),
             StoredDType::U8 => self.gather(|b| b[0] as i64),
             StoredDType::Bool => self.gather(|b| (b[0] != 0) as i64),
-            d => {
-                return Err(CheckpointError::WrongDType {
-                    tensor: self.name.clone(),
-                    dtype: d,
-                    wanted: "an integer type",
-                })
-            }
-        })
+            d => Err(CheckpointError::WrongDType { tensor: self.name.clone(), dtype: d, wanted: "an integer type" }),
+        }
     }
 
     /// An owned copy: f32 values for float tensors, i64 values for the rest.
@@ -229,22 +325,24 @@ impl<'a> TensorView<'a> {
         Ok(TensorData { shape: self.shape.clone(), dtype: self.dtype, values })
     }
 
-    /// Reads every element in row-major order, following the strides.
-    fn gather<T>(&self, read: impl Fn(&[u8]) -> T) -> Vec<T> {
+    /// Reads every element in row-major order, following the strides: one read of the
+    /// elements the view spans (no more than its storage holds).
+    fn gather<T>(&self, read: impl Fn(&[u8]) -> T) -> Result<Vec<T>, CheckpointError> {
         let es = self.dtype.size();
         let n = self.numel();
+        let at = self.storage_at + (self.offset * es) as u64;
+        let span = self.input.read(at, (self.span * es) as u64, &format!("tensor {:?}", self.name))?;
         if self.is_contiguous() {
-            let bytes = &self.storage[self.offset * es..(self.offset + n) * es];
-            return bytes.chunks_exact(es).map(read).collect();
+            return Ok(span[..n * es].chunks_exact(es).map(read).collect());
         }
         let mut out = Vec::with_capacity(n);
         let nd = self.shape.len();
         let mut idx = vec![0usize; nd];
         // Wrapping: a size-1 dim may carry any stride, so the running position may step past
-        // the storage before stepping back; the final positions were bounds-checked.
-        let mut pos = self.offset;
+        // the span before stepping back; the final positions were bounds-checked.
+        let mut pos = 0usize;
         for _ in 0..n {
-            out.push(read(&self.storage[pos * es..pos * es + es]));
+            out.push(read(&span[pos * es..pos * es + es]));
             for d in (0..nd).rev() {
                 idx[d] += 1;
                 pos = pos.wrapping_add(self.strides[d]);
@@ -255,7 +353,7 @@ impl<'a> TensorView<'a> {
                 idx[d] = 0;
             }
         }
-        out
+        Ok(out)
     }
 }
 
@@ -358,14 +456,21 @@ pub fn read_checkpoint(bytes: &[u8]) -> Result<Checkpoint<'_>, CheckpointError> 
 
 /// Reads the tensors whose flattened name `keep` accepts. Skipped tensors are not checked
 /// against their storages, and their bytes are never touched.
-pub fn read_checkpoint_with(
-    bytes: &[u8],
-    mut keep: impl FnMut(&str) -> bool,
-) -> Result<Checkpoint<'_>, CheckpointError> {
-    if is_legacy(bytes) {
+pub fn read_checkpoint_with(bytes: &[u8], keep: impl FnMut(&str) -> bool) -> Result<Checkpoint<'_>, CheckpointError> {
+    read_input(Input::Bytes(bytes), keep)
+}
+
+/// As [`read_checkpoint`], reading `file` in slices: the tensors' bytes are read when each is
+/// converted, so the checkpoint is never held whole.
+pub fn read_checkpoint_from(file: &dyn ReadAt) -> Result<Checkpoint<'_>, CheckpointError> {
+    read_input(Input::Reader(file), |_| true)
+}
+
+fn read_input(input: Input<'_>, mut keep: impl FnMut(&str) -> bool) -> Result<Checkpoint<'_>, CheckpointError> {
+    if is_legacy(&input.read(0, input.len().min(14), "file")?) {
         return Err(CheckpointError::Legacy);
     }
-    let entries = zip::entries(bytes)?;
+    let entries = zip::entries(input)?;
     // `<archive>/data.pkl`: the archive folder is named after the file torch saved to.
     let pkl = entries
         .iter()
@@ -373,26 +478,36 @@ pub fn read_checkpoint_with(
             e.name.strip_suffix("data.pkl").is_some_and(|dir| dir.ends_with('/') && dir.matches('/').count() == 1)
         })
         .ok_or(CheckpointError::MissingDataPkl)?;
-    if zip::crc32(pkl.data) != pkl.crc32 {
+    let pkl_data = input.read(pkl.at, pkl.len, &pkl.name)?;
+    if zip::crc32(&pkl_data) != pkl.crc32 {
         return Err(CheckpointError::Zip(format!("{} fails its CRC check: the file is corrupt", pkl.name)));
     }
     let dir = &pkl.name[..pkl.name.len() - "data.pkl".len()];
     let big_endian = match entries.iter().find(|e| e.name.strip_prefix(dir) == Some("byteorder")) {
-        Some(e) if e.data == b"big" => true,
-        Some(e) if e.data == b"little" => false,
         Some(e) => {
-            return Err(CheckpointError::Zip(format!("unknown byteorder {:?}", String::from_utf8_lossy(e.data))));
+            // "big" or "little"; only the first bytes of anything longer are read, to name it.
+            let data = input.read(e.at, e.len.min(64), "byteorder")?;
+            match (&*data, e.len) {
+                (b"big", 3) => true,
+                (b"little", 6) => false,
+                _ => {
+                    return Err(CheckpointError::Zip(format!(
+                        "unknown byteorder {:?}",
+                        String::from_utf8_lossy(&data)
+                    )));
+                }
+            }
         }
         None => false, // Files before torch 2.1 have no byteorder record and are little-endian.
     };
-    let storages: HashMap<&str, &[u8]> = entries
+    let storages: HashMap<&str, (u64, u64)> = entries
         .iter()
-        .filter_map(|e| e.name.strip_prefix(dir).and_then(|n| n.strip_prefix("data/")).map(|k| (k, e.data)))
+        .filter_map(|e| e.name.strip_prefix(dir).and_then(|n| n.strip_prefix("data/")).map(|k| (k, (e.at, e.len))))
         .collect();
 
-    let root = pickle::unpickle(pkl.data)?;
+    let root = pickle::unpickle(&pkl_data)?;
     let mut found = Vec::new();
-    let mut budget = Budget::for_pickle(pkl.data.len());
+    let mut budget = Budget::for_pickle(pkl_data.len());
     flatten(&root, String::new(), 0, &mut budget, &mut found)?;
     if found.is_empty() && !matches!(root, Value::Dict(_)) {
         return Err(CheckpointError::Structure(format!(
@@ -401,7 +516,8 @@ pub fn read_checkpoint_with(
         )));
     }
 
-    let mut out = Checkpoint { file_bytes: bytes.len(), ..Checkpoint::default() };
+    let file_bytes = usize::try_from(input.len()).unwrap_or(usize::MAX);
+    let mut out = Checkpoint { file_bytes, ..Checkpoint::default() };
     for (name, spec) in found {
         if !keep(&name) {
             continue;
@@ -409,7 +525,7 @@ pub fn read_checkpoint_with(
         let storage = *storages
             .get(spec.storage.key.as_str())
             .ok_or_else(|| CheckpointError::MissingStorage { tensor: name.clone(), key: spec.storage.key.clone() })?;
-        let view = make_view(name.clone(), &spec, storage, big_endian)?;
+        let view = make_view(name.clone(), &spec, input, storage, big_endian)?;
         out.insert(name, view);
     }
     Ok(out)
@@ -513,7 +629,8 @@ fn flatten(
 fn make_view<'a>(
     name: String,
     spec: &pickle::TensorSpec,
-    storage: &'a [u8],
+    input: Input<'a>,
+    (storage_at, storage_len): (u64, u64),
     big_endian: bool,
 ) -> Result<TensorView<'a>, CheckpointError> {
     let es = spec.storage.dtype.size();
@@ -524,7 +641,8 @@ fn make_view<'a>(
         .try_fold(1usize, |a, &s| a.checked_mul(s))
         .filter(|n| n.checked_mul(es).is_some())
         .ok_or_else(|| oob(format!("size {:?} has too many elements", spec.size)))?;
-    let available = storage.len() / es;
+    // Within the file (checked when the zip was read), so within usize on 64-bit targets.
+    let available = usize::try_from(storage_len / es as u64).unwrap_or(usize::MAX);
     if numel > available {
         // Views that repeat elements (stride 0, overlapping strides) are legal in torch, but a
         // state dict never needs more elements than it stores: this bounds what loading takes.
@@ -533,6 +651,7 @@ fn make_view<'a>(
             spec.size, spec.storage.key, spec.storage.dtype
         )));
     }
+    let mut span = 0;
     if numel > 0 {
         // The farthest element any index reaches.
         let last = spec
@@ -541,7 +660,7 @@ fn make_view<'a>(
             .zip(&spec.stride)
             .try_fold(spec.offset, |a, (&s, &st)| (s - 1).checked_mul(st).and_then(|x| a.checked_add(x)));
         match last {
-            Some(last) if last < available => {}
+            Some(last) if last < available => span = last - spec.offset + 1,
             _ => {
                 return Err(oob(format!(
                     "size {:?}, stride {:?} and offset {} reach past its storage {:?} of {available} {} elements",
@@ -557,8 +676,10 @@ fn make_view<'a>(
         shape: spec.size.clone(),
         strides: spec.stride.clone(),
         offset: spec.offset,
+        span,
         dtype: spec.storage.dtype,
-        storage,
+        input,
+        storage_at,
         storage_key: spec.storage.key.clone(),
         big_endian,
     })

@@ -195,10 +195,43 @@ fn aligned(bytes: &[u8]) -> Vec<u64> {
     words
 }
 
+/// A file read in slices, as the browser reads a `File`: counts what it is asked for and refuses
+/// reads past its end (the reader must never ask for them).
+struct Slices {
+    bytes: Vec<u8>,
+    largest: std::cell::Cell<usize>,
+    total: std::cell::Cell<u64>,
+}
+
+impl Slices {
+    fn new(bytes: &[u8]) -> Self {
+        Slices { bytes: bytes.to_vec(), largest: 0.into(), total: 0.into() }
+    }
+}
+
+impl ReadAt for Slices {
+    fn size(&self) -> u64 {
+        self.bytes.len() as u64
+    }
+    fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), String> {
+        let end = offset as usize + buf.len();
+        assert!(end <= self.bytes.len(), "read past the end: {offset} + {}", buf.len());
+        buf.copy_from_slice(&self.bytes[offset as usize..end]);
+        self.largest.set(self.largest.get().max(buf.len()));
+        self.total.set(self.total.get() + buf.len() as u64);
+        Ok(())
+    }
+}
+
+/// The error, the same whether the bytes are in memory or read in slices.
 fn err_of(bytes: &[u8]) -> String {
+    let from_slices = read_checkpoint_from(&Slices::new(bytes)).map(|c| c.len()).map_err(|e| e.to_string());
     match read_checkpoint(bytes) {
         Ok(ck) => panic!("expected an error, got {} tensors", ck.len()),
-        Err(e) => e.to_string(),
+        Err(e) => {
+            assert_eq!(from_slices, Err(e.to_string()), "read in slices");
+            e.to_string()
+        }
     }
 }
 
@@ -551,7 +584,10 @@ fn check_fixture(file: &str, bytes: &[u8]) {
     let expected = Json::parse(EXPECTED);
     let want = expected.get(file).arr();
     let ck = read_checkpoint(bytes).unwrap_or_else(|e| panic!("{file}: {e}"));
+    let slices = Slices::new(bytes);
+    let sliced = read_checkpoint_from(&slices).unwrap_or_else(|e| panic!("{file} in slices: {e}"));
     let names: Vec<&str> = want.iter().map(|t| t.get("name").str()).collect();
+    assert_eq!(sliced.names().collect::<Vec<_>>(), names, "{file} in slices: names and order");
     assert_eq!(ck.names().collect::<Vec<_>>(), names, "{file}: names and order");
     let mut keys: Vec<(usize, String)> = Vec::new();
     for t in want {
@@ -563,6 +599,7 @@ fn check_fixture(file: &str, bytes: &[u8]) {
         let vals = t.get("values").arr();
         let data = view.load().unwrap();
         assert_eq!(data.shape, shape);
+        assert_eq!(sliced.tensor(name).unwrap().load().unwrap(), data, "{name}: read in slices");
         match &data.values {
             Values::F32(got) => {
                 assert!(view.dtype().is_float(), "{name}: floats from an integer tensor");
@@ -615,20 +652,17 @@ ck_test!(torch_legacy_format_is_named, {
     assert_eq!(err_of(LEGACY), "legacy PyTorch format: re-save with torch.save(obj, path) from torch >= 1.6");
 });
 
-/// Reads and converts everything that parses; only panics matter.
+/// Reads and converts everything that parses; only panics matter, and the same outcome from
+/// memory and from slices.
 fn exercise(bytes: &[u8]) -> bool {
-    match read_checkpoint(bytes) {
-        Ok(ck) => {
-            for (_, t) in ck.iter() {
-                let _ = t.load();
-            }
-            true
-        }
-        Err(e) => {
-            let _ = e.to_string();
-            false
-        }
-    }
+    let load_all = |ck: Result<Checkpoint<'_>, CheckpointError>| {
+        ck.map(|ck| ck.iter().map(|(n, t)| (n.to_string(), t.load().map_err(|e| e.to_string()))).collect::<Vec<_>>())
+            .map_err(|e| e.to_string())
+    };
+    let slices = Slices::new(bytes);
+    let (mem, sliced) = (load_all(read_checkpoint(bytes)), load_all(read_checkpoint_from(&slices)));
+    assert_eq!(format!("{mem:?}"), format!("{sliced:?}"), "memory and slices differ");
+    mem.is_ok()
 }
 
 ck_test!(corrupted_and_truncated_inputs_never_panic, {
@@ -654,18 +688,19 @@ ck_test!(corrupted_and_truncated_inputs_never_panic, {
     }
     // The pickle itself, re-zipped with a valid CRC so the corruption reaches the unpickler.
     for file in [NESTED, PARAMS] {
-        let entries = zip::entries(file).unwrap();
+        let entries = zip::entries(Input::Bytes(file)).unwrap();
+        let data = |e: &zip::Entry| &file[e.at as usize..(e.at + e.len) as usize];
         let pkl_at = entries.iter().position(|e| e.name.ends_with("/data.pkl")).unwrap();
         let rezip = |pkl: &[u8]| {
             let files: Vec<(&str, &[u8])> = entries
                 .iter()
                 .enumerate()
-                .map(|(i, e)| (e.name.as_str(), if i == pkl_at { pkl } else { e.data }))
+                .map(|(i, e)| (e.name.as_str(), if i == pkl_at { pkl } else { data(e) }))
                 .collect();
             make_zip(&files, &PLAIN)
         };
-        assert!(exercise(&rezip(entries[pkl_at].data)), "re-zipping must keep the fixture readable");
-        let pkl = entries[pkl_at].data;
+        assert!(exercise(&rezip(data(&entries[pkl_at]))), "re-zipping must keep the fixture readable");
+        let pkl = data(&entries[pkl_at]);
         for len in 0..pkl.len() {
             assert!(!exercise(&rezip(&pkl[..len])), "a pickle cut at {len} read as complete");
         }
@@ -929,4 +964,33 @@ ck_test!(copies_of_shared_values_are_bounded, {
     let sizes = vec![1; 65];
     let e = err_of(&archive(&one_tensor("FloatStorage", 0, &sizes, &sizes), &[("0", &f32_bytes(&[1.0]))]));
     assert!(e.contains("size has 65 dimensions, more than 64"), "{e}");
+});
+
+ck_test!(reading_in_slices_holds_one_tensor_at_a_time, {
+    // Two 256 KiB tensors: opening reads the end of the file (the end record's 64 KiB window),
+    // the directory and the pickle; each tensor is then one read of its own bytes.
+    let n = 256usize;
+    let a: Vec<f32> = (0..n * n).map(|i| i as f32).collect();
+    let b: Vec<f32> = (0..n * n).map(|i| -(i as f32)).collect();
+    let (ni, bytes_each) = (n as i32, n * n * 4);
+    let pkl = P::new()
+        .op(b'}')
+        .op(b'(')
+        .s("a")
+        .tensor("FloatStorage", "0", 0, &[ni, ni], &[ni, 1])
+        .s("b")
+        .tensor("FloatStorage", "1", 0, &[ni, ni], &[1, ni])
+        .op(b'u')
+        .stop();
+    let bytes = archive(&pkl, &[("0", &f32_bytes(&a)), ("1", &f32_bytes(&b))]);
+    let file = Slices::new(&bytes);
+    let ck = read_checkpoint_from(&file).unwrap();
+    let opened = file.total.get();
+    assert!(opened < 70_000, "opening read {opened} bytes of {}", bytes.len());
+    assert_eq!(&*ck.tensor("a").unwrap().to_f32().unwrap(), &a);
+    assert_eq!(file.largest.get(), bytes_each, "one read of the tensor's own bytes");
+    let bt = ck.tensor("b").unwrap().to_f32().unwrap();
+    let want: Vec<f32> = (0..n * n).map(|i| b[(i % n) * n + i / n]).collect();
+    assert_eq!(&*bt, &want, "transposed view gathered from its span");
+    assert_eq!(file.total.get(), opened + 2 * bytes_each as u64);
 });

@@ -1,7 +1,8 @@
 //! A minimal reader for the zip archives `torch.save` writes: stored (uncompressed) entries,
-//! optionally zip64. Entries are returned as slices of the input, so nothing is copied.
+//! optionally zip64. Entries are returned as places in the file, so nothing is read or copied
+//! until a tensor is.
 
-use super::CheckpointError;
+use super::{CheckpointError, Input};
 
 const EOCD_SIG: u32 = 0x0605_4b50;
 const ZIP64_LOCATOR_SIG: u32 = 0x0706_4b50;
@@ -9,10 +10,12 @@ const ZIP64_EOCD_SIG: u32 = 0x0606_4b50;
 const CENTRAL_SIG: u32 = 0x0201_4b50;
 const LOCAL_SIG: u32 = 0x0403_4b50;
 
-/// One archive member: its name and its bytes (a slice of the input).
-pub(crate) struct Entry<'a> {
+/// One archive member: its name and where its bytes lie in the file.
+pub(crate) struct Entry {
     pub name: String,
-    pub data: &'a [u8],
+    /// File offset of the entry's bytes.
+    pub at: u64,
+    pub len: u64,
     pub crc32: u32,
 }
 
@@ -20,18 +23,23 @@ fn corrupt(msg: impl Into<String>) -> CheckpointError {
     CheckpointError::Zip(msg.into())
 }
 
-/// Bounds-checked little-endian reads.
+/// Bounds-checked little-endian reads of bytes held in memory: the end records and the central
+/// directory, each read from the input once. `base` is where `bytes` starts in the file, so
+/// messages name file offsets.
 struct Reader<'a> {
     bytes: &'a [u8],
+    base: u64,
+    what: &'static str,
 }
 
 impl<'a> Reader<'a> {
     fn slice(&self, at: u64, len: u64, what: &str) -> Result<&'a [u8], CheckpointError> {
-        let end = at.checked_add(len);
-        match end {
-            Some(end) if end <= self.bytes.len() as u64 => Ok(&self.bytes[at as usize..end as usize]),
+        let rel = at.checked_sub(self.base);
+        match rel.and_then(|r| r.checked_add(len).map(|end| (r, end))) {
+            Some((r, end)) if end <= self.bytes.len() as u64 => Ok(&self.bytes[r as usize..end as usize]),
             _ => Err(corrupt(format!(
-                "{what} at byte {at} (+{len}) runs past the end of the file ({} bytes); is it truncated?",
+                "{what} at byte {at} (+{len}) runs past the end of the {} ({} bytes); is it truncated?",
+                self.what,
                 self.bytes.len()
             ))),
         }
@@ -52,28 +60,38 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// Finds the end-of-central-directory record: the last one within the 64 KiB comment window.
-fn find_eocd(bytes: &[u8]) -> Option<usize> {
-    if bytes.len() < 22 {
+/// Finds the end-of-central-directory record: the last one within the 64 KiB comment window
+/// (`tail` is the file's last bytes, up to that window).
+fn find_eocd(tail: &[u8]) -> Option<usize> {
+    if tail.len() < 22 {
         return None;
     }
-    let last = bytes.len() - 22;
+    let last = tail.len() - 22;
     let first = last.saturating_sub(0xFFFF);
-    (first..=last).rev().find(|&i| bytes[i..i + 4] == EOCD_SIG.to_le_bytes())
+    (first..=last).rev().find(|&i| tail[i..i + 4] == EOCD_SIG.to_le_bytes())
+}
+
+/// A record of `len` bytes at `at`, read from the input and checked against its end.
+fn record(input: Input<'_>, at: u64, len: u64, what: &'static str) -> Result<Vec<u8>, CheckpointError> {
+    Ok(input.read(at, len, what)?.into_owned())
 }
 
 /// Lists every member of the archive. Fails on anything torch would not write
-/// (compression, encryption, multi-disk archives).
-pub(crate) fn entries(bytes: &[u8]) -> Result<Vec<Entry<'_>>, CheckpointError> {
-    let eocd = find_eocd(bytes).ok_or_else(|| {
-        CheckpointError::NotZip(if bytes.starts_with(b"PK\x03\x04") {
+/// (compression, encryption, multi-disk archives). Reads the end records, the central
+/// directory and one local header per entry; never an entry's bytes.
+pub(crate) fn entries(input: Input<'_>) -> Result<Vec<Entry>, CheckpointError> {
+    let size = input.len();
+    let tail_at = size.saturating_sub(22 + 0xFFFF);
+    let tail = input.read(tail_at, size - tail_at, "zip end record")?;
+    let eocd = find_eocd(&tail).ok_or_else(|| {
+        CheckpointError::NotZip(if input.starts_with(b"PK\x03\x04") {
             "it starts like a zip but has no end-of-central-directory record (truncated?)".into()
         } else {
             "it is not a zip archive".into()
         })
     })?;
-    let r = Reader { bytes };
-    let e = eocd as u64;
+    let r = Reader { bytes: &tail, base: tail_at, what: "file" };
+    let e = tail_at + eocd as u64;
     let mut count = r.u16(e + 10, "zip directory")? as u64;
     let mut cd_size = r.u32(e + 12, "zip directory")? as u64;
     let mut cd_offset = r.u32(e + 16, "zip directory")? as u64;
@@ -83,22 +101,27 @@ pub(crate) fn entries(bytes: &[u8]) -> Result<Vec<Entry<'_>>, CheckpointError> {
     if count == 0xFFFF || cd_size == 0xFFFF_FFFF || cd_offset == 0xFFFF_FFFF {
         // zip64: a locator sits right before the classic record and points at the zip64 one.
         let loc = e.checked_sub(20).ok_or_else(|| corrupt("zip64 locator missing"))?;
-        if r.u32(loc, "zip64 locator")? != ZIP64_LOCATOR_SIG {
+        let locator = record(input, loc, 20, "zip64 locator")?;
+        let l = Reader { bytes: &locator, base: loc, what: "file" };
+        if l.u32(loc, "zip64 locator")? != ZIP64_LOCATOR_SIG {
             return Err(corrupt("zip64 locator missing"));
         }
-        let rec = r.u64(loc + 8, "zip64 locator")?;
-        if r.u32(rec, "zip64 directory record")? != ZIP64_EOCD_SIG {
+        let rec = l.u64(loc + 8, "zip64 locator")?;
+        let record56 = record(input, rec, 56, "zip64 directory record")?;
+        let z = Reader { bytes: &record56, base: rec, what: "file" };
+        if z.u32(rec, "zip64 directory record")? != ZIP64_EOCD_SIG {
             return Err(corrupt("bad zip64 directory record signature"));
         }
-        count = r.u64(rec.saturating_add(32), "zip64 directory record")?;
-        cd_size = r.u64(rec.saturating_add(40), "zip64 directory record")?;
-        cd_offset = r.u64(rec.saturating_add(48), "zip64 directory record")?;
+        count = z.u64(rec + 32, "zip64 directory record")?;
+        cd_size = z.u64(rec + 40, "zip64 directory record")?;
+        cd_offset = z.u64(rec + 48, "zip64 directory record")?;
     }
     // Each central entry is at least 46 bytes: a bogus count cannot make us allocate much.
-    r.slice(cd_offset, cd_size, "zip central directory")?;
+    let cd = input.read(cd_offset, cd_size, "zip central directory")?;
     if count.saturating_mul(46) > cd_size {
         return Err(corrupt(format!("zip directory claims {count} entries in {cd_size} bytes")));
     }
+    let r = Reader { bytes: &cd, base: cd_offset, what: "zip directory" };
     let mut out = Vec::with_capacity(count as usize);
     let mut at = cd_offset;
     for _ in 0..count {
@@ -129,13 +152,16 @@ pub(crate) fn entries(bytes: &[u8]) -> Result<Vec<Entry<'_>>, CheckpointError> {
         if csize != usize_ {
             return Err(corrupt(format!("stored zip entry {name:?} has different packed and unpacked sizes")));
         }
-        if r.u32(local, "zip local header")? != LOCAL_SIG {
+        let header = record(input, local, 30, "zip local header")?;
+        let h = Reader { bytes: &header, base: local, what: "file" };
+        if h.u32(local, "zip local header")? != LOCAL_SIG {
             return Err(corrupt(format!("bad local header signature for {name:?}")));
         }
-        let lname = r.u16(local.saturating_add(26), "zip local header")? as u64;
-        let lextra = r.u16(local.saturating_add(28), "zip local header")? as u64;
-        let data = r.slice(local.saturating_add(30 + lname + lextra), csize, &format!("zip entry {name:?}"))?;
-        out.push(Entry { name, data, crc32 });
+        let lname = h.u16(local + 26, "zip local header")? as u64;
+        let lextra = h.u16(local + 28, "zip local header")? as u64;
+        let data_at = local.saturating_add(30 + lname + lextra);
+        input.check(data_at, csize, &format!("zip entry {name:?}"))?;
+        out.push(Entry { name, at: data_at, len: csize, crc32 });
     }
     Ok(out)
 }

@@ -4,6 +4,7 @@
 mod engine;
 mod indexer;
 mod model;
+mod models;
 mod search;
 mod state;
 mod store;
@@ -66,6 +67,7 @@ fn App() -> impl IntoView {
     spawn_local(async move {
         indexer::load_index(s).await;
         model::load_startup(s).await;
+        models::sweep_leftovers().await;
     });
     spawn_local(search::load_dictionary(s));
 
@@ -158,6 +160,8 @@ fn ModelPanel() -> impl IntoView {
                     on:change=on_pick
                 />
             </div>
+            <models::ModelList />
+            <models::ConvertBox />
         </section>
     }
 }
@@ -264,7 +268,9 @@ fn AlbumPanel() -> impl IntoView {
                 <div class="row">
                     <button on:click=move |_| { if let Some(i) = files_ref.get() { i.click(); } }>{move || s.t(Key::PickPhotos)}</button>
                     <button on:click=move |_| { if let Some(i) = folder_ref.get() { i.click(); } }>{move || s.t(Key::PickFolder)}</button>
-                    <button id="demo" on:click=demo>{move || s.t(Key::TryDemo)}</button>
+                    {move || s.in_use.with(|m| m.as_ref().is_some_and(|m| m.demo)).then(|| view! {
+                        <button id="demo" on:click=demo>{move || s.t(Key::TryDemo)}</button>
+                    })}
                 </div>
                 <input type="file" id="pick-files" class="visually-hidden" tabindex="-1" multiple accept="image/*"
                     aria-label=move || s.t(Key::PickPhotos) node_ref=files_ref on:change=move |_| from_input(files_ref) />

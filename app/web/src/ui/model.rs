@@ -1,6 +1,7 @@
 //! Getting the model into the worker: from the site's `models/` (listed in `models/models.json`
-//! with size and SHA-256) or from a file the user drops; kept in Cache Storage so a second visit
-//! needs no download and works offline.
+//! with size and SHA-256), from a file the user drops, or from a checkpoint converted in the page
+//! (`models.rs`). The site's model in use is kept in Cache Storage, the others in the origin
+//! private file system, so a second visit needs no download or conversion and works offline.
 
 use std::rc::Rc;
 
@@ -10,6 +11,7 @@ use leptos::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::engine::{engine, Engine};
+use super::models::{self, ModelEntry};
 use super::state::{ModelStatus, ReadyModel, State};
 use super::{indexer, store};
 use crate::protocol::{Reply, Request};
@@ -94,14 +96,23 @@ pub async fn use_site_model(s: State) {
     load_startup(s).await;
 }
 
-/// Loads `r` from Cache Storage if it is there with the right SHA-256 (a bad copy is deleted).
+/// Loads `r` from where it is kept, if it is there (a site model with the right SHA-256: a bad
+/// copy is deleted; the others are checked by their content hash when parsed).
 async fn from_cache(s: State, r: &Remembered) -> bool {
-    let Ok(Some(bytes)) = store::cache_get(&r.key).await else { return false };
-    if store::sha256_hex(&bytes).await.ok().as_deref() != Some(r.sha256.as_str()) {
+    if models::opfs_name(&r.key).is_some() {
+        // The worker reads it from OPFS itself.
+        if !models::model_exists(&r.key).await {
+            return false;
+        }
+        activate(s, r.clone(), None, true).await;
+        return true;
+    }
+    let Ok(Some(bytes)) = models::model_bytes(&r.key).await else { return false };
+    if r.from_site && store::sha256_hex(&bytes).await.ok().as_deref() != Some(r.sha256.as_str()) {
         let _ = store::cache_delete(&r.key).await;
         return false;
     }
-    activate(s, r.clone(), bytes, true).await;
+    activate(s, r.clone(), Some(bytes), true).await;
     true
 }
 
@@ -141,7 +152,7 @@ pub async fn load_site(s: State, m: SiteModel) {
         );
     }
     let r = Remembered { key, name: m.file, bytes: bytes.length() as f64, sha256: sha, from_site: true };
-    activate(s, r, bytes, false).await;
+    activate(s, r, Some(bytes), false).await;
 }
 
 /// A model file the user picked or dropped: loaded if the engine accepts it, then cached.
@@ -154,13 +165,44 @@ pub async fn load_file(s: State, file: web_sys::File) {
     };
     let sha = store::sha256_hex(&bytes).await.unwrap_or_default();
     let r = Remembered {
-        key: format!("models/local/{sha}"),
+        key: format!("opfs:dropped-{}.safetensors", &sha[..sha.len().min(16)]),
         name,
         bytes: bytes.length() as f64,
         sha256: sha,
         from_site: false,
     };
-    activate(s, r, bytes, false).await;
+    activate(s, r, Some(bytes), false).await;
+}
+
+/// A model of the device's list, loaded into the engine (a site model not kept any more is
+/// downloaded again).
+pub async fn load_kept(s: State, e: ModelEntry) {
+    let r = Remembered {
+        key: e.key.clone(),
+        name: e.name.clone(),
+        bytes: e.bytes,
+        sha256: String::new(),
+        from_site: e.origin == "site",
+    };
+    if r.from_site {
+        return use_site_model(s).await;
+    }
+    if models::model_exists(&e.key).await {
+        activate(s, r, None, true).await;
+    } else {
+        refuse(s, &e.name, "it is no longer on this device".into());
+    }
+}
+
+/// Loads a model into the worker: `bytes` sent to it, or with `None`, the file kept under `key`
+/// in OPFS, which the worker reads itself.
+async fn load_into(engine: &Engine, key: &str, bytes: Option<Uint8Array>) -> Result<Reply, String> {
+    let opfs_file = if bytes.is_none() { models::opfs_name(key).map(str::to_string) } else { None };
+    if bytes.is_none() && opfs_file.is_none() {
+        return Err("the model file is not kept on this device".into());
+    }
+    let req = Request::Load { prefer_gpu: prefer_gpu(), opfs_file };
+    Ok(engine.call_watched(&req, bytes, LOAD_LIMIT_MS).await.map_err(String::from)?.reply)
 }
 
 fn refuse(s: State, name: &str, error: String) {
@@ -168,30 +210,48 @@ fn refuse(s: State, name: &str, error: String) {
     s.model.set(ModelStatus::Refused { name: name.to_string(), error, previous });
 }
 
-/// Sends the bytes to the worker; on success caches them (when they came from elsewhere),
-/// remembers the choice and starts indexing what is queued.
-async fn activate(s: State, r: Remembered, bytes: Uint8Array, from_cache: bool) {
+/// Sends the bytes to the worker (none: it reads the file kept in OPFS); on success keeps them
+/// (when they came from elsewhere), remembers the choice and starts indexing what is queued.
+async fn activate(s: State, r: Remembered, bytes: Option<Uint8Array>, from_cache: bool) {
     s.model.set(ModelStatus::Loading { name: r.name.clone() });
-    // The worker takes the bytes; keep a copy to cache only when they are not cached yet.
-    let to_cache = (!from_cache).then(|| Uint8Array::new(&bytes));
+    // The worker takes the bytes; keep a copy only when they are not kept yet.
+    let to_cache = if from_cache { None } else { bytes.as_ref().map(|b| Uint8Array::new(b)) };
     let engine = match engine().await {
         Ok(e) => e,
         Err(e) => return refuse(s, &r.name, e),
     };
-    let answer =
-        match engine.call_watched(&Request::Load { prefer_gpu: prefer_gpu() }, Some(bytes), LOAD_LIMIT_MS).await {
-            Ok(a) => a,
-            Err(e) => return refuse(s, &r.name, e.into()),
-        };
-    let Reply::Loaded { backend, on_gpu, gpu_error, content_hash, dim } = answer.reply else {
+    let reply = match load_into(&engine, &r.key, bytes).await {
+        Ok(a) => a,
+        Err(e) => return refuse(s, &r.name, e),
+    };
+    let Reply::Loaded { backend, on_gpu, gpu_error, content_hash, dim, weights, image_size } = reply else {
         return refuse(s, &r.name, "unexpected reply from the engine".into());
     };
     if let Some(copy) = to_cache {
-        if let Err(e) = store::cache_put(&r.key, &copy).await {
-            web_sys::console::warn_1(&format!("brivl: model not cached: {e}").into());
+        if let Err(e) = models::keep_model(&r.key, &copy).await {
+            web_sys::console::warn_1(&format!("brivl: model not kept: {e}").into());
         }
     }
     remember(&r);
+    let demo = r.from_site && models::is_demo(&r.name);
+    let origin = if r.from_site {
+        "site"
+    } else if r.key.starts_with("opfs:converted-") {
+        "converted"
+    } else {
+        "dropped"
+    };
+    models::upsert(ModelEntry {
+        key: r.key.clone(),
+        name: r.name.clone(),
+        bytes: r.bytes,
+        content_hash: content_hash.clone(),
+        weights: weights.unwrap_or_default(),
+        image_size: image_size.unwrap_or(0),
+        dim,
+        demo,
+        origin: origin.into(),
+    });
     let id = ModelId { hash: content_hash.clone(), dim };
     *engine.loaded.borrow_mut() = Some(id.clone());
     let ready = ReadyModel {
@@ -204,6 +264,7 @@ async fn activate(s: State, r: Remembered, bytes: Uint8Array, from_cache: bool) 
         dim,
         cache_key: r.key,
         from_cache,
+        demo,
     };
     s.in_use.set(Some(ready.clone()));
     s.model.set(ModelStatus::Ready(ready));
@@ -232,16 +293,17 @@ pub async fn ready_engine(s: State) -> Result<Rc<Engine>, String> {
         s.model.set(ModelStatus::Refused { name: m.name.clone(), error: error.clone(), previous: None });
         error
     };
-    let bytes = match store::cache_get(&m.cache_key).await {
-        Ok(Some(b)) => b,
-        Ok(None) => return Err(lost("it is no longer in this browser's cache; load it again".into())),
-        Err(err) => return Err(lost(err)),
+    let bytes = if models::opfs_name(&m.cache_key).is_some() {
+        None
+    } else {
+        match models::model_bytes(&m.cache_key).await {
+            Ok(Some(b)) => Some(b),
+            Ok(None) => return Err(lost("it is no longer in this browser's cache; load it again".into())),
+            Err(err) => return Err(lost(err)),
+        }
     };
-    let answer = e
-        .call_watched(&Request::Load { prefer_gpu: prefer_gpu() }, Some(bytes), LOAD_LIMIT_MS)
-        .await
-        .map_err(|err| lost(err.into()))?;
-    match answer.reply {
+    let reply = load_into(&e, &m.cache_key, bytes).await.map_err(lost)?;
+    match reply {
         Reply::Loaded { content_hash, dim, .. } if (ModelId { hash: content_hash.clone(), dim }) == m.id() => {
             *e.loaded.borrow_mut() = Some(m.id());
             Ok(e)

@@ -45,6 +45,8 @@ pub struct ReadyModel {
     /// Where Cache Storage keeps the file (the model is loaded from there into a restarted worker).
     pub cache_key: String,
     pub from_cache: bool,
+    /// The site's demo model: the demo album is offered with it only.
+    pub demo: bool,
 }
 
 impl ReadyModel {

@@ -3,23 +3,25 @@ use crate::model_file::ModelFile;
 use crate::quant::Packed;
 use crate::{DType, Error, Result};
 
-/// Reads named weights from a model file onto a backend, checking shapes.
+/// Reads named weights from a model file onto a backend, checking shapes. Each weight is packed
+/// from the file's bytes when it is read and handed to the backend (the GPU uploads it and the
+/// packed copy goes), so loading holds the file and one tensor, not a second copy of the model.
 pub struct Loader<'a, B: Backend> {
     pub backend: &'a B,
-    pub file: &'a ModelFile,
+    pub file: &'a ModelFile<'a>,
 }
 
 impl<'a, B: Backend> Loader<'a, B> {
-    pub fn new(backend: &'a B, file: &'a ModelFile) -> Self {
+    pub fn new(backend: &'a B, file: &'a ModelFile<'a>) -> Self {
         Self { backend, file }
     }
 
     pub fn has(&self, name: &str) -> bool {
-        self.file.tensors.contains_key(name)
+        self.file.contains(name)
     }
 
     pub fn shape(&self, name: &str) -> Result<&'a [usize]> {
-        Ok(&self.file.get(name)?.shape)
+        self.file.shape(name)
     }
 
     /// A weight with its stored shape.
@@ -30,11 +32,11 @@ impl<'a, B: Backend> Loader<'a, B> {
 
     /// A weight that must have `shape`.
     pub fn get_shaped(&self, name: &str, shape: &[usize]) -> Result<B::Weight> {
-        let t = self.file.get(name)?;
-        if t.shape != shape {
-            return Err(Error::Model(format!("tensor '{name}' is {:?}, expected {shape:?}", t.shape)));
+        let got = self.file.shape(name)?;
+        if got != shape {
+            return Err(Error::Model(format!("tensor '{name}' is {got:?}, expected {shape:?}")));
         }
-        self.backend.weight(&t.packed, &t.shape)
+        self.get(name)
     }
 
     /// A weight computed at load time (e.g. box thetas).

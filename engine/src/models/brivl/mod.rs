@@ -35,7 +35,7 @@ impl<B: Backend> Brivl<B> {
 
 /// The width of the embeddings a model file gives: the output rows of its image projection.
 pub fn embedding_dim(file: &ModelFile) -> Result<usize> {
-    match file.get("image.fc2.weight")?.shape[..] {
+    match *file.shape("image.fc2.weight")? {
         [rows, _] if rows > 0 => Ok(rows),
         ref shape => Err(Error::Model(format!("image.fc2.weight is {shape:?}, expected [width, inputs]"))),
     }
