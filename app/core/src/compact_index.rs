@@ -62,7 +62,7 @@ impl CompactIndex {
             return None;
         }
         let row = self.len();
-        if row % BLOCK_ROWS == 0 {
+        if row.is_multiple_of(BLOCK_ROWS) {
             self.blocks.push(Vec::with_capacity(BLOCK_ROWS * self.dim));
         }
         self.blocks.last_mut().expect("a block was just added").extend_from_slice(code);
