@@ -1,5 +1,6 @@
 //! The brivl web app: a Leptos UI on the main thread (`ui`), the engine in a dedicated Web Worker
-//! (`worker`), and the pieces both share or that need no browser (`protocol`, `i18n`, `watchdog`), which are
+//! (`worker`), the index and its ranking in a second worker
+//! (`search_worker`), and the pieces both share or that need no browser (`protocol`, `i18n`, `watchdog`), which are
 //! tested natively. Query preparation, ranking and model identity come from `brivl-core`, shared
 //! with the desktop program.
 
@@ -7,6 +8,8 @@ pub mod i18n;
 pub mod protocol;
 pub mod watchdog;
 
+#[cfg(target_arch = "wasm32")]
+pub mod search_worker;
 #[cfg(target_arch = "wasm32")]
 pub mod ui;
 #[cfg(target_arch = "wasm32")]

@@ -1,6 +1,6 @@
 //! The engine worker: loads the model (WebGPU when the browser has it, else the CPU path),
 //! decodes photos (EXIF orientation applied), embeds photos and queries, makes thumbnails.
-//! Requests are handled one at a time, in order.
+//! Requests are handled one at a time, in order; photos come in batches, embedded together.
 
 use brivl_engine::embedder::{Embedder, Pixels};
 use brivl_engine::model_file::ModelFile;
@@ -13,7 +13,7 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 use web_sys::{DedicatedWorkerGlobalScope, MessageEvent};
 
-use crate::protocol::{Reply, Request, TestFault};
+use crate::protocol::{PhotoResult, Reply, Request, TestFault};
 
 pub fn start() {
     // A panic is logged, then told to the UI (which restarts the worker) before the wasm traps.
@@ -41,9 +41,12 @@ pub fn start() {
         let mut engine: Option<Embedder> = None;
         while let Some(msg) = rx.next().await {
             let id = msg.get(0);
-            let payload = msg.get(2).dyn_into::<Uint8Array>().map(|a| a.to_vec()).unwrap_or_default();
-            let (reply, buffers) = match serde_json::from_str::<Request>(&msg.get(1).as_string().unwrap_or_default()) {
-                Ok(req) => handle(&mut engine, req, payload).await,
+            let msg_text = msg.get(1).as_string().unwrap_or_default();
+            let payloads: Vec<Vec<u8>> =
+                (2..msg.length()).filter_map(|i| msg.get(i).dyn_into::<Uint8Array>().ok()).map(|a| a.to_vec()).collect();
+            drop(msg);
+            let (reply, buffers) = match serde_json::from_str::<Request>(&msg_text) {
+                Ok(req) => handle(&mut engine, req, payloads).await,
                 Err(e) => (Reply::Failed { error: format!("bad request: {e}") }, vec![]),
             };
             send(&out, id, &reply, buffers);
@@ -64,10 +67,10 @@ fn send(scope: &DedicatedWorkerGlobalScope, id: JsValue, reply: &Reply, buffers:
     }
 }
 
-async fn handle(engine: &mut Option<Embedder>, req: Request, payload: Vec<u8>) -> (Reply, Vec<JsValue>) {
+async fn handle(engine: &mut Option<Embedder>, req: Request, mut payloads: Vec<Vec<u8>>) -> (Reply, Vec<JsValue>) {
     let failed = |error: String| (Reply::Failed { error }, vec![]);
     match req {
-        Request::Load { prefer_gpu } => match load(&payload, prefer_gpu).await {
+        Request::Load { prefer_gpu } => match load(payloads.first().map_or(&[][..], Vec::as_slice), prefer_gpu).await {
             Ok(Loaded { embedder: e, on_gpu, gpu_error, dim }) => {
                 let reply = Reply::Loaded {
                     backend: e.backend_name(),
@@ -81,35 +84,17 @@ async fn handle(engine: &mut Option<Embedder>, req: Request, payload: Vec<u8>) -
             }
             Err(e) => failed(e),
         },
-        Request::EmbedImage { thumb_size, test_fault } => {
-            match test_fault {
-                // A wasm trap, as on out-of-memory.
-                Some(TestFault::Abort) => std::process::abort(),
-                Some(TestFault::Panic) => panic!("test fault while reading this photo"),
-                Some(TestFault::Hang) => futures::future::pending::<()>().await,
-                None => {}
+        Request::EmbedImages { thumb_size, test_faults } => {
+            for fault in test_faults.iter().flatten() {
+                match fault {
+                    // A wasm trap, as on out-of-memory.
+                    TestFault::Abort => std::process::abort(),
+                    TestFault::Panic => panic!("test fault while reading this photo"),
+                    TestFault::Hang => futures::future::pending::<()>().await,
+                }
             }
             let Some(e) = engine.as_mut() else { return failed("no model loaded".into()) };
-            let img = match photo::decode(&payload) {
-                Ok(img) => img,
-                Err(err) => return failed(err.to_string()),
-            };
-            drop(payload);
-            let thumb = match thumbnail(&img, thumb_size) {
-                Ok(t) => t,
-                Err(err) => return failed(format!("thumbnail: {err}")),
-            };
-            let pixels = Pixels { width: img.width as usize, height: img.height as usize, rgba: img.pack_rgba_u32() };
-            match e.embed_images(&[pixels]).await {
-                Ok(mut v) if v.len() == 1 => {
-                    let emb = Float32Array::from(v.pop().unwrap().as_slice());
-                    let emb = Uint8Array::new(&emb.buffer());
-                    let reply = Reply::Image { width: img.width, height: img.height };
-                    (reply, vec![emb.into(), Uint8Array::from(thumb.as_slice()).into()])
-                }
-                Ok(_) => failed("the engine returned no embedding".into()),
-                Err(err) => failed(err.to_string()),
-            }
+            embed_batch(e, std::mem::take(&mut payloads), thumb_size).await
         }
         Request::EmbedText { text } => {
             let Some(e) = engine.as_mut() else { return failed("no model loaded".into()) };
@@ -123,6 +108,45 @@ async fn handle(engine: &mut Option<Embedder>, req: Request, payload: Vec<u8>) -
                 Err(err) => failed(err.to_string()),
             }
         }
+    }
+}
+
+/// Decodes each photo (one that cannot be read is refused with the reason, the others go on),
+/// makes its thumbnail, and embeds the decoded ones as one batch. Each file's bytes are dropped
+/// once decoded.
+async fn embed_batch(e: &mut Embedder, files: Vec<Vec<u8>>, thumb_size: u32) -> (Reply, Vec<JsValue>) {
+    let mut results = Vec::with_capacity(files.len());
+    let mut pixels = Vec::new();
+    let mut thumbs = Vec::new();
+    for bytes in files {
+        let read = photo::decode(&bytes).map_err(|err| err.to_string()).and_then(|img| {
+            let thumb = thumbnail(&img, thumb_size).map_err(|err| format!("thumbnail: {err}"))?;
+            Ok((img, thumb))
+        });
+        match read {
+            Ok((img, thumb)) => {
+                results.push(PhotoResult::Read { width: img.width, height: img.height });
+                pixels.push(Pixels { width: img.width as usize, height: img.height as usize, rgba: img.pack_rgba_u32() });
+                thumbs.push(thumb);
+            }
+            Err(error) => results.push(PhotoResult::Refused { error }),
+        }
+    }
+    if pixels.is_empty() {
+        return (Reply::Images { photos: results }, vec![]);
+    }
+    match e.embed_images(&pixels).await {
+        Ok(v) if v.len() == pixels.len() => {
+            let mut buffers = Vec::with_capacity(2 * v.len());
+            for (emb, thumb) in v.iter().zip(&thumbs) {
+                let emb = Float32Array::from(emb.as_slice());
+                buffers.push(Uint8Array::new(&emb.buffer()).into());
+                buffers.push(Uint8Array::from(thumb.as_slice()).into());
+            }
+            (Reply::Images { photos: results }, buffers)
+        }
+        Ok(_) => (Reply::Failed { error: "the engine returned a wrong number of embeddings".into() }, vec![]),
+        Err(err) => (Reply::Failed { error: err.to_string() }, vec![]),
     }
 }
 
