@@ -36,6 +36,11 @@ async fn worker() -> Result<Rc<Search>, String> {
     Ok(w)
 }
 
+/// Whether the search worker holds (or is reading) the index of `model`.
+pub fn holds(model: &ModelId) -> bool {
+    MODEL.with(|m| m.borrow().as_ref() == Some(model))
+}
+
 /// Reads the index of `model` into the search worker. Returns how many stored vectors belong to
 /// another model (not loaded).
 pub async fn load(s: State, model: &ModelId) -> Result<usize, String> {

@@ -43,6 +43,8 @@ thread_local! {
     /// Set by `start`: work may have arrived while the loop was finishing.
     static KICKED: Cell<bool> = const { Cell::new(false) };
     static WATCHDOG: RefCell<Watchdog> = RefCell::default();
+    /// The models the stored records were made with (read at start-up, with the photo list).
+    static STORED_MODELS: RefCell<HashSet<ModelId>> = RefCell::default();
 }
 
 fn object_url(blob: &web_sys::Blob) -> String {
@@ -53,22 +55,43 @@ fn photo_from(p: store::StoredPhoto) -> Photo {
     Photo { hash: p.hash, names: p.names, in_place: p.in_place }
 }
 
-/// Reads the stored photo list (start-up, and after another tab indexed). With a model in use,
-/// the search worker reads the vectors too.
+/// Reads the stored photo list (start-up, and after another tab indexed), noting which models
+/// its records were made with. The search worker reads the vectors meanwhile: of the model in use,
+/// or before one is loaded, of the model the index was built with (checked by `adopt_model`).
 pub async fn load_index(s: State) {
-    match store::list_photos().await {
-        Ok(list) => s.photos.set(Album::from_list(list.into_iter().map(photo_from).collect())),
-        Err(e) => s.notice.set(format!("index: {e}")),
-    }
+    let model = match s.in_use.with_untracked(|m| m.as_ref().map(|m| m.id())) {
+        Some(m) => Some(m),
+        None => built_with().await,
+    };
+    let vectors = async {
+        if let Some(m) = &model {
+            if let Err(e) = index_worker::load(s, m).await {
+                s.notice.set(format!("search: {e}"));
+            }
+        }
+    };
+    let photos = async {
+        match store::list_photos().await {
+            Ok(list) => {
+                let models: HashSet<ModelId> = list.iter().map(|p| p.model.clone()).collect();
+                STORED_MODELS.with(|m| *m.borrow_mut() = models);
+                s.photos.set(Album::from_list(list.into_iter().map(photo_from).collect()))
+            }
+            Err(e) => s.notice.set(format!("index: {e}")),
+        }
+    };
+    futures::join!(vectors, photos);
     if let Ok(f) = store::list_failures().await {
         s.failures.set(f.into_iter().map(|(names, reason)| Failure { names, reason }).collect());
     }
-    if let Some(model) = s.in_use.with_untracked(|m| m.as_ref().map(|m| m.id())) {
-        if let Err(e) = index_worker::load(s, &model).await {
-            s.notice.set(format!("search: {e}"));
-        }
-    }
     refresh_queue(s).await;
+}
+
+/// The model the stored index was built with (its metadata).
+async fn built_with() -> Option<ModelId> {
+    let hash = store::get_meta("model").await.ok().flatten();
+    let dim = store::get_meta("dim").await.ok().flatten().and_then(|d| d.parse().ok());
+    hash.zip(dim).map(|(hash, dim)| ModelId { hash, dim })
 }
 
 /// The queue's length, the files in it this visit cannot read and the folders to allow again.
@@ -83,21 +106,23 @@ async fn refresh_queue(s: State) {
 /// its records) is dropped (its embeddings live in another space), the search worker reads the
 /// index, then indexing resumes where it stopped.
 pub async fn adopt_model(s: State, model: ModelId) {
-    let hash = store::get_meta("model").await.ok().flatten();
-    let dim = store::get_meta("dim").await.ok().flatten().and_then(|d| d.parse().ok());
-    let built_with = hash.zip(dim).map(|(hash, dim)| ModelId { hash, dim });
-    let other = store::list_photos().await.map(|l| l.iter().any(|p| model.accepts(&p.model).is_err())).unwrap_or(false);
+    let built_with = built_with().await;
+    let other = STORED_MODELS.with(|m| m.borrow().iter().any(|p| model.accepts(p).is_err()));
     let stale = !s.photos.with_untracked(Album::is_empty)
         && (built_with.as_ref().is_none_or(|b| b.accepts(&model).is_err()) || other);
     if stale {
         let _ = store::clear_stores(&["photos", "vectors", "thumbs"]).await;
+        STORED_MODELS.with(|m| m.borrow_mut().clear());
         s.photos.set(Album::default());
         s.notice.set(s.t_untracked(Key::NoticeOtherModel).into());
     }
     let _ = store::set_meta("model", &model.hash).await;
     let _ = store::set_meta("dim", &model.dim.to_string()).await;
-    if let Err(e) = index_worker::load(s, &model).await {
-        s.notice.set(format!("search: {e}"));
+    // Read again unless the worker already holds this model's index (read at start-up).
+    if stale || !index_worker::holds(&model) {
+        if let Err(e) = index_worker::load(s, &model).await {
+            s.notice.set(format!("search: {e}"));
+        }
     }
     start(s);
 }
@@ -431,10 +456,11 @@ pub async fn allow_folders(s: State) {
     }
 }
 
-/// Test hook: `n` synthetic photos (int8 rows from `make(i)`) written straight to the index of
-/// the model in use, then read again by the page and the search worker.
-pub async fn fill_synthetic(s: State, n: u32, make: js_sys::Function, thumb: Uint8Array) -> Result<(), String> {
-    let model = s.in_use.get_untracked().ok_or("no model loaded")?.id();
+/// Test hook: `n` synthetic photos (int8 rows from `make(i)`) of `model` written straight to the
+/// index (which then belongs to that model), read again by the page and the search worker.
+pub async fn fill_synthetic(s: State, n: u32, model: ModelId, make: js_sys::Function, thumb: Uint8Array) -> Result<(), String> {
+    store::set_meta("model", &model.hash).await?;
+    store::set_meta("dim", &model.dim.to_string()).await?;
     store::wait(store::fill_synthetic_js(n, &model.hash, model.dim as u32, &make, &thumb)).await?;
     load_index(s).await;
     Ok(())

@@ -1,6 +1,8 @@
 //! Test hooks (`?test_hooks=1` only): `window.__brivl` lets the browser tests fill the index with
-//! synthetic photos, rank a given vector and read the memory the index takes.
+//! synthetic photos (of a model of any width: the scale test uses BriVL's 2048 without loading a
+//! model), rank a given vector and read the memory the index takes.
 
+use brivl_core::model_id::ModelId;
 use js_sys::{Array, Float32Array, Function, Object, Reflect, Uint8Array};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
@@ -20,11 +22,13 @@ fn wasm_memory_bytes() -> f64 {
 
 pub fn install(s: State) {
     let api = Object::new();
-    // fillSynthetic(n, make(i) -> {code: Int8Array, scale}, thumbJpeg: Uint8Array) -> Promise
-    let fill = Closure::<dyn Fn(u32, Function, Uint8Array) -> js_sys::Promise>::new(
-        move |n: u32, make: Function, thumb: Uint8Array| {
+    // fillSynthetic(n, model, dim, make(i) -> {code: Int8Array, scale}, thumbJpeg) -> Promise:
+    // the index then belongs to `model` (a content hash) of width `dim`.
+    let fill = Closure::<dyn Fn(u32, String, u32, Function, Uint8Array) -> js_sys::Promise>::new(
+        move |n: u32, model: String, dim: u32, make: Function, thumb: Uint8Array| {
             future_to_promise(async move {
-                indexer::fill_synthetic(s, n, make, thumb).await.map_err(|e| JsValue::from(e.as_str()))?;
+                let model = ModelId { hash: model, dim: dim as usize };
+                indexer::fill_synthetic(s, n, model, make, thumb).await.map_err(|e| JsValue::from(e.as_str()))?;
                 Ok(JsValue::UNDEFINED)
             })
         },
