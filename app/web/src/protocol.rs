@@ -98,14 +98,25 @@ pub enum PhotoResult {
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum SearchRequest {
     /// Reads every stored vector of this model from IndexedDB (replacing what it held).
-    Load { model: String, dim: usize },
+    Load {
+        model: String,
+        dim: usize,
+    },
     /// Payloads: the photos' int8 codes (`hashes.len() * dim` bytes), then their scales (f32).
-    Add { hashes: Vec<String> },
+    Add {
+        hashes: Vec<String>,
+    },
     Clear,
     /// Payload: the query (f32). The best `top_k` photos, `exclude` left out.
-    Search { top_k: usize, min_score: Option<f32>, exclude: Option<String> },
+    Search {
+        top_k: usize,
+        min_score: Option<f32>,
+        exclude: Option<String>,
+    },
     /// A stored photo's vector, to search for similar photos.
-    Vector { hash: String },
+    Vector {
+        hash: String,
+    },
     /// What the index holds and the worker's memory.
     Stats,
 }
@@ -116,16 +127,34 @@ pub enum SearchRequest {
 pub enum SearchReply {
     Ready,
     /// `other_model`: stored vectors of another model, not loaded.
-    Loaded { rows: usize, other_model: usize, ms: f64 },
-    Added { rows: usize },
+    Loaded {
+        rows: usize,
+        other_model: usize,
+        ms: f64,
+    },
+    Added {
+        rows: usize,
+    },
     /// Best first, with exact scores; `ms` is the time the ranking took.
-    Hits { hits: Vec<(String, f32)>, rows: usize, ms: f64 },
+    Hits {
+        hits: Vec<(String, f32)>,
+        rows: usize,
+        ms: f64,
+    },
     /// Payload: the vector (f32).
     Vector,
     /// `index_bytes`: codes and scales; `memory_bytes`: the worker's whole wasm memory.
-    Stats { rows: usize, index_bytes: usize, memory_bytes: usize },
-    Failed { error: String },
-    Crashed { error: String },
+    Stats {
+        rows: usize,
+        index_bytes: usize,
+        memory_bytes: usize,
+    },
+    Failed {
+        error: String,
+    },
+    Crashed {
+        error: String,
+    },
 }
 
 #[cfg(test)]

@@ -68,11 +68,11 @@ pub fn start() {
         while let Some(msg) = rx.next().await {
             let id = msg.get(0);
             let payloads: Vec<JsValue> = (2..msg.length()).map(|i| msg.get(i)).collect();
-            let (reply, buffers) = match serde_json::from_str::<SearchRequest>(&msg.get(1).as_string().unwrap_or_default())
-            {
-                Ok(req) => handle(&mut index, req, payloads).await,
-                Err(e) => (SearchReply::Failed { error: format!("bad request: {e}") }, vec![]),
-            };
+            let (reply, buffers) =
+                match serde_json::from_str::<SearchRequest>(&msg.get(1).as_string().unwrap_or_default()) {
+                    Ok(req) => handle(&mut index, req, payloads).await,
+                    Err(e) => (SearchReply::Failed { error: format!("bad request: {e}") }, vec![]),
+                };
             send(&out, id, &reply, buffers);
         }
     });
@@ -137,7 +137,8 @@ async fn handle(
                 return failed("codes and scales missing".into());
             };
             let codes: &Uint8Array = codes.unchecked_ref();
-            let codes = Int8Array::new_with_byte_offset_and_length(&codes.buffer(), codes.byte_offset(), codes.length());
+            let codes =
+                Int8Array::new_with_byte_offset_and_length(&codes.buffer(), codes.byte_offset(), codes.length());
             ix.add(hashes, &codes.to_vec(), &floats(scales));
             (SearchReply::Added { rows: ix.rows.len() }, vec![])
         }
@@ -168,7 +169,9 @@ async fn handle(
         }
         SearchRequest::Stats => {
             let (rows, index_bytes) = index.as_ref().map_or((0, 0), |ix| (ix.rows.len(), ix.rows.bytes()));
-            let memory_bytes = wasm_bindgen::memory().unchecked_into::<js_sys::WebAssembly::Memory>().buffer()
+            let memory_bytes = wasm_bindgen::memory()
+                .unchecked_into::<js_sys::WebAssembly::Memory>()
+                .buffer()
                 .unchecked_into::<js_sys::ArrayBuffer>()
                 .byte_length() as usize;
             (SearchReply::Stats { rows, index_bytes, memory_bytes }, vec![])

@@ -42,8 +42,10 @@ pub fn start() {
         while let Some(msg) = rx.next().await {
             let id = msg.get(0);
             let msg_text = msg.get(1).as_string().unwrap_or_default();
-            let payloads: Vec<Vec<u8>> =
-                (2..msg.length()).filter_map(|i| msg.get(i).dyn_into::<Uint8Array>().ok()).map(|a| a.to_vec()).collect();
+            let payloads: Vec<Vec<u8>> = (2..msg.length())
+                .filter_map(|i| msg.get(i).dyn_into::<Uint8Array>().ok())
+                .map(|a| a.to_vec())
+                .collect();
             drop(msg);
             let (reply, buffers) = match serde_json::from_str::<Request>(&msg_text) {
                 Ok(req) => handle(&mut engine, req, payloads).await,
@@ -126,7 +128,11 @@ async fn embed_batch(e: &mut Embedder, files: Vec<Vec<u8>>, thumb_size: u32) -> 
         match read {
             Ok((img, thumb)) => {
                 results.push(PhotoResult::Read { width: img.width, height: img.height });
-                pixels.push(Pixels { width: img.width as usize, height: img.height as usize, rgba: img.pack_rgba_u32() });
+                pixels.push(Pixels {
+                    width: img.width as usize,
+                    height: img.height as usize,
+                    rgba: img.pack_rgba_u32(),
+                });
                 thumbs.push(thumb);
             }
             Err(error) => results.push(PhotoResult::Refused { error }),

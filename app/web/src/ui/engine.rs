@@ -182,7 +182,9 @@ impl<R: WorkerReply> Link<R> {
         shared.pending.borrow_mut().insert(0, ready_tx);
         let sh = shared.clone();
         let onmessage = Closure::<dyn FnMut(MessageEvent)>::new(move |ev: MessageEvent| match parse::<R>(ev.data()) {
-            Some((_, answer)) if answer.reply.crashed().is_some() => sh.stop(answer.reply.crashed().unwrap_or_default()),
+            Some((_, answer)) if answer.reply.crashed().is_some() => {
+                sh.stop(answer.reply.crashed().unwrap_or_default())
+            }
             Some((id, answer)) => {
                 let tx = sh.pending.borrow_mut().remove(&id);
                 if let Some(tx) = tx {

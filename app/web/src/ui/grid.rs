@@ -132,6 +132,7 @@ pub fn Photos() -> impl IntoView {
                 id="results"
                 node_ref=grid
                 data-total=total
+                data-view=move || if s.results.with(|r| r.searched) { "results" } else { "all" }
                 // Through the CSSOM (style:), which the Content-Security-Policy allows; a style
                 // attribute would need 'unsafe-inline'.
                 style:height=move || {

@@ -458,7 +458,13 @@ pub async fn allow_folders(s: State) {
 
 /// Test hook: `n` synthetic photos (int8 rows from `make(i)`) of `model` written straight to the
 /// index (which then belongs to that model), read again by the page and the search worker.
-pub async fn fill_synthetic(s: State, n: u32, model: ModelId, make: js_sys::Function, thumb: Uint8Array) -> Result<(), String> {
+pub async fn fill_synthetic(
+    s: State,
+    n: u32,
+    model: ModelId,
+    make: js_sys::Function,
+    thumb: Uint8Array,
+) -> Result<(), String> {
     store::set_meta("model", &model.hash).await?;
     store::set_meta("dim", &model.dim.to_string()).await?;
     store::wait(store::fill_synthetic_js(n, &model.hash, model.dim as u32, &make, &thumb)).await?;

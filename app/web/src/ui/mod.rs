@@ -213,7 +213,9 @@ async fn choose_folder(s: State) {
             Ok(None) => {}
             Err(e) => s.notice.set(format!("folder: {e}")),
         }
-    } else if let Some(i) = web_sys::window().and_then(|w| w.document()).and_then(|d| d.get_element_by_id("pick-folder")) {
+    } else if let Some(i) =
+        web_sys::window().and_then(|w| w.document()).and_then(|d| d.get_element_by_id("pick-folder"))
+    {
         if let Ok(i) = i.dyn_into::<web_sys::HtmlElement>() {
             i.click();
         }
@@ -342,7 +344,9 @@ fn AlbumPanel() -> impl IntoView {
             spawn_local(async move {
                 match store::wait(pending).await {
                     Ok(got) => {
-                        let get = |k: &str| js_sys::Reflect::get(&got, &k.into()).map(|v| Array::from(&v)).unwrap_or_default();
+                        let get = |k: &str| {
+                            js_sys::Reflect::get(&got, &k.into()).map(|v| Array::from(&v)).unwrap_or_default()
+                        };
                         indexer::add(s, get("handles"), get("files")).await
                     }
                     Err(e) => s.notice.set(e),

@@ -7,8 +7,8 @@ use brivl_core::translate::Dictionary;
 use leptos::prelude::*;
 
 use super::engine::floats;
-use super::model::ready_engine;
 use super::index_worker;
+use super::model::ready_engine;
 use super::state::{LastQuery, Results, State, PAGE};
 use crate::protocol::Request;
 

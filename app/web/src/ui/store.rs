@@ -118,8 +118,7 @@ pub struct Enqueued {
 pub async fn enqueue(handles: &Array, files: &Array, max_bytes: f64) -> JsResult<Enqueued> {
     use brivl_engine::photo::{looks_like_photo, SNIFF_BYTES};
     let is_photo = Closure::<dyn Fn(Uint8Array) -> bool>::new(|head: Uint8Array| looks_like_photo(&head.to_vec()));
-    let r =
-        wait(enqueue_js(handles, files, max_bytes, SNIFF_BYTES as u32, is_photo.as_ref().unchecked_ref())).await;
+    let r = wait(enqueue_js(handles, files, max_bytes, SNIFF_BYTES as u32, is_photo.as_ref().unchecked_ref())).await;
     drop(is_photo);
     let r = r?;
     Ok(Enqueued {
@@ -229,10 +228,21 @@ fn stored_photo(r: &JsValue) -> StoredPhoto {
 /// What a batch commits for one queued file.
 pub enum Outcome {
     /// A new photo: its int8 vector, thumbnail and size.
-    New { hash: String, code: Vec<i8>, scale: f32, thumb: Uint8Array, width: u32, height: u32 },
+    New {
+        hash: String,
+        code: Vec<i8>,
+        scale: f32,
+        thumb: Uint8Array,
+        width: u32,
+        height: u32,
+    },
     /// Content already indexed: only the names are added.
-    Known { hash: String },
-    Failed { reason: String },
+    Known {
+        hash: String,
+    },
+    Failed {
+        reason: String,
+    },
 }
 
 /// Stores a batch in one transaction and takes its files off the queue; returns the photo

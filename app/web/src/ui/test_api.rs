@@ -16,8 +16,11 @@ fn set(o: &Object, k: &str, v: &JsValue) {
 }
 
 fn wasm_memory_bytes() -> f64 {
-    wasm_bindgen::memory().unchecked_into::<js_sys::WebAssembly::Memory>().buffer().unchecked_into::<js_sys::ArrayBuffer>().byte_length()
-        as f64
+    wasm_bindgen::memory()
+        .unchecked_into::<js_sys::WebAssembly::Memory>()
+        .buffer()
+        .unchecked_into::<js_sys::ArrayBuffer>()
+        .byte_length() as f64
 }
 
 pub fn install(s: State) {
@@ -36,11 +39,15 @@ pub fn install(s: State) {
     // searchVector(query: Float32Array, k) -> Promise<{hits: [[hash, score]], ms}>
     let search = Closure::<dyn Fn(Float32Array, u32) -> js_sys::Promise>::new(move |q: Float32Array, k: u32| {
         future_to_promise(async move {
-            let (hits, ms) =
-                index_worker::search(&q.to_vec(), k as usize, None, None).await.map_err(|e| JsValue::from(e.as_str()))?;
+            let (hits, ms) = index_worker::search(&q.to_vec(), k as usize, None, None)
+                .await
+                .map_err(|e| JsValue::from(e.as_str()))?;
             let out = Object::new();
-            let list: Array =
-                hits.into_iter().map(|(h, score)| Array::of2(&h.into(), &(score as f64).into())).map(JsValue::from).collect();
+            let list: Array = hits
+                .into_iter()
+                .map(|(h, score)| Array::of2(&h.into(), &(score as f64).into()))
+                .map(JsValue::from)
+                .collect();
             set(&out, "hits", &list);
             set(&out, "ms", &ms.into());
             Ok(out.into())
