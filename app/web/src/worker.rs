@@ -113,47 +113,89 @@ async fn handle(engine: &mut Option<Embedder>, req: Request, mut payloads: Vec<V
     }
 }
 
-/// Decodes each photo (one that cannot be read is refused with the reason, the others go on),
-/// makes its thumbnail, and embeds the decoded ones as one batch. Each file's bytes are dropped
-/// once decoded.
+/// Photos embedded together within a batch: while the GPU embeds one group, the next is decoded
+/// (on the CPU path both run on this one thread, one after the other).
+const GROUP: usize = 4;
+
+/// A group of decoded photos: for each, its size, pixels and thumbnail, or why it cannot be read.
+type Decoded = Vec<Result<(u32, u32, Pixels, Vec<u8>), String>>;
+
+/// Decodes each photo (EXIF orientation applied) and makes its thumbnail; each file's bytes are
+/// dropped once decoded.
+async fn decode_group(files: Vec<Vec<u8>>, thumb_size: u32) -> Decoded {
+    files
+        .into_iter()
+        .map(|bytes| {
+            let img = photo::decode(&bytes).map_err(|err| err.to_string())?;
+            drop(bytes);
+            let thumb = thumbnail(&img, thumb_size).map_err(|err| format!("thumbnail: {err}"))?;
+            let pixels = Pixels { width: img.width as usize, height: img.height as usize, rgba: img.pack_rgba_u32() };
+            Ok((img.width, img.height, pixels, thumb))
+        })
+        .collect()
+}
+
+/// Embeds a batch group by group, decoding the next group while the GPU embeds this one. A photo
+/// that cannot be read is refused with the reason; the others go on.
 async fn embed_batch(e: &mut Embedder, files: Vec<Vec<u8>>, thumb_size: u32) -> (Reply, Vec<JsValue>) {
     let mut results = Vec::with_capacity(files.len());
-    let mut pixels = Vec::new();
-    let mut thumbs = Vec::new();
-    for bytes in files {
-        let read = photo::decode(&bytes).map_err(|err| err.to_string()).and_then(|img| {
-            let thumb = thumbnail(&img, thumb_size).map_err(|err| format!("thumbnail: {err}"))?;
-            Ok((img, thumb))
-        });
-        match read {
-            Ok((img, thumb)) => {
-                results.push(PhotoResult::Read { width: img.width, height: img.height });
-                pixels.push(Pixels {
-                    width: img.width as usize,
-                    height: img.height as usize,
-                    rgba: img.pack_rgba_u32(),
-                });
-                thumbs.push(thumb);
+    let mut buffers = Vec::with_capacity(2 * files.len());
+    let mut groups = Vec::new();
+    let mut files = files.into_iter().peekable();
+    while files.peek().is_some() {
+        groups.push(files.by_ref().take(GROUP).collect::<Vec<_>>());
+    }
+    let mut groups = groups.into_iter();
+    let mut decoded = decode_group(groups.next().unwrap_or_default(), thumb_size).await;
+    loop {
+        let mut pixels = Vec::new();
+        let mut thumbs = Vec::new();
+        for d in decoded {
+            match d {
+                Ok((width, height, p, thumb)) => {
+                    results.push(PhotoResult::Read { width, height });
+                    pixels.push(p);
+                    thumbs.push(thumb);
+                }
+                Err(error) => results.push(PhotoResult::Refused { error }),
             }
-            Err(error) => results.push(PhotoResult::Refused { error }),
+        }
+        let next = groups.next();
+        // The embedding submits its GPU work when first polled; the next group decodes meanwhile.
+        let (embedded, next_decoded) = futures::join!(
+            async {
+                if pixels.is_empty() {
+                    Ok(Vec::new())
+                } else {
+                    e.embed_images(&pixels).await
+                }
+            },
+            async {
+                match next {
+                    Some(g) => Some(decode_group(g, thumb_size).await),
+                    None => None,
+                }
+            }
+        );
+        match embedded {
+            Ok(v) if v.len() == pixels.len() => {
+                for (emb, thumb) in v.iter().zip(&thumbs) {
+                    let emb = Float32Array::from(emb.as_slice());
+                    buffers.push(Uint8Array::new(&emb.buffer()).into());
+                    buffers.push(Uint8Array::from(thumb.as_slice()).into());
+                }
+            }
+            Ok(_) => {
+                return (Reply::Failed { error: "the engine returned a wrong number of embeddings".into() }, vec![])
+            }
+            Err(err) => return (Reply::Failed { error: err.to_string() }, vec![]),
+        }
+        match next_decoded {
+            Some(d) => decoded = d,
+            None => break,
         }
     }
-    if pixels.is_empty() {
-        return (Reply::Images { photos: results }, vec![]);
-    }
-    match e.embed_images(&pixels).await {
-        Ok(v) if v.len() == pixels.len() => {
-            let mut buffers = Vec::with_capacity(2 * v.len());
-            for (emb, thumb) in v.iter().zip(&thumbs) {
-                let emb = Float32Array::from(emb.as_slice());
-                buffers.push(Uint8Array::new(&emb.buffer()).into());
-                buffers.push(Uint8Array::from(thumb.as_slice()).into());
-            }
-            (Reply::Images { photos: results }, buffers)
-        }
-        Ok(_) => (Reply::Failed { error: "the engine returned a wrong number of embeddings".into() }, vec![]),
-        Err(err) => (Reply::Failed { error: err.to_string() }, vec![]),
-    }
+    (Reply::Images { photos: results }, buffers)
 }
 
 /// A loaded model: where it runs (with the reason the GPU could not be used, if preferred) and

@@ -9,7 +9,7 @@ use leptos::prelude::*;
 use leptos::task::spawn_local;
 
 use super::state::State;
-use super::{open_large, search, store};
+use super::{choose_folder, open_large, search, store};
 use crate::i18n::Key;
 
 /// Narrowest cell, and the height of the line under each thumbnail (both in CSS pixels).
@@ -125,7 +125,10 @@ pub fn Photos() -> impl IntoView {
             </div>
             {move || (s.results.with(|r| r.searched && r.hits.is_empty())).then(|| view! { <p class="muted">{s.t(Key::NoResults)}</p> })}
             {move || (!s.results.with(|r| r.searched) && s.photos.with(|a| a.is_empty())).then(|| view! {
-                <p class="empty muted" id="empty">{s.t(Key::EmptyAlbum)}</p>
+                <div class="empty" id="empty">
+                    <p class="muted">{s.t(Key::EmptyAlbum)}</p>
+                    <button on:click=move |_| spawn_local(choose_folder(s))>{s.t(Key::PickFolder)}</button>
+                </div>
             })}
             <ol
                 class="grid"

@@ -206,7 +206,7 @@ fn Notices() -> impl IntoView {
 
 /// "Choose a folder": a handle where the browser gives one (read in place, again after a reload),
 /// else the folder input (files held for this visit).
-async fn choose_folder(s: State) {
+pub(crate) async fn choose_folder(s: State) {
     if store::has_folder_handles() {
         match store::pick_folder().await {
             Ok(Some(h)) => indexer::add(s, Array::of1(&h), Array::new()).await,
