@@ -32,8 +32,45 @@ pub fn quantize_i8(v: &[f32]) -> (Vec<i8>, f32) {
 }
 
 /// Integer dot product, written as widening i16 products summed in i32 so that it vectorises
-/// (pmaddwd and friends).
+/// (pmaddwd and friends). On wasm32 it uses WebAssembly SIMD's `i32x4.dot_i16x8_s` (so a
+/// module that calls it needs a browser with wasm SIMD: Chrome 91, Firefox 89, Safari 16.4 and
+/// later; the wasm build has no SIMD otherwise, and scalar code is ~4x slower).
 pub fn dot_i8(a: &[i8], b: &[i8]) -> i32 {
+    #[cfg(target_arch = "wasm32")]
+    {
+        dot_i8_simd128(a, b)
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        dot_i8_portable(a, b)
+    }
+}
+
+#[cfg(target_arch = "wasm32")]
+#[target_feature(enable = "simd128")]
+fn dot_i8_simd128(a: &[i8], b: &[i8]) -> i32 {
+    use core::arch::wasm32::*;
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
+    let tail: i32 = ca.remainder().iter().zip(cb.remainder()).map(|(&x, &y)| x as i32 * y as i32).sum();
+    let mut acc = i32x4_splat(0);
+    for (x, y) in ca.zip(cb) {
+        // SAFETY: both chunks are 16 bytes long; v128_load reads unaligned memory.
+        let (x, y) = unsafe { (v128_load(x.as_ptr() as *const v128), v128_load(y.as_ptr() as *const v128)) };
+        let lo = i32x4_dot_i16x8(i16x8_extend_low_i8x16(x), i16x8_extend_low_i8x16(y));
+        let hi = i32x4_dot_i16x8(i16x8_extend_high_i8x16(x), i16x8_extend_high_i8x16(y));
+        acc = i32x4_add(acc, i32x4_add(lo, hi));
+    }
+    i32x4_extract_lane::<0>(acc)
+        + i32x4_extract_lane::<1>(acc)
+        + i32x4_extract_lane::<2>(acc)
+        + i32x4_extract_lane::<3>(acc)
+        + tail
+}
+
+#[cfg_attr(target_arch = "wasm32", allow(dead_code))]
+fn dot_i8_portable(a: &[i8], b: &[i8]) -> i32 {
     let mut acc = [0i32; 16];
     let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
     let tail: i32 = ca.remainder().iter().zip(cb.remainder()).map(|(&x, &y)| x as i32 * y as i32).sum();
@@ -43,6 +80,12 @@ pub fn dot_i8(a: &[i8], b: &[i8]) -> i32 {
         }
     }
     acc.iter().sum::<i32>() + tail
+}
+
+/// An f32 query against an int8 row: `sum(q * code) * scale`, the exact score of the stored row
+/// (what the int8 scan's candidates are rescored with).
+pub fn dot_f32_i8(q: &[f32], code: &[i8], scale: f32) -> f32 {
+    q.iter().zip(code).map(|(&x, &c)| x * c as f32).sum::<f32>() * scale
 }
 
 #[cfg(test)]
@@ -73,5 +116,10 @@ mod tests {
         let b: Vec<i8> = (0..37).map(|i| (127 - i * 5 % 255) as i8).collect();
         let want: i32 = a.iter().zip(&b).map(|(&x, &y)| x as i32 * y as i32).sum();
         assert_eq!(dot_i8(&a, &b), want);
+        assert_eq!(dot_i8_portable(&a, &b), want);
+        // Extremes: -127 * -127 over 2048 values fits i32 many times over.
+        assert_eq!(dot_i8(&[-127; 2048], &[-127; 2048]), 127 * 127 * 2048);
+        let q = [0.5f32, -1.0, 2.0];
+        assert!((dot_f32_i8(&q, &[2, 4, -1], 0.5) - (0.5 * (1.0 - 4.0 - 2.0))).abs() < 1e-6);
     }
 }

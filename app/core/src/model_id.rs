@@ -5,7 +5,7 @@
 use thiserror::Error;
 
 /// The model an index was made with.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct ModelId {
     /// The model file's content hash (hex SHA-256; covers what makes two models differ).
     pub hash: String,

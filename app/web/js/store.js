@@ -3,16 +3,23 @@
 // to another origin.
 
 const DB_NAME = "brivl";
-const DB_VERSION = 1;
-// photos: one record per distinct photo content (key: SHA-256 of the file's bytes), with its
-//         embedding, thumbnail, every file name it was seen under and the model that made it
-//         ({model: content hash, dim: width}).
-// queue:  photos waiting to be embedded, with the file's bytes (so a reload resumes the work) and
-//         how many times work on them started.
-// failed: photos that could not be indexed (not decodable, or the engine stopped on them), with
-//         the reason.
-// meta:   small settings (the model the index was built with).
-const STORES = ["photos", "queue", "failed", "meta"];
+// Version 2 of the stored format (version 1 kept each photo's f32 embedding and thumbnail in one
+// record, and a Blob copy of every queued file; it is migrated on open, nothing lost).
+const DB_VERSION = 2;
+// photos:  one record per distinct photo content (key: SHA-256 of the file's bytes): every file
+//          name it was seen under, where its original lives (`root` id and `path` when it came
+//          through a folder handle), its size and the model that made its embedding
+//          ({model: content hash, dim: width}). Small: the page lists them all at start.
+// vectors: the embedding as int8 codes with one f32 scale (`v ~ code * scale`), read by the
+//          search worker (2 KiB per photo at 2048 wide).
+// thumbs:  the JPEG thumbnail (a Blob), read as the results grid scrolls to it.
+// queue:   files waiting to be embedded, by `root/path` (no bytes: the file is read when it is
+//          embedded, through its folder's handle, or from the File held for this visit), and how
+//          many times work on them started.
+// failed:  files that could not be indexed, with the reason.
+// roots:   folder (or file) handles the user gave, so files are read in place after a reload.
+// meta:    small settings (the model the index was built with).
+const STORES = ["photos", "vectors", "thumbs", "queue", "failed", "roots", "meta"];
 
 let dbPromise = null;
 
@@ -31,22 +38,79 @@ function done(tx) {
   });
 }
 
+// f32 -> int8 codes and scale, as brivl_core::encoding::quantize_i8 (f32 arithmetic, rounding
+// half away from zero): used only to migrate version 1 records, whose f32 embeddings are gone
+// after it.
+export function quantizeI8(v) {
+  let max = 0;
+  let bad = false;
+  for (const x of v) {
+    if (Number.isNaN(x)) bad = true;
+    max = Math.max(max, Math.abs(x));
+  }
+  const code = new Int8Array(v.length);
+  if (max === 0 || !Number.isFinite(max) || bad) return { code, scale: 0 };
+  const inv = Math.fround(127 / max);
+  for (let i = 0; i < v.length; i++) {
+    const y = Math.fround(v[i] * inv);
+    const r = Math.sign(y) * Math.round(Math.abs(y));
+    code[i] = Math.max(-127, Math.min(127, r));
+  }
+  return { code, scale: Math.fround(max / 127) };
+}
+
+// Version 1 -> 2, inside the upgrade transaction: each photo record is split into its metadata,
+// its int8 vector and its thumbnail. Queued Blob copies stay readable until they are embedded.
+function migrateV1(tx) {
+  const photos = tx.objectStore("photos");
+  const vectors = tx.objectStore("vectors");
+  const thumbs = tx.objectStore("thumbs");
+  let seq = 0;
+  photos.openCursor().onsuccess = (e) => {
+    const c = e.target.result;
+    if (!c) return;
+    const r = c.value;
+    if (r.embedding) {
+      const emb = new Float32Array(r.embedding.buffer || r.embedding);
+      const { code, scale } = quantizeI8(emb);
+      const dim = r.dim || emb.length;
+      vectors.put({ code, scale, model: r.model || "", dim }, r.hash);
+      if (r.thumb) thumbs.put(r.thumb, r.hash);
+      c.update({ hash: r.hash, names: r.names || [], model: r.model || "", dim, width: r.width, height: r.height, seq: seq++, v: 2 });
+    }
+    c.continue();
+  };
+}
+
 function db() {
   if (!dbPromise) {
     dbPromise = new Promise((resolve, reject) => {
       const open = indexedDB.open(DB_NAME, DB_VERSION);
-      open.onupgradeneeded = () => {
+      open.onupgradeneeded = (ev) => {
         const d = open.result;
-        for (const s of ["photos", "failed", "meta"]) {
+        for (const s of ["photos", "vectors", "thumbs", "failed", "roots", "meta"]) {
           if (!d.objectStoreNames.contains(s)) d.createObjectStore(s);
         }
         if (!d.objectStoreNames.contains("queue")) {
           // `seq` keeps the order files were added in.
           d.createObjectStore("queue").createIndex("seq", "seq");
         }
+        const photos = open.transaction.objectStore("photos");
+        // A file name already indexed is found without reading the file.
+        if (!photos.indexNames.contains("names")) photos.createIndex("names", "names", { multiEntry: true });
+        if (ev.oldVersion === 1) migrateV1(open.transaction);
       };
-      open.onsuccess = () => resolve(open.result);
+      open.onsuccess = () => {
+        const d = open.result;
+        // Another tab upgrading the format: let it, this tab's next call opens the new one.
+        d.onversionchange = () => {
+          d.close();
+          dbPromise = null;
+        };
+        resolve(d);
+      };
       open.onerror = () => reject(open.error);
+      open.onblocked = () => reject(new Error("the index is being upgraded by another tab of this site; close it and reload"));
     });
   }
   return dbPromise;
@@ -57,13 +121,48 @@ export async function sha256Hex(buffer) {
   return Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
-// Every file under a drop, recursing into folders. Must be called synchronously from the drop
-// handler (the DataTransfer empties once the handler returns); it returns a promise.
+// ---- what the user gives: folders (handles where the browser has them) or files ----
+
+// The files held for this visit (no handle: from a file input or a plain drop), by queue key.
+const visitFiles = new Map();
+// Handles by root id, once read from the database.
+const rootHandles = new Map();
+
+function rootId() {
+  return crypto.randomUUID ? crypto.randomUUID() : String(Date.now()) + Math.random().toString(16).slice(2);
+}
+
+// Whether the browser can give folder handles (Chromium: showDirectoryPicker).
+export function hasFolderHandles() {
+  return typeof self.showDirectoryPicker === "function";
+}
+
+// Asks for a folder (read only) and returns its handle, or null when the user closes the picker.
+export async function pickFolder() {
+  try {
+    return await self.showDirectoryPicker({ id: "brivl-album", mode: "read" });
+  } catch (e) {
+    if (e && e.name === "AbortError") return null;
+    throw e;
+  }
+}
+
+// Every dropped item: its file-system handle where the browser gives one (Chromium), else the
+// entry or file. Must be called synchronously from the drop handler (the DataTransfer empties
+// once it returns); resolves to {handles: [FileSystemHandle], files: [{file, path}]}.
 export function collectDropped(dataTransfer) {
+  const handles = [];
   const entries = [];
   const loose = [];
   for (const item of dataTransfer.items) {
     if (item.kind !== "file") continue;
+    if (item.getAsFileSystemHandle) {
+      handles.push(item.getAsFileSystemHandle().catch(() => null));
+      // A DataTransfer made by script has no handles: keep its file too.
+      const f = item.getAsFile();
+      if (f) loose.push({ file: f, path: f.name });
+      continue;
+    }
     const entry = item.webkitGetAsEntry ? item.webkitGetAsEntry() : null;
     if (entry) entries.push(entry);
     else {
@@ -72,6 +171,8 @@ export function collectDropped(dataTransfer) {
     }
   }
   return (async () => {
+    const got = (await Promise.all(handles)).filter(Boolean);
+    if (got.length > 0) return { handles: got, files: [] };
     const out = loose;
     async function walk(entry, prefix) {
       if (entry.isFile) {
@@ -88,7 +189,7 @@ export function collectDropped(dataTransfer) {
       }
     }
     for (const e of entries) await walk(e, "");
-    return out;
+    return { handles: [], files: out };
   })();
 }
 
@@ -97,73 +198,215 @@ export function filesFromInput(fileList) {
   return Array.from(fileList, (f) => ({ file: f, path: f.webkitRelativePath || f.name }));
 }
 
+// Every file below a handle as {path, handle}; hidden entries skipped.
+async function* walkHandle(h, prefix) {
+  if (h.kind === "file") {
+    yield { path: prefix + h.name, handle: h };
+    return;
+  }
+  for await (const [name, child] of h.entries()) {
+    if (name.startsWith(".")) continue;
+    yield* walkHandle(child, prefix + h.name + "/");
+  }
+}
+
 function addName(names, name) {
   if (!names.includes(name)) names.push(name);
   return names;
 }
 
-// Hashes each file and queues the ones the index has not seen. A file whose content is already
-// indexed, queued or failed only adds its name there (a renamed or copied photo is not embedded
-// twice). Each file's first `sniffBytes` bytes are read first: one that `isPhoto(head)` says is not
-// a photo at all (a README, a video, an empty file) is counted in `notPhotos` and never read whole;
-// a photo over `maxBytes` is listed in `tooLarge`.
-// Returns {queued, duplicates, notPhotos: [name], tooLarge: [{name, bytes}], seen: [{hash, file}]}.
-export async function enqueueFiles(files, maxBytes, sniffBytes, isPhoto) {
+// Queues the files below `handles` (kept in `roots`, so they are read in place after a reload)
+// and the loose `files` (held in memory for this visit). A name already indexed or queued is
+// skipped. Each file's first `sniffBytes` are read: one that `isPhoto(head)` says is not a photo
+// is counted, a photo over `maxBytes` listed. Nothing else is read until the file is embedded.
+// Returns {queued, known, notPhotos: [name], tooLarge: [{name, bytes}]}.
+export async function enqueue(handles, files, maxBytes, sniffBytes, isPhoto) {
   // Ask the browser not to evict the index under storage pressure (it may say no).
   if (navigator.storage && navigator.storage.persist) navigator.storage.persist().catch(() => {});
   const d = await db();
-  let queued = 0;
-  let duplicates = 0;
-  const notPhotos = [];
-  const tooLarge = [];
-  const seen = [];
-  for (const { file, path } of files) {
-    const head = new Uint8Array(await file.slice(0, sniffBytes).arrayBuffer());
-    if (!isPhoto(head)) {
-      notPhotos.push(path);
-      continue;
-    }
-    if (file.size > maxBytes) {
-      tooLarge.push({ name: path, bytes: file.size });
-      continue;
-    }
-    const hash = await sha256Hex(await file.arrayBuffer());
-    seen.push({ hash, file });
+  const out = { queued: 0, known: 0, notPhotos: [], tooLarge: [] };
+  let seq = Date.now();
+  const pending = [];
+  const flush = async () => {
     const tx = d.transaction(["photos", "queue", "failed"], "readwrite");
-    const photos = tx.objectStore("photos");
+    const names = tx.objectStore("photos").index("names");
     const queue = tx.objectStore("queue");
     const failed = tx.objectStore("failed");
-    const [p, q, f] = await Promise.all([req(photos.get(hash)), req(queue.get(hash)), req(failed.get(hash))]);
-    if (p) {
-      photos.put(Object.assign(p, { names: addName(p.names, path) }), hash);
-      duplicates++;
-    } else if (q) {
-      queue.put(Object.assign(q, { names: addName(q.names, path) }), hash);
-      duplicates++;
-    } else if (f) {
-      failed.put(Object.assign(f, { names: addName(f.names, path) }), hash);
-      duplicates++;
-    } else {
-      // A Blob copy of the bytes: the File handle itself does not survive a reload.
-      const blob = new Blob([file], { type: file.type });
-      queue.put({ hash, names: [path], blob, seq: Date.now() + queued / 1e6 }, hash);
-      queued++;
-    }
+    const checks = pending.map(async (p) => {
+      const [ph, q, f] = await Promise.all([req(names.getKey(p.name)), req(queue.getKey(p.key)), req(failed.getKey(p.key))]);
+      if (ph !== undefined || q !== undefined || f !== undefined) {
+        out.known++;
+        return;
+      }
+      queue.put({ key: p.key, root: p.root, path: p.path, names: [p.name], seq: seq++ }, p.key);
+      out.queued++;
+    });
+    await Promise.all(checks);
     await done(tx);
+    pending.length = 0;
+  };
+  const consider = async (file, name, key, root, path) => {
+    const head = new Uint8Array(await file.slice(0, sniffBytes).arrayBuffer());
+    if (!isPhoto(head)) {
+      out.notPhotos.push(name);
+      return;
+    }
+    if (file.size > maxBytes) {
+      out.tooLarge.push({ name, bytes: file.size });
+      return;
+    }
+    pending.push({ key, root, path, name });
+    if (pending.length >= 500) await flush();
+  };
+  const known = await req(d.transaction("roots").objectStore("roots").getAll());
+  for (const h of handles) {
+    // The same folder given again keeps its id (its queued and indexed files are recognised).
+    let id = null;
+    for (const r of known) if (r.handle && (await r.handle.isSameEntry(h).catch(() => false))) id = r.id;
+    if (!id) {
+      id = rootId();
+      const tx = d.transaction("roots", "readwrite");
+      tx.objectStore("roots").put({ id, name: h.name, kind: h.kind, handle: h }, id);
+      await done(tx);
+    }
+    rootHandles.set(id, h);
+    for await (const { path, handle } of walkHandle(h, "")) {
+      await consider(await handle.getFile(), path, id + "/" + path, id, path);
+    }
   }
-  return { queued, duplicates, notPhotos, tooLarge, seen };
+  for (const { file, path } of files) {
+    const key = "visit/" + path;
+    visitFiles.set(key, file);
+    await consider(file, path, key, null, path);
+  }
+  if (pending.length) await flush();
+  return out;
 }
 
-// Counts a start of work on the queued photo `hash` (kept across reloads) and returns how many
-// starts there were before this one: a photo that never finishes (the tab closed or crashed while
+// The handle of root `id` (from the database after a reload), or null.
+async function rootHandle(id) {
+  if (rootHandles.has(id)) return rootHandles.get(id);
+  const d = await db();
+  const r = await req(d.transaction("roots").objectStore("roots").get(id));
+  const h = r ? r.handle : null;
+  rootHandles.set(id, h);
+  return h;
+}
+
+// The folders given before whose read permission must be asked again (after a reload the browser
+// asks the user): [{id, name}]. Asking needs a click: see `allowRoots`.
+export async function rootsNeedingPermission() {
+  const d = await db();
+  const roots = await req(d.transaction("roots").objectStore("roots").getAll());
+  const out = [];
+  for (const r of roots) {
+    if (!r.handle || !r.handle.queryPermission) continue;
+    const p = await r.handle.queryPermission({ mode: "read" });
+    if (p !== "granted") out.push({ id: r.id, name: r.name });
+  }
+  return out;
+}
+
+// Asks read permission again for every folder that needs it (call from a click). Returns how many
+// were granted.
+export async function allowRoots() {
+  const d = await db();
+  const roots = await req(d.transaction("roots").objectStore("roots").getAll());
+  let granted = 0;
+  for (const r of roots) {
+    if (!r.handle || !r.handle.requestPermission) continue;
+    if ((await r.handle.requestPermission({ mode: "read" })) === "granted") granted++;
+  }
+  return granted;
+}
+
+async function fileAt(root, path) {
+  const h = await rootHandle(root);
+  if (!h) throw new Error("its folder is no longer known to this site; add it again");
+  if (h.kind === "file") return h.getFile();
+  const parts = path.split("/").slice(1);
+  let dir = h;
+  for (const p of parts.slice(0, -1)) dir = await dir.getDirectoryHandle(p);
+  return (await dir.getFileHandle(parts[parts.length - 1])).getFile();
+}
+
+// The bytes of a queued file: through its folder's handle, the File held for this visit, or a
+// version 1 Blob copy. null when it is not reachable now (a file given without a handle before a
+// reload); throws when its folder denies reading or the file is gone.
+async function queuedFile(q) {
+  if (q.blob) return q.blob;
+  if (q.root) return fileAt(q.root, q.path);
+  return visitFiles.get(q.key) || null;
+}
+
+// The next queued files, oldest first, up to `count` files or `maxBytes` in all, each read whole:
+// [{key, names, bytes: Uint8Array, hash, known}] (`known`: the content is indexed already), or
+// [{key, names, error}] for one that cannot be read. Files without a handle that this visit does
+// not hold are skipped (see `unreachable`), and so are the keys in `skip` (in flight).
+export async function nextBatch(count, maxBytes, skip) {
+  const skipping = new Set(skip);
+  const d = await db();
+  const tx = d.transaction("queue", "readonly");
+  const items = [];
+  await new Promise((resolve, reject) => {
+    const r = tx.objectStore("queue").index("seq").openCursor();
+    r.onerror = () => reject(r.error);
+    r.onsuccess = () => {
+      const c = r.result;
+      if (!c || items.length >= count * 8) return resolve();
+      // Version 1 queue records were keyed by content hash and held a Blob copy.
+      const q = c.value;
+      const key = q.key || c.primaryKey;
+      // In flight, or added without a handle before a reload (unreachable now).
+      if (skipping.has(key) || (!q.blob && !q.root && !visitFiles.has(key))) return c.continue();
+      items.push(Object.assign(q, { key: q.key || c.primaryKey, path: q.path || q.names[0] }));
+      c.continue();
+    };
+  });
+  const out = [];
+  let bytes = 0;
+  for (const q of items) {
+    if (out.length >= count || (out.length > 0 && bytes >= maxBytes)) break;
+    let file;
+    try {
+      file = await queuedFile(q);
+    } catch (e) {
+      out.push({ key: q.key, names: q.names, error: String(e && e.message ? e.message : e) });
+      continue;
+    }
+    if (!file) continue;
+    const buf = await file.arrayBuffer();
+    const hash = await sha256Hex(buf);
+    bytes += buf.byteLength;
+    out.push({ key: q.key, names: q.names, bytes: new Uint8Array(buf), hash, file: q.root ? null : file });
+  }
+  // Which contents are indexed already (a renamed or copied photo is not embedded twice).
+  const t2 = d.transaction("photos");
+  const photos = t2.objectStore("photos");
+  await Promise.all(out.filter((o) => o.hash).map(async (o) => { o.known = (await req(photos.getKey(o.hash))) !== undefined; }));
+  return out;
+}
+
+// Queued files this visit cannot read (given without a handle before a reload): [names].
+export async function unreachable() {
+  const d = await db();
+  const all = await req(d.transaction("queue").objectStore("queue").getAll());
+  return all.filter((q) => !q.blob && !q.root && !visitFiles.has(q.key)).map((q) => q.path);
+}
+
+// Counts a start of work on the queued files `keys` (kept across reloads) and returns how many
+// starts each had before this one: a file that never finishes (the tab closed or crashed while
 // reading it) is not tried forever.
-export async function beginAttempt(hash) {
+export async function beginAttempt(keys) {
   const d = await db();
   const tx = d.transaction("queue", "readwrite");
   const queue = tx.objectStore("queue");
-  const q = await req(queue.get(hash));
-  const before = (q && q.attempts) || 0;
-  if (q) queue.put(Object.assign(q, { attempts: before + 1 }), hash);
+  const before = await Promise.all(keys.map(async (k) => {
+    const q = await req(queue.get(k));
+    const n = (q && q.attempts) || 0;
+    if (q) queue.put(Object.assign(q, { attempts: n + 1 }), k);
+    return n;
+  }));
   await done(tx);
   return before;
 }
@@ -187,63 +430,120 @@ export function indexLock(wait) {
   });
 }
 
-// The oldest queued photo as {hash, names, bytes: Uint8Array}, or null.
-export async function nextQueued() {
-  const d = await db();
-  const tx = d.transaction("queue", "readonly");
-  const cursor = await req(tx.objectStore("queue").index("seq").openCursor());
-  if (!cursor) return null;
-  const { hash, names, blob } = cursor.value;
-  return { hash, names, bytes: new Uint8Array(await blob.arrayBuffer()) };
-}
-
 export async function queueCount() {
   const d = await db();
   return req(d.transaction("queue").objectStore("queue").count());
 }
 
-// Stores a photo's embedding and thumbnail and takes it off the queue in one transaction, so a
-// closed tab leaves it either queued or indexed, never both or neither. The record carries its
-// model (content hash and width); it is refused when the index now belongs to another model
-// (changed in another tab meanwhile), so one index never mixes two models.
-export async function commitPhoto(hash, embedding, thumbJpeg, width, height, model, dim) {
+// Stores a batch in one transaction and takes its files off the queue, so a closed tab leaves
+// each either queued or indexed, never both or neither. `done`: [{key, hash, names, code, scale,
+// thumb, width, height, root, path}] new photos, [{key, hash, names}] for known content (only
+// its names are added), [{key, names, reason}] failures. The records carry their model; the
+// batch is refused when the index now belongs to another model (changed in another tab).
+// Returns the photo records written (new and renamed), without their vectors and thumbnails.
+export async function commitBatch(items, model, dim) {
   const d = await db();
-  const tx = d.transaction(["photos", "queue", "meta"], "readwrite");
+  const tx = d.transaction(["photos", "vectors", "thumbs", "queue", "failed", "meta"], "readwrite");
   const meta = tx.objectStore("meta");
   const [m, md] = await Promise.all([req(meta.get("model")), req(meta.get("dim"))]);
   if (m !== model || md !== String(dim)) {
     tx.abort();
     throw new Error("the index now belongs to another model (changed in another tab)");
   }
+  const photos = tx.objectStore("photos");
   const queue = tx.objectStore("queue");
-  const q = await req(queue.get(hash));
-  const names = q ? q.names : [];
-  const thumb = new Blob([thumbJpeg], { type: "image/jpeg" });
-  const record = { hash, names, embedding: new Float32Array(embedding), thumb, width, height, model, dim };
-  tx.objectStore("photos").put(record, hash);
-  queue.delete(hash);
+  const written = [];
+  let seq = Date.now() * 1000;
+  await Promise.all(items.map(async (it) => {
+    queue.delete(it.key);
+    if (it.reason !== undefined) {
+      tx.objectStore("failed").put({ names: it.names, reason: it.reason }, it.key);
+      return;
+    }
+    const old = await req(photos.get(it.hash));
+    if (old) {
+      for (const n of it.names) addName(old.names, n);
+      photos.put(old, it.hash);
+      written.push(old);
+      return;
+    }
+    const rec = { hash: it.hash, names: it.names, model, dim, width: it.width, height: it.height, root: it.root, path: it.path, seq: seq++, v: 2 };
+    photos.put(rec, it.hash);
+    tx.objectStore("vectors").put({ code: new Int8Array(it.code), scale: it.scale, model, dim }, it.hash);
+    tx.objectStore("thumbs").put(new Blob([it.thumb], { type: "image/jpeg" }), it.hash);
+    written.push(rec);
+  }));
   await done(tx);
-  return record;
+  return written;
 }
 
-export async function commitFailure(hash, reason) {
+// Every photo record (metadata only), in the order they were added.
+export async function listPhotos() {
+  const rows = await all("photos");
+  rows.sort((a, b) => (a.seq || 0) - (b.seq || 0));
+  return rows;
+}
+
+// Every stored vector of `model` (width `dim`), page by page: `onPage(hashes, codes: Int8Array
+// (n * dim), scales: Float32Array)`. Returns how many records belong to another model.
+export async function loadVectors(model, dim, onPage) {
   const d = await db();
-  const tx = d.transaction(["failed", "queue"], "readwrite");
-  const queue = tx.objectStore("queue");
-  const q = await req(queue.get(hash));
-  const names = q ? q.names : [];
-  tx.objectStore("failed").put({ hash, names, reason }, hash);
-  queue.delete(hash);
-  await done(tx);
+  const PAGE = 2048;
+  let other = 0;
+  let last = null;
+  for (;;) {
+    const tx = d.transaction("vectors");
+    const store = tx.objectStore("vectors");
+    const range = last === null ? null : IDBKeyRange.lowerBound(last, true);
+    const [keys, vals] = await Promise.all([req(store.getAllKeys(range, PAGE)), req(store.getAll(range, PAGE))]);
+    if (keys.length === 0) break;
+    last = keys[keys.length - 1];
+    const hashes = [];
+    const codes = new Int8Array(keys.length * dim);
+    const scales = new Float32Array(keys.length);
+    let n = 0;
+    for (let i = 0; i < keys.length; i++) {
+      const v = vals[i];
+      if (v.model !== model || v.dim !== dim || v.code.length !== dim) {
+        other++;
+        continue;
+      }
+      codes.set(v.code, n * dim);
+      scales[n] = v.scale;
+      hashes.push(keys[i]);
+      n++;
+    }
+    onPage(hashes, codes.subarray(0, n * dim), scales.subarray(0, n));
+    if (keys.length < PAGE) break;
+  }
+  return other;
+}
+
+// The thumbnail of `hash` as an object URL, or null.
+export async function thumbUrl(hash) {
+  const d = await db();
+  const b = await req(d.transaction("thumbs").objectStore("thumbs").get(hash));
+  return b ? URL.createObjectURL(b) : null;
+}
+
+// The original of a stored photo as an object URL: through its folder's handle, or null (no
+// handle, or the folder is not readable now).
+export async function originalUrl(hash) {
+  const d = await db();
+  const p = await req(d.transaction("photos").objectStore("photos").get(hash));
+  if (!p || !p.root) return null;
+  try {
+    const h = await rootHandle(p.root);
+    if (!h || (h.queryPermission && (await h.queryPermission({ mode: "read" })) !== "granted")) return null;
+    return URL.createObjectURL(await fileAt(p.root, p.path));
+  } catch {
+    return null;
+  }
 }
 
 async function all(store) {
   const d = await db();
   return req(d.transaction(store).objectStore(store).getAll());
-}
-
-export function listPhotos() {
-  return all("photos");
 }
 
 export function listFailures() {
@@ -255,6 +555,7 @@ export async function clearStores(names) {
   const tx = d.transaction(names, "readwrite");
   for (const n of names) tx.objectStore(n).clear();
   await done(tx);
+  if (names.includes("queue")) visitFiles.clear();
 }
 
 export async function getMeta(key) {
@@ -268,6 +569,27 @@ export async function setMeta(key, value) {
   const tx = d.transaction("meta", "readwrite");
   tx.objectStore("meta").put(value, key);
   await done(tx);
+}
+
+// ---- tests only (the page exposes these with ?test_hooks=1) ----
+
+// Writes `n` synthetic photo records of `model` (width `dim`) in batches: `make(i)` gives
+// {code: Int8Array, scale}; each gets a tiny thumbnail and the name synthetic/<i>.jpg.
+export async function fillSynthetic(n, model, dim, make, thumbJpeg) {
+  const d = await db();
+  const BATCH = 1000;
+  const thumb = new Blob([thumbJpeg], { type: "image/jpeg" });
+  for (let at = 0; at < n; at += BATCH) {
+    const tx = d.transaction(["photos", "vectors", "thumbs"], "readwrite");
+    for (let i = at; i < Math.min(n, at + BATCH); i++) {
+      const { code, scale } = make(i);
+      const hash = "synthetic-" + String(i).padStart(8, "0");
+      tx.objectStore("photos").put({ hash, names: [`synthetic/${i}.jpg`], model, dim, width: 8, height: 8, seq: i, v: 2 }, hash);
+      tx.objectStore("vectors").put({ code, scale, model, dim }, hash);
+      tx.objectStore("thumbs").put(thumb, hash);
+    }
+    await done(tx);
+  }
 }
 
 // ---- model files ----

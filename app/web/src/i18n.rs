@@ -69,7 +69,8 @@ strings! {
     ModelPickLabel => "Choose a brivl model file (.safetensors)", "选择 brivl 模型文件（.safetensors）";
     ModelReloadSite => "Use the site's model", "使用网站自带模型";
     RunsOnGpu => "Runs on WebGPU", "在 WebGPU 上运行";
-    RunsOnCpu => "No WebGPU: running on the CPU (slower)", "没有 WebGPU：在 CPU 上运行（较慢）";
+    RunsOnCpu => "This browser has no WebGPU: using the slower CPU path", "此浏览器没有 WebGPU：使用较慢的 CPU 路径";
+    Details => "Details", "详细信息";
     RunsOnCpuChosen => "Running on the CPU (chosen)", "在 CPU 上运行（已选择）";
     AlbumHeading => "Album", "相册";
     DropHere => "Drop photos or folders here", "将照片或文件夹拖放到这里";
@@ -96,7 +97,6 @@ strings! {
     QueryUsed => "Query used", "实际查询";
     QueryUsedHelp => "What the model reads; edit it to refine the search.", "模型实际读取的文字，可编辑以调整搜索。";
     SearchButton => "Search", "搜索";
-    TopK => "Top", "前";
     MinScore => "Min. score", "最低分";
     Results => "results", "个结果";
     NoResults => "No photo scores above the minimum.", "没有照片的得分高于最低分。";
@@ -104,8 +104,22 @@ strings! {
     SimilarTo => "Photos similar to", "与此相似的照片：";
     Close => "Close", "关闭";
     Score => "score", "得分";
-    ThumbOnly => "Shown from the stored thumbnail; add the photo again to see it full size.",
-        "显示的是已存储的缩略图；重新添加照片可查看原图。";
+    ThumbOnly => "Shown from the stored thumbnail; choose its folder again to see the original.",
+        "显示的是已存储的缩略图；重新选择其文件夹可查看原图。";
+    // ---- the search-first page (issue 16) ----
+    SidePanel => "Album and model", "相册与模型";
+    AllPhotos => "All photos", "全部照片";
+    Photos => "photos", "张照片";
+    ShowMore => "Show more", "显示更多";
+    Advanced => "Advanced", "高级选项";
+    EmptyAlbum => "No photos yet. Choose a folder (or drop one on the album panel) to start: photos are read where they are, nothing is copied or uploaded.",
+        "还没有照片。选择一个文件夹（或拖放到相册面板）即可开始：照片在原处读取，不会被复制或上传。";
+    NotIndexed => "These photos were added without folder access and were not indexed before the page was reloaded. Choose their folder again to index them:",
+        "这些照片是在没有文件夹访问权限的情况下添加的，页面重新加载前未完成索引。请重新选择其文件夹以完成索引：";
+    NeedPermission => "To read your photos in place again, this page needs your permission for:",
+        "要再次在原处读取照片，本页需要你重新授权以下文件夹：";
+    AllowFolders => "Allow access again", "重新授权";
+    Loading => "Reading the index…", "正在读取索引…";
     NoticeReading => "Reading files…", "正在读取文件…";
     NoticeNew => "new", "张新照片";
     NoticeKnown => "already known", "张已存在";

@@ -1,5 +1,6 @@
 //! The brivl web app: a Leptos UI on the main thread (`ui`), the engine in a dedicated Web Worker
-//! (`worker`), and the pieces both share or that need no browser (`protocol`, `i18n`, `watchdog`), which are
+//! (`worker`), the index and its ranking in a second worker
+//! (`search_worker`), and the pieces both share or that need no browser (`protocol`, `i18n`, `watchdog`), which are
 //! tested natively. Query preparation, ranking and model identity come from `brivl-core`, shared
 //! with the desktop program.
 
@@ -9,6 +10,7 @@ pub mod watchdog;
 
 #[cfg(target_arch = "wasm32")]
 pub mod convert_worker;
+pub mod search_worker;
 #[cfg(target_arch = "wasm32")]
 pub mod ui;
 #[cfg(target_arch = "wasm32")]

@@ -15,14 +15,14 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         opfs_file: Option<String>,
     },
-    /// Payload: a photo file's bytes. Replies with the embedding and a JPEG thumbnail whose
-    /// longer side is at most `thumb_size`.
-    EmbedImage {
+    /// Payloads: the files' bytes, one per photo. Embedded as one batch; replies with each
+    /// photo's embedding and a JPEG thumbnail whose longer side is at most `thumb_size`.
+    EmbedImages {
         thumb_size: u32,
-        /// Tests only (the UI sets it only with `?test_hooks=1` in the address): the worker fails
-        /// this way instead of reading the photo.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        test_fault: Option<TestFault>,
+        /// Tests only (the UI sets them only with `?test_hooks=1` in the address): the worker
+        /// fails this way on the photo instead of reading it. Empty, or one per photo.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        test_faults: Vec<Option<TestFault>>,
     },
     EmbedText {
         text: String,
@@ -93,10 +93,10 @@ pub enum Reply {
         #[serde(default)]
         image_size: Option<usize>,
     },
-    /// Payloads: the embedding (f32) and the thumbnail (JPEG bytes).
-    Image {
-        width: u32,
-        height: u32,
+    /// One entry per photo of an `EmbedImages` batch, in order. Payloads: for each photo read,
+    /// its embedding (f32) and thumbnail (JPEG bytes).
+    Images {
+        photos: Vec<PhotoResult>,
     },
     /// Payload: the embedding (f32).
     Text {
@@ -133,6 +133,80 @@ pub enum Reply {
     },
 }
 
+/// One photo of a batch: read (its size) or refused (the reason).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PhotoResult {
+    Read { width: u32, height: u32 },
+    Refused { error: String },
+}
+
+// ---- the search worker: holds the index (int8 rows) and ranks it ----
+
+/// UI -> search worker.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum SearchRequest {
+    /// Reads every stored vector of this model from IndexedDB (replacing what it held).
+    Load {
+        model: String,
+        dim: usize,
+    },
+    /// Payloads: the photos' int8 codes (`hashes.len() * dim` bytes), then their scales (f32).
+    Add {
+        hashes: Vec<String>,
+    },
+    Clear,
+    /// Payload: the query (f32). The best `top_k` photos, `exclude` left out.
+    Search {
+        top_k: usize,
+        min_score: Option<f32>,
+        exclude: Option<String>,
+    },
+    /// A stored photo's vector, to search for similar photos.
+    Vector {
+        hash: String,
+    },
+    /// What the index holds and the worker's memory.
+    Stats,
+}
+
+/// Search worker -> UI. Message id 0 is `Ready`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum SearchReply {
+    Ready,
+    /// `other_model`: stored vectors of another model, not loaded.
+    Loaded {
+        rows: usize,
+        other_model: usize,
+        ms: f64,
+    },
+    Added {
+        rows: usize,
+    },
+    /// Best first, with exact scores; `ms` is the time the ranking took.
+    Hits {
+        hits: Vec<(String, f32)>,
+        rows: usize,
+        ms: f64,
+    },
+    /// Payload: the vector (f32).
+    Vector,
+    /// `index_bytes`: codes and scales; `memory_bytes`: the worker's whole wasm memory.
+    Stats {
+        rows: usize,
+        index_bytes: usize,
+        memory_bytes: usize,
+    },
+    Failed {
+        error: String,
+    },
+    Crashed {
+        error: String,
+    },
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -143,8 +217,8 @@ mod tests {
             Request::Load { prefer_gpu: true, opfs_file: None },
             Request::Load { prefer_gpu: false, opfs_file: Some("converted-1-q8.safetensors".into()) },
             Request::EmbedText { text: "海边的日落".into() },
-            Request::EmbedImage { thumb_size: 384, test_fault: None },
-            Request::EmbedImage { thumb_size: 384, test_fault: Some(TestFault::Hang) },
+            Request::EmbedImages { thumb_size: 384, test_faults: vec![] },
+            Request::EmbedImages { thumb_size: 384, test_faults: vec![None, Some(TestFault::Hang)] },
             Request::Convert(ConvertOptions {
                 quant: "q8".into(),
                 vocab: "[PAD]\n".into(),
@@ -160,8 +234,19 @@ mod tests {
         let r = Reply::Failed { error: "corrupt".into() };
         assert_eq!(serde_json::to_string(&r).unwrap(), r#"{"op":"failed","error":"corrupt"}"#);
         // Production requests carry no test fault at all.
-        let plain = serde_json::to_string(&Request::EmbedImage { thumb_size: 8, test_fault: None }).unwrap();
-        assert_eq!(plain, r#"{"op":"embed_image","thumb_size":8}"#);
+        let plain = serde_json::to_string(&Request::EmbedImages { thumb_size: 8, test_faults: vec![] }).unwrap();
+        assert_eq!(plain, r#"{"op":"embed_images","thumb_size":8}"#);
+        let search = [
+            SearchRequest::Load { model: "abc".into(), dim: 2048 },
+            SearchRequest::Search { top_k: 60, min_score: Some(0.1), exclude: None },
+            SearchRequest::Add { hashes: vec!["h".into()] },
+        ];
+        for m in search {
+            let s = serde_json::to_string(&m).unwrap();
+            assert_eq!(serde_json::from_str::<SearchRequest>(&s).unwrap(), m);
+        }
+        let hits = SearchReply::Hits { hits: vec![("h".into(), 0.5)], rows: 1, ms: 1.0 };
+        assert_eq!(serde_json::from_str::<SearchReply>(&serde_json::to_string(&hits).unwrap()).unwrap(), hits);
     }
 
     #[test]

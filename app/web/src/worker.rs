@@ -1,6 +1,6 @@
 //! The engine worker: loads the model (WebGPU when the browser has it, else the CPU path),
 //! decodes photos (EXIF orientation applied), embeds photos and queries, makes thumbnails.
-//! Requests are handled one at a time, in order.
+//! Requests are handled one at a time, in order; photos come in batches, embedded together.
 
 use brivl_engine::embedder::{Embedder, Pixels};
 use brivl_engine::model_file::ModelFile;
@@ -14,7 +14,7 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 use web_sys::{DedicatedWorkerGlobalScope, MessageEvent};
 
-use crate::protocol::{Reply, Request, TestFault};
+use crate::protocol::{PhotoResult, Reply, Request, TestFault};
 
 pub fn start() {
     // A panic is logged, then told to the UI (which restarts the worker) before the wasm traps.
@@ -46,9 +46,14 @@ pub fn start() {
                 send(&out, id, &reply, vec![]);
                 continue;
             }
-            let payload = msg.get(2).dyn_into::<Uint8Array>().map(|a| a.to_vec()).unwrap_or_default();
-            let (reply, buffers) = match serde_json::from_str::<Request>(&msg.get(1).as_string().unwrap_or_default()) {
-                Ok(req) => handle(&mut engine, req, payload).await,
+            let msg_text = msg.get(1).as_string().unwrap_or_default();
+            let payloads: Vec<Vec<u8>> = (2..msg.length())
+                .filter_map(|i| msg.get(i).dyn_into::<Uint8Array>().ok())
+                .map(|a| a.to_vec())
+                .collect();
+            drop(msg);
+            let (reply, buffers) = match serde_json::from_str::<Request>(&msg_text) {
+                Ok(req) => handle(&mut engine, req, payloads).await,
                 Err(e) => (Reply::Failed { error: format!("bad request: {e}") }, vec![]),
             };
             send(&out, id, &reply, buffers);
@@ -82,44 +87,28 @@ fn send(scope: &DedicatedWorkerGlobalScope, id: JsValue, reply: &Reply, buffers:
     }
 }
 
-async fn handle(engine: &mut Option<Embedder>, req: Request, payload: Vec<u8>) -> (Reply, Vec<JsValue>) {
+async fn handle(engine: &mut Option<Embedder>, req: Request, mut payloads: Vec<Vec<u8>>) -> (Reply, Vec<JsValue>) {
     let failed = |error: String| (Reply::Failed { error }, vec![]);
     match req {
         // Taken by `convert_request` before it gets here.
         Request::Convert(_) => failed("a conversion request without its file".into()),
-        Request::Load { prefer_gpu, opfs_file } => match read_model(payload, opfs_file).await {
-            Err(e) => failed(e),
-            Ok(bytes) => load_reply(engine, load(&bytes, prefer_gpu).await),
-        },
-        Request::EmbedImage { thumb_size, test_fault } => {
-            match test_fault {
-                // A wasm trap, as on out-of-memory.
-                Some(TestFault::Abort) => std::process::abort(),
-                Some(TestFault::Panic) => panic!("test fault while reading this photo"),
-                Some(TestFault::Hang) => futures::future::pending::<()>().await,
-                None => {}
+        Request::Load { prefer_gpu, opfs_file } => {
+            match read_model(payloads.into_iter().next().unwrap_or_default(), opfs_file).await {
+                Err(e) => failed(e),
+                Ok(bytes) => load_reply(engine, load(&bytes, prefer_gpu).await),
+            }
+        }
+        Request::EmbedImages { thumb_size, test_faults } => {
+            for fault in test_faults.iter().flatten() {
+                match fault {
+                    // A wasm trap, as on out-of-memory.
+                    TestFault::Abort => std::process::abort(),
+                    TestFault::Panic => panic!("test fault while reading this photo"),
+                    TestFault::Hang => futures::future::pending::<()>().await,
+                }
             }
             let Some(e) = engine.as_mut() else { return failed("no model loaded".into()) };
-            let img = match photo::decode(&payload) {
-                Ok(img) => img,
-                Err(err) => return failed(err.to_string()),
-            };
-            drop(payload);
-            let thumb = match thumbnail(&img, thumb_size) {
-                Ok(t) => t,
-                Err(err) => return failed(format!("thumbnail: {err}")),
-            };
-            let pixels = Pixels { width: img.width as usize, height: img.height as usize, rgba: img.pack_rgba_u32() };
-            match e.embed_images(&[pixels]).await {
-                Ok(mut v) if v.len() == 1 => {
-                    let emb = Float32Array::from(v.pop().unwrap().as_slice());
-                    let emb = Uint8Array::new(&emb.buffer());
-                    let reply = Reply::Image { width: img.width, height: img.height };
-                    (reply, vec![emb.into(), Uint8Array::from(thumb.as_slice()).into()])
-                }
-                Ok(_) => failed("the engine returned no embedding".into()),
-                Err(err) => failed(err.to_string()),
-            }
+            embed_batch(e, std::mem::take(&mut payloads), thumb_size).await
         }
         Request::EmbedText { text } => {
             let Some(e) = engine.as_mut() else { return failed("no model loaded".into()) };
@@ -166,6 +155,91 @@ async fn read_model(payload: Vec<u8>, opfs_file: Option<String>) -> Result<Vec<u
             crate::convert_worker::read_opfs_file(&scope, &name).await
         }
     }
+}
+
+/// Photos embedded together within a batch: while the GPU embeds one group, the next is decoded
+/// (on the CPU path both run on this one thread, one after the other).
+const GROUP: usize = 4;
+
+/// A group of decoded photos: for each, its size, pixels and thumbnail, or why it cannot be read.
+type Decoded = Vec<Result<(u32, u32, Pixels, Vec<u8>), String>>;
+
+/// Decodes each photo (EXIF orientation applied) and makes its thumbnail; each file's bytes are
+/// dropped once decoded.
+async fn decode_group(files: Vec<Vec<u8>>, thumb_size: u32) -> Decoded {
+    files
+        .into_iter()
+        .map(|bytes| {
+            let img = photo::decode(&bytes).map_err(|err| err.to_string())?;
+            drop(bytes);
+            let thumb = thumbnail(&img, thumb_size).map_err(|err| format!("thumbnail: {err}"))?;
+            let pixels = Pixels { width: img.width as usize, height: img.height as usize, rgba: img.pack_rgba_u32() };
+            Ok((img.width, img.height, pixels, thumb))
+        })
+        .collect()
+}
+
+/// Embeds a batch group by group, decoding the next group while the GPU embeds this one. A photo
+/// that cannot be read is refused with the reason; the others go on.
+async fn embed_batch(e: &mut Embedder, files: Vec<Vec<u8>>, thumb_size: u32) -> (Reply, Vec<JsValue>) {
+    let mut results = Vec::with_capacity(files.len());
+    let mut buffers = Vec::with_capacity(2 * files.len());
+    let mut groups = Vec::new();
+    let mut files = files.into_iter().peekable();
+    while files.peek().is_some() {
+        groups.push(files.by_ref().take(GROUP).collect::<Vec<_>>());
+    }
+    let mut groups = groups.into_iter();
+    let mut decoded = decode_group(groups.next().unwrap_or_default(), thumb_size).await;
+    loop {
+        let mut pixels = Vec::new();
+        let mut thumbs = Vec::new();
+        for d in decoded {
+            match d {
+                Ok((width, height, p, thumb)) => {
+                    results.push(PhotoResult::Read { width, height });
+                    pixels.push(p);
+                    thumbs.push(thumb);
+                }
+                Err(error) => results.push(PhotoResult::Refused { error }),
+            }
+        }
+        let next = groups.next();
+        // The embedding submits its GPU work when first polled; the next group decodes meanwhile.
+        let (embedded, next_decoded) = futures::join!(
+            async {
+                if pixels.is_empty() {
+                    Ok(Vec::new())
+                } else {
+                    e.embed_images(&pixels).await
+                }
+            },
+            async {
+                match next {
+                    Some(g) => Some(decode_group(g, thumb_size).await),
+                    None => None,
+                }
+            }
+        );
+        match embedded {
+            Ok(v) if v.len() == pixels.len() => {
+                for (emb, thumb) in v.iter().zip(&thumbs) {
+                    let emb = Float32Array::from(emb.as_slice());
+                    buffers.push(Uint8Array::new(&emb.buffer()).into());
+                    buffers.push(Uint8Array::from(thumb.as_slice()).into());
+                }
+            }
+            Ok(_) => {
+                return (Reply::Failed { error: "the engine returned a wrong number of embeddings".into() }, vec![])
+            }
+            Err(err) => return (Reply::Failed { error: err.to_string() }, vec![]),
+        }
+        match next_decoded {
+            Some(d) => decoded = d,
+            None => break,
+        }
+    }
+    (Reply::Images { photos: results }, buffers)
 }
 
 /// A loaded model: where it runs (with the reason the GPU could not be used, if preferred) and

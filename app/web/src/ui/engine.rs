@@ -1,8 +1,8 @@
-//! The UI's side of the engine worker: spawns it, sends requests, matches replies by id, and
+//! The UI's side of the workers: spawns one, sends requests, matches replies by id, and
 //! notices when it dies. A worker that reports an error (a wasm trap on out-of-memory, a panic),
 //! or that a watchdog gives up on, is terminated and every request it held is rejected with the
-//! reason; the next request starts a fresh worker (the model is loaded into it again by
-//! `model::ready_engine`).
+//! reason; the next request starts a fresh worker (the engine worker gets its model again from
+//! `model::ready_engine`, the search worker its index from `index_worker`).
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -13,16 +13,54 @@ use brivl_core::model_id::ModelId;
 use futures::channel::oneshot;
 use futures::future::{select, Either};
 use js_sys::{Array, Promise, Uint8Array};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{ErrorEvent, MessageEvent, Worker, WorkerOptions, WorkerType};
 
-use crate::protocol::{Reply, Request};
+use crate::protocol::{Reply, Request, SearchReply};
+
+/// What the UI needs to know of a worker's replies: a crash report, a refusal.
+pub trait WorkerReply: DeserializeOwned + 'static {
+    fn crashed(&self) -> Option<String>;
+    fn refused(&self) -> Option<String>;
+}
+
+impl WorkerReply for Reply {
+    fn crashed(&self) -> Option<String> {
+        match self {
+            Reply::Crashed { error } => Some(error.clone()),
+            _ => None,
+        }
+    }
+    fn refused(&self) -> Option<String> {
+        match self {
+            Reply::Failed { error } => Some(error.clone()),
+            _ => None,
+        }
+    }
+}
+
+impl WorkerReply for SearchReply {
+    fn crashed(&self) -> Option<String> {
+        match self {
+            SearchReply::Crashed { error } => Some(error.clone()),
+            _ => None,
+        }
+    }
+    fn refused(&self) -> Option<String> {
+        match self {
+            SearchReply::Failed { error } => Some(error.clone()),
+            _ => None,
+        }
+    }
+}
 
 /// A reply and its binary payloads.
-pub struct Answer {
-    pub reply: Reply,
+pub struct Answer<R = Reply> {
+    pub reply: R,
     pub buffers: Vec<Uint8Array>,
 }
 
@@ -50,17 +88,17 @@ impl From<CallError> for String {
     }
 }
 
-type Reply1 = oneshot::Sender<Result<Answer, CallError>>;
+type Reply1<R> = oneshot::Sender<Result<Answer<R>, CallError>>;
 
-/// What the worker's event handlers share with the `Engine`.
-struct Shared {
+/// What the worker's event handlers share with its `Link`.
+struct Shared<R> {
     worker: Worker,
-    pending: RefCell<HashMap<u32, Reply1>>,
+    pending: RefCell<HashMap<u32, Reply1<R>>>,
     /// Set once the worker is stopped: why.
     dead: RefCell<Option<String>>,
 }
 
-impl Shared {
+impl<R> Shared<R> {
     /// Terminates the worker and rejects every pending request with `reason` (first reason wins).
     fn stop(&self, reason: String) {
         if self.dead.borrow().is_some() {
@@ -69,23 +107,29 @@ impl Shared {
         web_sys::console::warn_1(&format!("brivl: engine worker stopped: {reason}").into());
         *self.dead.borrow_mut() = Some(reason.clone());
         self.worker.terminate();
-        let pending: Vec<Reply1> = self.pending.borrow_mut().drain().map(|(_, tx)| tx).collect();
+        let pending: Vec<Reply1<R>> = self.pending.borrow_mut().drain().map(|(_, tx)| tx).collect();
         for tx in pending {
             let _ = tx.send(Err(CallError::Stopped(reason.clone())));
         }
     }
 }
 
-pub struct Engine {
-    shared: Rc<Shared>,
+/// A running worker and its pending requests.
+pub struct Link<R: WorkerReply> {
+    shared: Rc<Shared<R>>,
     next_id: Cell<u32>,
+    _onmessage: Closure<dyn FnMut(MessageEvent)>,
+    _onerror: Closure<dyn FnMut(ErrorEvent)>,
+    _onmessageerror: Closure<dyn FnMut(MessageEvent)>,
+}
+
+/// The engine worker.
+pub struct Engine {
+    link: Link<Reply>,
     /// The model this worker has loaded (set by the model loader).
     pub loaded: RefCell<Option<ModelId>>,
     /// Photos embedded by this worker (its first one also compiles the GPU pipelines).
     pub embedded: Cell<u32>,
-    _onmessage: Closure<dyn FnMut(MessageEvent)>,
-    _onerror: Closure<dyn FnMut(ErrorEvent)>,
-    _onmessageerror: Closure<dyn FnMut(MessageEvent)>,
 }
 
 thread_local! {
@@ -102,15 +146,17 @@ pub async fn engine() -> Result<Rc<Engine>, String> {
     if let Some(e) = ENGINE.with(|e| e.borrow().clone()).filter(|e| !e.is_dead()) {
         return Ok(e);
     }
-    let e = Rc::new(Engine::spawn().await?);
+    // Written by trunk next to index.html (data-loader-shim on the worker's link).
+    let link = Link::spawn("./brivl-worker_loader.js").await?;
+    let e = Rc::new(Engine { link, loaded: RefCell::new(None), embedded: Cell::new(0) });
     ENGINE.with(|slot| *slot.borrow_mut() = Some(e.clone()));
     Ok(e)
 }
 
-fn parse(data: JsValue) -> Option<(u32, Answer)> {
+fn parse<R: WorkerReply>(data: JsValue) -> Option<(u32, Answer<R>)> {
     let msg: Array = data.dyn_into().ok()?;
     let id = msg.get(0).as_f64()? as u32;
-    let reply: Reply = serde_json::from_str(&msg.get(1).as_string()?).ok()?;
+    let reply: R = serde_json::from_str(&msg.get(1).as_string()?).ok()?;
     let buffers = (2..msg.length()).filter_map(|i| msg.get(i).dyn_into::<Uint8Array>().ok()).collect();
     Some((id, Answer { reply, buffers }))
 }
@@ -124,26 +170,28 @@ pub async fn sleep(ms: f64) {
     let _ = JsFuture::from(p).await;
 }
 
-impl Engine {
-    async fn spawn() -> Result<Self, String> {
+impl<R: WorkerReply> Link<R> {
+    /// Starts the worker at `url` and waits for its first message (sent once its wasm loaded).
+    pub async fn spawn(url: &str) -> Result<Self, String> {
         let opts = WorkerOptions::new();
         opts.set_type(WorkerType::Module);
-        // Written by trunk next to index.html (data-loader-shim on the worker's link).
-        let worker = Worker::new_with_options("./brivl-worker_loader.js", &opts)
-            .map_err(|e| format!("cannot start the engine worker: {e:?}"))?;
+        let worker =
+            Worker::new_with_options(url, &opts).map_err(|e| format!("cannot start the worker {url}: {e:?}"))?;
         let shared = Rc::new(Shared { worker, pending: RefCell::default(), dead: RefCell::new(None) });
         let (ready_tx, ready_rx) = oneshot::channel();
         shared.pending.borrow_mut().insert(0, ready_tx);
         let sh = shared.clone();
-        let onmessage = Closure::<dyn FnMut(MessageEvent)>::new(move |ev: MessageEvent| match parse(ev.data()) {
-            Some((_, Answer { reply: Reply::Crashed { error }, .. })) => sh.stop(error),
+        let onmessage = Closure::<dyn FnMut(MessageEvent)>::new(move |ev: MessageEvent| match parse::<R>(ev.data()) {
+            Some((_, answer)) if answer.reply.crashed().is_some() => {
+                sh.stop(answer.reply.crashed().unwrap_or_default())
+            }
             Some((id, answer)) => {
                 let tx = sh.pending.borrow_mut().remove(&id);
                 if let Some(tx) = tx {
                     let _ = tx.send(Ok(answer));
                 }
             }
-            None => web_sys::console::error_1(&"brivl: unreadable message from the engine worker".into()),
+            None => web_sys::console::error_1(&"brivl: unreadable message from a worker".into()),
         });
         let sh = shared.clone();
         // An uncaught error in the worker (a wasm trap: out of memory, a panic's abort) or a
@@ -169,19 +217,17 @@ impl Engine {
             move |_| sh.stop("a message from the worker could not be read".into())
         });
         shared.worker.set_onmessageerror(Some(onmessageerror.as_ref().unchecked_ref()));
-        let engine = Self {
+        let link = Self {
             shared,
             next_id: Cell::new(1),
-            loaded: RefCell::new(None),
-            embedded: Cell::new(0),
             _onmessage: onmessage,
             _onerror: onerror,
             _onmessageerror: onmessageerror,
         };
         match ready_rx.await {
-            Ok(Ok(_)) => Ok(engine),
-            Ok(Err(e)) => Err(format!("the engine worker did not start: {e}")),
-            Err(_) => Err("the engine worker did not start".to_string()),
+            Ok(Ok(_)) => Ok(link),
+            Ok(Err(e)) => Err(format!("the worker {url} did not start: {e}")),
+            Err(_) => Err(format!("the worker {url} did not start")),
         }
     }
 
@@ -189,19 +235,15 @@ impl Engine {
         self.shared.dead.borrow().is_some()
     }
 
-    /// Sends `req` with `payload` (moved to the worker, not copied) and waits for the answer.
-    pub async fn call(&self, req: &Request, payload: Option<Uint8Array>) -> Result<Answer, CallError> {
-        self.call_watched(req, payload, None).await
-    }
-
-    /// As `call`; with `limit_ms`, a worker that has not answered by then is taken as stuck:
-    /// it is stopped (this and every other pending request rejected).
-    pub async fn call_watched(
+    /// Sends `req` with `payloads` (moved to the worker, not copied) and waits for the answer;
+    /// with `limit_ms`, a worker that has not answered by then is taken as stuck: it is stopped
+    /// (this and every other pending request rejected).
+    pub async fn call_with(
         &self,
-        req: &Request,
-        payload: Option<Uint8Array>,
+        req: &impl Serialize,
+        payloads: Vec<Uint8Array>,
         limit_ms: Option<f64>,
-    ) -> Result<Answer, CallError> {
+    ) -> Result<Answer<R>, CallError> {
         if let Some(reason) = self.shared.dead.borrow().clone() {
             return Err(CallError::Stopped(reason));
         }
@@ -211,7 +253,7 @@ impl Engine {
         self.shared.pending.borrow_mut().insert(id, tx);
         let msg = Array::of2(&id.into(), &serde_json::to_string(req).expect("requests serialise").into());
         let transfer = Array::new();
-        if let Some(p) = payload {
+        for p in payloads {
             transfer.push(&p.buffer());
             msg.push(&p);
         }
@@ -230,14 +272,46 @@ impl Engine {
             },
         };
         let answer = answer.map_err(|_| CallError::Stopped("the worker went away".into()))??;
-        match answer.reply {
-            Reply::Failed { error } => Err(CallError::Refused(error)),
-            _ => Ok(answer),
+        match answer.reply.refused() {
+            Some(error) => Err(CallError::Refused(error)),
+            None => Ok(answer),
         }
     }
 }
 
-impl Drop for Engine {
+impl Engine {
+    pub fn is_dead(&self) -> bool {
+        self.link.is_dead()
+    }
+
+    /// Sends `req` with `payload` (moved to the worker, not copied) and waits for the answer.
+    pub async fn call(&self, req: &Request, payload: Option<Uint8Array>) -> Result<Answer, CallError> {
+        self.call_watched(req, payload, None).await
+    }
+
+    /// As `call`; with `limit_ms`, a worker that has not answered by then is taken as stuck:
+    /// it is stopped (this and every other pending request rejected).
+    pub async fn call_watched(
+        &self,
+        req: &Request,
+        payload: Option<Uint8Array>,
+        limit_ms: Option<f64>,
+    ) -> Result<Answer, CallError> {
+        self.link.call_with(req, payload.into_iter().collect(), limit_ms).await
+    }
+
+    /// As `call_watched`, with several payloads (a batch of photos).
+    pub async fn call_many(
+        &self,
+        req: &Request,
+        payloads: Vec<Uint8Array>,
+        limit_ms: Option<f64>,
+    ) -> Result<Answer, CallError> {
+        self.link.call_with(req, payloads, limit_ms).await
+    }
+}
+
+impl<R: WorkerReply> Drop for Link<R> {
     fn drop(&mut self) {
         self.shared.worker.terminate();
     }

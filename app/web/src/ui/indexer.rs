@@ -1,29 +1,38 @@
-//! Indexing: files in -> queue (IndexedDB) -> worker (decode, embed, thumbnail) -> photos
-//! (IndexedDB). One photo at a time, so pause and cancel take effect after the current one; one
-//! tab at a time (the Web Lock "brivl-index"). A worker that dies or is stuck on a photo is
-//! restarted, that photo is recorded as failed with the reason, and indexing goes on.
+//! Indexing: folders (handles) and files in -> queue of paths (IndexedDB; no file bytes) ->
+//! batches read and hashed -> worker (decode, thumbnail, embed the batch) -> int8 vectors,
+//! thumbnails and names (one IndexedDB transaction per batch) -> the search worker.
+//!
+//! Pipelined: while the worker embeds a batch, the next one is read from disk and hashed and the
+//! previous one is committed. One tab indexes at a time (the Web Lock "brivl-index"). A worker
+//! that dies or is stuck on a batch is restarted and the batch is tried one photo at a time, so
+//! the photo it failed on is recorded as failed with the reason and indexing goes on.
 
 use std::cell::{Cell, RefCell};
-use std::sync::Arc;
+use std::collections::HashSet;
 
+use brivl_core::encoding::quantize_i8;
 use brivl_core::model_id::ModelId;
-use js_sys::Array;
+use js_sys::{Array, Uint8Array};
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 
 use super::engine::{floats, CallError};
 use super::model::ready_engine;
-use super::state::{now_ms, Failure, Photo, RunState, State};
-use super::{store, test_hooks};
+use super::state::{now_ms, Album, Failure, Photo, RunState, State};
+use super::store::{Outcome, Queued};
+use super::{index_worker, store, test_hooks};
 use crate::i18n::Key;
-use crate::protocol::{Reply, Request, TestFault};
+use crate::protocol::{PhotoResult, Reply, Request, TestFault};
 use crate::watchdog::{Watchdog, FLOOR_MS};
 
-/// Longer side of the stored thumbnails (grid and large view after a reload).
+/// Longer side of the stored thumbnails (grid and large view without the original).
 const THUMB_SIZE: u32 = 384;
-/// Files past this size are not copied into the queue.
+/// Files past this size are not queued.
 const MAX_FILE_BYTES: f64 = 200e6;
-/// A queued photo that work started on this many times without finishing (the tab was closed or
+/// Photos embedded together, and the most file bytes a batch holds in memory.
+const BATCH: u32 = 8;
+const BATCH_BYTES: f64 = 64e6;
+/// A queued file that work started on this many times without finishing (the tab was closed or
 /// crashed each time) is recorded as failed instead of tried again.
 const MAX_STARTS: u32 = 3;
 /// The watchdog's floor with `?test_hooks=1` (the browser test makes a worker hang).
@@ -34,6 +43,8 @@ thread_local! {
     /// Set by `start`: work may have arrived while the loop was finishing.
     static KICKED: Cell<bool> = const { Cell::new(false) };
     static WATCHDOG: RefCell<Watchdog> = RefCell::default();
+    /// The models the stored records were made with (read at start-up, with the photo list).
+    static STORED_MODELS: RefCell<HashSet<ModelId>> = RefCell::default();
 }
 
 fn object_url(blob: &web_sys::Blob) -> String {
@@ -41,71 +52,92 @@ fn object_url(blob: &web_sys::Blob) -> String {
 }
 
 fn photo_from(p: store::StoredPhoto) -> Photo {
-    Photo {
-        thumb_url: object_url(&p.thumb),
-        hash: p.hash,
-        names: p.names,
-        embedding: Arc::new(p.embedding),
-        model: p.model,
-    }
+    Photo { hash: p.hash, names: p.names, in_place: p.in_place }
 }
 
-/// Reads the stored index into memory (start-up, and after another tab indexed).
+/// Reads the stored photo list (start-up, and after another tab indexed), noting which models
+/// its records were made with. The search worker reads the vectors meanwhile: of the model in use,
+/// or before one is loaded, of the model the index was built with (checked by `adopt_model`).
 pub async fn load_index(s: State) {
-    match store::list_photos().await {
-        Ok(list) => {
-            for p in s.photos.get_untracked() {
-                let _ = web_sys::Url::revoke_object_url(&p.thumb_url);
+    let model = match s.in_use.with_untracked(|m| m.as_ref().map(|m| m.id())) {
+        Some(m) => Some(m),
+        None => built_with().await,
+    };
+    let vectors = async {
+        if let Some(m) = &model {
+            if let Err(e) = index_worker::load(s, m).await {
+                s.notice.set(format!("search: {e}"));
             }
-            s.photos.set(list.into_iter().map(photo_from).collect())
         }
-        Err(e) => s.notice.set(format!("index: {e}")),
-    }
+    };
+    let photos = async {
+        match store::list_photos().await {
+            Ok(list) => {
+                let models: HashSet<ModelId> = list.iter().map(|p| p.model.clone()).collect();
+                STORED_MODELS.with(|m| *m.borrow_mut() = models);
+                s.photos.set(Album::from_list(list.into_iter().map(photo_from).collect()))
+            }
+            Err(e) => s.notice.set(format!("index: {e}")),
+        }
+    };
+    futures::join!(vectors, photos);
     if let Ok(f) = store::list_failures().await {
         s.failures.set(f.into_iter().map(|(names, reason)| Failure { names, reason }).collect());
     }
+    refresh_queue(s).await;
+}
+
+/// The model the stored index was built with (its metadata).
+async fn built_with() -> Option<ModelId> {
+    let hash = store::get_meta("model").await.ok().flatten();
+    let dim = store::get_meta("dim").await.ok().flatten().and_then(|d| d.parse().ok());
+    hash.zip(dim).map(|(hash, dim)| ModelId { hash, dim })
+}
+
+/// The queue's length, the files in it this visit cannot read and the folders to allow again.
+async fn refresh_queue(s: State) {
     let remaining = store::queue_count().await.unwrap_or(0);
     s.progress.update(|p| p.remaining = remaining);
+    s.unreachable.set(store::unreachable().await.unwrap_or_default());
+    s.need_permission.set(store::roots_needing_permission().await.unwrap_or_default());
 }
 
 /// Called when a model is ready: an index built by another model (by its metadata or by any of
-/// its records) is dropped (its embeddings live in another space), then indexing resumes where it
-/// stopped.
+/// its records) is dropped (its embeddings live in another space), the search worker reads the
+/// index, then indexing resumes where it stopped.
 pub async fn adopt_model(s: State, model: ModelId) {
-    let hash = store::get_meta("model").await.ok().flatten();
-    let dim = store::get_meta("dim").await.ok().flatten().and_then(|d| d.parse().ok());
-    let built_with = hash.zip(dim).map(|(hash, dim)| ModelId { hash, dim });
-    let stale = s.photos.with_untracked(|p| {
-        !p.is_empty()
-            && (built_with.as_ref().is_none_or(|b| b.accepts(&model).is_err())
-                || p.iter().any(|p| model.accepts(&p.model).is_err()))
-    });
+    let built_with = built_with().await;
+    let other = STORED_MODELS.with(|m| m.borrow().iter().any(|p| model.accepts(p).is_err()));
+    let stale = !s.photos.with_untracked(Album::is_empty)
+        && (built_with.as_ref().is_none_or(|b| b.accepts(&model).is_err()) || other);
     if stale {
-        let _ = store::clear_stores(&["photos"]).await;
-        s.photos.set(Vec::new());
+        let _ = store::clear_stores(&["photos", "vectors", "thumbs"]).await;
+        STORED_MODELS.with(|m| m.borrow_mut().clear());
+        s.photos.set(Album::default());
         s.notice.set(s.t_untracked(Key::NoticeOtherModel).into());
     }
     let _ = store::set_meta("model", &model.hash).await;
     let _ = store::set_meta("dim", &model.dim.to_string()).await;
+    // Read again unless the worker already holds this model's index (read at start-up).
+    if stale || !index_worker::holds(&model) {
+        if let Err(e) = index_worker::load(s, &model).await {
+            s.notice.set(format!("search: {e}"));
+        }
+    }
     start(s);
 }
 
-/// Hashes and queues files (`{file, path}` objects), then indexes them.
-pub async fn add_files(s: State, files: Array) {
-    let n = files.length();
-    if n == 0 {
+/// Queues what the user gave: folder or file handles (`handles`, read in place) and loose files
+/// (`{file, path}` objects, held for this visit), then indexes them.
+pub async fn add(s: State, handles: Array, files: Array) {
+    if handles.length() == 0 && files.length() == 0 {
         return;
     }
-    s.notice.set(format!("{n} · {}", s.t_untracked(Key::NoticeReading)));
-    match store::enqueue_files(&files, MAX_FILE_BYTES).await {
+    s.notice.set(s.t_untracked(Key::NoticeReading).into());
+    match store::enqueue(&handles, &files, MAX_FILE_BYTES).await {
         Ok(e) => {
-            s.originals.update(|o| {
-                for (hash, file) in &e.seen {
-                    o.entry(hash.clone()).or_insert_with(|| object_url(file));
-                }
-            });
             let t = |k| s.t_untracked(k);
-            let mut msg = format!("{} {}, {} {}", e.queued, t(Key::NoticeNew), e.duplicates, t(Key::NoticeKnown));
+            let mut msg = format!("{} {}, {} {}", e.queued, t(Key::NoticeNew), e.known, t(Key::NoticeKnown));
             if !e.not_photos.is_empty() {
                 let n = e.not_photos.len();
                 s.not_photos.update(|c| *c += n);
@@ -119,13 +151,17 @@ pub async fn add_files(s: State, files: Array) {
         }
         Err(e) => s.notice.set(format!("could not add files: {e}")),
     }
-    let remaining = store::queue_count().await.unwrap_or(0);
-    s.progress.update(|p| p.remaining = remaining);
+    refresh_queue(s).await;
     start(s);
 }
 
+/// Loose files (`{file, path}` objects) only.
+pub async fn add_files(s: State, files: Array) {
+    add(s, Array::new(), files).await
+}
+
 /// Starts the indexing loop if a model is ready and indexing is not paused. A loop still running
-/// (finishing its last photo after a cancel, or seeing an empty queue) goes on with the new work.
+/// (finishing its last batch after a cancel, or seeing an empty queue) goes on with the new work.
 pub fn start(s: State) {
     if s.in_use.with_untracked(Option::is_none) || s.progress.get_untracked().state == RunState::Paused {
         return;
@@ -180,18 +216,23 @@ pub async fn cancel(s: State) {
     s.progress.update(|p| p.state = RunState::Idle);
     let _ = store::clear_stores(&["queue"]).await;
     s.progress.update(|p| p.remaining = 0);
+    s.unreachable.set(Vec::new());
     s.notice.set(s.t_untracked(Key::NoticeCancelled).into());
 }
 
-/// Deletes the whole index (photos, queue, skipped list).
+/// Deletes the whole index (photos, vectors, thumbnails, queue, skipped list, folders).
 pub async fn clear(s: State) {
     s.progress.update(|p| p.state = RunState::Idle);
-    let _ = store::clear_stores(&["photos", "queue", "failed"]).await;
-    for p in s.photos.get_untracked() {
-        let _ = web_sys::Url::revoke_object_url(&p.thumb_url);
+    let _ = store::clear_stores(&["photos", "vectors", "thumbs", "queue", "failed", "roots"]).await;
+    let _ = index_worker::clear().await;
+    for url in s.originals.get_untracked().values() {
+        let _ = web_sys::Url::revoke_object_url(url);
     }
-    s.photos.set(Vec::new());
+    s.originals.set(Default::default());
+    s.photos.set(Album::default());
     s.failures.set(Vec::new());
+    s.unreachable.set(Vec::new());
+    s.need_permission.set(Vec::new());
     s.results.set(Default::default());
     s.last_query.set(None);
     s.progress.update(|p| {
@@ -200,10 +241,12 @@ pub async fn clear(s: State) {
     });
 }
 
-/// Records `item` as failed with `reason` (it leaves the queue and is listed as skipped).
-async fn fail(s: State, item: &store::Queued, reason: String) {
-    let _ = store::commit_failure(&item.hash, &reason).await;
-    s.failures.update(|f| f.push(Failure { names: item.names.clone(), reason }));
+/// A batch on its way: the files read, what each became.
+type Done = Vec<(String, Vec<String>, Outcome)>;
+
+/// Reads the next batch, leaving out the keys in flight.
+async fn fetch(skip: &[String]) -> Result<Vec<Queued>, String> {
+    store::next_batch(BATCH, BATCH_BYTES, skip).await
 }
 
 async fn run(s: State) {
@@ -212,74 +255,219 @@ async fn run(s: State) {
         p.done = 0;
         p.started_ms = now_ms();
     });
-    let floor = if test_hooks() { TEST_FLOOR_MS } else { FLOOR_MS };
+    let mut next = fetch(&[]).await;
+    let mut committing: Done = Vec::new();
     loop {
-        if s.progress.get_untracked().state != RunState::Running {
-            return;
-        }
-        let Some(model) = s.in_use.with_untracked(|m| m.as_ref().map(|m| m.id())) else { break };
-        let item = match store::next_queued().await {
-            Ok(Some(item)) => item,
-            Ok(None) => break,
+        let batch = match next {
+            Ok(b) => b,
             Err(e) => {
                 s.notice.set(format!("queue: {e}"));
                 break;
             }
         };
-        let starts = store::begin_attempt(&item.hash).await.unwrap_or(0);
-        if starts >= MAX_STARTS {
-            let reason = format!("work on this photo started {starts} times and never finished; not tried again");
-            fail(s, &item, reason).await;
-        } else {
-            let eng = match ready_engine(s).await {
-                Ok(e) => e,
-                Err(e) => {
-                    s.notice.set(e);
-                    break;
-                }
-            };
-            let first = eng.embedded.get() == 0;
-            let limit = WATCHDOG.with(|w| w.borrow().limit_ms(first, floor));
-            let test_fault = if test_hooks() { item.names.iter().find_map(|n| TestFault::from_name(n)) } else { None };
-            let req = Request::EmbedImage { thumb_size: THUMB_SIZE, test_fault };
-            let t0 = now_ms();
-            match eng.call_watched(&req, Some(item.bytes.clone()), Some(limit)).await {
-                Ok(answer) => {
-                    let ms = now_ms() - t0;
-                    if !first {
-                        WATCHDOG.with(|w| w.borrow_mut().record(ms));
-                    }
-                    eng.embedded.set(eng.embedded.get() + 1);
-                    let (Reply::Image { width, height }, [emb, thumb]) = (&answer.reply, answer.buffers.as_slice())
-                    else {
-                        s.notice.set("unexpected reply from the engine".into());
-                        break;
-                    };
-                    match store::commit_photo(&item.hash, &floats(emb), thumb, *width, *height, &model).await {
-                        Ok(rec) => s.photos.update(|p| p.push(photo_from(rec))),
-                        Err(e) => {
-                            s.notice.set(format!("could not store {}: {e}", item.names.join(", ")));
-                            break;
-                        }
-                    }
-                }
-                Err(CallError::Refused(reason)) => fail(s, &item, reason).await,
-                // The worker died or was stuck on this photo: it is recorded as failed (not
-                // retried after a reload) and the next photo goes to a restarted worker.
-                Err(CallError::Stopped(reason)) => {
-                    fail(s, &item, format!("the engine stopped while reading this photo: {reason}")).await
-                }
-            }
+        let running = s.progress.get_untracked().state == RunState::Running;
+        let Some(model) = s.in_use.with_untracked(|m| m.as_ref().map(|m| m.id())) else { break };
+        if batch.is_empty() || !running {
+            commit(s, std::mem::take(&mut committing), &model).await;
+            break;
         }
-        let remaining = store::queue_count().await.unwrap_or(0);
-        s.progress.update(|p| {
-            p.done += 1;
-            p.remaining = remaining;
-        });
+        // Three stages at once: the previous batch is committed, this one embedded, the next read.
+        let mut skip: Vec<String> = batch.iter().map(|q| q.key.clone()).collect();
+        skip.extend(committing.iter().map(|(k, ..)| k.clone()));
+        let n = batch.len();
+        let (_, embedded, fetched) =
+            futures::join!(commit(s, std::mem::take(&mut committing), &model), embed(s, batch), fetch(&skip));
+        committing = match embedded {
+            Ok(done) => done,
+            Err(e) => {
+                s.notice.set(e);
+                break;
+            }
+        };
+        next = fetched;
+        s.progress.update(|p| p.done += n);
     }
+    refresh_queue(s).await;
     s.progress.update(|p| {
         if p.state == RunState::Running {
             p.state = RunState::Idle;
         }
     });
+}
+
+/// Stores a batch (one transaction), then tells the page and the search worker.
+async fn commit(s: State, done: Done, model: &ModelId) {
+    if done.is_empty() {
+        return;
+    }
+    let records = match store::commit_batch(&done, model).await {
+        Ok(r) => r,
+        Err(e) => {
+            s.notice.set(format!("could not store a batch: {e}"));
+            return;
+        }
+    };
+    let (mut hashes, mut codes, mut scales) = (Vec::new(), Vec::new(), Vec::new());
+    for (_, names, outcome) in done {
+        match outcome {
+            Outcome::New { hash, code, scale, .. } => {
+                hashes.push(hash);
+                codes.extend_from_slice(&code);
+                scales.push(scale);
+            }
+            Outcome::Failed { reason } => s.failures.update(|f| f.push(Failure { names, reason })),
+            Outcome::Known { .. } => {}
+        }
+    }
+    s.photos.update(|a| {
+        for r in records {
+            a.upsert(photo_from(r));
+        }
+    });
+    if let Err(e) = index_worker::add(hashes, &codes, &scales).await {
+        s.notice.set(format!("search: {e}"));
+    }
+    let remaining = store::queue_count().await.unwrap_or(0);
+    s.progress.update(|p| p.remaining = remaining);
+}
+
+/// What to do with each file of a batch: known content and unreadable files are settled here,
+/// the rest go to the worker. Content met twice in flight is embedded once.
+async fn embed(s: State, batch: Vec<Queued>) -> Result<Done, String> {
+    let keys: Vec<String> = batch.iter().map(|q| q.key.clone()).collect();
+    let starts = store::begin_attempt(&keys).await.unwrap_or_default();
+    let mut done: Done = Vec::new();
+    let mut todo: Vec<(String, Vec<String>, String, Uint8Array)> = Vec::new();
+    let mut seen = HashSet::new();
+    for (i, q) in batch.into_iter().enumerate() {
+        let settled = match q.read {
+            Err(reason) => Some(Outcome::Failed { reason }),
+            Ok(r) => {
+                if let Some(f) = &r.file {
+                    s.originals.update(|o| {
+                        o.entry(r.hash.clone()).or_insert_with(|| object_url(f));
+                    });
+                }
+                let known = r.known || s.photos.with_untracked(|a| a.by_hash.contains_key(&r.hash));
+                if known || !seen.insert(r.hash.clone()) {
+                    Some(Outcome::Known { hash: r.hash })
+                } else if starts.get(i).copied().unwrap_or(0) >= MAX_STARTS {
+                    let n = starts[i];
+                    Some(Outcome::Failed {
+                        reason: format!("work on this photo started {n} times and never finished; not tried again"),
+                    })
+                } else {
+                    todo.push((q.key.clone(), q.names.clone(), r.hash, r.bytes));
+                    None
+                }
+            }
+        };
+        if let Some(o) = settled {
+            done.push((q.key, q.names, o));
+        }
+    }
+    if todo.is_empty() {
+        return Ok(done);
+    }
+    match embed_files(s, &todo).await {
+        Ok(outcomes) => done.extend(todo.into_iter().zip(outcomes).map(|((k, n, ..), o)| (k, n, o))),
+        // The worker died or was stuck on this batch: each photo again on its own (a fresh
+        // worker), so only the one it fails on is recorded as failed.
+        Err(CallError::Stopped(_)) | Err(CallError::Refused(_)) if todo.len() > 1 => {
+            for (key, names, hash, bytes) in todo {
+                let one = vec![(key.clone(), names.clone(), hash, bytes)];
+                let o = match embed_files(s, &one).await {
+                    Ok(mut o) => o.pop().unwrap_or(Outcome::Failed { reason: "no result".into() }),
+                    Err(e) => Outcome::Failed { reason: reason(e) },
+                };
+                done.push((key, names, o));
+            }
+        }
+        Err(e) => {
+            let r = reason(e);
+            done.extend(todo.into_iter().map(|(k, n, ..)| (k, n, Outcome::Failed { reason: r.clone() })));
+        }
+    }
+    Ok(done)
+}
+
+fn reason(e: CallError) -> String {
+    match e {
+        CallError::Refused(r) => r,
+        CallError::Stopped(r) => format!("the engine stopped while reading this photo: {r}"),
+    }
+}
+
+/// Sends files to the engine worker as one batch; each becomes a new photo or a refusal.
+async fn embed_files(s: State, files: &[(String, Vec<String>, String, Uint8Array)]) -> Result<Vec<Outcome>, CallError> {
+    let eng = ready_engine(s).await.map_err(CallError::Stopped)?;
+    let floor = if test_hooks() { TEST_FLOOR_MS } else { FLOOR_MS };
+    let first = eng.embedded.get() == 0;
+    let per_photo = WATCHDOG.with(|w| w.borrow().limit_ms(false, floor));
+    let first_allowance = WATCHDOG.with(|w| w.borrow().limit_ms(first, floor));
+    let limit = first_allowance + per_photo * (files.len() - 1) as f64;
+    let test_faults: Vec<Option<TestFault>> = if test_hooks() {
+        files.iter().map(|(_, names, ..)| names.iter().find_map(|n| TestFault::from_name(n))).collect()
+    } else {
+        Vec::new()
+    };
+    let test_faults = if test_faults.iter().all(Option::is_none) { Vec::new() } else { test_faults };
+    let req = Request::EmbedImages { thumb_size: THUMB_SIZE, test_faults };
+    // The worker takes copies: the bytes stay here for a retry one by one.
+    let payloads = files.iter().map(|(.., b)| Uint8Array::new(b)).collect();
+    let t0 = now_ms();
+    let answer = eng.call_many(&req, payloads, Some(limit)).await?;
+    let ms = now_ms() - t0;
+    if !first {
+        WATCHDOG.with(|w| w.borrow_mut().record(ms / files.len() as f64));
+    }
+    eng.embedded.set(eng.embedded.get() + files.len() as u32);
+    let Reply::Images { photos } = answer.reply else {
+        return Err(CallError::Refused("unexpected reply from the engine".into()));
+    };
+    let mut buffers = answer.buffers.into_iter();
+    let mut out = Vec::with_capacity(files.len());
+    for ((_, _, hash, _), r) in files.iter().zip(photos) {
+        out.push(match r {
+            PhotoResult::Refused { error } => Outcome::Failed { reason: error },
+            PhotoResult::Read { width, height } => {
+                let (Some(emb), Some(thumb)) = (buffers.next(), buffers.next()) else {
+                    return Err(CallError::Refused("the engine sent too few embeddings".into()));
+                };
+                let (code, scale) = quantize_i8(&floats(&emb));
+                Outcome::New { hash: hash.clone(), code, scale, thumb, width, height }
+            }
+        });
+    }
+    if out.len() != files.len() {
+        return Err(CallError::Refused("the engine answered for too few photos".into()));
+    }
+    Ok(out)
+}
+
+/// Asks again for read access to the folders given before (from a click), then goes on.
+pub async fn allow_folders(s: State) {
+    match store::allow_roots().await {
+        Ok(_) => {
+            refresh_queue(s).await;
+            start(s);
+        }
+        Err(e) => s.notice.set(format!("folder access: {e}")),
+    }
+}
+
+/// Test hook: `n` synthetic photos (int8 rows from `make(i)`) of `model` written straight to the
+/// index (which then belongs to that model), read again by the page and the search worker.
+pub async fn fill_synthetic(
+    s: State,
+    n: u32,
+    model: ModelId,
+    make: js_sys::Function,
+    thumb: Uint8Array,
+) -> Result<(), String> {
+    store::set_meta("model", &model.hash).await?;
+    store::set_meta("dim", &model.dim.to_string()).await?;
+    store::wait(store::fill_synthetic_js(n, &model.hash, model.dim as u32, &make, &thumb)).await?;
+    load_index(s).await;
+    Ok(())
 }

@@ -1,13 +1,17 @@
-//! The page: model, album and search panels, the results grid and the large view.
+//! The page, search first: the search box and the photos (a virtualised grid: every photo, or a
+//! query's results), with the album and the model in a side panel, and the large view.
 //! File names and every other user-supplied string are rendered as text nodes, never as HTML.
 
 mod engine;
+mod grid;
+mod index_worker;
 mod indexer;
 mod model;
 mod models;
 mod search;
 mod state;
 mod store;
+mod test_api;
 
 use js_sys::Array;
 use leptos::ev;
@@ -70,32 +74,153 @@ fn App() -> impl IntoView {
         models::sweep_leftovers().await;
     });
     spawn_local(search::load_dictionary(s));
+    if test_hooks() {
+        test_api::install(s);
+    }
 
     view! {
+        <a class="skip" href="#query">{move || s.t(Key::QueryLabel)}</a>
         <header class="top">
             <div class="brand">
                 <h1>"brivl"</h1>
-                <p class="tagline">{move || s.t(Key::Tagline)}</p>
             </div>
-            <button
-                class="lang"
-                id="lang-switch"
-                aria-label=move || s.t(Key::SwitchLangLabel)
-                on:click=move |_| s.lang.update(|l| *l = l.other())
-            >
-                {move || s.t(Key::SwitchLang)}
-            </button>
+            <SearchForm />
+            <div class="top-actions">
+                <button
+                    id="panel-toggle"
+                    class="panel-toggle"
+                    aria-controls="side"
+                    aria-expanded=move || if s.panel_open.get() { "true" } else { "false" }
+                    on:click=move |_| s.panel_open.update(|o| *o = !*o)
+                >
+                    {move || s.t(Key::SidePanel)}
+                </button>
+                <button
+                    class="lang"
+                    id="lang-switch"
+                    aria-label=move || s.t(Key::SwitchLangLabel)
+                    on:click=move |_| s.lang.update(|l| *l = l.other())
+                >
+                    {move || s.t(Key::SwitchLang)}
+                </button>
+            </div>
         </header>
-        <main>
-            <ModelPanel />
-            <AlbumPanel />
-            <SearchPanel />
-            <ResultsGrid />
-        </main>
+        <div class="layout">
+            <main>
+                <Notices />
+                <grid::Photos />
+            </main>
+            <aside id="side" class=move || if s.panel_open.get() { "side open" } else { "side" } aria-label=move || s.t(Key::SidePanel)>
+                <AlbumPanel />
+                <ModelPanel />
+                <p class="muted tagline">{move || s.t(Key::Tagline)}</p>
+            </aside>
+        </div>
         <footer>
             <p>{move || s.t(Key::Privacy)}</p>
         </footer>
         <LargeView />
+    }
+}
+
+#[component]
+fn SearchForm() -> impl IntoView {
+    let s = expect_context::<State>();
+    let submit = move |e: ev::SubmitEvent| {
+        e.prevent_default();
+        spawn_local(search::search_text(s));
+    };
+    view! {
+        <form class="search" on:submit=submit role="search">
+            <label for="query" class="visually-hidden">{move || s.t(Key::QueryLabel)}</label>
+            <div class="row">
+                <input
+                    id="query"
+                    type="search"
+                    autocomplete="off"
+                    placeholder=move || s.t(Key::QueryPlaceholder)
+                    prop:value=move || s.query.get()
+                    on:input=move |e| {
+                        let v = event_target_value(&e);
+                        s.query_used.set(search::prepare_query(&v));
+                        s.query.set(v);
+                    }
+                />
+                <button id="search" type="submit" disabled=move || s.in_use.with(Option::is_none)>{move || s.t(Key::SearchButton)}</button>
+            </div>
+            <details class="advanced" id="advanced">
+                <summary>{move || s.t(Key::Advanced)}</summary>
+                <label for="query-used">{move || s.t(Key::QueryUsed)}</label>
+                <input
+                    id="query-used"
+                    type="text"
+                    aria-describedby="query-used-help"
+                    prop:value=move || s.query_used.get()
+                    on:input=move |e| s.query_used.set(event_target_value(&e))
+                />
+                <p class="muted" id="query-used-help">{move || s.t(Key::QueryUsedHelp)}</p>
+                <label for="min-score">{move || s.t(Key::MinScore)}</label>
+                <input id="min-score" type="number" min="-1" max="1" step="0.05"
+                    prop:value=move || s.min_score.get().map(|m| format!("{m}")).unwrap_or_default()
+                    on:change=move |e| {
+                        let v = event_target_value(&e);
+                        s.min_score.set(v.trim().parse::<f32>().ok().map(|m| m.clamp(-1.0, 1.0)));
+                        spawn_local(search::rerank(s));
+                    } />
+            </details>
+        </form>
+    }
+}
+
+/// What needs the person's attention before indexing can go on: folders to allow again, photos
+/// that were added without folder access and need their folder again.
+#[component]
+fn Notices() -> impl IntoView {
+    let s = expect_context::<State>();
+    view! {
+        {move || {
+            let roots = s.need_permission.get();
+            (!roots.is_empty()).then(|| view! {
+                <div class="callout" id="need-permission" role="status">
+                    <p>{s.t(Key::NeedPermission)}" "<span class="name">{roots.join(", ")}</span></p>
+                    <button id="allow-folders" on:click=move |_| spawn_local(indexer::allow_folders(s))>{s.t(Key::AllowFolders)}</button>
+                </div>
+            })
+        }}
+        {move || {
+            let lost = s.unreachable.get();
+            (!lost.is_empty()).then(|| {
+                let n = lost.len();
+                view! {
+                    <div class="callout warn" id="not-indexed" role="status" data-count=n>
+                        <p>{s.t(Key::NotIndexed)}</p>
+                        <details>
+                            <summary>{format!("{n} {}", s.t(Key::Photos))}</summary>
+                            <ul>{lost.into_iter().take(200).map(|n| view! { <li class="name">{n}</li> }).collect_view()}</ul>
+                        </details>
+                        <button on:click=move |_| spawn_local(choose_folder(s))>{s.t(Key::PickFolder)}</button>
+                    </div>
+                }
+            })
+        }}
+    }
+}
+
+/// "Choose a folder": a handle where the browser gives one (read in place, again after a reload),
+/// else the folder input (files held for this visit).
+pub(crate) async fn choose_folder(s: State) {
+    if store::has_folder_handles() {
+        match store::pick_folder().await {
+            Ok(Some(h)) => indexer::add(s, Array::of1(&h), Array::new()).await,
+            Ok(None) => {}
+            Err(e) => s.notice.set(format!("folder: {e}")),
+        }
+    } else if let Some(i) =
+        web_sys::window().and_then(|w| w.document()).and_then(|d| d.get_element_by_id("pick-folder"))
+    {
+        if let Ok(i) = i.dyn_into::<web_sys::HtmlElement>() {
+            i.click();
+        }
     }
 }
 
@@ -184,9 +309,13 @@ fn ready_view(s: State, r: &state::ReadyModel) -> impl IntoView {
         </p>
         <p id="backend" data-gpu=if r.on_gpu { "yes" } else { "no" } class=if r.on_gpu { "ok" } else { "warn" }>
             {engine_line}
-            <span class="detail">{format!(" ({})", r.backend)}</span>
         </p>
-        {r.gpu_note.clone().map(|n| view! { <p class="detail" id="gpu-note">{n}</p> })}
+        // What the adapter said, and the backend, folded away: a sentence is what people read.
+        <details class="detail">
+            <summary>{s.t(Key::Details)}</summary>
+            <p>{r.backend.clone()}</p>
+            {r.gpu_note.clone().map(|n| view! { <p id="gpu-note">{n}</p> })}
+        </details>
     }
 }
 
@@ -214,11 +343,16 @@ fn AlbumPanel() -> impl IntoView {
         e.prevent_default();
         dragging.set(false);
         if let Some(dt) = e.data_transfer() {
-            // Read the entries now: the DataTransfer is emptied when this handler returns.
+            // Read the items now: the DataTransfer is emptied when this handler returns.
             let pending = store::collect_dropped(&dt);
             spawn_local(async move {
                 match store::wait(pending).await {
-                    Ok(files) => indexer::add_files(s, files.unchecked_into::<Array>()).await,
+                    Ok(got) => {
+                        let get = |k: &str| {
+                            js_sys::Reflect::get(&got, &k.into()).map(|v| Array::from(&v)).unwrap_or_default()
+                        };
+                        indexer::add(s, get("handles"), get("files")).await
+                    }
                     Err(e) => s.notice.set(e),
                 }
             });
@@ -245,7 +379,7 @@ fn AlbumPanel() -> impl IntoView {
         (total > 0 && p.state != RunState::Idle || p.remaining > 0).then(|| {
             view! {
                 <progress max=total.max(1) value=p.done aria-label=s.t(Key::Indexed)></progress>
-                <p class="muted">
+                <p class="muted" id="rate">
                     {paused}
                     {format!("{} / {total} · {rate:.2} {}{eta}", p.done, s.t(Key::PerSecond))}
                 </p>
@@ -266,8 +400,8 @@ fn AlbumPanel() -> impl IntoView {
             >
                 <p>{move || s.t(Key::DropHere)}</p>
                 <div class="row">
+                    <button id="choose-folder" on:click=move |_| spawn_local(choose_folder(s))>{move || s.t(Key::PickFolder)}</button>
                     <button on:click=move |_| { if let Some(i) = files_ref.get() { i.click(); } }>{move || s.t(Key::PickPhotos)}</button>
-                    <button on:click=move |_| { if let Some(i) = folder_ref.get() { i.click(); } }>{move || s.t(Key::PickFolder)}</button>
                     {move || s.in_use.with(|m| m.as_ref().is_some_and(|m| m.demo)).then(|| view! {
                         <button id="demo" on:click=demo>{move || s.t(Key::TryDemo)}</button>
                     })}
@@ -289,6 +423,7 @@ fn AlbumPanel() -> impl IntoView {
                 data-queued=move || s.progress.get().remaining
                 data-failed=move || s.failures.with(|f| f.len())
                 data-not-photos=move || s.not_photos.get()
+                data-searchable=move || if s.searchable.get() { "yes" } else { "no" }
             >
                 <p>
                     <strong>{move || s.photos.with(|p| p.len())}</strong>
@@ -326,111 +461,8 @@ fn AlbumPanel() -> impl IntoView {
     }
 }
 
-#[component]
-fn SearchPanel() -> impl IntoView {
-    let s = expect_context::<State>();
-    let submit = move |e: ev::SubmitEvent| {
-        e.prevent_default();
-        spawn_local(search::search_text(s));
-    };
-    view! {
-        <section class="panel" aria-labelledby="search-h">
-            <h2 id="search-h">{move || s.t(Key::SearchHeading)}</h2>
-            <form class="search" on:submit=submit role="search">
-                <label for="query">{move || s.t(Key::QueryLabel)}</label>
-                <div class="row">
-                    <input
-                        id="query"
-                        type="search"
-                        autocomplete="off"
-                        placeholder=move || s.t(Key::QueryPlaceholder)
-                        prop:value=move || s.query.get()
-                        on:input=move |e| {
-                            let v = event_target_value(&e);
-                            s.query_used.set(search::prepare_query(&v));
-                            s.query.set(v);
-                        }
-                    />
-                    <button id="search" type="submit" disabled=move || s.in_use.with(Option::is_none)>{move || s.t(Key::SearchButton)}</button>
-                </div>
-                <label for="query-used">{move || s.t(Key::QueryUsed)}</label>
-                <input
-                    id="query-used"
-                    type="text"
-                    aria-describedby="query-used-help"
-                    prop:value=move || s.query_used.get()
-                    on:input=move |e| s.query_used.set(event_target_value(&e))
-                />
-                <p class="muted" id="query-used-help">{move || s.t(Key::QueryUsedHelp)}</p>
-                <div class="row">
-                    <label for="top-k">{move || s.t(Key::TopK)}</label>
-                    <input id="top-k" type="number" min="1" max="1000" prop:value=move || s.top_k.get().to_string()
-                        on:change=move |e| {
-                            if let Ok(k) = event_target_value(&e).parse::<usize>() { s.top_k.set(k.clamp(1, 1000)); search::rerank(s); }
-                        } />
-                    <label for="min-score">{move || s.t(Key::MinScore)}</label>
-                    <input id="min-score" type="number" min="-1" max="1" step="0.05" prop:value=move || format!("{}", s.min_score.get())
-                        on:change=move |e| {
-                            if let Ok(m) = event_target_value(&e).parse::<f32>() { s.min_score.set(m.clamp(-1.0, 1.0)); search::rerank(s); }
-                        } />
-                </div>
-            </form>
-        </section>
-    }
-}
-
-#[component]
-fn ResultsGrid() -> impl IntoView {
-    let s = expect_context::<State>();
-    let heading = move || {
-        let r = s.results.get();
-        let similar = r.similar_to.as_ref().map(|h| {
-            let name =
-                s.photos.with(|p| p.iter().find(|p| &p.hash == h).map(|p| p.name().to_string())).unwrap_or_default();
-            format!("{} {name} · ", s.t(Key::SimilarTo))
-        });
-        format!("{}{} {}", similar.unwrap_or_default(), r.hits.len(), s.t(Key::Results))
-    };
-    view! {
-        <section class="results" aria-labelledby="results-h">
-            {move || s.results.with(|r| r.searched).then(|| view! { <h2 id="results-h" aria-live="polite">{heading}</h2> })}
-            {move || s.results.with(|r| r.searched && r.hits.is_empty()).then(|| view! { <p class="muted">{s.t(Key::NoResults)}</p> })}
-            <ol class="grid" id="results">
-                {move || {
-                    // Only the photos shown are cloned out of the index.
-                    let shown: Vec<(state::Photo, f32)> = s.results.with(|r| {
-                        s.photos.with(|photos| {
-                            r.hits.iter()
-                                .filter_map(|(hash, score)| photos.iter().find(|p| &p.hash == hash).map(|p| (p.clone(), *score)))
-                                .collect()
-                        })
-                    });
-                    shown.into_iter()
-                        .map(|(p, score)| {
-                            let (h1, h2) = (p.hash.clone(), p.hash.clone());
-                            let (name, path) = (p.file_name().to_string(), p.name().to_string());
-                            view! {
-                                <li class="hit" data-hash=p.hash.clone() data-name=name.clone() data-score=score.to_string()>
-                                    <button class="thumb" aria-label=format!("{name} · {} {score:.3}", s.t(Key::Score)) on:click=move |_| open_large(s, h1.clone())>
-                                        <img src=p.thumb_url.clone() alt=name.clone() loading="lazy" />
-                                    </button>
-                                    <div class="meta">
-                                        <span class="score">{format!("{score:.3}")}</span>
-                                        <span class="name" title=path>{name.clone()}</span>
-                                        <button class="similar" on:click=move |_| search::search_similar(s, h2.clone())>{s.t(Key::Similar)}</button>
-                                    </div>
-                                </li>
-                            }
-                        })
-                        .collect_view()
-                }}
-            </ol>
-        </section>
-    }
-}
-
 /// Shows a photo large and moves keyboard focus into the view (Escape or Close leaves it).
-fn open_large(s: State, hash: String) {
+pub(crate) fn open_large(s: State, hash: String) {
     s.open.set(Some(hash));
     request_animation_frame(|| {
         let el = web_sys::window().and_then(|w| w.document()).and_then(|d| d.get_element_by_id("close-large"));
@@ -440,25 +472,60 @@ fn open_large(s: State, hash: String) {
     });
 }
 
+/// The large view: the original (read through its folder handle, or the file given in this
+/// visit), else the stored thumbnail.
 #[component]
 fn LargeView() -> impl IntoView {
     let s = expect_context::<State>();
+    // (object URL, whether it is the original); `made` is a URL this view created (revoked when
+    // another photo opens or the view closes).
+    let src = RwSignal::new(None::<(String, bool)>);
+    let made = StoredValue::new(None::<String>);
+    Effect::new(move |_| {
+        let hash = s.open.get();
+        if let Some(url) = made.get_value() {
+            let _ = web_sys::Url::revoke_object_url(&url);
+            made.set_value(None);
+        }
+        src.set(None);
+        let Some(h) = hash else { return };
+        spawn_local(async move {
+            let shown = match s.originals.with_untracked(|o| o.get(&h).cloned()) {
+                Some(u) => Some((u, true, false)),
+                None => match store::original_url(&h).await.ok().flatten() {
+                    Some(u) => Some((u, true, true)),
+                    None => store::thumb_url(&h).await.ok().flatten().map(|u| (u, false, true)),
+                },
+            };
+            let Some((url, original, ours)) = shown else { return };
+            if s.open.get_untracked().as_ref() != Some(&h) {
+                if ours {
+                    let _ = web_sys::Url::revoke_object_url(&url);
+                }
+                return;
+            }
+            if ours {
+                made.set_value(Some(url.clone()));
+            }
+            src.set(Some((url, original)));
+        });
+    });
     move || {
         let hash = s.open.get()?;
-        let photo = s.photos.with(|p| p.iter().find(|p| p.hash == hash).cloned())?;
-        let original = s.originals.with(|o| o.get(&hash).cloned());
-        let thumb_only = original.is_none();
-        let src = original.unwrap_or_else(|| photo.thumb_url.clone());
+        let photo = s.photos.with(|a| a.get(&hash).cloned())?;
+        let alt = photo.name().to_string();
         let h = hash.clone();
         Some(view! {
             <div class="overlay" on:click=move |_| s.open.set(None)>
                 <div class="large" role="dialog" aria-modal="true" aria-label=photo.name().to_string() on:click=|e| e.stop_propagation()>
-                    <img src=src alt=photo.name().to_string() />
+                    {move || src.get().map(|(url, original)| view! {
+                        <img src=url alt=alt.clone() data-original=if original { "yes" } else { "no" } />
+                    })}
                     <div class="meta">
                         <span class="name">{photo.names.join(", ")}</span>
-                        {thumb_only.then(|| view! { <p class="muted">{s.t(Key::ThumbOnly)}</p> })}
+                        {move || src.with(|x| matches!(x, Some((_, false)))).then(|| view! { <p class="muted">{s.t(Key::ThumbOnly)}</p> })}
                         <div class="row">
-                            <button on:click=move |_| search::search_similar(s, h.clone())>{s.t(Key::Similar)}</button>
+                            <button on:click=move |_| spawn_local(search::search_similar(s, h.clone()))>{s.t(Key::Similar)}</button>
                             <button id="close-large" on:click=move |_| s.open.set(None)>{s.t(Key::Close)}</button>
                         </div>
                     </div>

@@ -1,15 +1,15 @@
-//! Queries: text -> the text the model reads -> embedding -> ranking over the stored photos;
-//! and similar-photo search from a stored embedding.
+//! Queries: text -> the text the model reads -> embedding -> ranking in the search worker; and
+//! similar-photo search from a stored vector.
 
 use std::sync::Arc;
 
-use brivl_core::ranking::rank;
 use brivl_core::translate::Dictionary;
 use leptos::prelude::*;
 
 use super::engine::floats;
+use super::index_worker;
 use super::model::ready_engine;
-use super::state::{LastQuery, Results, State};
+use super::state::{LastQuery, Results, State, PAGE};
 use crate::protocol::Request;
 
 thread_local! {
@@ -47,6 +47,8 @@ pub fn prepare_query(text: &str) -> String {
 pub async fn search_text(s: State) {
     let text = s.query_used.get_untracked();
     if text.trim().is_empty() {
+        s.last_query.set(None);
+        s.results.set(Results::default());
         return;
     }
     let result = async {
@@ -56,42 +58,41 @@ pub async fn search_text(s: State) {
     .await;
     match result {
         Ok(v) => {
+            s.top_k.set(PAGE);
             s.last_query.set(Some(LastQuery { vector: Arc::new(v), exclude: None }));
-            rerank(s);
+            rerank(s).await;
         }
         Err(e) => s.notice.set(format!("search: {e}")),
     }
 }
 
-/// Photos closest to the stored photo `hash` (image-to-image), the photo itself left out.
-pub fn search_similar(s: State, hash: String) {
-    let Some(model) = s.in_use.with_untracked(|m| m.as_ref().map(|m| m.id())) else { return };
-    let found = s.photos.with_untracked(|p| {
-        p.iter().find(|p| p.hash == hash && model.accepts(&p.model).is_ok()).map(|p| p.embedding.clone())
-    });
-    let Some(v) = found else { return };
-    s.last_query.set(Some(LastQuery { vector: v, exclude: Some(hash) }));
-    s.open.set(None);
-    rerank(s);
+/// Photos closest to the stored photo `hash` (image-to-image, from its stored vector), the photo
+/// itself left out.
+pub async fn search_similar(s: State, hash: String) {
+    match index_worker::vector(&hash).await {
+        Ok(v) => {
+            s.top_k.set(PAGE);
+            s.last_query.set(Some(LastQuery { vector: Arc::new(v), exclude: Some(hash) }));
+            s.open.set(None);
+            rerank(s).await;
+        }
+        Err(e) => s.notice.set(format!("search: {e}")),
+    }
 }
 
-/// Ranks with the last query vector, the current top-k and minimum score. Only photos embedded
-/// by the model in use are ranked (a record of another model lives in another space).
-pub fn rerank(s: State) {
+/// Ranks the index (in the search worker) with the last query vector, the current number of
+/// results and minimum score.
+pub async fn rerank(s: State) {
     let Some(q) = s.last_query.get_untracked() else { return };
-    let Some(model) = s.in_use.with_untracked(|m| m.as_ref().map(|m| m.id())) else { return };
     let (top_k, min_score) = (s.top_k.get_untracked(), s.min_score.get_untracked());
-    let hits = s.photos.with_untracked(|photos| {
-        let rows = photos
-            .iter()
-            .enumerate()
-            .filter(|(_, p)| model.accepts(&p.model).is_ok() && p.embedding.len() == q.vector.len())
-            .filter(|(_, p)| q.exclude.as_ref() != Some(&p.hash))
-            .map(|(i, p)| (i, p.embedding.as_slice()));
-        rank(&q.vector, rows, top_k, Some(min_score))
-            .into_iter()
-            .map(|h| (photos[h.key].hash.clone(), h.score))
-            .collect()
-    });
-    s.results.set(Results { similar_to: q.exclude, hits, searched: true });
+    match index_worker::search(&q.vector, top_k, min_score, q.exclude.clone()).await {
+        Ok((hits, ms)) => s.results.set(Results { similar_to: q.exclude, hits, searched: true, ms }),
+        Err(e) => s.notice.set(format!("search: {e}")),
+    }
+}
+
+/// "Show more": another page of results for the same query.
+pub async fn show_more(s: State) {
+    s.top_k.update(|k| *k += PAGE);
+    rerank(s).await;
 }

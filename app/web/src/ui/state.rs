@@ -69,15 +69,14 @@ impl ModelStatus {
     }
 }
 
+/// A stored photo as the page keeps it: its names only (its int8 vector lives in the search
+/// worker, its thumbnail in IndexedDB until it scrolls into view).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Photo {
     pub hash: String,
     pub names: Vec<String>,
-    pub embedding: Arc<Vec<f32>>,
-    /// The model that made the embedding: only photos of the model in use are ranked.
-    pub model: ModelId,
-    /// An object URL of the stored thumbnail.
-    pub thumb_url: String,
+    /// Its original can be read again through a folder handle.
+    pub in_place: bool,
 }
 
 impl Photo {
@@ -90,6 +89,43 @@ impl Photo {
     pub fn file_name(&self) -> &str {
         let n = self.name();
         n.rsplit('/').next().unwrap_or(n)
+    }
+}
+
+/// Every stored photo in the order it was added, and where each is by content hash.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Album {
+    pub list: Vec<Photo>,
+    pub by_hash: HashMap<String, usize>,
+}
+
+impl Album {
+    pub fn from_list(list: Vec<Photo>) -> Self {
+        let by_hash = list.iter().enumerate().map(|(i, p)| (p.hash.clone(), i)).collect();
+        Self { list, by_hash }
+    }
+
+    pub fn len(&self) -> usize {
+        self.list.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    pub fn get(&self, hash: &str) -> Option<&Photo> {
+        self.by_hash.get(hash).map(|&i| &self.list[i])
+    }
+
+    /// Adds a photo, or its new names to the one of the same content.
+    pub fn upsert(&mut self, p: Photo) {
+        match self.by_hash.get(&p.hash) {
+            Some(&i) => self.list[i].names = p.names,
+            None => {
+                self.by_hash.insert(p.hash.clone(), self.list.len());
+                self.list.push(p);
+            }
+        }
     }
 }
 
@@ -132,6 +168,8 @@ pub struct Results {
     pub similar_to: Option<String>,
     pub hits: Vec<(String, f32)>,
     pub searched: bool,
+    /// How long the ranking took in the search worker.
+    pub ms: f64,
 }
 
 /// The query vector the results came from, kept so top-k and the minimum re-rank at once.
@@ -141,13 +179,24 @@ pub struct LastQuery {
     pub exclude: Option<String>,
 }
 
+/// Results asked for at first, and added by "show more".
+pub const PAGE: usize = 60;
+
 #[derive(Clone, Copy)]
 pub struct State {
     pub lang: RwSignal<Lang>,
     pub model: RwSignal<ModelStatus>,
     /// The model the worker has loaded (kept while another one is tried).
     pub in_use: RwSignal<Option<ReadyModel>>,
-    pub photos: RwSignal<Vec<Photo>>,
+    pub photos: RwSignal<Album>,
+    /// The search worker holds the index of the model in use.
+    pub searchable: RwSignal<bool>,
+    /// Queued files this visit cannot read (added without a folder handle before a reload).
+    pub unreachable: RwSignal<Vec<String>>,
+    /// Folders whose read permission must be asked again (after a reload).
+    pub need_permission: RwSignal<Vec<String>>,
+    /// The side panel (model and album) on narrow screens.
+    pub panel_open: RwSignal<bool>,
     pub failures: RwSignal<Vec<Failure>>,
     /// Files left out because they are not photos (this session).
     pub not_photos: RwSignal<usize>,
@@ -158,8 +207,10 @@ pub struct State {
     pub notice: RwSignal<String>,
     pub query: RwSignal<String>,
     pub query_used: RwSignal<String>,
+    /// How many results are asked for ("show more" adds a page).
     pub top_k: RwSignal<usize>,
-    pub min_score: RwSignal<f32>,
+    /// The advanced minimum score (none: every photo ranks).
+    pub min_score: RwSignal<Option<f32>>,
     pub results: RwSignal<Results>,
     pub last_query: RwSignal<Option<LastQuery>>,
     /// The photo shown large.
@@ -174,7 +225,11 @@ impl State {
             lang: RwSignal::new(lang),
             model: RwSignal::new(ModelStatus::Idle),
             in_use: RwSignal::new(None),
-            photos: RwSignal::new(Vec::new()),
+            photos: RwSignal::new(Album::default()),
+            searchable: RwSignal::new(false),
+            unreachable: RwSignal::new(Vec::new()),
+            need_permission: RwSignal::new(Vec::new()),
+            panel_open: RwSignal::new(false),
             failures: RwSignal::new(Vec::new()),
             not_photos: RwSignal::new(0),
             other_tab: RwSignal::new(false),
@@ -182,8 +237,8 @@ impl State {
             notice: RwSignal::new(String::new()),
             query: RwSignal::new(String::new()),
             query_used: RwSignal::new(String::new()),
-            top_k: RwSignal::new(12),
-            min_score: RwSignal::new(-1.0),
+            top_k: RwSignal::new(PAGE),
+            min_score: RwSignal::new(None),
             results: RwSignal::new(Results::default()),
             last_query: RwSignal::new(None),
             open: RwSignal::new(None),

@@ -1,8 +1,8 @@
 //! Bindings to `app/web/js/store.js`: IndexedDB (the index), Cache Storage (model files), folder
-//! traversal and hashing, which are plainest in the browser's own promise APIs.
+//! handles and traversal, hashing, which are plainest in the browser's own promise APIs.
 
 use brivl_core::model_id::ModelId;
-use js_sys::{Array, Float32Array, Function, Promise, Uint8Array};
+use js_sys::{Array, Function, Promise, Uint8Array};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
 
@@ -14,30 +14,34 @@ extern "C" {
     pub fn collect_dropped(dt: &web_sys::DataTransfer) -> Promise;
     #[wasm_bindgen(js_name = filesFromInput)]
     pub fn files_from_input(list: &web_sys::FileList) -> Array;
-    #[wasm_bindgen(js_name = enqueueFiles)]
-    fn enqueue_files_js(files: &Array, max_bytes: f64, sniff_bytes: u32, is_photo: &Function) -> Promise;
+    #[wasm_bindgen(js_name = hasFolderHandles)]
+    pub fn has_folder_handles() -> bool;
+    #[wasm_bindgen(js_name = pickFolder)]
+    fn pick_folder_js() -> Promise;
+    #[wasm_bindgen(js_name = enqueue)]
+    fn enqueue_js(handles: &Array, files: &Array, max_bytes: f64, sniff_bytes: u32, is_photo: &Function) -> Promise;
+    #[wasm_bindgen(js_name = nextBatch)]
+    fn next_batch_js(count: u32, max_bytes: f64, skip: &Array) -> Promise;
+    #[wasm_bindgen(js_name = unreachable)]
+    fn unreachable_js() -> Promise;
+    #[wasm_bindgen(js_name = rootsNeedingPermission)]
+    fn roots_needing_permission_js() -> Promise;
+    #[wasm_bindgen(js_name = allowRoots)]
+    fn allow_roots_js() -> Promise;
     #[wasm_bindgen(js_name = beginAttempt)]
-    fn begin_attempt_js(hash: &str) -> Promise;
+    fn begin_attempt_js(keys: &Array) -> Promise;
     #[wasm_bindgen(js_name = indexLock)]
     fn index_lock_js(wait: bool) -> Promise;
-    #[wasm_bindgen(js_name = nextQueued)]
-    fn next_queued_js() -> Promise;
     #[wasm_bindgen(js_name = queueCount)]
     fn queue_count_js() -> Promise;
-    #[wasm_bindgen(js_name = commitPhoto)]
-    fn commit_photo_js(
-        hash: &str,
-        emb: &Float32Array,
-        thumb: &Uint8Array,
-        w: u32,
-        h: u32,
-        model: &str,
-        dim: u32,
-    ) -> Promise;
-    #[wasm_bindgen(js_name = commitFailure)]
-    fn commit_failure_js(hash: &str, reason: &str) -> Promise;
+    #[wasm_bindgen(js_name = commitBatch)]
+    fn commit_batch_js(items: &Array, model: &str, dim: u32) -> Promise;
     #[wasm_bindgen(js_name = listPhotos)]
     fn list_photos_js() -> Promise;
+    #[wasm_bindgen(js_name = thumbUrl)]
+    fn thumb_url_js(hash: &str) -> Promise;
+    #[wasm_bindgen(js_name = originalUrl)]
+    fn original_url_js(hash: &str) -> Promise;
     #[wasm_bindgen(js_name = listFailures)]
     fn list_failures_js() -> Promise;
     #[wasm_bindgen(js_name = clearStores)]
@@ -46,6 +50,8 @@ extern "C" {
     fn get_meta_js(key: &str) -> Promise;
     #[wasm_bindgen(js_name = setMeta)]
     fn set_meta_js(key: &str, value: &JsValue) -> Promise;
+    #[wasm_bindgen(js_name = fillSynthetic)]
+    pub fn fill_synthetic_js(n: u32, model: &str, dim: u32, make: &Function, thumb: &Uint8Array) -> Promise;
     #[wasm_bindgen(js_name = cacheGet)]
     fn cache_get_js(key: &str) -> Promise;
     #[wasm_bindgen(js_name = cachePut)]
@@ -95,54 +101,98 @@ pub async fn sha256_hex(bytes: &Uint8Array) -> JsResult<String> {
     Ok(wait(sha256_hex_js(bytes)).await?.as_string().unwrap_or_default())
 }
 
+/// What `enqueue` did with the files it was given.
 pub struct Enqueued {
     pub queued: u32,
-    pub duplicates: u32,
+    /// Names already indexed or queued.
+    pub known: u32,
     /// Files that are not photos at all (by their first bytes), left out.
     pub not_photos: Vec<String>,
     pub too_large: Vec<String>,
-    /// Every file hashed, with its content hash (for showing originals during this session).
-    pub seen: Vec<(String, web_sys::File)>,
 }
 
-/// `files` holds `{file, path}` objects (from `collect_dropped` or `files_from_input`). A file is
-/// sniffed first (its first `SNIFF_BYTES`, the same test as the desktop indexer's): one that is
-/// not a photo is counted, not read.
-pub async fn enqueue_files(files: &Array, max_bytes: f64) -> JsResult<Enqueued> {
+/// Queues the files under folder `handles` (kept, read in place later) and the loose `files`
+/// (`{file, path}` objects, held for this visit). A file is sniffed first (its first
+/// `SNIFF_BYTES`, the same test as the desktop indexer's): one that is not a photo is counted,
+/// not read; nothing else is read until the file is embedded.
+pub async fn enqueue(handles: &Array, files: &Array, max_bytes: f64) -> JsResult<Enqueued> {
     use brivl_engine::photo::{looks_like_photo, SNIFF_BYTES};
     let is_photo = Closure::<dyn Fn(Uint8Array) -> bool>::new(|head: Uint8Array| looks_like_photo(&head.to_vec()));
-    let r = wait(enqueue_files_js(files, max_bytes, SNIFF_BYTES as u32, is_photo.as_ref().unchecked_ref())).await;
+    let r = wait(enqueue_js(handles, files, max_bytes, SNIFF_BYTES as u32, is_photo.as_ref().unchecked_ref())).await;
     drop(is_photo);
     let r = r?;
     Ok(Enqueued {
         queued: get(&r, "queued").as_f64().unwrap_or(0.0) as u32,
-        duplicates: get(&r, "duplicates").as_f64().unwrap_or(0.0) as u32,
+        known: get(&r, "known").as_f64().unwrap_or(0.0) as u32,
         not_photos: Array::from(&get(&r, "notPhotos")).iter().filter_map(|v| v.as_string()).collect(),
         too_large: Array::from(&get(&r, "tooLarge")).iter().map(|v| get_str(&v, "name")).collect(),
-        seen: Array::from(&get(&r, "seen"))
-            .iter()
-            .map(|v| (get_str(&v, "hash"), get(&v, "file").unchecked_into()))
-            .collect(),
     })
 }
 
+/// A folder the user picks (a handle), or `None` when they close the picker.
+pub async fn pick_folder() -> JsResult<Option<JsValue>> {
+    let h = wait(pick_folder_js()).await?;
+    Ok((!h.is_null()).then_some(h))
+}
+
+/// A queued file, read: its content hash and bytes, or why it could not be read.
 pub struct Queued {
-    pub hash: String,
+    pub key: String,
     pub names: Vec<String>,
+    pub read: Result<Read, String>,
+}
+
+pub struct Read {
+    pub hash: String,
     pub bytes: Uint8Array,
+    /// The content is indexed already.
+    pub known: bool,
+    /// The File itself when it has no folder handle (shown large during this visit).
+    pub file: Option<web_sys::File>,
 }
 
-pub async fn next_queued() -> JsResult<Option<Queued>> {
-    let r = wait(next_queued_js()).await?;
-    if r.is_null() || r.is_undefined() {
-        return Ok(None);
-    }
-    Ok(Some(Queued { hash: get_str(&r, "hash"), names: get_names(&r), bytes: get(&r, "bytes").unchecked_into() }))
+/// The next queued files that this visit can read, oldest first: up to `count` files or
+/// `max_bytes`, leaving out the keys in `skip` (in flight).
+pub async fn next_batch(count: u32, max_bytes: f64, skip: &[String]) -> JsResult<Vec<Queued>> {
+    let skip: Array = skip.iter().map(|k| JsValue::from(k.as_str())).collect();
+    let r = wait(next_batch_js(count, max_bytes, &skip)).await?;
+    Ok(Array::from(&r)
+        .iter()
+        .map(|v| {
+            let error = get(&v, "error");
+            let read = match error.as_string() {
+                Some(e) => Err(e),
+                None => Ok(Read {
+                    hash: get_str(&v, "hash"),
+                    bytes: get(&v, "bytes").unchecked_into(),
+                    known: get(&v, "known").as_bool().unwrap_or(false),
+                    file: get(&v, "file").dyn_into().ok(),
+                }),
+            };
+            Queued { key: get_str(&v, "key"), names: get_names(&v), read }
+        })
+        .collect())
 }
 
-/// How many times work on the queued photo started before (this start is counted).
-pub async fn begin_attempt(hash: &str) -> JsResult<u32> {
-    Ok(wait(begin_attempt_js(hash)).await?.as_f64().unwrap_or(0.0) as u32)
+/// Queued files this visit cannot read (added without a folder handle before a reload).
+pub async fn unreachable() -> JsResult<Vec<String>> {
+    Ok(Array::from(&wait(unreachable_js()).await?).iter().filter_map(|v| v.as_string()).collect())
+}
+
+/// Names of the folders whose read permission must be asked again.
+pub async fn roots_needing_permission() -> JsResult<Vec<String>> {
+    Ok(Array::from(&wait(roots_needing_permission_js()).await?).iter().map(|v| get_str(&v, "name")).collect())
+}
+
+/// Asks for those folders again (from a click); how many were granted.
+pub async fn allow_roots() -> JsResult<u32> {
+    Ok(wait(allow_roots_js()).await?.as_f64().unwrap_or(0.0) as u32)
+}
+
+/// How many times work on each queued file started before (this start is counted).
+pub async fn begin_attempt(keys: &[String]) -> JsResult<Vec<u32>> {
+    let arr: Array = keys.iter().map(|k| JsValue::from(k.as_str())).collect();
+    Ok(Array::from(&wait(begin_attempt_js(&arr)).await?).iter().map(|v| v.as_f64().unwrap_or(0.0) as u32).collect())
 }
 
 /// The indexing lock (one tab indexes at a time): a function that releases it, or `None` when
@@ -156,48 +206,91 @@ pub async fn queue_count() -> JsResult<usize> {
     Ok(wait(queue_count_js()).await?.as_f64().unwrap_or(0.0) as usize)
 }
 
-/// A stored photo as the UI keeps it in memory.
+/// A stored photo's metadata.
 pub struct StoredPhoto {
     pub hash: String,
     pub names: Vec<String>,
-    pub embedding: Vec<f32>,
-    /// The model that made the embedding (records from before it was stored: their width).
+    /// The model that made its embedding.
     pub model: ModelId,
-    pub thumb: web_sys::Blob,
+    /// Its original is read through a folder handle.
+    pub in_place: bool,
 }
 
 fn stored_photo(r: &JsValue) -> StoredPhoto {
-    let embedding = Float32Array::new(&get(r, "embedding")).to_vec();
-    let dim = get(r, "dim").as_f64().map(|d| d as usize).unwrap_or(embedding.len());
     StoredPhoto {
         hash: get_str(r, "hash"),
         names: get_names(r),
-        model: ModelId { hash: get_str(r, "model"), dim },
-        embedding,
-        thumb: get(r, "thumb").unchecked_into(),
+        model: ModelId { hash: get_str(r, "model"), dim: get(r, "dim").as_f64().unwrap_or(0.0) as usize },
+        in_place: get(r, "root").as_string().is_some(),
     }
 }
 
-/// Stores an embedded photo and takes it off the queue (one transaction); returns the record.
-pub async fn commit_photo(
-    hash: &str,
-    embedding: &[f32],
-    thumb: &Uint8Array,
-    width: u32,
-    height: u32,
-    model: &ModelId,
-) -> JsResult<StoredPhoto> {
-    let emb = Float32Array::from(embedding);
-    let r = wait(commit_photo_js(hash, &emb, thumb, width, height, &model.hash, model.dim as u32)).await?;
-    Ok(stored_photo(&r))
+/// What a batch commits for one queued file.
+pub enum Outcome {
+    /// A new photo: its int8 vector, thumbnail and size.
+    New {
+        hash: String,
+        code: Vec<i8>,
+        scale: f32,
+        thumb: Uint8Array,
+        width: u32,
+        height: u32,
+    },
+    /// Content already indexed: only the names are added.
+    Known {
+        hash: String,
+    },
+    Failed {
+        reason: String,
+    },
 }
 
-pub async fn commit_failure(hash: &str, reason: &str) -> JsResult<()> {
-    wait(commit_failure_js(hash, reason)).await.map(drop)
+/// Stores a batch in one transaction and takes its files off the queue; returns the photo
+/// records written (new ones and renamed ones).
+pub async fn commit_batch(items: &[(String, Vec<String>, Outcome)], model: &ModelId) -> JsResult<Vec<StoredPhoto>> {
+    let arr = Array::new();
+    for (key, names, outcome) in items {
+        let o = js_sys::Object::new();
+        let set = |k: &str, v: &JsValue| {
+            let _ = js_sys::Reflect::set(&o, &k.into(), v);
+        };
+        set("key", &key.as_str().into());
+        set("names", &names.iter().map(|n| JsValue::from(n.as_str())).collect::<Array>());
+        match outcome {
+            Outcome::New { hash, code, scale, thumb, width, height } => {
+                set("hash", &hash.as_str().into());
+                set("code", &js_sys::Int8Array::from(code.as_slice()));
+                set("scale", &(*scale).into());
+                set("thumb", thumb);
+                set("width", &(*width).into());
+                set("height", &(*height).into());
+                // Where the original lives: `root/path` keys come from folder handles.
+                if let Some((root, _)) = key.split_once('/').filter(|(r, _)| *r != "visit") {
+                    set("root", &root.into());
+                    set("path", &names.first().map(String::as_str).unwrap_or("").into());
+                }
+            }
+            Outcome::Known { hash } => set("hash", &hash.as_str().into()),
+            Outcome::Failed { reason } => set("reason", &reason.as_str().into()),
+        }
+        arr.push(&o);
+    }
+    let r = wait(commit_batch_js(&arr, &model.hash, model.dim as u32)).await?;
+    Ok(Array::from(&r).iter().map(|r| stored_photo(&r)).collect())
 }
 
 pub async fn list_photos() -> JsResult<Vec<StoredPhoto>> {
     Ok(Array::from(&wait(list_photos_js()).await?).iter().map(|r| stored_photo(&r)).collect())
+}
+
+/// The thumbnail of a stored photo as an object URL.
+pub async fn thumb_url(hash: &str) -> JsResult<Option<String>> {
+    Ok(wait(thumb_url_js(hash)).await?.as_string())
+}
+
+/// The original of a stored photo as an object URL, read through its folder handle.
+pub async fn original_url(hash: &str) -> JsResult<Option<String>> {
+    Ok(wait(original_url_js(hash)).await?.as_string())
 }
 
 /// Files that could not be indexed: (names, reason).
