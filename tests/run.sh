@@ -45,3 +45,4 @@ node tests/browser/webapp.test.mjs --mode cpu
 
 echo "== converting the tiny checkpoint in the page (OPFS, byte-identical to brivl convert)"
 node tests/browser/convert.test.mjs --mode cpu
+node tests/browser/convert.test.mjs --mode gpu

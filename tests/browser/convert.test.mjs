@@ -222,7 +222,8 @@ async function main() {
       await page.click(`#model-list li[data-key="${key}"] .model-delete`);
       await page.waitForSelector(`#model-list li[data-key="${key}"]`, { state: "detached" });
     }
-    await page.waitForFunction(() => !document.querySelector('#model-list li[data-active="yes"]')?.dataset.key?.startsWith("opfs:"), null, { timeout: 120_000 });
+    // The site's model (key models/...) in use again.
+    await page.waitForFunction(() => document.querySelector('#model-list li[data-active="yes"]')?.dataset.key?.startsWith("models/"), null, { timeout: 120_000 });
     await page.waitForSelector('#model-status[data-state="ready"]', { timeout: 120_000 });
     check(Object.keys(await opfsFiles()).length === 0, "deleting the converted models removes their files");
     check((await page.$("#demo")) !== null, "the demo model is back, and the demo album with it");
