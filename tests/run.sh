@@ -49,3 +49,4 @@ node tests/browser/scale.test.mjs --photos 20000 --queries 5
 
 echo "== converting the tiny checkpoint in the page (OPFS, byte-identical to brivl convert)"
 node tests/browser/convert.test.mjs --mode cpu
+node tests/browser/convert.test.mjs --mode gpu

@@ -10,7 +10,8 @@
 // site's demo model only; a wrong file and a vocabulary that does not fit are refused with the
 // converter's own sentences; a slow conversion (test hook) is cancelled and leaves no file; f16
 // converts byte-identically too; after a reload the converted model loads from OPFS without
-// converting again; deleting it frees its file and goes back to the site's model. No request
+// converting again; switching model with photos indexed asks first, saying how many need embedding
+// again; deleting it frees its file and goes back to the site's model. No request
 // leaves the origin. Screenshots go to tests/artifacts/convert-<mode>/.
 //
 // Needs: dist/ built by trunk, the `brivl` binary (BRIVL_BIN).
@@ -106,7 +107,11 @@ async function main() {
   const page = await context.newPage();
   const problems = [];
   page.on("pageerror", (e) => problems.push(String(e)));
-  page.on("dialog", (d) => d.accept());
+  const dialogs = [];
+  page.on("dialog", (d) => {
+    dialogs.push(d.message());
+    d.accept();
+  });
   const shot = (name) => page.screenshot({ path: path.join(ART, `${name}.png`), fullPage: true });
   const opfsFiles = () => page.evaluate(async () => {
     const out = {};
@@ -195,6 +200,8 @@ async function main() {
       return key && key !== k && key.startsWith("opfs:converted-");
     }, q8Key, { timeout: 120_000 });
     const f16Key = await activeKey();
+    check(dialogs.some((m) => m.startsWith(`${t.scores.size} photos of the index were embedded by another model`)),
+      `switching model first says how many photos must be embedded again: ${dialogs.at(-1)}`);
     files = await opfsFiles();
     check(files[f16Key.slice(5)] === sha256(fs.readFileSync(t.f16)), "the f16 conversion is byte-identical to brivl convert's");
 
@@ -215,7 +222,8 @@ async function main() {
       await page.click(`#model-list li[data-key="${key}"] .model-delete`);
       await page.waitForSelector(`#model-list li[data-key="${key}"]`, { state: "detached" });
     }
-    await page.waitForFunction(() => !document.querySelector('#model-list li[data-active="yes"]')?.dataset.key?.startsWith("opfs:"), null, { timeout: 120_000 });
+    // The site's model (key models/...) in use again.
+    await page.waitForFunction(() => document.querySelector('#model-list li[data-active="yes"]')?.dataset.key?.startsWith("models/"), null, { timeout: 120_000 });
     await page.waitForSelector('#model-status[data-state="ready"]', { timeout: 120_000 });
     check(Object.keys(await opfsFiles()).length === 0, "deleting the converted models removes their files");
     check((await page.$("#demo")) !== null, "the demo model is back, and the demo album with it");

@@ -159,6 +159,9 @@ strings! {
     ModelsOf => "of", "/";
     ModelsPersistent => "kept by the browser (persistent)", "浏览器将保留（持久存储）";
     ModelsNotPersistent => "may be cleared by the browser when space runs low", "空间不足时可能被浏览器清除";
+    SwitchAgain => "photos of the index were embedded by another model and must be embedded again (add them again) to be searched with",
+        "张照片由其他模型生成向量，需要重新添加照片、重新生成向量后才能用以下模型搜索：";
+    SwitchUse => "Use it?", "仍要使用吗？";
 }
 
 #[cfg(test)]

@@ -154,8 +154,18 @@ async fn delete(s: State, e: ModelEntry) {
     refresh_storage();
 }
 
-/// Loads a model of the list into the engine.
+/// Loads a model of the list into the engine, once the user agrees when the index holds photos
+/// another model embedded (they must be embedded again with this one).
 async fn use_model(s: State, e: ModelEntry) {
+    let others = s.photos.with_untracked(|p| p.iter().filter(|p| p.model.hash != e.content_hash).count());
+    if others > 0 {
+        let question =
+            format!("{others} {} {}. {}", s.t_untracked(Key::SwitchAgain), e.name, s.t_untracked(Key::SwitchUse));
+        let yes = web_sys::window().and_then(|w| w.confirm_with_message(&question).ok()).unwrap_or(false);
+        if !yes {
+            return;
+        }
+    }
     super::model::load_kept(s, e).await;
 }
 
