@@ -59,7 +59,8 @@ export function synthRows(n, dim, seed) {
   return { codes, scales };
 }
 
-export const synthHash = (i) => "synthetic-" + String(i).padStart(8, "0");
+// As app/web/js/store.js names them: 64 hex digits, like a real SHA-256.
+export const synthHash = (i) => i.toString(16).padStart(64, "0");
 
 // The exact top `k` of `rows` for query `q`: score = scale * sum(q * code), in f64; ties to the
 // lower row.

@@ -12,8 +12,8 @@ use std::cmp::Ordering;
 use crate::encoding::{dot_f32_i8, dot_i8, quantize_i8};
 use crate::ranking::{rescore_count, Hit, EXACT_BELOW};
 
-/// Rows per block: 8 MiB of codes at 2048 wide.
-pub const BLOCK_ROWS: usize = 4096;
+/// Rows per block: 2 MiB of codes at 2048 wide (the last block's free rows are the only waste).
+pub const BLOCK_ROWS: usize = 1024;
 
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct CompactIndex {
@@ -172,6 +172,7 @@ mod tests {
     fn search_equals_the_exact_ranking_of_the_stored_rows() {
         // More rows than a block and than EXACT_BELOW, 70 wide (not a multiple of 16).
         let (dim, n) = (70, BLOCK_ROWS + 900);
+        const { assert!(BLOCK_ROWS + 900 > EXACT_BELOW) };
         let mut index = CompactIndex::new(dim);
         index.reserve(n);
         for i in 0..n {

@@ -583,7 +583,8 @@ export async function fillSynthetic(n, model, dim, make, thumbJpeg) {
     const tx = d.transaction(["photos", "vectors", "thumbs"], "readwrite");
     for (let i = at; i < Math.min(n, at + BATCH); i++) {
       const { code, scale } = make(i);
-      const hash = "synthetic-" + String(i).padStart(8, "0");
+      // 64 hex digits, as long as a real content hash (the memory figures depend on it).
+      const hash = i.toString(16).padStart(64, "0");
       tx.objectStore("photos").put({ hash, names: [`synthetic/${i}.jpg`], model, dim, width: 8, height: 8, seq: i, v: 2 }, hash);
       tx.objectStore("vectors").put({ code, scale, model, dim }, hash);
       tx.objectStore("thumbs").put(thumb, hash);

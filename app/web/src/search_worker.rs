@@ -19,32 +19,47 @@ extern "C" {
     fn load_vectors_js(model: &str, dim: u32, on_page: &Function) -> Promise;
 }
 
-/// The index and the photos' content hashes, row by row.
+/// The index and the photos' content hashes, row by row (one string holding them all: a
+/// `String` each would cost 24 bytes more a photo).
 struct Index {
     rows: CompactIndex,
-    hashes: Vec<String>,
+    hashes: String,
+    ends: Vec<u32>,
     model: String,
 }
 
 impl Index {
     fn new(model: String, dim: usize) -> Self {
-        Self { rows: CompactIndex::new(dim), hashes: Vec::new(), model }
+        Self { rows: CompactIndex::new(dim), hashes: String::new(), ends: Vec::new(), model }
     }
 
-    /// Appends `hashes.len()` rows from their codes and scales; rows of another width are refused.
-    fn add(&mut self, hashes: Vec<String>, codes: &[i8], scales: &[f32]) {
+    fn hash(&self, row: usize) -> &str {
+        let start = if row == 0 { 0 } else { self.ends[row - 1] as usize };
+        &self.hashes[start..self.ends[row] as usize]
+    }
+
+    /// Appends `hashes.len()` rows, each copied straight from the JS arrays (no page-sized copy
+    /// in wasm memory, which only grows); rows of another width are refused.
+    fn add(&mut self, hashes: Vec<String>, codes: &Int8Array, scales: &Float32Array) {
         let dim = self.rows.dim();
         self.rows.reserve(hashes.len());
+        self.ends.reserve_exact(hashes.len());
+        let mut row = vec![0i8; dim];
         for (i, h) in hashes.into_iter().enumerate() {
-            let (Some(code), Some(&scale)) = (codes.get(i * dim..(i + 1) * dim), scales.get(i)) else { break };
-            if self.rows.push_code(code, scale).is_some() {
-                self.hashes.push(h);
+            let (start, end) = ((i * dim) as u32, ((i + 1) * dim) as u32);
+            if end > codes.length() || i as u32 >= scales.length() {
+                break;
+            }
+            codes.subarray(start, end).copy_to(&mut row);
+            if self.rows.push_code(&row, scales.get_index(i as u32)).is_some() {
+                self.hashes.push_str(&h);
+                self.ends.push(self.hashes.len() as u32);
             }
         }
     }
 
     fn row_of(&self, hash: &str) -> Option<usize> {
-        self.hashes.iter().position(|h| h == hash)
+        (0..self.ends.len()).find(|&r| self.hash(r) == hash)
     }
 }
 
@@ -116,7 +131,7 @@ async fn handle(
             let on_page = Closure::<dyn FnMut(Array, Int8Array, Float32Array)>::new(
                 move |hashes: Array, codes: Int8Array, scales: Float32Array| {
                     let hashes: Vec<String> = hashes.iter().filter_map(|h| h.as_string()).collect();
-                    sink.borrow_mut().add(hashes, &codes.to_vec(), &scales.to_vec());
+                    sink.borrow_mut().add(hashes, &codes, &scales);
                 },
             );
             let r = JsFuture::from(load_vectors_js(&model, dim as u32, on_page.as_ref().unchecked_ref())).await;
@@ -136,10 +151,15 @@ async fn handle(
             let (Some(codes), Some(scales)) = (payloads.first(), payloads.get(1)) else {
                 return failed("codes and scales missing".into());
             };
-            let codes: &Uint8Array = codes.unchecked_ref();
+            let (codes, scales): (&Uint8Array, &Uint8Array) = (codes.unchecked_ref(), scales.unchecked_ref());
             let codes =
                 Int8Array::new_with_byte_offset_and_length(&codes.buffer(), codes.byte_offset(), codes.length());
-            ix.add(hashes, &codes.to_vec(), &floats(scales));
+            let scales = Float32Array::new_with_byte_offset_and_length(
+                &scales.buffer(),
+                scales.byte_offset(),
+                scales.length() / 4,
+            );
+            ix.add(hashes, &codes, &scales);
             (SearchReply::Added { rows: ix.rows.len() }, vec![])
         }
         SearchRequest::Clear => {
@@ -154,7 +174,7 @@ async fn handle(
             let t0 = now_ms();
             let skip = exclude.as_deref().and_then(|h| ix.row_of(h));
             let hits = ix.rows.search(&q, top_k, min_score, |r| Some(r) == skip);
-            let hits = hits.into_iter().map(|h| (ix.hashes[h.key].clone(), h.score)).collect();
+            let hits = hits.into_iter().map(|h| (ix.hash(h.key).to_string(), h.score)).collect();
             (SearchReply::Hits { hits, rows: ix.rows.len(), ms: now_ms() - t0 }, vec![])
         }
         SearchRequest::Vector { hash } => {

@@ -88,7 +88,9 @@ pub fn Photos() -> impl IntoView {
         } else {
             // Newest first.
             s.photos.with(|a| {
-                (from..to).map(|i| Cell { index: i, hash: a.list[a.len() - 1 - i].hash.clone(), score: None }).collect()
+                (from..to)
+                    .map(|i| Cell { index: i, hash: a.list[a.len() - 1 - i].hash.to_string(), score: None })
+                    .collect()
             })
         }
     });

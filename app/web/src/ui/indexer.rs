@@ -52,7 +52,7 @@ fn object_url(blob: &web_sys::Blob) -> String {
 }
 
 fn photo_from(p: store::StoredPhoto) -> Photo {
-    Photo { hash: p.hash, names: p.names, in_place: p.in_place }
+    Photo { hash: p.hash.into(), names: p.names, in_place: p.in_place }
 }
 
 /// Reads the stored photo list (start-up, and after another tab indexed), noting which models
@@ -348,7 +348,7 @@ async fn embed(s: State, batch: Vec<Queued>) -> Result<Done, String> {
                         o.entry(r.hash.clone()).or_insert_with(|| object_url(f));
                     });
                 }
-                let known = r.known || s.photos.with_untracked(|a| a.by_hash.contains_key(&r.hash));
+                let known = r.known || s.photos.with_untracked(|a| a.by_hash.contains_key(r.hash.as_str()));
                 if known || !seen.insert(r.hash.clone()) {
                     Some(Outcome::Known { hash: r.hash })
                 } else if starts.get(i).copied().unwrap_or(0) >= MAX_STARTS {

@@ -1,6 +1,7 @@
 //! The UI's state: plain data in signals, shared through Leptos context.
 
 use std::collections::HashMap;
+
 use std::sync::Arc;
 
 use brivl_core::model_id::ModelId;
@@ -73,7 +74,8 @@ impl ModelStatus {
 /// worker, its thumbnail in IndexedDB until it scrolls into view).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Photo {
-    pub hash: String,
+    /// Shared with the album's map (one copy of each hash in memory).
+    pub hash: Arc<str>,
     pub names: Vec<String>,
     /// Its original can be read again through a folder handle.
     pub in_place: bool,
@@ -96,7 +98,7 @@ impl Photo {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Album {
     pub list: Vec<Photo>,
-    pub by_hash: HashMap<String, usize>,
+    pub by_hash: HashMap<Arc<str>, usize>,
 }
 
 impl Album {
