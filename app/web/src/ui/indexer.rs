@@ -102,6 +102,13 @@ async fn refresh_queue(s: State) {
     s.need_permission.set(store::roots_needing_permission().await.unwrap_or_default());
 }
 
+/// Whether every photo of the index was embedded by the model with this content hash: those
+/// read at start-up by their records, those added since by the model in use.
+pub fn all_embedded_by(s: State, hash: &str) -> bool {
+    let in_use = s.in_use.with_untracked(|m| m.as_ref().is_none_or(|m| m.id().hash == hash));
+    in_use && STORED_MODELS.with(|m| m.borrow().iter().all(|p| p.hash == hash))
+}
+
 /// Called when a model is ready: an index built by another model (by its metadata or by any of
 /// its records) is dropped (its embeddings live in another space), the search worker reads the
 /// index, then indexing resumes where it stopped.
