@@ -146,7 +146,9 @@ pub fn Photos() -> impl IntoView {
                     format!("{}px", (rows as f64 * row_h - GAP).max(0.0))
                 }
             >
-                <For each=move || visible.get() key=|c| (c.index, c.hash.clone()) let:c>
+                // The score is in the key: a photo at the same place in the album view and in a
+                // query's results is another cell (its score and label differ).
+                <For each=move || visible.get() key=|c| (c.index, c.hash.clone(), c.score.map(f32::to_bits)) let:c>
                     {
                         let (cols, cell_w, row_h) = layout();
                         let (row, col) = (c.index / cols, c.index % cols);
