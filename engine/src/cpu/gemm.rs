@@ -458,7 +458,7 @@ fn run<K: Micro>(
     let out = SharedOut(y.as_mut_ptr());
     let epilogue = bias.is_some() || act != Activation::None;
     parallel::for_each(blocks * splits, |t| {
-        let out = out;
+        let out = &out;
         let (m0, t0) = ((t / splits) * mc, (t % splits) * per);
         let m1 = (m0 + mc).min(m);
         TILE.with(|tile| {
@@ -499,6 +499,7 @@ const KC: usize = 512;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::cpu_test;
     use crate::testing::{assert_close, random};
 
     /// f64 dot products of x with the weights the kernel sees.
@@ -513,8 +514,7 @@ mod tests {
             .collect()
     }
 
-    #[test]
-    fn gemm_matches_f64_dot_products_on_every_level_and_format() {
+    cpu_test!(gemm_matches_f64_dot_products_on_every_level_and_format, {
         // Rows and columns not multiples of any MR (4, 6, 8) or NR (16, 32); K past a q8 group
         // and not a multiple of it; enough rows for several blocks and threads.
         let shapes = [(1, 1, 1), (5, 3, 7), (37, 70, 33), (9, 70, 300), (13, 33, 2000), (300, 17, 45), (2, 100, 64)];
@@ -540,10 +540,9 @@ mod tests {
                 }
             }
         }
-    }
+    });
 
-    #[test]
-    fn panel_rows_are_the_dequantised_rows() {
+    cpu_test!(panel_rows_are_the_dequantised_rows, {
         let (n, k) = (19, 2 * Q8_GROUP + 3);
         let w = random(n * k, 3, 2.0);
         for dtype in [DType::F16, DType::Q8] {
@@ -558,13 +557,12 @@ mod tests {
             assert!(panels.bytes() <= packed.words.len() * 4 * 2, "{dtype:?} stays compact");
         }
         assert!(PanelMatrix::from_packed(&Packed::new(&w, n, k, DType::F32).unwrap()).is_none());
-    }
+    });
 
-    #[test]
-    fn f16_conversion_is_exact_for_every_half() {
+    cpu_test!(f16_conversion_is_exact_for_every_half, {
         for h in 0..=u16::MAX {
             let (got, want) = (f16_to_f32(h), half::f16::from_bits(h).to_f32());
             assert!(got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()), "{h:#06x}: {got} vs {want}");
         }
-    }
+    });
 }
