@@ -4,12 +4,12 @@
 
 use std::future::Future;
 
+use crate::cpu::gemm::{PanelMatrix, Rhs};
 use crate::ops::{
     attention, conv2d, depthwise, elementwise, embedding, grid_sample, l2_norm, layer_norm, masked_mean, matmul,
     preprocess::{self, Normalize},
     squeeze_excite, Activation, Meta,
 };
-use crate::cpu::gemm::{PanelMatrix, Rhs};
 use crate::quant::Packed;
 use crate::tensor::check_len;
 use crate::{DType, Error, Gpu, Pass, Result, Tensor};
@@ -440,7 +440,8 @@ impl Backend for CpuBackend {
     }
     fn embedding(&mut self, ids: &CpuTensor, table: &CpuWeight, add: Option<&CpuWeight>) -> Result<CpuTensor> {
         let g = embedding::check(ids.meta(), table.meta(), add.map(CpuWeight::meta))?;
-        let y = embedding::embedding_cpu(ids.u32()?, |r, out| table.row(r, out), &g, add.map(CpuWeight::f32).transpose()?);
+        let y =
+            embedding::embedding_cpu(ids.u32()?, |r, out| table.row(r, out), &g, add.map(CpuWeight::f32).transpose()?);
         Ok(CpuTensor::new(g.out_shape, y))
     }
 }

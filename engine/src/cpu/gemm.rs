@@ -169,6 +169,9 @@ fn fill_body(rhs: Rhs, k: usize, j0: usize, k0: usize, nr: usize, buf: &mut [f32
                     PanelData::F16(v) => {
                         let src = &v[(p * k + k0) * PANEL..][..kc * PANEL];
                         for (i, s) in src.chunks_exact(PANEL).enumerate() {
+                            if i % 2 == 0 {
+                                prefetch(s.as_ptr().wrapping_byte_add(PREFETCH_AHEAD) as *const u8);
+                            }
                             let d = &mut buf[i * nr + pp * PANEL..][..PANEL];
                             d.iter_mut().zip(s).for_each(|(d, s)| *d = f16_to_f32(*s));
                         }
@@ -178,6 +181,9 @@ fn fill_body(rhs: Rhs, k: usize, j0: usize, k0: usize, nr: usize, buf: &mut [f32
                         let src = &q[(p * k + k0) * PANEL..][..kc * PANEL];
                         let sc = &scales[p * groups * PANEL..(p + 1) * groups * PANEL];
                         for (i, s) in src.chunks_exact(PANEL).enumerate() {
+                            if i % 4 == 0 {
+                                prefetch(s.as_ptr().wrapping_add(PREFETCH_AHEAD) as *const u8);
+                            }
                             let scale = &sc[(k0 + i) / Q8_GROUP * PANEL..][..PANEL];
                             let d = &mut buf[i * nr + pp * PANEL..][..PANEL];
                             for j in 0..PANEL {
@@ -189,6 +195,24 @@ fn fill_body(rhs: Rhs, k: usize, j0: usize, k0: usize, nr: usize, buf: &mut [f32
             }
         }
     }
+}
+
+/// Bytes ahead of the weights being converted that `fill` asks the cache for: weights stream from
+/// memory once per call (at batch 1 the dequantisation waits on them otherwise), about one
+/// memory latency of conversion work ahead.
+const PREFETCH_AHEAD: usize = 2048;
+
+/// Asks for the cache line at `p` (any address: a prefetch never faults).
+#[inline(always)]
+fn prefetch(p: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: prefetching reads nothing and never faults, whatever the address; SSE is baseline
+    // on x86-64.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p as *const i8)
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
 }
 
 multiversion! {
@@ -206,7 +230,17 @@ trait Micro {
     /// `a` readable for `rows` rows of `k`, `b` for `k * NR`, `c` writable for `rows` rows of
     /// `cols`; the level's CPU features present.
     #[allow(clippy::too_many_arguments)]
-    unsafe fn run(k: usize, a: *const f32, lda: usize, rows: usize, b: *const f32, c: *mut f32, ldc: usize, cols: usize, add: bool);
+    unsafe fn run(
+        k: usize,
+        a: *const f32,
+        lda: usize,
+        rows: usize,
+        b: *const f32,
+        c: *mut f32,
+        ldc: usize,
+        cols: usize,
+        add: bool,
+    );
 }
 
 /// Writes (or, when `add`, adds) the valid part of a tile computed in `tmp` (rows of `nr`) to `c`.
@@ -227,7 +261,17 @@ struct Portable;
 impl Micro for Portable {
     const MR: usize = 4;
     const NR: usize = 16;
-    unsafe fn run(k: usize, a: *const f32, lda: usize, rows: usize, b: *const f32, c: *mut f32, ldc: usize, cols: usize, add: bool) {
+    unsafe fn run(
+        k: usize,
+        a: *const f32,
+        lda: usize,
+        rows: usize,
+        b: *const f32,
+        c: *mut f32,
+        ldc: usize,
+        cols: usize,
+        add: bool,
+    ) {
         const MR: usize = Portable::MR;
         const NR: usize = Portable::NR;
         let ap: [*const f32; MR] = std::array::from_fn(|i| a.add(i.min(rows - 1) * lda));
@@ -251,7 +295,17 @@ struct Avx512;
 impl Micro for Avx512 {
     const MR: usize = 8;
     const NR: usize = 32;
-    unsafe fn run(k: usize, a: *const f32, lda: usize, rows: usize, b: *const f32, c: *mut f32, ldc: usize, cols: usize, add: bool) {
+    unsafe fn run(
+        k: usize,
+        a: *const f32,
+        lda: usize,
+        rows: usize,
+        b: *const f32,
+        c: *mut f32,
+        ldc: usize,
+        cols: usize,
+        add: bool,
+    ) {
         avx512_kernel(k, a, lda, rows, b, c, ldc, cols, add)
     }
 }
@@ -310,7 +364,17 @@ struct Avx2;
 impl Micro for Avx2 {
     const MR: usize = 6;
     const NR: usize = 16;
-    unsafe fn run(k: usize, a: *const f32, lda: usize, rows: usize, b: *const f32, c: *mut f32, ldc: usize, cols: usize, add: bool) {
+    unsafe fn run(
+        k: usize,
+        a: *const f32,
+        lda: usize,
+        rows: usize,
+        b: *const f32,
+        c: *mut f32,
+        ldc: usize,
+        cols: usize,
+        add: bool,
+    ) {
         avx2_kernel(k, a, lda, rows, b, c, ldc, cols, add)
     }
 }
@@ -369,7 +433,17 @@ struct Simd128;
 impl Micro for Simd128 {
     const MR: usize = 4;
     const NR: usize = 16;
-    unsafe fn run(k: usize, a: *const f32, lda: usize, rows: usize, b: *const f32, c: *mut f32, ldc: usize, cols: usize, add: bool) {
+    unsafe fn run(
+        k: usize,
+        a: *const f32,
+        lda: usize,
+        rows: usize,
+        b: *const f32,
+        c: *mut f32,
+        ldc: usize,
+        cols: usize,
+        add: bool,
+    ) {
         use std::arch::wasm32::*;
         const MR: usize = Simd128::MR;
         let ap: [*const f32; MR] = std::array::from_fn(|i| a.add(i.min(rows - 1) * lda));

@@ -109,8 +109,8 @@ multiversion! {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::cpu_test;
     use crate::cpu::Level;
+    use crate::testing::cpu_test;
 
     cpu_test!(exp_is_within_two_ulp_and_saturates, {
         for i in -86_990..=87_990 {
@@ -132,7 +132,10 @@ mod tests {
                 bias_act(level, &mut y, Some(&bias), act);
                 for ((got, v), b) in y.iter().zip(&x).zip(&bias) {
                     let want = act.apply(v + b);
-                    assert!((got - want).abs() <= 1e-6 + 1e-6 * want.abs(), "{level:?} {act:?}({v} + {b}) = {got}, want {want}");
+                    assert!(
+                        (got - want).abs() <= 1e-6 + 1e-6 * want.abs(),
+                        "{level:?} {act:?}({v} + {b}) = {got}, want {want}"
+                    );
                 }
             }
         }

@@ -3,8 +3,8 @@
 //! `shaders/squeeze_excite.wgsl`; the two FCs use [`linear`], so their weights may be f32, f16
 //! or q8.
 
-use crate::error::ensure_shape;
 use crate::cpu::gemm::Rhs;
+use crate::error::ensure_shape;
 use crate::ops::matmul::{linear, linear_cpu};
 use crate::ops::{ensure_grid, ensure_u32, Activation, Meta};
 use crate::pipelines::Kernel;
