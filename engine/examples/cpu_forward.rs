@@ -5,8 +5,9 @@
 //! cargo run --release -p brivl-engine --example cpu_forward -- MODEL image|text BATCH REPEATS
 //! ```
 //!
-//! Prints ms per item of each repeat (after one warm-up pass) and the SIMD level used
-//! (`BRIVL_CPU_SIMD` caps it; `RAYON_NUM_THREADS` sets the threads).
+//! Prints ms per item of each repeat (after one warm-up pass), the SIMD level used
+//! (`BRIVL_CPU_SIMD` caps it; `RAYON_NUM_THREADS` sets the threads) and, on Linux, resident
+//! memory after loading and after the runs (`VmRSS`, and the peak so far, `VmHWM`).
 
 use std::process::ExitCode;
 use std::time::Instant;
@@ -32,6 +33,7 @@ fn main() -> ExitCode {
 
 fn run(model: &str, kind: &str, batch: usize, repeats: usize) -> Result<(), Box<dyn std::error::Error>> {
     let mut embedder = Embedder::load(&ModelFile::parse(&std::fs::read(model)?)?, None)?;
+    memory("after loading (the parsed file dropped)");
     let size = embedder.config.image_size;
     let images: Vec<Pixels> = (0..batch)
         .map(|i| Pixels {
@@ -53,5 +55,15 @@ fn run(model: &str, kind: &str, batch: usize, repeats: usize) -> Result<(), Box<
         let ms = t.elapsed().as_secs_f64() * 1e3 / batch as f64;
         println!("{} {kind} batch {batch}: {ms:.1} ms per item", if i == 0 { "warm-up" } else { "run" });
     }
+    memory("after the runs");
     Ok(())
+}
+
+/// Prints `VmRSS` and `VmHWM` from /proc/self/status, where there is one.
+fn memory(when: &str) {
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else { return };
+    let field = |name: &str| {
+        status.lines().find_map(|l| l.strip_prefix(name)).map(|v| v.trim().to_string()).unwrap_or_default()
+    };
+    println!("resident {when}: {} (peak so far {})", field("VmRSS:"), field("VmHWM:"));
 }
