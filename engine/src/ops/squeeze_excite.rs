@@ -119,7 +119,7 @@ pub(crate) fn squeeze_excite_cpu(
     let hidden = linear_cpu(&pooled, w1, Some(b1), g.c, Activation::Silu);
     let gate = linear_cpu(&hidden, w2, Some(b2), g.cr, Activation::Sigmoid);
     let (p, c) = (g.p.max(1), g.c);
-    let mut y = vec![0f32; x.len()];
+    let mut y = crate::cpu::buffers::zeros(x.len());
     crate::parallel::for_row_chunks(&mut y, c, 1, x.len(), |first, ys| {
         for (r, (yp, xp)) in ys.chunks_exact_mut(c).zip(x[first * c..].chunks_exact(c)).enumerate() {
             let s = &gate[(first + r) / p * c..][..c];
