@@ -9,7 +9,7 @@ use std::sync::Mutex;
 /// Smaller buffers come and go through the allocator as usual.
 const MIN_BYTES: usize = 1 << 20;
 /// Freed buffers kept at most (the largest ones).
-const KEEP: usize = 4;
+const KEEP: usize = 2;
 
 static FREE: Mutex<Vec<Vec<f32>>> = Mutex::new(Vec::new());
 
