@@ -22,7 +22,15 @@ echo "== native tests (Vulkan)"
 # --nocapture so the log names the adapter ("kernel tests on: ...").
 cargo test --workspace -- --nocapture
 
-echo "== kernel tests in headless Chromium (WebGPU)"
+echo "== CPU path at each lower SIMD level the machine has (BRIVL_CPU_SIMD caps the level)"
+# The GEMM and activation tests already loop over every level; this reruns the ops' CPU twins
+# (compared with the GPU kernels and each other) and the model parity tests at the lower levels.
+for level in portable avx2; do
+  BRIVL_CPU_SIMD=$level cargo test -p brivl-engine --lib -- ops::
+  BRIVL_CPU_SIMD=$level cargo test -p brivl-engine --test parity
+done
+
+echo "== kernel tests in headless Chromium (WebGPU; CPU kernels at simd128 and portable)"
 cargo test -p brivl-engine --lib --target wasm32-unknown-unknown -- --nocapture
 
 echo "== search core compiled to wasm32 (Node.js)"

@@ -288,6 +288,14 @@ pub struct CpuTensor {
     data: CpuData,
 }
 
+impl Drop for CpuTensor {
+    fn drop(&mut self) {
+        if let CpuData::F32(v) = &mut self.data {
+            crate::cpu::buffers::recycle(std::mem::take(v));
+        }
+    }
+}
+
 impl CpuTensor {
     fn new(shape: Vec<usize>, data: Vec<f32>) -> Self {
         Self { shape, data: CpuData::F32(data) }
@@ -394,6 +402,8 @@ impl Backend for CpuBackend {
         self.flops
     }
     fn submit_read(&mut self, t: &CpuTensor) -> Result<Vec<f32>> {
+        // The forward pass is over: the buffers it freed go back to the allocator.
+        crate::cpu::buffers::release();
         match &t.data {
             CpuData::F32(v) => Ok(v.clone()),
             // As `Tensor::read_f32` words it.

@@ -54,6 +54,17 @@ macro_rules! gpu_test {
 }
 pub(crate) use gpu_test;
 
+/// Declares a CPU-path test that runs natively and in the browser (where `#[test]` alone would
+/// not run: the wasm runner only runs `wasm_bindgen_test`s).
+macro_rules! cpu_test {
+    ($name:ident, $body:block) => {
+        #[cfg_attr(not(target_arch = "wasm32"), test)]
+        #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
+        fn $name() $body
+    };
+}
+pub(crate) use cpu_test;
+
 /// Deterministic uniform values in [-scale, scale] (xorshift; no dependency, same on wasm).
 pub(crate) fn random(n: usize, seed: u64, scale: f32) -> Vec<f32> {
     let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;

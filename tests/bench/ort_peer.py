@@ -13,6 +13,8 @@ batched forward is the reference's, with the 37 boxes sampled in one grid_sample
 same) instead of one expanded feature map per box. `export` checks each export against the
 reference's own per-item forward.
 
+`compare` prints the ratios from saved outputs of both.
+
 `bench` times ONNX Runtime (CPU EP, all graph optimisations, intra-op threads = --threads) like
 `brivl bench` times itself: per batch size 1 and 8, one warm-up run, then --repeats timed runs of
 one batched call; ms per item. With --brivl-bench-output (the text `brivl bench` printed in the
@@ -22,7 +24,6 @@ Benchmark only: never run in CI.
 import argparse
 import json
 import os
-import platform
 import re
 import subprocess
 import sys
@@ -157,31 +158,40 @@ def bench(args):
             results[(kind, batch)] = ms
             print("%-5s batch %d: %8.1f ms per %s" % (kind, batch, ms, kind))
     if args.brivl_bench_output:
-        b = parse_brivl(args.brivl_bench_output)
-        cpu = "?"
-        try:
-            cpu = [l.split(":", 1)[1].strip() for l in subprocess.run(["lscpu"], capture_output=True, text=True)
-                   .stdout.splitlines() if l.startswith("Model name")][0]
-        except Exception:
-            pass
-        print("\n%s, %s, %d threads each; ms per item; ratio = brivl / ONNX Runtime (> 1: brivl slower)"
-              % (time.strftime("%Y-%m-%d"), cpu, args.threads))
-        print("%-14s %10s %10s %8s" % ("", "brivl", "ORT", "ratio"))
-        for key in sorted(results):
-            if key in b:
-                print("%-14s %10.1f %10.1f %7.2fx" % ("%s batch %d" % key, b[key], results[key], b[key] / results[key]))
+        print_ratios(parse_brivl(args.brivl_bench_output), results, args.threads)
+
+
+def compare(args):
+    """Ratios from saved outputs of `brivl bench` and `bench` (the best rounds of cpu_vs_ort.sh)."""
+    print_ratios(parse_brivl(args.brivl_bench_output), parse_brivl(args.ort_output), args.threads)
+
+
+def print_ratios(b, results, threads):
+    cpu = "?"
+    try:
+        cpu = [l.split(":", 1)[1].strip() for l in subprocess.run(["lscpu"], capture_output=True, text=True)
+               .stdout.splitlines() if l.startswith("Model name")][0]
+    except OSError:
+        pass
+    print("\n%s, %s, %d threads each; ms per item; ratio = brivl / ONNX Runtime (> 1: brivl slower)"
+          % (time.strftime("%Y-%m-%d"), cpu, threads))
+    print("%-14s %10s %10s %8s" % ("", "brivl", "ORT", "ratio"))
+    for key in sorted(results):
+        if key in b:
+            print("%-14s %10.1f %10.1f %7.2fx" % ("%s batch %d" % key, b[key], results[key], b[key] / results[key]))
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("command", choices=["export", "bench"])
+    ap.add_argument("command", choices=["export", "bench", "compare"])
     ap.add_argument("--dir", default="/tmp/brivl-full")
     ap.add_argument("--mode", default="full")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--brivl-bench-output")
+    ap.add_argument("--ort-output", help="compare: the text `bench` printed")
     args = ap.parse_args()
-    {"export": export, "bench": bench}[args.command](args)
+    {"export": export, "bench": bench, "compare": compare}[args.command](args)
 
 
 if __name__ == "__main__":

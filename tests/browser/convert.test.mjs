@@ -189,7 +189,11 @@ async function main() {
     await page.waitForSelector(`#index-status[data-state="idle"][data-queued="0"][data-indexed="${t.scores.size}"]`, { timeout: 300_000 });
     await page.fill("#query", QUERY);
     await page.click("#search");
-    await page.waitForSelector('#results[data-view="results"] li');
+    // Every cell scored: the query's results, not the album view they replace.
+    await page.waitForFunction(() => {
+      const cells = [...document.querySelectorAll('#results[data-view="results"] li')];
+      return cells.length > 0 && cells.every((e) => e.dataset.score !== undefined);
+    });
     const hits = await page.$$eval("#results li", (els) => els.map((e) => ({ hash: e.dataset.hash, score: Number(e.dataset.score) })));
     check(hits.length === t.scores.size, `${hits.length} results`);
     const worst = Math.max(...hits.map((h) => Math.abs(h.score - t.scores.get(h.hash))));

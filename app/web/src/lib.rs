@@ -10,6 +10,7 @@ pub mod watchdog;
 
 #[cfg(target_arch = "wasm32")]
 pub mod convert_worker;
+#[cfg(target_arch = "wasm32")]
 pub mod search_worker;
 #[cfg(target_arch = "wasm32")]
 pub mod ui;

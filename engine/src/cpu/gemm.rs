@@ -169,6 +169,9 @@ fn fill_body(rhs: Rhs, k: usize, j0: usize, k0: usize, nr: usize, buf: &mut [f32
                     PanelData::F16(v) => {
                         let src = &v[(p * k + k0) * PANEL..][..kc * PANEL];
                         for (i, s) in src.chunks_exact(PANEL).enumerate() {
+                            if i % 2 == 0 {
+                                prefetch(s.as_ptr().wrapping_byte_add(PREFETCH_AHEAD) as *const u8);
+                            }
                             let d = &mut buf[i * nr + pp * PANEL..][..PANEL];
                             d.iter_mut().zip(s).for_each(|(d, s)| *d = f16_to_f32(*s));
                         }
@@ -178,6 +181,9 @@ fn fill_body(rhs: Rhs, k: usize, j0: usize, k0: usize, nr: usize, buf: &mut [f32
                         let src = &q[(p * k + k0) * PANEL..][..kc * PANEL];
                         let sc = &scales[p * groups * PANEL..(p + 1) * groups * PANEL];
                         for (i, s) in src.chunks_exact(PANEL).enumerate() {
+                            if i % 4 == 0 {
+                                prefetch(s.as_ptr().wrapping_add(PREFETCH_AHEAD) as *const u8);
+                            }
                             let scale = &sc[(k0 + i) / Q8_GROUP * PANEL..][..PANEL];
                             let d = &mut buf[i * nr + pp * PANEL..][..PANEL];
                             for j in 0..PANEL {
@@ -189,6 +195,24 @@ fn fill_body(rhs: Rhs, k: usize, j0: usize, k0: usize, nr: usize, buf: &mut [f32
             }
         }
     }
+}
+
+/// Bytes ahead of the weights being converted that `fill` asks the cache for: weights stream from
+/// memory once per call (at batch 1 the dequantisation waits on them otherwise), about one
+/// memory latency of conversion work ahead.
+const PREFETCH_AHEAD: usize = 2048;
+
+/// Asks for the cache line at `p` (any address: a prefetch never faults).
+#[inline(always)]
+fn prefetch(p: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: prefetching reads nothing and never faults, whatever the address; SSE is baseline
+    // on x86-64.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p as *const i8)
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
 }
 
 multiversion! {
@@ -508,7 +532,7 @@ fn run<K: Micro>(
     let out = SharedOut(y.as_mut_ptr());
     let epilogue = bias.is_some() || act != Activation::None;
     parallel::for_each(blocks * splits, |t| {
-        let out = out;
+        let out = &out;
         let (m0, t0) = ((t / splits) * mc, (t % splits) * per);
         let m1 = (m0 + mc).min(m);
         TILE.with(|tile| {
@@ -549,6 +573,7 @@ const KC: usize = 512;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::cpu_test;
     use crate::testing::{assert_close, random};
 
     /// f64 dot products of x with the weights the kernel sees.
@@ -563,8 +588,7 @@ mod tests {
             .collect()
     }
 
-    #[test]
-    fn gemm_matches_f64_dot_products_on_every_level_and_format() {
+    cpu_test!(gemm_matches_f64_dot_products_on_every_level_and_format, {
         // Rows and columns not multiples of any MR (4, 6, 8) or NR (16, 32); K past a q8 group
         // and not a multiple of it; enough rows for several blocks and threads.
         let shapes = [(1, 1, 1), (5, 3, 7), (37, 70, 33), (9, 70, 300), (13, 33, 2000), (300, 17, 45), (2, 100, 64)];
@@ -590,10 +614,9 @@ mod tests {
                 }
             }
         }
-    }
+    });
 
-    #[test]
-    fn panel_rows_are_the_dequantised_rows() {
+    cpu_test!(panel_rows_are_the_dequantised_rows, {
         let (n, k) = (19, 2 * Q8_GROUP + 3);
         let w = random(n * k, 3, 2.0);
         for dtype in [DType::F16, DType::Q8] {
@@ -608,13 +631,12 @@ mod tests {
             assert!(panels.bytes() <= packed.words.len() * 4 * 2, "{dtype:?} stays compact");
         }
         assert!(PanelMatrix::from_packed(&Packed::new(&w, n, k, DType::F32).unwrap()).is_none());
-    }
+    });
 
-    #[test]
-    fn f16_conversion_is_exact_for_every_half() {
+    cpu_test!(f16_conversion_is_exact_for_every_half, {
         for h in 0..=u16::MAX {
             let (got, want) = (f16_to_f32(h), half::f16::from_bits(h).to_f32());
             assert!(got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()), "{h:#06x}: {got} vs {want}");
         }
-    }
+    });
 }

@@ -2,6 +2,7 @@
 //! q8 weights kept in their format ([`gemm`]), and vectorised element-wise maths ([`vector`]).
 //! The ops' CPU twins (`ops/*.rs`) call into these.
 
+pub(crate) mod buffers;
 pub(crate) mod gemm;
 pub mod simd;
 pub(crate) mod vector;

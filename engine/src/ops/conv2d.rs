@@ -168,7 +168,7 @@ pub fn conv2d(
 pub(crate) fn conv2d_cpu(x: &[f32], w: &[f32], bias: Option<&[f32]>, g: &ConvGeometry, act: Activation) -> Vec<f32> {
     let (taps, kk) = (g.kh * g.kw, g.cin * g.kh * g.kw);
     let pixels = g.batch * g.out_h * g.out_w;
-    let mut cols = vec![0f32; pixels * kk];
+    let mut cols = crate::cpu::buffers::zeros(pixels * kk);
     crate::parallel::for_row_chunks(&mut cols, kk, 1, pixels * kk, |first, rows| {
         for (i, row) in rows.chunks_exact_mut(kk).enumerate() {
             let p = first + i;
@@ -185,8 +185,9 @@ pub(crate) fn conv2d_cpu(x: &[f32], w: &[f32], bias: Option<&[f32]>, g: &ConvGeo
             }
         }
     });
-    let mut y = vec![0f32; pixels * g.cout];
+    let mut y = crate::cpu::buffers::zeros(pixels * g.cout);
     gemm(Level::current(), &cols, kk, Rhs::F32(w), g.cout, bias, act, &mut y);
+    crate::cpu::buffers::recycle(cols);
     y
 }
 

@@ -83,7 +83,7 @@ pub(crate) fn depthwise_cpu(x: &[f32], w: &[f32], bias: Option<&[f32]>, g: &Conv
             wt[t * c + ch] = *v;
         }
     }
-    let mut y = vec![0f32; g.out_shape().iter().product()];
+    let mut y = crate::cpu::buffers::zeros(g.out_shape().iter().product());
     let row_len = g.out_w * c;
     let level = Level::current();
     let work = y.len() * taps;

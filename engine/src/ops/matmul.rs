@@ -182,7 +182,7 @@ pub(crate) fn apply_gate_cpu(x: &[f32], gate: &[f32], k: usize, rows: usize) -> 
 /// the GEMM of `cpu::gemm` at the machine's SIMD level.
 pub(crate) fn linear_cpu(x: &[f32], w: Rhs, bias: Option<&[f32]>, k: usize, act: Activation) -> Vec<f32> {
     let (m, n) = (x.len().checked_div(k).unwrap_or(0), w.n(k));
-    let mut y = vec![0f32; m * n];
+    let mut y = crate::cpu::buffers::zeros(m * n);
     gemm(Level::current(), x, k, w, n, bias, act, &mut y);
     y
 }
