@@ -167,14 +167,16 @@ fn record(
 }
 
 /// CPU twin of [`gated_linear`]'s gate: each row of `x` (`rows` per image) times its image's
-/// row of `gate` (`[B, K]`).
+/// row of `gate` (`[B, K]`), rows split over threads.
 pub(crate) fn apply_gate_cpu(x: &[f32], gate: &[f32], k: usize, rows: usize) -> Vec<f32> {
-    let mut y = x.to_vec();
-    for (image, g) in y.chunks_mut((rows * k).max(1)).zip(gate.chunks_exact(k.max(1))) {
-        for row in image.chunks_exact_mut(k.max(1)) {
-            row.iter_mut().zip(g).for_each(|(v, s)| *v *= s);
+    let (k, rows) = (k.max(1), rows.max(1));
+    let mut y = crate::cpu::buffers::zeros(x.len());
+    crate::parallel::for_row_chunks(&mut y, k, 1, x.len(), |first, ys| {
+        for (r, (yr, xr)) in ys.chunks_exact_mut(k).zip(x[first * k..].chunks_exact(k)).enumerate() {
+            let g = &gate[(first + r) / rows * k..][..k];
+            yr.iter_mut().zip(xr).zip(g).for_each(|((y, x), g)| *y = x * g);
         }
-    }
+    });
     y
 }
 
