@@ -234,9 +234,8 @@ impl Backend for GpuBackend {
         se: SeWeights<'_, Tensor>,
     ) -> Result<(Tensor, Tensor)> {
         // Both checked before anything is recorded, so an Err leaves the pass untouched.
-        let out = depthwise::check(x.into(), w.into(), b.map(Meta::from), stride)?.out_shape();
-        let y_meta = Meta { shape: &out, dtype: DType::F32 };
-        squeeze_excite::check(y_meta, se.w1.into(), se.b1.into(), se.w2.into(), se.b2.into())?;
+        let se_metas = [se.w1.into(), se.b1.into(), se.w2.into(), se.b2.into()];
+        squeeze_excite::check_depthwise_se(x.into(), w.into(), b.map(Meta::from), stride, se_metas)?;
         let (y, partial) = depthwise::depthwise_pooled(&mut self.pass, x, w, b, stride, act)?;
         self.count(cost::conv(y.shape(), w.shape()));
         let gate = squeeze_excite::se_gate(&mut self.pass, &y, &partial, se)?;
@@ -484,9 +483,8 @@ impl Backend for CpuBackend {
         act: Activation,
         se: SeWeights<'_, CpuWeight>,
     ) -> Result<(CpuTensor, CpuTensor)> {
-        let out = depthwise::check(x.meta(), w.meta(), b.map(CpuWeight::meta), stride)?.out_shape();
-        let y_meta = Meta { shape: &out, dtype: DType::F32 };
-        let g = squeeze_excite::check(y_meta, se.w1.meta(), se.b1.meta(), se.w2.meta(), se.b2.meta())?;
+        let se_metas = [se.w1.meta(), se.b1.meta(), se.w2.meta(), se.b2.meta()];
+        let g = squeeze_excite::check_depthwise_se(x.meta(), w.meta(), b.map(CpuWeight::meta), stride, se_metas)?;
         let y = self.depthwise(x, w, b, stride, act)?;
         let gate = squeeze_excite::se_gate_cpu(y.f32()?, &g, se.w1.rhs(), se.b1.f32()?, se.w2.rhs(), se.b2.f32()?);
         Ok((y, CpuTensor::new(vec![g.b, g.c], gate)))

@@ -151,22 +151,11 @@ impl CompactIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ranking::tests::unit;
     use crate::ranking::{dot, rank};
     // The same tests run compiled to wasm32 (where the scan uses SIMD).
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
-
-    fn unit(seed: u64, dim: usize) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        let v: Vec<f32> = (0..dim)
-            .map(|_| {
-                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                ((s >> 40) as f32 / (1u64 << 24) as f32) - 0.5
-            })
-            .collect();
-        let n = dot(&v, &v).sqrt();
-        v.into_iter().map(|x| x / n).collect()
-    }
 
     #[test]
     fn search_equals_the_exact_ranking_of_the_stored_rows() {

@@ -166,13 +166,14 @@ impl CoarseIndex {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     // The same tests run compiled to wasm32 (where the int8 scan has no threads).
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
 
-    fn unit(seed: u64, dim: usize) -> Vec<f32> {
+    /// A seeded random unit vector (also for `compact_index`'s tests).
+    pub(crate) fn unit(seed: u64, dim: usize) -> Vec<f32> {
         let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         let v: Vec<f32> = (0..dim)
             .map(|_| {

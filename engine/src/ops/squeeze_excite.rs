@@ -77,6 +77,19 @@ pub(crate) fn check(x: Meta, w1: Meta, b1: Meta, w2: Meta, b2: Meta) -> Result<S
     Ok(SqueezeExciteGeometry { b, p, c, cr })
 }
 
+/// The shape check of a depthwise conv followed by the gate of its output (both backends'
+/// `depthwise_se`), made before anything runs: the depthwise's, then [`check`]'s.
+pub(crate) fn check_depthwise_se(
+    x: Meta,
+    w: Meta,
+    bias: Option<Meta>,
+    stride: usize,
+    [w1, b1, w2, b2]: [Meta; 4],
+) -> Result<SqueezeExciteGeometry> {
+    let out = crate::ops::depthwise::check(x, w, bias, stride)?.out_shape();
+    check(Meta { shape: &out, dtype: DType::F32 }, w1, b1, w2, b2)
+}
+
 /// The gate `sigmoid(silu(mean_hw(x) · w1ᵀ + b1) · w2ᵀ + b2)`, `[B, C]`, of `x [B, H, W, C]`
 /// from `partial [B, chunks, C]`, sums of `x` over chunks of its pixels.
 ///
