@@ -116,7 +116,7 @@ impl Store {
         // Only now that the file is known to be a brivl index: WAL + NORMAL, so a killed process
         // loses no committed transaction (only a power cut can lose the last few) and commits
         // need no fsync each.
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(db)?;
+        set_wal(&conn).map_err(db)?;
         conn.pragma_update(None, "synchronous", "NORMAL").map_err(db)?;
         Ok(Self { conn, path: path.to_path_buf(), model: model.clone() })
     }
@@ -293,12 +293,32 @@ fn new_index_id() -> String {
     format!("{nanos:x}-{:x}", std::process::id())
 }
 
+/// How long a brivl process waits for another one holding the index.
+const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 fn connect(path: &Path) -> Result<Connection, DesktopError> {
     let db = |e| db_error(path, e);
     let conn = Connection::open(path).map_err(db)?;
     // Another brivl process (a search during an index run) waits instead of failing at once.
-    conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(db)?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(db)?;
     Ok(conn)
+}
+
+/// Switches the index to WAL. SQLite answers "database is locked" at once, without waiting in the
+/// busy handler, while another connection holds the file during its own switch (two first runs at
+/// once), so that case is retried here for as long as the busy timeout.
+fn set_wal(conn: &Connection) -> rusqlite::Result<()> {
+    let start = std::time::Instant::now();
+    loop {
+        match conn.pragma_update(None, "journal_mode", "WAL") {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy && start.elapsed() < BUSY_TIMEOUT =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(5))
+            }
+            r => return r,
+        }
+    }
 }
 
 /// The model recorded in the index, `None` for a new (empty) database; refuses a file that is
