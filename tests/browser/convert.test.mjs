@@ -134,6 +134,25 @@ async function main() {
     await page.click("#convert-start");
   };
   const activeKey = () => page.getAttribute('#model-list li[data-active="yes"]', "data-key");
+  // The index as IndexedDB holds it: its meta record and every vector's model(s).
+  const indexState = () => page.evaluate(async () => {
+    const d = await new Promise((resolve, reject) => {
+      const r = indexedDB.open("brivl");
+      r.onsuccess = () => resolve(r.result);
+      r.onerror = () => reject(r.error);
+    });
+    const all = (store) => new Promise((resolve, reject) => {
+      const tx = d.transaction(store);
+      const os = tx.objectStore(store);
+      const [k, v] = [os.getAllKeys(), os.getAll()];
+      tx.oncomplete = () => resolve(k.result.map((key, i) => [key, v.result[i]]));
+      tx.onerror = () => reject(tx.error);
+    });
+    const meta = Object.fromEntries(await all("meta"));
+    const vectors = (await all("vectors")).map(([, v]) => ({ model: v.model, next: v.next ? v.next.model : null }));
+    d.close();
+    return { meta, vectors };
+  });
 
   try {
     // The site's demo model loads; the demo album is offered with it.
@@ -185,6 +204,7 @@ async function main() {
     await shot("02-converted");
 
     // Its embeddings: the photos ranked as brivl embed ranks them.
+    const q8Hash = await page.getAttribute("#model-name", "data-hash");
     await page.setInputFiles("#pick-folder", t.photos);
     await page.waitForSelector(`#index-status[data-state="idle"][data-queued="0"][data-indexed="${t.scores.size}"]`, { timeout: 300_000 });
     await page.fill("#query", QUERY);
@@ -201,7 +221,8 @@ async function main() {
     const best = [...t.scores].sort((a, b) => b[1] - a[1])[0][0];
     check(hits[0].hash === best, "same top-1 as brivl");
 
-    // f16: byte-identical as well.
+    // f16: byte-identical as well. Indexing held still first, so the switch is seen half way.
+    await page.evaluate(() => window.__brivl.pause());
     await convert([path.join(TINY, "brivl-tiny.pth"), VOCAB, path.join(TINY, "config.json")], "f16");
     await page.waitForFunction((k) => {
       const key = document.querySelector('#model-list li[data-active="yes"]')?.dataset.key;
@@ -212,6 +233,33 @@ async function main() {
       `switching model first says how many photos must be embedded again: ${dialogs.at(-1)}`);
     files = await opfsFiles();
     check(files[f16Key.slice(5)] === sha256(fs.readFileSync(t.f16)), "the f16 conversion is byte-identical to brivl convert's");
+
+    // Switched, nothing embedded again yet: the q8 vectors are all still there, the photos wait.
+    const n = t.scores.size;
+    await page.waitForSelector(`#index-status[data-state="paused"][data-queued="${n}"][data-indexed="${n}"]`, { timeout: 60_000 })
+      .catch(async (e) => { log(await page.$eval("#index-status", (x) => x.outerHTML)); throw e; });
+    await page.waitForFunction((h) => document.querySelector("#model-name")?.dataset.hash !== h, q8Hash);
+    const f16Hash = await page.getAttribute("#model-name", "data-hash");
+    let db = await indexState();
+    check(db.vectors.length === n && db.vectors.every((v) => v.model === q8Hash && !v.next) && db.meta.model === q8Hash && db.meta.next_model === f16Hash,
+      `until the new model has embedded every photo, the old model's vectors are kept and the index stays the old model's (${JSON.stringify(db.meta)})`);
+    // The tab closes half way: after a reload the f16 model is in use and the photos are embedded
+    // again (from their thumbnails: these files came without a folder), then the q8 vectors go.
+    await page.reload();
+    for (const end = Date.now() + 300_000; Date.now() < end; await page.waitForTimeout(500)) {
+      db = await indexState();
+      if (db.meta.model === f16Hash) break;
+    }
+    await page.waitForSelector(`#index-status[data-state="idle"][data-queued="0"][data-indexed="${n}"]`, { timeout: 60_000 });
+    check(db.vectors.length === n && db.vectors.every((v) => v.model === f16Hash && !v.next) && db.meta.model === f16Hash && !db.meta.next_model,
+      "after the reload every photo was embedded again with the new model, and the index became its");
+    await page.fill("#query", QUERY);
+    await page.click("#search");
+    await page.waitForFunction((k) => {
+      const cells = [...document.querySelectorAll('#results[data-view="results"] li')];
+      return cells.length === k && cells.every((e) => e.dataset.score !== undefined);
+    }, n, { timeout: 60_000 });
+    check(true, `all ${n} photos are found with the new model`);
 
     // Back to the q8 one, then reload: it loads from OPFS, no conversion.
     await page.click(`#model-list li[data-key="${q8Key}"] .model-use`);

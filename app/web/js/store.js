@@ -9,16 +9,20 @@ const DB_VERSION = 2;
 // photos:  one record per distinct photo content (key: SHA-256 of the file's bytes): every file
 //          name it was seen under, where its original lives (`root` id and `path` when it came
 //          through a folder handle), its size and the model that made its embedding
-//          ({model: content hash, dim: width}). Small: the page lists them all at start.
+//          ({model: content hash, dim: width}; `next`/`next_dim` while a second model's is
+//          kept beside it, see `vectors`). Small: the page lists them all at start.
 // vectors: the embedding as int8 codes with one f32 scale (`v ~ code * scale`), read by the
-//          search worker (2 KiB per photo at 2048 wide).
+//          search worker (2 KiB per photo at 2048 wide). While the index moves to another model
+//          (meta `next_model`), a record also holds that model's vector in `next`: the old
+//          model's stay searchable until every photo has the new one (`finishSwitch`).
 // thumbs:  the JPEG thumbnail (a Blob), read as the results grid scrolls to it.
 // queue:   files waiting to be embedded, by `root/path` (no bytes: the file is read when it is
 //          embedded, through its folder's handle, or from the File held for this visit), and how
 //          many times work on them started.
 // failed:  files that could not be indexed, with the reason.
 // roots:   folder (or file) handles the user gave, so files are read in place after a reload.
-// meta:    small settings (the model the index was built with).
+// meta:    small settings (`model`/`dim`: the model the index was built with; `next_model`/
+//          `next_dim`: the model it is being embedded again with).
 const STORES = ["photos", "vectors", "thumbs", "queue", "failed", "roots", "meta"];
 
 let dbPromise = null;
@@ -445,8 +449,7 @@ export async function commitBatch(items, model, dim) {
   const d = await db();
   const tx = d.transaction(["photos", "vectors", "thumbs", "queue", "failed", "meta"], "readwrite");
   const meta = tx.objectStore("meta");
-  const [m, md] = await Promise.all([req(meta.get("model")), req(meta.get("dim"))]);
-  if (m !== model || md !== String(dim)) {
+  if (!(await accepts(meta, model, dim))) {
     tx.abort();
     throw new Error("the index now belongs to another model (changed in another tab)");
   }
@@ -477,6 +480,140 @@ export async function commitBatch(items, model, dim) {
   return written;
 }
 
+// Whether the index takes vectors of `model`: the one it was built with, or the one it is being
+// embedded again with.
+async function accepts(meta, model, dim) {
+  const [m, md, n, nd] = await Promise.all(["model", "dim", "next_model", "next_dim"].map((k) => req(meta.get(k))));
+  return (m === model && md === String(dim)) || (n === model && nd === String(dim));
+}
+
+// The vector of `model` a record holds, in either slot, or null.
+function slotOf(v, model, dim) {
+  for (const x of [v, v && v.next]) {
+    if (x && x.model === model && x.dim === dim && x.code && x.code.length === dim) return x;
+  }
+  return null;
+}
+
+// The bytes to embed stored photos again from (another model now): the original through its
+// folder's handle when reading it is allowed and its content is unchanged, else the stored
+// thumbnail (what the page keeps of files given without a folder). [{key: hash, names, hash,
+// bytes, from: "original" | "thumbnail"}], or [{key, names, error}]; at most `maxBytes` in all.
+export async function reembedBatch(hashes, maxBytes) {
+  const d = await db();
+  const out = [];
+  let bytes = 0;
+  for (const hash of hashes) {
+    if (out.length > 0 && bytes >= maxBytes) break;
+    const t = d.transaction(["photos", "thumbs"]);
+    const [p, thumb] = await Promise.all([req(t.objectStore("photos").get(hash)), req(t.objectStore("thumbs").get(hash))]);
+    if (!p) continue;
+    let buf = null;
+    let from = "original";
+    if (p.root) {
+      try {
+        const h = await rootHandle(p.root);
+        if (h && (!h.queryPermission || (await h.queryPermission({ mode: "read" })) === "granted")) {
+          const b = await (await fileAt(p.root, p.path)).arrayBuffer();
+          if ((await sha256Hex(b)) === hash) buf = b;
+        }
+      } catch {
+        // Gone or not readable now: the thumbnail below.
+      }
+    }
+    if (!buf && thumb) {
+      buf = await thumb.arrayBuffer();
+      from = "thumbnail";
+    }
+    if (!buf) {
+      out.push({ key: hash, names: p.names, error: "neither its original nor its thumbnail can be read to embed it with this model" });
+      continue;
+    }
+    bytes += buf.byteLength;
+    out.push({ key: hash, names: p.names, hash, bytes: new Uint8Array(buf), from });
+  }
+  return out;
+}
+
+// Stores vectors of `model` made again for photos already indexed (one transaction): [{hash,
+// code, scale}], or [{hash, reason}] for one that could not be embedded (it leaves the index and
+// is listed as failed). The vector goes beside the index's own model's, which stays until
+// `finishSwitch`. Returns the photo records written.
+export async function commitVectors(items, model, dim) {
+  const d = await db();
+  const tx = d.transaction(["photos", "vectors", "thumbs", "failed", "meta"], "readwrite");
+  const meta = tx.objectStore("meta");
+  if (!(await accepts(meta, model, dim))) {
+    tx.abort();
+    throw new Error("the index now belongs to another model (changed in another tab)");
+  }
+  const built = await req(meta.get("model"));
+  const photos = tx.objectStore("photos");
+  const vectors = tx.objectStore("vectors");
+  const written = [];
+  await Promise.all(items.map(async (it) => {
+    const [p, v] = await Promise.all([req(photos.get(it.hash)), req(vectors.get(it.hash))]);
+    if (!p) return;
+    if (it.reason !== undefined) {
+      tx.objectStore("failed").put({ names: p.names, reason: it.reason }, `model/${it.hash}`);
+      for (const st of ["photos", "vectors", "thumbs"]) tx.objectStore(st).delete(it.hash);
+      return;
+    }
+    const fresh = { code: new Int8Array(it.code), scale: it.scale, model, dim };
+    let rec;
+    if (v && v.model === model) rec = Object.assign(fresh, v.next ? { next: v.next } : {});
+    else if (v && v.model === built && built !== model) rec = Object.assign(v, { next: fresh });
+    else rec = fresh;
+    vectors.put(rec, it.hash);
+    Object.assign(p, { model: rec.model, dim: rec.dim });
+    delete p.next;
+    delete p.next_dim;
+    if (rec.next) Object.assign(p, { next: rec.next.model, next_dim: rec.next.dim });
+    photos.put(p, it.hash);
+    written.push(p);
+  }));
+  await done(tx);
+  return written;
+}
+
+// Every photo has a vector of `model`: the index now belongs to it and the other model's vectors
+// go. Record by record in pages (a tab closed half way leaves records readable with either
+// form), the index's metadata last.
+export async function finishSwitch(model, dim) {
+  const d = await db();
+  const PAGE = 500;
+  let last = null;
+  for (;;) {
+    const tx = d.transaction(["photos", "vectors"], "readwrite");
+    const vectors = tx.objectStore("vectors");
+    const photos = tx.objectStore("photos");
+    const range = last === null ? null : IDBKeyRange.lowerBound(last, true);
+    const [keys, vals] = await Promise.all([req(vectors.getAllKeys(range, PAGE)), req(vectors.getAll(range, PAGE))]);
+    if (keys.length === 0) break;
+    last = keys[keys.length - 1];
+    await Promise.all(keys.map(async (k, i) => {
+      const keep = slotOf(vals[i], model, dim);
+      if (!keep) return;
+      if (keep !== vals[i] || vals[i].next) vectors.put({ code: keep.code, scale: keep.scale, model, dim }, k);
+      const p = await req(photos.get(k));
+      if (p && (p.model !== model || p.next)) {
+        delete p.next;
+        delete p.next_dim;
+        photos.put(Object.assign(p, { model, dim }), k);
+      }
+    }));
+    await done(tx);
+    if (keys.length < PAGE) break;
+  }
+  const tx = d.transaction("meta", "readwrite");
+  const meta = tx.objectStore("meta");
+  meta.put(model, "model");
+  meta.put(String(dim), "dim");
+  meta.delete("next_model");
+  meta.delete("next_dim");
+  await done(tx);
+}
+
 // Every photo record (metadata only), in the order they were added.
 export async function listPhotos() {
   const rows = await all("photos");
@@ -503,8 +640,8 @@ export async function loadVectors(model, dim, onPage) {
     const scales = new Float32Array(keys.length);
     let n = 0;
     for (let i = 0; i < keys.length; i++) {
-      const v = vals[i];
-      if (v.model !== model || v.dim !== dim || v.code.length !== dim) {
+      const v = slotOf(vals[i], model, dim);
+      if (!v) {
         other++;
         continue;
       }
@@ -564,10 +701,12 @@ export async function getMeta(key) {
   return v === undefined ? null : v;
 }
 
+// `value` null deletes the key.
 export async function setMeta(key, value) {
   const d = await db();
   const tx = d.transaction("meta", "readwrite");
-  tx.objectStore("meta").put(value, key);
+  if (value === null) tx.objectStore("meta").delete(key);
+  else tx.objectStore("meta").put(value, key);
   await done(tx);
 }
 

@@ -128,8 +128,8 @@ strings! {
     OtherTab => "Indexing runs in another tab of this site; this tab waits and goes on when that one is done.",
         "本网站的另一个标签页正在索引；本页会等待，待其完成后继续。";
     NoticeCancelled => "Indexing cancelled; the photos already indexed are kept.", "已取消索引；已索引的照片会保留。";
-    NoticeOtherModel => "The index was built with another model, so its photos cannot be searched with this one: it has been cleared. Add your photos again to index them with this model.",
-        "索引由其他模型建立，无法用当前模型搜索，已清空。请重新添加照片，用当前模型建立索引。";
+    NoticeOtherModel => "photos are being embedded again with this model; until that is done, search finds only those done so far. The previous model's embeddings are kept until then.",
+        "张照片正在用当前模型重新生成向量；完成前，搜索只包含已完成的照片。完成前会保留原模型的向量。";
     Privacy => "Private by design: the page talks only to the site it came from.",
         "隐私优先：页面只与其来源网站通信。";
     // Converting a checkpoint and the model list (ui/models.rs).
@@ -159,8 +159,8 @@ strings! {
     ModelsOf => "of", "/";
     ModelsPersistent => "kept by the browser (persistent)", "浏览器将保留（持久存储）";
     ModelsNotPersistent => "may be cleared by the browser when space runs low", "空间不足时可能被浏览器清除";
-    SwitchAgain => "photos of the index were embedded by another model and must be embedded again (add them again) to be searched with",
-        "张照片由其他模型生成向量，需要重新添加照片、重新生成向量后才能用以下模型搜索：";
+    SwitchAgain => "photos of the index were embedded by another model: they will be embedded again (from their originals, or from their thumbnails where an original cannot be read) to be searched with",
+        "张照片由其他模型生成向量：将重新生成向量（读取原图；原图不可读时使用缩略图），之后才能用以下模型搜索：";
     SwitchUse => "Use it?", "仍要使用吗？";
 }
 

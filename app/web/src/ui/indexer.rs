@@ -6,9 +6,14 @@
 //! previous one is committed. One tab indexes at a time (the Web Lock "brivl-index"). A worker
 //! that dies or is stuck on a batch is restarted and the batch is tried one photo at a time, so
 //! the photo it failed on is recorded as failed with the reason and indexing goes on.
+//!
+//! Another model: the photos are embedded again with it once the queue is empty (from their
+//! originals where readable, else from their thumbnails), each new vector stored beside the old
+//! model's, which is dropped only when every photo has the new one (`store::finish_switch`).
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use brivl_core::encoding::quantize_i8;
 use brivl_core::model_id::ModelId;
@@ -43,8 +48,14 @@ thread_local! {
     /// Set by `start`: work may have arrived while the loop was finishing.
     static KICKED: Cell<bool> = const { Cell::new(false) };
     static WATCHDOG: RefCell<Watchdog> = RefCell::default();
-    /// The models the stored records were made with (read at start-up, with the photo list).
-    static STORED_MODELS: RefCell<HashSet<ModelId>> = RefCell::default();
+    /// One shared copy of each model hash the photos name.
+    static MODEL_NAMES: RefCell<HashMap<String, Arc<str>>> = RefCell::default();
+    /// Photos that could not be read to embed again this visit (not tried again until a reload).
+    static NOT_READ_AGAIN: RefCell<HashSet<String>> = RefCell::default();
+}
+
+fn model_name(hash: String) -> Arc<str> {
+    MODEL_NAMES.with(|m| m.borrow_mut().entry(hash).or_insert_with_key(|h| h.as_str().into()).clone())
 }
 
 fn object_url(blob: &web_sys::Blob) -> String {
@@ -52,12 +63,13 @@ fn object_url(blob: &web_sys::Blob) -> String {
 }
 
 fn photo_from(p: store::StoredPhoto) -> Photo {
-    Photo { hash: p.hash.into(), names: p.names, in_place: p.in_place }
+    let embedded_by = std::iter::once(p.model).chain(p.next).map(|m| model_name(m.hash)).collect();
+    Photo { hash: p.hash.into(), names: p.names, in_place: p.in_place, embedded_by }
 }
 
-/// Reads the stored photo list (start-up, and after another tab indexed), noting which models
-/// its records were made with. The search worker reads the vectors meanwhile: of the model in use,
-/// or before one is loaded, of the model the index was built with (checked by `adopt_model`).
+/// Reads the stored photo list (start-up, and after another tab indexed), with the models each
+/// has an embedding of. The search worker reads the vectors meanwhile: of the model in use, or
+/// before one is loaded, of the model the index was built with.
 pub async fn load_index(s: State) {
     let model = match s.in_use.with_untracked(|m| m.as_ref().map(|m| m.id())) {
         Some(m) => Some(m),
@@ -72,11 +84,7 @@ pub async fn load_index(s: State) {
     };
     let photos = async {
         match store::list_photos().await {
-            Ok(list) => {
-                let models: HashSet<ModelId> = list.iter().map(|p| p.model.clone()).collect();
-                STORED_MODELS.with(|m| *m.borrow_mut() = models);
-                s.photos.set(Album::from_list(list.into_iter().map(photo_from).collect()))
-            }
+            Ok(list) => s.photos.set(Album::from_list(list.into_iter().map(photo_from).collect())),
             Err(e) => s.notice.set(format!("index: {e}")),
         }
     };
@@ -96,41 +104,46 @@ async fn built_with() -> Option<ModelId> {
 
 /// The queue's length, the files in it this visit cannot read and the folders to allow again.
 async fn refresh_queue(s: State) {
-    let remaining = store::queue_count().await.unwrap_or(0);
+    let remaining = remaining(s).await;
     s.progress.update(|p| p.remaining = remaining);
     s.unreachable.set(store::unreachable().await.unwrap_or_default());
     s.need_permission.set(store::roots_needing_permission().await.unwrap_or_default());
 }
 
-/// Whether every photo of the index was embedded by the model with this content hash: those
-/// read at start-up by their records, those added since by the model in use.
-pub fn all_embedded_by(s: State, hash: &str) -> bool {
-    let in_use = s.in_use.with_untracked(|m| m.as_ref().is_none_or(|m| m.id().hash == hash));
-    in_use && STORED_MODELS.with(|m| m.borrow().iter().all(|p| p.hash == hash))
+/// How many photos of the index have no embedding of the model with this content hash.
+pub fn lacking_count(s: State, hash: &str) -> usize {
+    s.photos.with_untracked(|a| a.lacking(hash).count())
 }
 
-/// Called when a model is ready: an index built by another model (by its metadata or by any of
-/// its records) is dropped (its embeddings live in another space), the search worker reads the
-/// index, then indexing resumes where it stopped.
+/// What is left to embed: the queue, and the photos the model in use has not embedded yet.
+async fn remaining(s: State) -> usize {
+    let again = s.in_use.with_untracked(|m| m.as_ref().map(|m| m.hash.clone())).map_or(0, |h| lacking_count(s, &h));
+    store::queue_count().await.unwrap_or(0) + again
+}
+
+/// Called when a model is ready. An index built by another model is embedded again with this one
+/// (after the queue); the other model's vectors stay until that is complete, so a closed tab or a
+/// switch back loses nothing. The search worker reads this model's vectors (those done so far),
+/// then indexing resumes where it stopped.
 pub async fn adopt_model(s: State, model: ModelId) {
-    let built_with = built_with().await;
-    let other = STORED_MODELS.with(|m| m.borrow().iter().any(|p| model.accepts(p).is_err()));
-    let stale = !s.photos.with_untracked(Album::is_empty)
-        && (built_with.as_ref().is_none_or(|b| b.accepts(&model).is_err()) || other);
-    if stale {
-        let _ = store::clear_stores(&["photos", "vectors", "thumbs"]).await;
-        STORED_MODELS.with(|m| m.borrow_mut().clear());
-        s.photos.set(Album::default());
-        s.notice.set(s.t_untracked(Key::NoticeOtherModel).into());
+    let lacking = lacking_count(s, &model.hash);
+    let built = built_with().await;
+    if s.photos.with_untracked(Album::is_empty) || (lacking == 0 && built.as_ref() != Some(&model)) {
+        let _ = store::finish_switch(&model).await;
+    } else if built.as_ref() != Some(&model) {
+        let _ = store::set_meta("next_model", &model.hash).await;
+        let _ = store::set_meta("next_dim", &model.dim.to_string()).await;
     }
-    let _ = store::set_meta("model", &model.hash).await;
-    let _ = store::set_meta("dim", &model.dim.to_string()).await;
+    if lacking > 0 {
+        s.notice.set(format!("{lacking} {}", s.t_untracked(Key::NoticeOtherModel)));
+    }
     // Read again unless the worker already holds this model's index (read at start-up).
-    if stale || !index_worker::holds(&model) {
+    if !index_worker::holds(&model) {
         if let Err(e) = index_worker::load(s, &model).await {
             s.notice.set(format!("search: {e}"));
         }
     }
+    refresh_queue(s).await;
     start(s);
 }
 
@@ -231,6 +244,7 @@ pub async fn cancel(s: State) {
 pub async fn clear(s: State) {
     s.progress.update(|p| p.state = RunState::Idle);
     let _ = store::clear_stores(&["photos", "vectors", "thumbs", "queue", "failed", "roots"]).await;
+    let _ = store::delete_meta("next_model").await;
     let _ = index_worker::clear().await;
     for url in s.originals.get_untracked().values() {
         let _ = web_sys::Url::revoke_object_url(url);
@@ -294,6 +308,9 @@ async fn run(s: State) {
         next = fetched;
         s.progress.update(|p| p.done += n);
     }
+    if s.progress.get_untracked().state == RunState::Running && store::queue_count().await == Ok(0) {
+        embed_again(s).await;
+    }
     refresh_queue(s).await;
     s.progress.update(|p| {
         if p.state == RunState::Running {
@@ -334,8 +351,94 @@ async fn commit(s: State, done: Done, model: &ModelId) {
     if let Err(e) = index_worker::add(hashes, &codes, &scales).await {
         s.notice.set(format!("search: {e}"));
     }
-    let remaining = store::queue_count().await.unwrap_or(0);
+    let remaining = remaining(s).await;
     s.progress.update(|p| p.remaining = remaining);
+}
+
+/// Embeds the photos the model in use has no embedding of, batch by batch, then gives the index
+/// to that model. Stops when paused or when the model changes.
+async fn embed_again(s: State) {
+    loop {
+        let Some(model) = s.in_use.with_untracked(|m| m.as_ref().map(|m| m.id())) else { return };
+        if s.progress.get_untracked().state != RunState::Running {
+            return;
+        }
+        let hashes: Vec<String> = s.photos.with_untracked(|a| {
+            NOT_READ_AGAIN.with(|skip| {
+                let skip = skip.borrow();
+                a.lacking(&model.hash)
+                    .map(|p| p.hash.to_string())
+                    .filter(|h| !skip.contains(h))
+                    .take(BATCH as usize)
+                    .collect()
+            })
+        });
+        if hashes.is_empty() {
+            if lacking_count(s, &model.hash) == 0 && built_with().await.as_ref() != Some(&model) {
+                if let Err(e) = store::finish_switch(&model).await {
+                    s.notice.set(format!("index: {e}"));
+                    return;
+                }
+                let name = model_name(model.hash.clone());
+                s.photos.update(|a| a.list.iter_mut().for_each(|p| p.embedded_by = vec![name.clone()]));
+                s.notice.set(String::new());
+            }
+            return;
+        }
+        let batch = match store::reembed_batch(&hashes, BATCH_BYTES).await {
+            Ok(b) => b,
+            Err(e) => {
+                s.notice.set(format!("index: {e}"));
+                return;
+            }
+        };
+        // Gone from the store meanwhile (another tab): not asked for again this visit.
+        let read: HashSet<&str> = batch.iter().map(|q| q.key.as_str()).collect();
+        NOT_READ_AGAIN
+            .with(|skip| skip.borrow_mut().extend(hashes.iter().filter(|h| !read.contains(h.as_str())).cloned()));
+        let mut done: Vec<(String, Outcome)> = Vec::new();
+        let mut todo = Vec::new();
+        for q in batch {
+            match q.read {
+                Ok(r) => todo.push((q.key, q.names, r.hash, r.bytes)),
+                Err(reason) => done.push((q.key, Outcome::Failed { reason })),
+            }
+        }
+        let n = todo.len() + done.len();
+        done.extend(embed_each(s, &todo).await.into_iter().map(|(k, _, o)| (k, o)));
+        let records = match store::commit_vectors(&done, &model).await {
+            Ok(r) => r,
+            Err(e) => {
+                s.notice.set(format!("could not store a batch: {e}"));
+                return;
+            }
+        };
+        let (mut hashes, mut codes, mut scales) = (Vec::new(), Vec::new(), Vec::new());
+        for (hash, outcome) in done {
+            match outcome {
+                Outcome::New { code, scale, .. } => {
+                    hashes.push(hash);
+                    codes.extend_from_slice(&code);
+                    scales.push(scale);
+                }
+                Outcome::Failed { reason } => {
+                    let names = s.photos.with_untracked(|a| a.get(&hash).map(|p| p.names.clone())).unwrap_or_default();
+                    s.failures.update(|f| f.push(Failure { names, reason }));
+                    s.photos.update(|a| a.remove(&hash));
+                }
+                Outcome::Known { .. } => {}
+            }
+        }
+        s.photos.update(|a| records.into_iter().for_each(|r| a.upsert(photo_from(r))));
+        if let Err(e) = index_worker::add(hashes, &codes, &scales).await {
+            s.notice.set(format!("search: {e}"));
+        }
+        let remaining = remaining(s).await;
+        s.progress.update(|p| {
+            p.done += n;
+            p.remaining = remaining;
+        });
+    }
 }
 
 /// What to do with each file of a batch: known content and unreadable files are settled here,
@@ -373,29 +476,34 @@ async fn embed(s: State, batch: Vec<Queued>) -> Result<Done, String> {
             done.push((q.key, q.names, o));
         }
     }
+    done.extend(embed_each(s, &todo).await);
+    Ok(done)
+}
+
+/// Embeds files as one batch; when the worker dies or is stuck on it, each photo again on its own
+/// (a fresh worker), so only the one it fails on is recorded as failed.
+async fn embed_each(s: State, todo: &[(String, Vec<String>, String, Uint8Array)]) -> Done {
     if todo.is_empty() {
-        return Ok(done);
+        return Vec::new();
     }
-    match embed_files(s, &todo).await {
-        Ok(outcomes) => done.extend(todo.into_iter().zip(outcomes).map(|((k, n, ..), o)| (k, n, o))),
-        // The worker died or was stuck on this batch: each photo again on its own (a fresh
-        // worker), so only the one it fails on is recorded as failed.
+    match embed_files(s, todo).await {
+        Ok(outcomes) => todo.iter().zip(outcomes).map(|((k, n, ..), o)| (k.clone(), n.clone(), o)).collect(),
         Err(CallError::Stopped(_)) | Err(CallError::Refused(_)) if todo.len() > 1 => {
-            for (key, names, hash, bytes) in todo {
-                let one = vec![(key.clone(), names.clone(), hash, bytes)];
-                let o = match embed_files(s, &one).await {
+            let mut done = Vec::new();
+            for one in todo.chunks(1) {
+                let o = match embed_files(s, one).await {
                     Ok(mut o) => o.pop().unwrap_or(Outcome::Failed { reason: "no result".into() }),
                     Err(e) => Outcome::Failed { reason: reason(e) },
                 };
-                done.push((key, names, o));
+                done.push((one[0].0.clone(), one[0].1.clone(), o));
             }
+            done
         }
         Err(e) => {
             let r = reason(e);
-            done.extend(todo.into_iter().map(|(k, n, ..)| (k, n, Outcome::Failed { reason: r.clone() })));
+            todo.iter().map(|(k, n, ..)| (k.clone(), n.clone(), Outcome::Failed { reason: r.clone() })).collect()
         }
     }
-    Ok(done)
 }
 
 fn reason(e: CallError) -> String {
@@ -474,6 +582,7 @@ pub async fn fill_synthetic(
 ) -> Result<(), String> {
     store::set_meta("model", &model.hash).await?;
     store::set_meta("dim", &model.dim.to_string()).await?;
+    store::delete_meta("next_model").await?;
     store::wait(store::fill_synthetic_js(n, &model.hash, model.dim as u32, &make, &thumb)).await?;
     load_index(s).await;
     Ok(())

@@ -303,7 +303,7 @@ fn ready_view(s: State, r: &state::ReadyModel) -> impl IntoView {
     view! {
         <p>
             <strong>{format!("{}: ", s.t(Key::ModelReady))}</strong>
-            <span id="model-name" data-from-cache=if r.from_cache { "yes" } else { "no" }>{r.name.clone()}</span>
+            <span id="model-name" data-hash=r.hash.clone() data-from-cache=if r.from_cache { "yes" } else { "no" }>{r.name.clone()}</span>
             {format!(" · {}", format_bytes(r.bytes))}
             {cached}
         </p>

@@ -157,8 +157,7 @@ async fn delete(s: State, e: ModelEntry) {
 /// Loads a model of the list into the engine, once the user agrees when the index holds photos
 /// another model embedded (they must be embedded again with this one).
 async fn use_model(s: State, e: ModelEntry) {
-    let others =
-        if super::indexer::all_embedded_by(s, &e.content_hash) { 0 } else { s.photos.with_untracked(|p| p.len()) };
+    let others = super::indexer::lacking_count(s, &e.content_hash);
     if others > 0 {
         let question =
             format!("{others} {} {}. {}", s.t_untracked(Key::SwitchAgain), e.name, s.t_untracked(Key::SwitchUse));

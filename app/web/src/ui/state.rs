@@ -79,6 +79,9 @@ pub struct Photo {
     pub names: Vec<String>,
     /// Its original can be read again through a folder handle.
     pub in_place: bool,
+    /// The content hashes of the models it has an embedding of (one, or two while the index
+    /// moves to another model); shared, one copy of each in memory.
+    pub embedded_by: Vec<Arc<str>>,
 }
 
 impl Photo {
@@ -119,15 +122,31 @@ impl Album {
         self.by_hash.get(hash).map(|&i| &self.list[i])
     }
 
-    /// Adds a photo, or its new names to the one of the same content.
+    /// Adds a photo, or its new names and embeddings to the one of the same content.
     pub fn upsert(&mut self, p: Photo) {
         match self.by_hash.get(&p.hash) {
-            Some(&i) => self.list[i].names = p.names,
+            Some(&i) => {
+                self.list[i].names = p.names;
+                self.list[i].embedded_by = p.embedded_by;
+            }
             None => {
                 self.by_hash.insert(p.hash.clone(), self.list.len());
                 self.list.push(p);
             }
         }
+    }
+
+    /// Takes a photo out (it left the index).
+    pub fn remove(&mut self, hash: &str) {
+        if let Some(i) = self.by_hash.get(hash).copied() {
+            self.list.remove(i);
+            self.by_hash = self.list.iter().enumerate().map(|(i, p)| (p.hash.clone(), i)).collect();
+        }
+    }
+
+    /// The photos without an embedding of the model with this content hash.
+    pub fn lacking<'a>(&'a self, model: &'a str) -> impl Iterator<Item = &'a Photo> + 'a {
+        self.list.iter().filter(move |p| !p.embedded_by.iter().any(|m| &**m == model))
     }
 }
 

@@ -36,6 +36,12 @@ extern "C" {
     fn queue_count_js() -> Promise;
     #[wasm_bindgen(js_name = commitBatch)]
     fn commit_batch_js(items: &Array, model: &str, dim: u32) -> Promise;
+    #[wasm_bindgen(js_name = reembedBatch)]
+    fn reembed_batch_js(hashes: &Array, max_bytes: f64) -> Promise;
+    #[wasm_bindgen(js_name = commitVectors)]
+    fn commit_vectors_js(items: &Array, model: &str, dim: u32) -> Promise;
+    #[wasm_bindgen(js_name = finishSwitch)]
+    fn finish_switch_js(model: &str, dim: u32) -> Promise;
     #[wasm_bindgen(js_name = listPhotos)]
     fn list_photos_js() -> Promise;
     #[wasm_bindgen(js_name = thumbUrl)]
@@ -155,8 +161,19 @@ pub struct Read {
 /// `max_bytes`, leaving out the keys in `skip` (in flight).
 pub async fn next_batch(count: u32, max_bytes: f64, skip: &[String]) -> JsResult<Vec<Queued>> {
     let skip: Array = skip.iter().map(|k| JsValue::from(k.as_str())).collect();
-    let r = wait(next_batch_js(count, max_bytes, &skip)).await?;
-    Ok(Array::from(&r)
+    queued(&wait(next_batch_js(count, max_bytes, &skip)).await?)
+}
+
+/// Stored photos (by content hash) read again to embed them with another model: from the
+/// original through its folder when allowed and unchanged, else from the stored thumbnail. At
+/// most `max_bytes` in all.
+pub async fn reembed_batch(hashes: &[String], max_bytes: f64) -> JsResult<Vec<Queued>> {
+    let hashes: Array = hashes.iter().map(|k| JsValue::from(k.as_str())).collect();
+    queued(&wait(reembed_batch_js(&hashes, max_bytes)).await?)
+}
+
+fn queued(r: &JsValue) -> JsResult<Vec<Queued>> {
+    Ok(Array::from(r)
         .iter()
         .map(|v| {
             let error = get(&v, "error");
@@ -212,6 +229,8 @@ pub struct StoredPhoto {
     pub names: Vec<String>,
     /// The model that made its embedding.
     pub model: ModelId,
+    /// The second model whose embedding is kept beside it (while the index moves to it).
+    pub next: Option<ModelId>,
     /// Its original is read through a folder handle.
     pub in_place: bool,
 }
@@ -221,6 +240,9 @@ fn stored_photo(r: &JsValue) -> StoredPhoto {
         hash: get_str(r, "hash"),
         names: get_names(r),
         model: ModelId { hash: get_str(r, "model"), dim: get(r, "dim").as_f64().unwrap_or(0.0) as usize },
+        next: get(r, "next")
+            .as_string()
+            .map(|hash| ModelId { hash, dim: get(r, "next_dim").as_f64().unwrap_or(0.0) as usize }),
         in_place: get(r, "root").as_string().is_some(),
     }
 }
@@ -279,6 +301,36 @@ pub async fn commit_batch(items: &[(String, Vec<String>, Outcome)], model: &Mode
     Ok(Array::from(&r).iter().map(|r| stored_photo(&r)).collect())
 }
 
+/// Stores the vectors of `model` made again for indexed photos (one transaction), beside those
+/// of the model the index was built with; a photo that could not be embedded leaves the index and
+/// is listed as failed. Returns the photo records written.
+pub async fn commit_vectors(items: &[(String, Outcome)], model: &ModelId) -> JsResult<Vec<StoredPhoto>> {
+    let arr = Array::new();
+    for (hash, outcome) in items {
+        let o = js_sys::Object::new();
+        let set = |k: &str, v: &JsValue| {
+            let _ = js_sys::Reflect::set(&o, &k.into(), v);
+        };
+        set("hash", &hash.as_str().into());
+        match outcome {
+            Outcome::New { code, scale, .. } => {
+                set("code", &js_sys::Int8Array::from(code.as_slice()));
+                set("scale", &(*scale).into());
+            }
+            Outcome::Failed { reason } => set("reason", &reason.as_str().into()),
+            Outcome::Known { .. } => continue,
+        }
+        arr.push(&o);
+    }
+    let r = wait(commit_vectors_js(&arr, &model.hash, model.dim as u32)).await?;
+    Ok(Array::from(&r).iter().map(|r| stored_photo(&r)).collect())
+}
+
+/// Every photo has a vector of `model`: the index becomes its, the other model's vectors go.
+pub async fn finish_switch(model: &ModelId) -> JsResult<()> {
+    wait(finish_switch_js(&model.hash, model.dim as u32)).await.map(drop)
+}
+
 pub async fn list_photos() -> JsResult<Vec<StoredPhoto>> {
     Ok(Array::from(&wait(list_photos_js()).await?).iter().map(|r| stored_photo(&r)).collect())
 }
@@ -309,6 +361,10 @@ pub async fn get_meta(key: &str) -> JsResult<Option<String>> {
 
 pub async fn set_meta(key: &str, value: &str) -> JsResult<()> {
     wait(set_meta_js(key, &value.into())).await.map(drop)
+}
+
+pub async fn delete_meta(key: &str) -> JsResult<()> {
+    wait(set_meta_js(key, &JsValue::NULL)).await.map(drop)
 }
 
 pub async fn cache_get(key: &str) -> JsResult<Option<Uint8Array>> {

@@ -65,6 +65,10 @@ pub fn install(s: State) {
             Ok(out.into())
         })
     });
+    // pause(): indexing holds still (also when idle), as the Pause button does while it runs.
+    let pause = Closure::<dyn Fn()>::new(move || indexer::pause(s));
+    set(&api, "pause", pause.as_ref());
+    pause.forget();
     set(&api, "fillSynthetic", fill.as_ref());
     set(&api, "searchVector", search.as_ref());
     set(&api, "stats", stats.as_ref());
