@@ -392,10 +392,13 @@ async fn embed_again(s: State) {
                 return;
             }
         };
-        // Gone from the store meanwhile (another tab): not asked for again this visit.
+        // Read in order up to the byte budget: those passed over before the last one read are gone
+        // from the store (another tab), and not asked for again this visit.
         let read: HashSet<&str> = batch.iter().map(|q| q.key.as_str()).collect();
-        NOT_READ_AGAIN
-            .with(|skip| skip.borrow_mut().extend(hashes.iter().filter(|h| !read.contains(h.as_str())).cloned()));
+        let tried = batch.last().and_then(|q| hashes.iter().position(|h| *h == q.key)).map_or(hashes.len(), |i| i + 1);
+        NOT_READ_AGAIN.with(|skip| {
+            skip.borrow_mut().extend(hashes[..tried].iter().filter(|h| !read.contains(h.as_str())).cloned())
+        });
         let mut done: Vec<(String, Outcome)> = Vec::new();
         let mut todo = Vec::new();
         for q in batch {
