@@ -28,7 +28,10 @@ function engineWorker() {
   const worker = new Worker("./brivl-worker_loader.js", { type: "module" });
   const pending = new Map();
   let ready;
-  const readyP = new Promise((r) => (ready = r));
+  const readyP = new Promise((r, reject) => {
+    ready = r;
+    setTimeout(() => reject(new Error("the engine worker did not start in 60 s")), 60_000);
+  });
   let next = 1;
   worker.onmessage = (ev) => {
     const [id, json, ...payloads] = ev.data;

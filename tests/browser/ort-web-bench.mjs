@@ -40,7 +40,7 @@ const ORT_DIST = path.dirname(createRequire(import.meta.url).resolve("onnxruntim
 const ORT_VERSION = JSON.parse(fs.readFileSync(path.join(ORT_DIST, "..", "package.json"), "utf8")).version;
 
 const files = {
-  model: path.join(FULL, "brivl-q8.safetensors"),
+  model: process.env.MODEL || path.join(FULL, "brivl-q8.safetensors"),
   image: path.join(FULL, "onnx", "image.onnx"),
   text: path.join(FULL, "onnx", "text.onnx"),
 };
@@ -72,7 +72,7 @@ try {
   // A fresh page load per measurement: nothing of the last one is held.
   const fresh = async () => {
     await page.goto(`${url}ort-web-bench.html`);
-    await page.waitForSelector('body[data-ready="yes"]');
+    await page.waitForSelector('body[data-ready="yes"]', { state: "attached" });
   };
   const brivl = async (gpu, repeats) => {
     await fresh();
