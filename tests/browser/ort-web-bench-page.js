@@ -86,6 +86,8 @@ window.benchOrt = async ({ ep, imageUrl, textUrl, imageSize, ids, mask, repeats,
   ort.env.wasm.wasmPaths = new URL("./ort/", location.href).href;
   ort.env.wasm.numThreads = threads;
   ort.env.wasm.proxy = false;
+  // Its warnings (nodes placed on the CPU by design) come as console errors.
+  ort.env.logLevel = "error";
   const opts = { executionProviders: [ep], graphOptimizationLevel: "all" };
   // Deterministic pixels in the normalised range (the values do not change the work done).
   const n = 3 * imageSize * imageSize;

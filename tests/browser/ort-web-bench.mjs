@@ -11,7 +11,8 @@
 //
 //   node tests/browser/ort-web-bench.mjs [--phases cpu,gpu]
 //
-// Env: FULL (/tmp/brivl-full: brivl-q8.safetensors, onnx/{image,text}.onnx), FEEDS (a JSON file of
+// Env: FULL (/tmp/brivl-full: brivl-q8.safetensors, onnx/{image,text}.onnx), MODEL (the brivl
+//      model file; default FULL/brivl-q8.safetensors), FEEDS (a JSON file of
 //      the text input, from `ort_peer.py feeds`), PHOTO (www/demo/album/scene-000.jpg), REPEATS (3),
 //      GPU_REPEATS (REPEATS), BRIVL_DIST (dist), CHROMIUM.
 
@@ -63,6 +64,7 @@ const { server, url } = await serve(site);
 // onnxruntime-web for its wasm EP, as a browser without WebGPU gets.
 const browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: [...FLAGS, ...GPU_FLAGS] });
 const results = {};
+const load0 = os.loadavg()[0];
 try {
   const page = await browser.newPage();
   page.on("console", (m) => {
@@ -117,6 +119,8 @@ try {
   const cpuModel = fs.readFileSync("/proc/cpuinfo", "utf8").match(/model name\s*:\s*(.*)/)?.[1] || "?";
   console.log(`\n${new Date().toISOString().slice(0, 10)}, ${cpuModel}, ${os.cpus().length} CPUs, Chromium ${browser.version()}, ` +
     `onnxruntime-web ${ORT_VERSION}${adapter ? `, WebGPU adapter: ${adapter}` : ""}`);
+  console.log(`load average (1 min) ${load0.toFixed(1)} at the start, ${os.loadavg()[0].toFixed(1)} at the end; ` +
+    `crossOriginIsolated: ${await page.evaluate(() => crossOriginIsolated)}`);
   console.log(`batch 1, median of ${REPEATS} (WebGPU: ${GPU_REPEATS}) after one warm-up; ratio = brivl / onnxruntime-web (> 1: brivl slower)`);
   const ms = (r, k) => (r && !r.error ? r[k].median : NaN);
   const cell = (v) => (Number.isFinite(v) ? `${v.toFixed(0)} ms` : "failed");
