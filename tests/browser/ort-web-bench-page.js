@@ -88,7 +88,7 @@ window.benchOrt = async ({ ep, imageUrl, textUrl, imageSize, ids, mask, repeats,
   ort.env.wasm.proxy = false;
   // Its warnings (nodes placed on the CPU by design) come as console errors.
   ort.env.logLevel = "error";
-  const opts = { executionProviders: [ep], graphOptimizationLevel: "all" };
+  const opts = { executionProviders: [ep], graphOptimizationLevel: "all", logSeverityLevel: 3 };
   // Deterministic pixels in the normalised range (the values do not change the work done).
   const n = 3 * imageSize * imageSize;
   const pixels = new Float32Array(n);

@@ -128,13 +128,13 @@ try {
     ["cpu", "brivl cpu", "ort wasm", "CPU path vs wasm EP, 1 thread"],
     ["gpu", "brivl webgpu", "ort webgpu", "WebGPU vs WebGPU EP"],
   ].filter(([p]) => PHASES.includes(p));
-  console.log(`${"".padEnd(32)}${"brivl".padStart(12)}${"onnxruntime-web".padStart(18)}${"ratio".padStart(9)}`);
+  console.log(`${"".padEnd(44)}${"brivl".padStart(12)}${"onnxruntime-web".padStart(18)}${"ratio".padStart(9)}`);
   for (const [, b, o, label] of rows) {
     for (const [k, unit] of [["image", "per image"], ["text", "per query"]]) {
       const x = ms(results[b], k);
       const y = ms(results[o], k);
       const ratio = Number.isFinite(x / y) ? `${(x / y).toFixed(2)}x` : "-";
-      console.log(`${`${label}, ${unit}`.padEnd(32)}${cell(x).padStart(12)}${cell(y).padStart(18)}${ratio.padStart(9)}`);
+      console.log(`${`${label}, ${unit}`.padEnd(44)}${cell(x).padStart(12)}${cell(y).padStart(18)}${ratio.padStart(9)}`);
     }
   }
   for (const [k, r] of Object.entries(results)) if (r.error) console.log(`${k} failed: ${r.error}`);
