@@ -30,7 +30,8 @@ if [ "$have" != "$want" ]; then
 fi
 
 # Web app: trunk (pinned) for the build; playwright-core (tests/browser/package-lock.json) to drive
-# Chromium in the browser tests, which need Node.js 20 or newer.
+# Chromium in the browser tests, which need Node.js 20 or newer. Its dev dependencies
+# (onnxruntime-web, for tests/bench/browser_vs_ort_web.sh) are left out.
 bash www/tools/install-tools.sh
 command -v node >/dev/null || { echo "setup: the browser tests need Node.js >= 20 (node not found)"; exit 1; }
-[ -f tests/browser/node_modules/playwright-core/package.json ] || (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
+[ -f tests/browser/node_modules/playwright-core/package.json ] || (cd tests/browser && npm ci --omit=dev --no-audit --no-fund --loglevel=error)

@@ -13,7 +13,8 @@ batched forward is the reference's, with the 37 boxes sampled in one grid_sample
 same) instead of one expanded feature map per box. `export` checks each export against the
 reference's own per-item forward.
 
-`compare` prints the ratios from saved outputs of both.
+`compare` prints the ratios from saved outputs of both. `feeds` prints the batch-1 inputs as JSON
+for the browser benchmark (tests/bench/browser_vs_ort_web.sh).
 
 `bench` times ONNX Runtime (CPU EP, all graph optimisations, intra-op threads = --threads) like
 `brivl bench` times itself: per batch size 1 and 8, one warm-up run, then --repeats timed runs of
@@ -81,13 +82,17 @@ def towers(dir_, mode):
     return cfg, model, Image(model.imgencoder).eval(), Text(model.textencoder).eval()
 
 
+def query(i):
+    return "海边的日落 %d" % i
+
+
 def inputs(cfg, batch):
     import brivl_ref
 
     rng = np.random.default_rng(0)
     size = cfg["image_size"]
     images = rng.standard_normal((batch, 3, size, size), dtype=np.float32)
-    toks = [brivl_ref.tokenize("海边的日落 %d" % i, cfg["max_text_len"]) for i in range(batch)]
+    toks = [brivl_ref.tokenize(query(i), cfg["max_text_len"]) for i in range(batch)]
     ids = np.concatenate([t[0].numpy() for t in toks]).astype(np.int64)
     mask = np.concatenate([t[1].numpy() for t in toks]).astype(np.int64)
     return images, ids, mask
@@ -122,6 +127,17 @@ def export(args):
         cos = (got * want).sum(-1).min()
         print("exported %s.onnx: worst cosine to the reference %.6f" % (name, cos))
         assert cos > 0.9999, name
+
+
+def feeds(args):
+    """The batch-1 text input `bench` feeds (the query, its ids and mask) and the image side, as
+    JSON on stdout: what tests/browser/ort-web-bench.mjs feeds onnxruntime-web."""
+    import brivl_ref
+
+    cfg = brivl_ref.CONFIGS[args.mode]
+    _, ids, mask = inputs(cfg, 1)
+    json.dump({"image_size": cfg["image_size"], "text": query(0), "ids": ids[0].tolist(),
+               "mask": mask[0].tolist()}, sys.stdout, ensure_ascii=False)
 
 
 def parse_brivl(path):
@@ -183,7 +199,7 @@ def print_ratios(b, results, threads):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("command", choices=["export", "bench", "compare"])
+    ap.add_argument("command", choices=["export", "bench", "compare", "feeds"])
     ap.add_argument("--dir", default="/tmp/brivl-full")
     ap.add_argument("--mode", default="full")
     ap.add_argument("--threads", type=int, default=2)
@@ -191,7 +207,7 @@ def main():
     ap.add_argument("--brivl-bench-output")
     ap.add_argument("--ort-output", help="compare: the text `bench` printed")
     args = ap.parse_args()
-    {"export": export, "bench": bench, "compare": compare}[args.command](args)
+    {"export": export, "bench": bench, "compare": compare, "feeds": feeds}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
 import { quantizeI8 } from "../../app/web/js/store.js";
 import { serve } from "../../www/tools/static-server.mjs";
+import { CHROMIUM, CPU_FLAGS, FLAGS, GPU_FLAGS } from "./chromium.mjs";
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 const args = process.argv.slice(2);
@@ -32,15 +33,12 @@ const MODE = args.includes("--mode") ? args[args.indexOf("--mode") + 1] : "cpu";
 const DIST = path.resolve(ROOT, process.env.BRIVL_DIST || "dist");
 const TARGET = process.env.CARGO_TARGET_DIR || path.join(ROOT, "target");
 const BRIVL = process.env.BRIVL_BIN || path.join(TARGET, "debug", "brivl");
-const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
 const ART = path.join(ROOT, "tests", "artifacts", `convert-${MODE}`);
 const TINY = path.join(ROOT, "tests/fixtures/tiny");
 const VOCAB = path.join(ROOT, "tests/fixtures/tokenizer/vocab.txt");
 const QUERY = "海边的日落";
 const TOLERANCE = 1e-3;
-const FLAGS = ["--no-sandbox", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"];
-const MODE_FLAGS = MODE === "cpu" ? ["--disable-blink-features=WebGPU"]
-  : ["--enable-unsafe-webgpu", "--use-webgpu-adapter=swiftshader", "--enable-features=Vulkan"];
+const MODE_FLAGS = MODE === "cpu" ? CPU_FLAGS : GPU_FLAGS;
 
 const log = (...a) => console.log(`[convert ${MODE}]`, ...a);
 function check(cond, msg) {

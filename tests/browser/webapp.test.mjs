@@ -26,6 +26,7 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
 import { serve } from "../../www/tools/static-server.mjs";
+import { CHROMIUM, CPU_FLAGS, FLAGS, GPU_FLAGS } from "./chromium.mjs";
 import { quantizeI8 } from "../../app/web/js/store.js";
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
@@ -50,17 +51,6 @@ const DIST = path.resolve(ROOT, process.env.BRIVL_DIST || "dist");
 const TARGET = process.env.CARGO_TARGET_DIR || path.join(ROOT, "target");
 const BRIVL = process.env.BRIVL_BIN || path.join(TARGET, "debug", "brivl");
 const ART = path.join(ROOT, "tests", "artifacts", `webapp-${MODE}`);
-const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
-const FLAGS = [
-  "--no-sandbox",
-  "--no-first-run",
-  "--disable-background-networking",
-  "--disable-component-update",
-  "--disable-sync",
-];
-const GPU_FLAGS = ["--enable-unsafe-webgpu", "--use-webgpu-adapter=swiftshader", "--enable-features=Vulkan"];
-// The CPU variant: navigator.gpu does not exist, in the page and in its workers.
-const CPU_FLAGS = ["--disable-blink-features=WebGPU"];
 const IMAGE = /\.(jpe?g|png|webp|gif|bmp|tiff?)$/i;
 
 function log(...a) {
