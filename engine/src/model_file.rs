@@ -186,6 +186,25 @@ fn check_version(version: &str) -> Result<()> {
     }
 }
 
+/// The brivl metadata of a safetensors header: checked (format, version, q8 group); the config,
+/// the vocabulary and the content hash it states.
+fn check_meta(meta: &Option<std::collections::HashMap<String, String>>) -> Result<(String, String, String)> {
+    let get = |k: &str| {
+        meta.as_ref()
+            .and_then(|m| m.get(k).cloned())
+            .ok_or_else(|| bad(format!("model file metadata has no '{k}' (not a brivl model?)")))
+    };
+    if get("format")? != FORMAT {
+        return Err(bad("model file is not a brivl model (metadata 'format' differs)"));
+    }
+    check_version(&get("format_version")?)?;
+    let group = get("q8_group")?;
+    if group != Q8_GROUP.to_string() {
+        return Err(bad(format!("model file has q8 scales per {group} values; this build reads {Q8_GROUP}")));
+    }
+    Ok((get("config")?, get("vocab")?, get("content_hash")?))
+}
+
 impl<'a> ModelFile<'a> {
     /// Parses and verifies a model file: format, version, hash, and every tensor's size.
     pub fn parse(bytes: &'a [u8]) -> Result<Self> {
@@ -198,21 +217,15 @@ impl<'a> ModelFile<'a> {
     }
 
     fn parse_cow(bytes: std::borrow::Cow<'a, [u8]>) -> Result<Self> {
+        Self::parse_hashed(bytes, None)
+    }
+
+    /// Parses and verifies; `hashed` is the content hash already computed over these bytes as
+    /// they streamed in ([`ModelStream`]), else it is computed here.
+    fn parse_hashed(bytes: std::borrow::Cow<'a, [u8]>, hashed: Option<String>) -> Result<Self> {
         let (_, meta) =
             SafeTensors::read_metadata(&bytes).map_err(|e| bad(format!("not a safetensors model file: {e}")))?;
-        let meta = meta.metadata().clone().unwrap_or_default();
-        let get = |k: &str| {
-            meta.get(k).cloned().ok_or_else(|| bad(format!("model file metadata has no '{k}' (not a brivl model?)")))
-        };
-        if get("format")? != FORMAT {
-            return Err(bad("model file is not a brivl model (metadata 'format' differs)"));
-        }
-        check_version(&get("format_version")?)?;
-        let group = get("q8_group")?;
-        if group != Q8_GROUP.to_string() {
-            return Err(bad(format!("model file has q8 scales per {group} values; this build reads {Q8_GROUP}")));
-        }
-        let (config_json, vocab) = (get("config")?, get("vocab")?);
+        let (config_json, vocab, stated) = check_meta(meta.metadata())?;
         let st = SafeTensors::deserialize(&bytes).map_err(|e| bad(format!("corrupt model file: {e}")))?;
         let mut views = Vec::new();
         for (name, v) in st.tensors() {
@@ -222,14 +235,16 @@ impl<'a> ModelFile<'a> {
             views.push((name, dtype, v));
         }
         views.sort_by(|a, b| a.0.cmp(&b.0));
-        let hash = content_hash(
-            FORMAT_VERSION,
-            Q8_GROUP,
-            &config_json,
-            &vocab,
-            views.iter().map(|(n, d, v)| (n.as_str(), *d, v.shape(), v.data())),
-        );
-        if hash != get("content_hash")? {
+        let hash = hashed.unwrap_or_else(|| {
+            content_hash(
+                FORMAT_VERSION,
+                Q8_GROUP,
+                &config_json,
+                &vocab,
+                views.iter().map(|(n, d, v)| (n.as_str(), *d, v.shape(), v.data())),
+            )
+        });
+        if hash != stated {
             return Err(bad(
                 "model file is corrupt: its content hash does not match (truncated or modified download?)",
             ));
@@ -315,6 +330,147 @@ impl<'a> ModelFile<'a> {
         } else {
             DType::F32
         }
+    }
+}
+
+/// Most bytes a safetensors header may have (the safetensors library's own limit).
+const MAX_HEADER: u64 = 100_000_000;
+
+/// A model file arriving in pieces (a download, a file read in slices), gathered into one buffer
+/// of the file's exact size, reserved once its header is in: no second copy, and memory bounded
+/// by what the header declares and `max_len`. A wrong file (not a brivl model, another version)
+/// is refused as soon as its header is in. A file that keeps its tensors in name order (every
+/// file this build writes) is hashed as each tensor's last byte arrives, so the content hash is
+/// ready with the last piece; one in another order is hashed when complete.
+pub struct ModelStream {
+    max_len: u64,
+    bytes: Vec<u8>,
+    layout: Option<Layout>,
+}
+
+/// What the header says: the file's length and, where the tensors lie in name order, the hash
+/// so far.
+struct Layout {
+    len: usize,
+    on_the_way: Option<Hashing>,
+}
+
+struct Hashing {
+    hasher: ContentHasher,
+    /// In name order, which is the file's: name, type, shape, bytes within the file.
+    tensors: Vec<(String, FileDType, Vec<usize>, std::ops::Range<usize>)>,
+    done: usize,
+}
+
+impl Hashing {
+    /// Hashes every tensor whose bytes are all in.
+    fn advance(&mut self, bytes: &[u8]) {
+        while let Some((name, dtype, shape, range)) = self.tensors.get(self.done) {
+            if bytes.len() < range.end {
+                break;
+            }
+            self.hasher.tensor(name, *dtype, shape, &bytes[range.clone()]);
+            self.done += 1;
+        }
+    }
+}
+
+impl ModelStream {
+    /// `max_len`: the most bytes the file may have (its size, where known).
+    pub fn new(max_len: u64) -> Self {
+        ModelStream { max_len, bytes: Vec::new(), layout: None }
+    }
+
+    /// The file's length, once the header is in.
+    pub fn len(&self) -> Option<u64> {
+        self.layout.as_ref().map(|l| l.len as u64)
+    }
+
+    /// Bytes received so far.
+    pub fn received(&self) -> u64 {
+        self.bytes.len() as u64
+    }
+
+    /// Whether the content hash is being computed as the bytes arrive (known once the header is in).
+    pub fn hashing_on_the_way(&self) -> bool {
+        self.layout.as_ref().is_some_and(|l| l.on_the_way.is_some())
+    }
+
+    /// The next piece of the file.
+    pub fn push(&mut self, piece: &[u8]) -> Result<()> {
+        let limit = self.layout.as_ref().map_or(self.max_len, |l| l.len as u64);
+        if self.bytes.len() as u64 + piece.len() as u64 > limit {
+            return Err(bad(format!("model file is longer than {limit} bytes (its header or its size says so)")));
+        }
+        self.bytes.extend_from_slice(piece);
+        if self.layout.is_none() {
+            self.read_header()?;
+        }
+        if let Some(Layout { on_the_way: Some(h), .. }) = &mut self.layout {
+            h.advance(&self.bytes);
+        }
+        Ok(())
+    }
+
+    fn read_header(&mut self) -> Result<()> {
+        let Some(n) = self.bytes.get(..8) else { return Ok(()) };
+        let n = u64::from_le_bytes(n.try_into().expect("8 bytes"));
+        if n > MAX_HEADER || 8 + n > self.max_len {
+            return Err(bad(format!("not a safetensors model file: its header would be {n} bytes")));
+        }
+        let end = 8 + n as usize;
+        let Some(head) = self.bytes.get(8..end) else { return Ok(()) };
+        let meta: safetensors::tensor::Metadata =
+            serde_json::from_slice(head).map_err(|e| bad(format!("not a safetensors model file: {e}")))?;
+        let (config_json, vocab, _) = check_meta(meta.metadata())?;
+        let len = end
+            .checked_add(meta.data_len())
+            .filter(|&l| l as u64 <= self.max_len)
+            .ok_or_else(|| bad("model file is truncated: its header describes more bytes than the file has"))?;
+        if self.bytes.len() > len {
+            return Err(bad(format!("model file is longer than the {len} bytes its header describes")));
+        }
+        self.bytes
+            .try_reserve_exact(len - self.bytes.len())
+            .map_err(|_| bad(format!("the model file ({len} bytes) does not fit in memory")))?;
+        let mut tensors = Vec::new();
+        for (name, info) in meta.tensors() {
+            let (Some(dtype), Ok(_)) = (FileDType::from_safetensors(info.dtype), check_shape(&name, &info.shape))
+            else {
+                // Refused with the reason by the parse at the end.
+                tensors.clear();
+                break;
+            };
+            let (s, e) = info.data_offsets;
+            tensors.push((name, dtype, info.shape.clone(), end + s..end + e));
+        }
+        tensors.sort_by(|a, b| a.0.cmp(&b.0));
+        let in_name_order = tensors.len() == meta.tensors().len()
+            && tensors.windows(2).all(|w| w[0].3.end == w[1].3.start)
+            && tensors.first().is_none_or(|t| t.3.start == end);
+        let on_the_way = in_name_order.then(|| Hashing {
+            hasher: ContentHasher::new(FORMAT_VERSION, Q8_GROUP, &config_json, &vocab, tensors.len()),
+            tensors,
+            done: 0,
+        });
+        self.layout = Some(Layout { len, on_the_way });
+        Ok(())
+    }
+
+    /// The whole file, parsed and verified (its hash computed on the way where it could be).
+    pub fn finish(self) -> Result<ModelFile<'static>> {
+        let Some(layout) = self.layout else {
+            return Err(bad(format!("model file is truncated: {} bytes, less than its header", self.bytes.len())));
+        };
+        if self.bytes.len() < layout.len {
+            return Err(bad(format!(
+                "model file is truncated: {} of the {} bytes its header describes",
+                self.bytes.len(),
+                layout.len
+            )));
+        }
+        let hashed = layout.on_the_way.filter(|h| h.done == h.tensors.len()).map(|h| h.hasher.finish());
+        ModelFile::parse_hashed(std::borrow::Cow::Owned(self.bytes), hashed)
     }
 }
 
@@ -441,7 +597,7 @@ pub fn write(tensors: &[WriteTensor], config_json: &str, vocab: &str) -> Result<
 
 /// Serialises tensors already in their stored form (e.g. those of an older model file, so
 /// that they keep their exact bytes). Deterministic: the header is written here, metadata keys
-/// in a fixed order and tensors by element size, then name. Returns the bytes and the hash.
+/// in a fixed order and tensors in name order. Returns the bytes and the hash.
 pub fn write_raw(mut tensors: Vec<RawTensor>, config_json: &str, vocab: &str) -> Result<(Vec<u8>, String)> {
     // In name order, so each is hashed as it is written.
     tensors.sort_by(|a, b| a.name.cmp(&b.name));
@@ -485,12 +641,15 @@ impl WriteAt for &std::fs::File {
 /// hashed in name order (a tensor that arrives early waits, in memory, for those before it);
 /// the header, holding the hash, is written last. The bytes are exactly those of
 /// [`write_raw`] for the same tensors, config and vocabulary.
+///
+/// The file keeps its tensors in name order, the order the hash covers them in, so a reader can
+/// hash each tensor as its bytes arrive ([`ModelStream`]). (Safetensors needs no alignment: the
+/// engine reads values byte by byte.)
 pub struct StreamWriter<W: WriteAt> {
     out: W,
-    /// File order: by element size, then name. Offsets are from the start of the data.
+    /// File order: by name. Offsets are from the start of the data.
     specs: Vec<(TensorSpec, u64, u64)>,
-    /// Index into `specs` of each tensor in name order, and how far hashing got.
-    name_order: Vec<usize>,
+    /// How many tensors (a prefix of `specs`) are hashed.
     hashed: usize,
     written: Vec<bool>,
     early: std::collections::HashMap<usize, Vec<u8>>,
@@ -505,7 +664,7 @@ const HASH_PLACEHOLDER: &str = "000000000000000000000000000000000000000000000000
 
 impl<W: WriteAt> StreamWriter<W> {
     pub fn new(out: W, mut specs: Vec<TensorSpec>, config_json: &str, vocab: &str) -> Result<Self> {
-        specs.sort_by(|a, b| b.dtype.size().cmp(&a.dtype.size()).then_with(|| a.name.cmp(&b.name)));
+        specs.sort_by(|a, b| a.name.cmp(&b.name));
         let mut names = std::collections::HashSet::new();
         let mut placed = Vec::with_capacity(specs.len());
         let mut offset = 0u64;
@@ -524,15 +683,12 @@ impl<W: WriteAt> StreamWriter<W> {
             placed.push((t, offset, len));
             offset += len;
         }
-        let mut name_order: Vec<usize> = (0..placed.len()).collect();
-        name_order.sort_by(|&a, &b| placed[a].0.name.cmp(&placed[b].0.name));
         let hasher = ContentHasher::new(FORMAT_VERSION, Q8_GROUP, config_json, vocab, placed.len());
         let header_len = header(&placed, &meta(config_json, vocab, HASH_PLACEHOLDER)).len();
         Ok(StreamWriter {
             out,
             written: vec![false; placed.len()],
             specs: placed,
-            name_order,
             hashed: 0,
             early: Default::default(),
             hasher,
@@ -573,10 +729,10 @@ impl<W: WriteAt> StreamWriter<W> {
             return Err(bad(format!("tensor '{name}' was written twice")));
         }
         self.out.write_all_at(8 + self.header_len as u64 + offset, bytes)?;
-        if self.name_order[self.hashed] == i {
+        if self.hashed == i {
             self.hash(i, bytes);
-            while let Some(b) = self.name_order.get(self.hashed).and_then(|j| self.early.remove(j)) {
-                self.hash(self.name_order[self.hashed], &b);
+            while let Some(b) = self.early.remove(&self.hashed) {
+                self.hash(self.hashed, &b);
             }
         } else {
             self.early.insert(i, bytes.to_vec());
@@ -861,7 +1017,7 @@ mod tests {
         let (config, vocab) = ("{\"image_size\":456}", "[PAD]\nx");
         // The file as one serialisation of the sorted tensors, with the hash of content_hash.
         let mut sorted = mixed();
-        sorted.sort_by(|a, b| b.dtype.size().cmp(&a.dtype.size()).then_with(|| a.name.cmp(&b.name)));
+        sorted.sort_by(|a, b| a.name.cmp(&b.name));
         let hash = content_hash(
             FORMAT_VERSION,
             Q8_GROUP,
@@ -898,5 +1054,105 @@ mod tests {
         w.put(&t[0].name, &t[0].bytes).unwrap();
         assert!(w.put(&t[0].name, &t[0].bytes).unwrap_err().to_string().contains("written twice"));
         assert!(w.finish().err().unwrap().to_string().contains("was never written"));
+    }
+
+    /// A loadable set: int8 (odd widths, with scales), f16 and f32 tensors whose names sort
+    /// differently from their element sizes.
+    fn loadable() -> Vec<RawTensor> {
+        let t = |name: &str, shape: Vec<usize>, dtype| {
+            let n = shape.iter().product::<usize>();
+            WriteTensor { name: name.into(), shape, values: (0..n).map(|i| (i as f32 * 0.3).sin()).collect(), dtype }
+        };
+        [
+            t("b.w", vec![3, 37], DType::Q8),
+            t("a", vec![5], DType::F32),
+            t("c.x", vec![2, 3], DType::F16),
+            t("aa.w", vec![1, 5], DType::Q8),
+            t("z", vec![2, 1, 3, 3], DType::F32),
+        ]
+        .iter()
+        .flat_map(|t| encode(t).unwrap())
+        .collect()
+    }
+
+    /// Feeds `bytes` to a stream in pieces of `piece` bytes.
+    fn stream(bytes: &[u8], max_len: u64, piece: usize) -> Result<ModelStream> {
+        let mut st = ModelStream::new(max_len);
+        for p in bytes.chunks(piece) {
+            st.push(p)?;
+        }
+        Ok(st)
+    }
+
+    #[test]
+    fn a_file_read_in_pieces_is_hashed_on_the_way_and_equals_the_parsed_one() {
+        let (bytes, hash) = write_raw(loadable(), "{\"image_size\":456}", "[PAD]\nx").unwrap();
+        let whole = ModelFile::parse(&bytes).unwrap();
+        for piece in [1, 7, 64, 1000, bytes.len()] {
+            let st = stream(&bytes, bytes.len() as u64, piece).unwrap();
+            assert!(st.hashing_on_the_way(), "piece {piece}");
+            assert_eq!(st.len(), Some(bytes.len() as u64));
+            let file = st.finish().unwrap();
+            assert_eq!(file.content_hash, hash);
+            assert_eq!(file.names().collect::<Vec<_>>(), whole.names().collect::<Vec<_>>());
+            for name in whole.names() {
+                assert_eq!(file.get(name).unwrap().packed.words, whole.get(name).unwrap().packed.words, "{name}");
+            }
+        }
+        // Unknown length (a download without Content-Length): the header's length is reserved.
+        assert_eq!(stream(&bytes, u64::MAX, 4096).unwrap().finish().unwrap().content_hash, hash);
+    }
+
+    #[test]
+    fn a_file_of_the_older_layout_streams_and_is_hashed_at_the_end() {
+        let (config, vocab) = ("{}", "v");
+        let mut by_size = loadable();
+        by_size.sort_by(|a, b| b.dtype.size().cmp(&a.dtype.size()).then_with(|| a.name.cmp(&b.name)));
+        let hash = content_hash(
+            FORMAT_VERSION,
+            Q8_GROUP,
+            config,
+            vocab,
+            by_size.iter().map(|t| (t.name.as_str(), t.dtype, t.shape.as_slice(), t.bytes.as_slice())),
+        );
+        let bytes = serialize(&by_size, &meta(config, vocab, &hash));
+        let st = stream(&bytes, bytes.len() as u64, 13).unwrap();
+        assert!(!st.hashing_on_the_way());
+        assert_eq!(st.finish().unwrap().content_hash, hash);
+    }
+
+    #[test]
+    fn the_stream_refuses_wrong_truncated_long_and_corrupt_files_with_the_reason() {
+        let (bytes, _) = write_raw(loadable(), "{}", "v").unwrap();
+        let n = bytes.len() as u64;
+        let head = 8 + u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+        let err = |r: Result<ModelFile<'static>>| r.err().expect("refused").to_string();
+        // Another format: refused once the header is in, before any tensor.
+        let other = edit_header(&bytes, "\"format\":\"brivl\"", "\"format\":\"brivx\"");
+        let e = ModelStream::new(n).push(&other[..head]).unwrap_err().to_string();
+        assert!(e.contains("not a brivl model"), "{e}");
+        let old = edit_header(&bytes, &format!("\"format_version\":\"{FORMAT_VERSION}\""), "\"format_version\":\"2\"");
+        let e = ModelStream::new(n).push(&old[..head]).unwrap_err().to_string();
+        assert!(e.contains("older than this build"), "{e}");
+        // Truncated, and an end never reached.
+        let e = err(stream(&bytes[..bytes.len() - 1], n, 64).unwrap().finish());
+        assert!(e.contains("truncated: "), "{e}");
+        assert!(err(stream(&bytes[..5], n, 64).unwrap().finish()).contains("truncated"));
+        // A file said to be shorter than its header describes, and bytes past the end.
+        let e = stream(&bytes, n - 1, 64).err().unwrap().to_string();
+        assert!(e.contains("truncated") || e.contains("longer than"), "{e}");
+        let mut long = bytes.clone();
+        long.push(0);
+        let e = stream(&long, u64::MAX, 64).err().unwrap().to_string();
+        assert!(e.contains("longer than"), "{e}");
+        // One data byte changed: the hash made on the way does not match.
+        let mut flipped = bytes.clone();
+        *flipped.last_mut().unwrap() ^= 1;
+        assert!(err(stream(&flipped, n, 64).unwrap().finish()).contains("content hash does not match"));
+        // A header length past anything sensible: refused from its first 8 bytes.
+        let mut huge = bytes.clone();
+        huge[..8].copy_from_slice(&(1u64 << 40).to_le_bytes());
+        let e = ModelStream::new(u64::MAX).push(&huge[..8]).unwrap_err().to_string();
+        assert!(e.contains("not a safetensors model file"), "{e}");
     }
 }

@@ -12,7 +12,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 
 use brivl_engine::embedder::Embedder;
-use brivl_engine::model_file::{self, content_hash, ModelFile, WriteTensor, FORMAT_VERSION};
+use brivl_engine::model_file::{self, content_hash, ModelFile, ModelStream, WriteTensor, FORMAT_VERSION};
 use brivl_engine::models::brivl::BrivlConfig;
 use brivl_engine::photo::{self, PhotoLimits};
 use brivl_engine::Q8_GROUP;
@@ -165,7 +165,16 @@ fn small_model() -> Vec<u8> {
 }
 
 fn parse_model(bytes: &[u8]) -> bool {
-    match ModelFile::parse(bytes) {
+    let parsed = ModelFile::parse(bytes);
+    // The same bytes streamed in pieces (as the web worker reads a model): the same verdict and hash.
+    let mut stream = ModelStream::new(bytes.len() as u64);
+    let streamed = bytes.chunks(61).try_for_each(|p| stream.push(p)).and_then(|()| stream.finish());
+    match (&parsed, &streamed) {
+        (Ok(a), Ok(b)) => assert_eq!(a.content_hash, b.content_hash),
+        (Err(_), Err(_)) => {}
+        _ => panic!("parse and stream disagree: {:?} vs {:?}", parsed.as_ref().err(), streamed.as_ref().err()),
+    }
+    match parsed {
         Ok(f) => {
             // Everything reachable from a parsed file must be consistent with its shapes.
             for name in f.names() {

@@ -1,13 +1,14 @@
-//! Upgrades a model file of format version 2 to the current version, keeping its tensors'
-//! exact bytes, config and vocabulary (the demo model's PyTorch checkpoint is not in the repo,
-//! so it cannot simply be converted again). A tool, run by hand:
+//! Rewrites a model file in the current format and layout, keeping its tensors' exact bytes,
+//! config and vocabulary (the demo model's PyTorch checkpoint is not in the repo, so it cannot
+//! simply be converted again). A tool, run by hand:
 //!
 //! ```sh
 //! BRIVL_UPGRADE=www/models/brivl-demo-q8.safetensors \
 //!   cargo test -p brivl-engine --test upgrade_model -- --ignored
 //! ```
 //!
-//! The version 2 file's own hash (tensors only) is checked first; the new file is written in
+//! A version 2 file's own hash (tensors only) is checked first, a current one's content hash by
+//! the parser (and kept: the layout changes, the identity does not); the new file is written in
 //! place through `model_file::write_raw`, the writer `brivl convert` uses. The test that is not
 //! ignored checks that the committed demo model is current.
 #![cfg(not(target_arch = "wasm32"))]
@@ -34,21 +35,30 @@ fn v2_hash(tensors: &[model_file::RawTensor]) -> String {
 }
 
 #[test]
-#[ignore = "a tool: BRIVL_UPGRADE=<model file> rewrites it at the current format version"]
-fn upgrade_a_version_2_model_file() {
-    let path = std::env::var("BRIVL_UPGRADE").expect("BRIVL_UPGRADE=<version 2 model file>");
+#[ignore = "a tool: BRIVL_UPGRADE=<model file> rewrites it in the current format and layout"]
+fn upgrade_a_model_file() {
+    let path = std::env::var("BRIVL_UPGRADE").expect("BRIVL_UPGRADE=<model file>");
     let bytes = std::fs::read(&path).unwrap();
     let (tensors, meta) = support::raw_tensors(&bytes);
     assert_eq!(meta.get("format").map(String::as_str), Some("brivl"));
-    assert_eq!(meta.get("format_version").map(String::as_str), Some("2"), "only version 2 files are upgraded");
     assert_eq!(meta.get("q8_group").map(String::as_str), Some("32"));
-    assert_eq!(meta.get("content_hash"), Some(&v2_hash(&tensors)), "the version 2 file is corrupt");
+    let version = meta.get("format_version").cloned().unwrap_or_default();
+    let kept = if version == "2" {
+        assert_eq!(meta.get("content_hash"), Some(&v2_hash(&tensors)), "the version 2 file is corrupt");
+        None
+    } else {
+        assert_eq!(version, FORMAT_VERSION.to_string(), "only version 2 and current files are rewritten");
+        Some(ModelFile::parse(&bytes).unwrap_or_else(|e| panic!("{path}: {e}")).content_hash)
+    };
     let (out, hash) = model_file::write_raw(tensors.clone(), &meta["config"], &meta["vocab"]).unwrap();
     let file = ModelFile::parse(&out).unwrap();
     assert_eq!(file.content_hash, hash);
+    if let Some(kept) = kept {
+        assert_eq!(hash, kept, "rewriting a current file keeps its identity");
+    }
     assert_eq!(support::raw_tensors(&out).0.len(), tensors.len());
     std::fs::write(&path, &out).unwrap();
-    eprintln!("{path}: version 2 -> {FORMAT_VERSION}, content hash {hash}");
+    eprintln!("{path}: version {version} -> {FORMAT_VERSION}, content hash {hash}");
 }
 
 #[test]
