@@ -1,6 +1,6 @@
 // Offline support for the app shell: same-origin GETs go to the network first and fall back to
-// the last copy cached here. Models are cached by the app itself (Cache Storage "brivl-models-v1"),
-// photos never leave IndexedDB, so both are left alone.
+// the last copy cached here. Models are kept by the app itself (in the origin private file
+// system), photos never leave IndexedDB, so both are left alone.
 const SHELL = "brivl-shell-v1";
 
 self.addEventListener("install", () => self.skipWaiting());

@@ -382,7 +382,7 @@ impl ModelStream {
     }
 
     /// The file's length, once the header is in.
-    pub fn len(&self) -> Option<u64> {
+    pub fn file_len(&self) -> Option<u64> {
         self.layout.as_ref().map(|l| l.len as u64)
     }
 
@@ -1091,7 +1091,7 @@ mod tests {
         for piece in [1, 7, 64, 1000, bytes.len()] {
             let st = stream(&bytes, bytes.len() as u64, piece).unwrap();
             assert!(st.hashing_on_the_way(), "piece {piece}");
-            assert_eq!(st.len(), Some(bytes.len() as u64));
+            assert_eq!(st.file_len(), Some(bytes.len() as u64));
             let file = st.finish().unwrap();
             assert_eq!(file.content_hash, hash);
             assert_eq!(file.names().collect::<Vec<_>>(), whole.names().collect::<Vec<_>>());

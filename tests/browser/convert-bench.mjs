@@ -11,6 +11,10 @@
 // Peak memory: Chromium's processes' resident memory (VmRSS) sampled every 0.5 s while the
 // conversion runs (the worker runs in the page's renderer process): the largest process and the
 // sum over all, minus what they held before the conversion started.
+//
+// Then the browser is started again on the same profile, once on the CPU path and once on WebGPU
+// (SwiftShader): the converted model loads from OPFS (read in slices by the engine worker, hashed
+// on the way); printed: the time to a ready model and the worker's WebAssembly memory.
 
 import { execFileSync } from "node:child_process";
 import crypto from "node:crypto";
@@ -20,6 +24,7 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
 import { serve } from "../../www/tools/static-server.mjs";
+import { CPU_FLAGS, GPU_FLAGS } from "./chromium.mjs";
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 const args = process.argv.slice(2);
@@ -86,11 +91,13 @@ const site = path.join(work, "site");
 fs.cpSync(DIST, site, { recursive: true });
 const { server, url } = await serve(site);
 // A profile on disk, as a user's: an incognito context (playwright's default) keeps OPFS in memory.
-const browser = await chromium.launchPersistentContext(path.join(work, "profile"), {
+const launch = (flags) => chromium.launchPersistentContext(path.join(work, "profile"), {
   executablePath: CHROMIUM,
   headless: true,
-  args: ["--no-sandbox", "--disable-blink-features=WebGPU", "--no-first-run"],
+  args: ["--no-sandbox", "--no-first-run", ...flags],
 });
+const mb = (b) => (b / 1e6).toFixed(0);
+let browser = await launch(CPU_FLAGS);
 try {
   const page = await browser.newPage();
   await page.goto(url);
@@ -138,7 +145,6 @@ try {
     const d = await crypto.subtle.digest("SHA-256", await f.arrayBuffer());
     return { sha: [...new Uint8Array(d)].map((b) => b.toString(16).padStart(2, "0")).join(""), size: f.size };
   }, key.slice("opfs:".length));
-  const mb = (b) => (b / 1e6).toFixed(0);
   console.log(`checkpoint: ${ckpt} (${mb(fs.statSync(ckpt).size)} MB), quant ${QUANT}`);
   console.log(`converted in the page in ${convertSecs.toFixed(1)} s (then loaded in ${loadSecs.toFixed(1)} s)`);
   console.log(`output ${mb(size)} MB; sha256 ${sha}`);
@@ -149,6 +155,21 @@ try {
       `the converter's WebAssembly memory ${mb(peak.wasm)} MB; ${peak.samples} samples`);
   }
   if (sha !== nativeSha) process.exitCode = 1;
+
+  // The converted model loads from OPFS after a restart, on each path.
+  for (const [mode, flags] of [["CPU path", CPU_FLAGS], ["WebGPU (SwiftShader)", GPU_FLAGS]]) {
+    await browser.close();
+    browser = await launch(flags);
+    const p = await browser.newPage();
+    const t1 = Date.now();
+    await p.goto(url);
+    await p.waitForSelector('#model-status[data-state="ready"] #model-name[data-from-cache="yes"]', { timeout: 600_000 });
+    const secs = (Date.now() - t1) / 1000;
+    const memory = Number(await p.getAttribute("#model-name", "data-worker-memory"));
+    const status = (await p.textContent("#model-status")).replace(/\s+/g, " ").trim();
+    console.log(`${mode}: page opened to model ready from OPFS in ${secs.toFixed(1)} s; ` +
+      `the engine worker's WebAssembly memory ${mb(memory)} MB for a ${mb(size)} MB file (${status.slice(0, 120)})`);
+  }
 } finally {
   await browser.close();
   server.close();

@@ -126,6 +126,8 @@ async function main() {
     }
     return out;
   });
+  // The site's model is kept in OPFS as site-<hash>.safetensors; the rest are conversions.
+  const converted = async () => Object.keys(await opfsFiles()).filter((n) => !n.startsWith("site-"));
   const convert = async (files, quant) => {
     await page.setInputFiles("#convert-files", files);
     await page.selectOption("#convert-quant", quant);
@@ -168,7 +170,7 @@ async function main() {
     await page.waitForSelector('#convert[data-state="failed"] #convert-error:has-text("vocabulary has 2000 entries")', { timeout: 60_000 });
     err = await page.textContent("#convert-error");
     check(true, `a vocabulary that does not fit is refused: ${err.trim()}`);
-    check(Object.keys(await opfsFiles()).length === 0, "refused conversions leave no file");
+    check((await converted()).length === 0, "refused conversions leave no file");
 
     // Cancel mid-way: the worker stops and its partial file is removed.
     await convert([t.slow, VOCAB, path.join(TINY, "config.json")], "q8");
@@ -181,7 +183,7 @@ async function main() {
     await page.waitForSelector('#convert[data-state="cancelled"]');
     await page.waitForFunction(async () => {
       const names = [];
-      for await (const [name] of (await navigator.storage.getDirectory()).entries()) names.push(name);
+      for await (const [name] of (await navigator.storage.getDirectory()).entries()) if (!name.startsWith("site-")) names.push(name);
       return names.length === 0;
     }, null, { timeout: 10_000 });
     check(true, "a cancelled conversion leaves no file");
@@ -276,10 +278,11 @@ async function main() {
       await page.click(`#model-list li[data-key="${key}"] .model-delete`);
       await page.waitForSelector(`#model-list li[data-key="${key}"]`, { state: "detached" });
     }
-    // The site's model (key models/...) in use again.
-    await page.waitForFunction(() => document.querySelector('#model-list li[data-active="yes"]')?.dataset.key?.startsWith("models/"), null, { timeout: 120_000 });
+    // The site's model (kept in OPFS as site-<hash>) in use again.
+    await page.waitForFunction(() => document.querySelector('#model-list li[data-active="yes"]')?.dataset.key?.startsWith("opfs:site-"), null, { timeout: 120_000 });
     await page.waitForSelector('#model-status[data-state="ready"]', { timeout: 120_000 });
-    check(Object.keys(await opfsFiles()).length === 0, "deleting the converted models removes their files");
+    check((await converted()).length === 0, "deleting the converted models removes their files");
+    check(Object.keys(await opfsFiles()).filter((n) => n.startsWith("site-")).length === 1, "the site's model stays kept in OPFS");
     check((await page.$("#demo")) !== null, "the demo model is back, and the demo album with it");
     await shot("04-deleted");
 

@@ -212,7 +212,7 @@ async function main() {
     await shot("02-model-refused");
     await page.click("#site-model");
     await page.waitForSelector('#model-status[data-state="ready"] #model-name[data-from-cache="yes"]', { timeout: 120_000 });
-    check(true, "the site's model comes back from Cache Storage");
+    check(true, "the site's model comes back from OPFS");
 
     // 3. Index a folder: sub-folders included, the duplicate embedded once, bad files listed.
     // Another tab of the site holds the indexing lock at first: this tab queues the files, says
@@ -367,7 +367,7 @@ async function main() {
     // 7. Reload: the model comes from the cache, the index is intact, search gives the same.
     await page.reload();
     await page.waitForSelector('#model-status[data-state="ready"]', { timeout: 300_000 });
-    check((await status("#model-name", "data-from-cache")) === "yes", "second visit loads the model from Cache Storage");
+    check((await status("#model-name", "data-from-cache")) === "yes", "second visit loads the model from OPFS");
     await page.waitForSelector(`#index-status[data-indexed="${unique}"]`);
     await page.fill("#query", QUERY);
     await page.click("#search");
@@ -375,6 +375,48 @@ async function main() {
     const again = await page.$$eval("#results li", (els) => els.map((e) => ({ hash: e.dataset.hash, score: Number(e.dataset.score) })));
     check(again[0].hash === t.expectedHash && Math.abs(again[0].score - hits[0].score) < 1e-6, "after a reload the index answers the same");
     await shot("08-after-reload");
+
+    // 7b. The site's model was downloaded by the engine worker into OPFS, byte for byte. A
+    // download cut short (a tab closed mid-way leaves part of the file) does not load on the
+    // next visit: the file is removed and downloaded again.
+    const served = fs.readFileSync(t.model);
+    const sha = crypto.createHash("sha256").update(served).digest("hex");
+    const siteFile = `site-${sha.slice(0, 16)}.safetensors`;
+    const opfsSha = (name) => page.evaluate(async (name) => {
+      const f = await (await (await navigator.storage.getDirectory()).getFileHandle(name)).getFile();
+      const d = new Uint8Array(await crypto.subtle.digest("SHA-256", await f.arrayBuffer()));
+      return { size: f.size, sha: [...d].map((b) => b.toString(16).padStart(2, "0")).join("") };
+    }, name);
+    const kept = await opfsSha(siteFile);
+    check(kept.size === served.length && kept.sha === sha, `the site's model is kept in OPFS as ${siteFile}, byte-identical`);
+    await page.evaluate(async (name) => {
+      const h = await (await navigator.storage.getDirectory()).getFileHandle(name);
+      const w = await h.createWritable({ keepExistingData: true });
+      await w.truncate(Math.floor((await h.getFile()).size / 2));
+      await w.close();
+      // Copies of an older version of the same site model: one in OPFS, one of an older release
+      // (Cache Storage, key "models/<file>"). Once the site's model is in, both are forgotten.
+      const list = JSON.parse(localStorage.getItem("brivl.models"));
+      const site = list.find((e) => e.key === `opfs:${name}`);
+      const old = await (await navigator.storage.getDirectory()).getFileHandle("site-0000000000000000.safetensors", { create: true });
+      const ow = await old.createWritable();
+      await ow.write(new Uint8Array(1000));
+      await ow.close();
+      list.push({ ...site, key: "opfs:site-0000000000000000.safetensors" }, { ...site, key: `models/${site.name}` });
+      localStorage.setItem("brivl.models", JSON.stringify(list));
+    }, siteFile);
+    await page.reload();
+    await page.waitForSelector('#model-status[data-state="ready"] #model-name[data-from-cache="no"]', { timeout: 300_000 });
+    const again2 = await opfsSha(siteFile);
+    check(again2.size === served.length && again2.sha === sha, "a model file cut short in OPFS is downloaded again, whole");
+    const siteCopies = await page.evaluate(async () => {
+      const names = [];
+      for await (const [n] of (await navigator.storage.getDirectory()).entries()) if (n.startsWith("site-")) names.push(n);
+      return { files: names, entries: JSON.parse(localStorage.getItem("brivl.models")).filter((e) => e.origin === "site").map((e) => e.key) };
+    });
+    check(siteCopies.files.length === 1 && siteCopies.entries.length === 1 && siteCopies.entries[0] === `opfs:${siteFile}`,
+      `older copies of the site's model are forgotten, one is kept: ${JSON.stringify(siteCopies)}`);
+    await page.waitForSelector(`#index-status[data-indexed="${unique}"]`);
 
     // 8. Cancel empties the queue and keeps what is indexed. Then pause mid-way and reload:
     // indexing resumes, nothing lost or doubled.
@@ -417,7 +459,7 @@ async function main() {
     }));
     check(stored[0] === unique && stored[1] === 0, `after the reload ${stored[0]} photos stored, ${stored[1]} queued`);
 
-    // 9. Offline: the app shell comes from the service worker, the model from Cache Storage.
+    // 9. Offline: the app shell comes from the service worker, the model from OPFS.
     await context.setOffline(true);
     await page.reload();
     await page.waitForSelector('#model-status[data-state="ready"]', { timeout: 60_000 });

@@ -1,6 +1,6 @@
-// The origin private file system (OPFS), from the page: the models the user converted or dropped
-// live here as files (the converter worker writes them with a sync access handle). Cache Storage
-// keeps only the site's model in use (app/web/js/store.js).
+// The origin private file system (OPFS), from the page: every model kept on the device lives here
+// as a file (converted, dropped, and the site's in use; the workers write them with sync access
+// handles and read them in slices).
 
 async function root() {
   if (!navigator.storage || !navigator.storage.getDirectory) {

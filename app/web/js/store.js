@@ -1,5 +1,5 @@
 // Browser storage and file plumbing for the web app (imported by the Rust UI through wasm-bindgen).
-// IndexedDB "brivl" holds the index; Cache Storage holds model files. Nothing here makes a request
+// IndexedDB "brivl" holds the index (models live in OPFS: opfs.js). Nothing here makes a request
 // to another origin.
 
 const DB_NAME = "brivl";
@@ -734,30 +734,9 @@ export async function fillSynthetic(n, model, dim, make, thumbJpeg) {
 
 // ---- model files ----
 
-const MODEL_CACHE = "brivl-models-v1";
-
-// The bytes cached under `key` (a same-origin path), or null.
-export async function cacheGet(key) {
-  if (!("caches" in self)) return null;
-  const c = await caches.open(MODEL_CACHE);
-  const r = await c.match(key);
-  return r ? new Uint8Array(await r.arrayBuffer()) : null;
-}
-
-export async function cachePut(key, bytes) {
-  if (!("caches" in self)) return;
-  const c = await caches.open(MODEL_CACHE);
-  // Keep one model per key and no stale ones: the cache only ever holds what is in use.
-  for (const k of await c.keys()) {
-    if (new URL(k.url).pathname !== new URL(key, location.href).pathname) await c.delete(k);
-  }
-  await c.put(key, new Response(bytes, { headers: { "content-type": "application/octet-stream" } }));
-}
-
-export async function cacheDelete(key) {
-  if (!("caches" in self)) return;
-  const c = await caches.open(MODEL_CACHE);
-  await c.delete(key);
+// Versions before 2026-12 kept the site's model in Cache Storage; it lives in OPFS now.
+export async function dropOldModelCache() {
+  if ("caches" in self) await caches.delete("brivl-models-v1");
 }
 
 // GETs a same-origin path as bytes, calling onProgress(received, total) as chunks arrive.
@@ -807,7 +786,7 @@ export async function fileBytes(file) {
   return new Uint8Array(await file.arrayBuffer());
 }
 
-// Registers the offline service worker (app shell only; models live in Cache Storage above).
+// Registers the offline service worker (app shell only; models live in OPFS).
 export function registerServiceWorker() {
   if ("serviceWorker" in navigator) navigator.serviceWorker.register("sw.js").catch(() => {});
 }

@@ -25,10 +25,16 @@ use crate::protocol::{ConvertOptions, Reply};
 const READ_PIECE: usize = 1 << 20;
 
 /// The checkpoint `File`, read in slices; counts the bytes read for the progress line.
-struct FileSlices {
+pub(crate) struct FileSlices {
     file: File,
     reader: FileReaderSync,
     read: Cell<f64>,
+}
+
+impl FileSlices {
+    pub(crate) fn new(file: File) -> Result<Self, String> {
+        Ok(FileSlices { file, reader: FileReaderSync::new().map_err(js_message)?, read: Cell::new(0.0) })
+    }
 }
 
 impl ReadAt for FileSlices {
@@ -56,8 +62,38 @@ impl ReadAt for FileSlices {
 
 /// The model file in OPFS, written at offsets; closed when dropped (so a failed conversion's
 /// file can be removed).
-struct OpfsFile {
+pub(crate) struct OpfsFile {
     handle: FileSystemSyncAccessHandle,
+}
+
+impl OpfsFile {
+    /// Creates (or empties) file `name`; `created` is set once there is a file to remove on failure.
+    pub(crate) async fn create(
+        root: &FileSystemDirectoryHandle,
+        name: &str,
+        created: &Cell<bool>,
+    ) -> Result<Self, String> {
+        let get = FileSystemGetFileOptions::new();
+        get.set_create(true);
+        let handle: FileSystemFileHandle = JsFuture::from(root.get_file_handle_with_options(name, &get))
+            .await
+            .map_err(|e| format!("cannot create the model file: {}", js_message(e)))?
+            .unchecked_into();
+        created.set(true);
+        let access: FileSystemSyncAccessHandle = JsFuture::from(handle.create_sync_access_handle())
+            .await
+            .map_err(|e| format!("cannot open the model file for writing: {}", js_message(e)))?
+            .unchecked_into();
+        let out = OpfsFile { handle: access };
+        out.handle.truncate_with_f64(0.0).map_err(js_message)?;
+        Ok(out)
+    }
+
+    /// Writes what is buffered to the disk; the file's length.
+    pub(crate) fn flush(&self) -> Result<f64, String> {
+        self.handle.flush().map_err(js_message)?;
+        self.handle.get_size().map_err(js_message)
+    }
 }
 
 impl Drop for OpfsFile {
@@ -106,8 +142,7 @@ async fn write_steps(
         // At most ~10 messages a second, and the last step always.
         if now - reported >= 100.0 || done == steps {
             reported = now;
-            let memory = wasm_bindgen::memory().unchecked_into::<js_sys::WebAssembly::Memory>().buffer();
-            let memory = memory.unchecked_into::<js_sys::ArrayBuffer>().byte_length() as f64;
+            let memory = wasm_memory_bytes();
             progress(Reply::ConvertProgress { read: slices.read.get(), size, steps_done: done, steps, memory });
         }
         if now - yielded >= 50.0 {
@@ -116,31 +151,17 @@ async fn write_steps(
         }
     }
     let (file, hash) = w.finish().map_err(|e| e.to_string())?;
-    file.handle.flush().map_err(js_message)?;
-    let len = file.handle.get_size().map_err(js_message)?;
-    Ok((hash, len))
+    Ok((hash, file.flush()?))
 }
 
-/// A file of the origin private file system, read in slices straight into memory (the engine
-/// worker loads kept models this way: no copy in the page, none in flight).
-pub async fn read_opfs_file(scope: &DedicatedWorkerGlobalScope, name: &str) -> Result<Vec<u8>, String> {
-    let root = opfs_root(scope).await?;
-    let handle: FileSystemFileHandle = JsFuture::from(root.get_file_handle(name))
-        .await
-        .map_err(|e| format!("the model file {name} is not on this device any more: {}", js_message(e)))?
-        .unchecked_into();
-    let file: File = JsFuture::from(handle.get_file()).await.map_err(js_message)?.unchecked_into();
-    let slices = FileSlices { file, reader: FileReaderSync::new().map_err(js_message)?, read: Cell::new(0.0) };
-    let len = usize::try_from(slices.size()).map_err(|_| "the model file does not fit in memory".to_string())?;
-    let mut bytes = Vec::new();
-    bytes.try_reserve_exact(len).map_err(|_| format!("the model file ({len} bytes) does not fit in memory"))?;
-    bytes.resize(len, 0);
-    slices.read_exact_at(0, &mut bytes)?;
-    Ok(bytes)
+/// This worker's WebAssembly memory in bytes (it only grows: its peak).
+pub(crate) fn wasm_memory_bytes() -> f64 {
+    let memory = wasm_bindgen::memory().unchecked_into::<js_sys::WebAssembly::Memory>().buffer();
+    memory.unchecked_into::<js_sys::ArrayBuffer>().byte_length() as f64
 }
 
 /// Resolves after `ms` milliseconds, through the worker's event loop.
-async fn sleep(ms: u32) {
+pub(crate) async fn sleep(ms: u32) {
     let p = js_sys::Promise::new(&mut |resolve, _| {
         let scope: DedicatedWorkerGlobalScope = js_sys::global().unchecked_into();
         let _ = scope.set_timeout_with_callback_and_timeout_and_arguments_0(&resolve, ms as i32);
@@ -155,7 +176,7 @@ pub fn js_message(e: JsValue) -> String {
     e.as_string().unwrap_or_else(|| format!("{e:?}"))
 }
 
-async fn opfs_root(scope: &DedicatedWorkerGlobalScope) -> Result<FileSystemDirectoryHandle, String> {
+pub(crate) async fn opfs_root(scope: &DedicatedWorkerGlobalScope) -> Result<FileSystemDirectoryHandle, String> {
     let root = JsFuture::from(scope.navigator().storage().get_directory()).await.map_err(|e| {
         format!("this browser gives the page no private file system (OPFS) to keep the model in: {}", js_message(e))
     })?;
@@ -205,7 +226,7 @@ async fn convert_into(
         None => Default::default(),
     };
     let size = file.size();
-    let slices = FileSlices { file, reader: FileReaderSync::new().map_err(js_message)?, read: Cell::new(0.0) };
+    let slices = FileSlices::new(file)?;
     let ck = checkpoint::read_checkpoint_from(&slices).map_err(|e| e.to_string())?;
     let source = convert::state_dict(&ck);
     let plan = convert::plan(&source, &opts.vocab, &config, dtype).map_err(|e| e.to_string())?;
@@ -213,19 +234,7 @@ async fn convert_into(
     // The image tower's last projection gives the embedding width.
     let dim = source.get("imgencoder.learnable.imgFC.fc2.weight").and_then(|t| t.shape().first().copied()).unwrap_or(0);
 
-    let get = FileSystemGetFileOptions::new();
-    get.set_create(true);
-    let handle: FileSystemFileHandle = JsFuture::from(root.get_file_handle_with_options(&opts.out_file, &get))
-        .await
-        .map_err(|e| format!("cannot create the model file: {}", js_message(e)))?
-        .unchecked_into();
-    created.set(true);
-    let access: FileSystemSyncAccessHandle = JsFuture::from(handle.create_sync_access_handle())
-        .await
-        .map_err(|e| format!("cannot open the model file for writing: {}", js_message(e)))?
-        .unchecked_into();
-    let out = OpfsFile { handle: access };
-    out.handle.truncate_with_f64(0.0).map_err(js_message)?;
+    let out = OpfsFile::create(root, &opts.out_file, created).await?;
     let written = write_steps(plan, out, opts, &slices, size, &progress).await;
     let (content_hash, bytes) = written?;
     if bytes != total {

@@ -11,6 +11,8 @@ pub mod watchdog;
 #[cfg(target_arch = "wasm32")]
 pub mod convert_worker;
 #[cfg(target_arch = "wasm32")]
+pub mod model_stream;
+#[cfg(target_arch = "wasm32")]
 pub mod search_worker;
 #[cfg(target_arch = "wasm32")]
 pub mod ui;

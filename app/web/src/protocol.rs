@@ -8,12 +8,15 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Request {
-    /// Payload: the model file's bytes, or none with `opfs_file`: the worker reads that file of
-    /// the origin private file system itself. `prefer_gpu: false` runs the CPU path.
+    /// Payload: the model file's bytes; or none, with `opfs_file` (the worker reads that file of
+    /// the origin private file system itself) or `download` (the worker fetches the site's model,
+    /// replying `LoadProgress` on the way). `prefer_gpu: false` runs the CPU path.
     Load {
         prefer_gpu: bool,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         opfs_file: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        download: Option<Download>,
     },
     /// Payloads: the files' bytes, one per photo. Embedded as one batch; replies with each
     /// photo's embedding and a JPEG thumbnail whose longer side is at most `thumb_size`.
@@ -30,6 +33,16 @@ pub enum Request {
     /// To a worker of its own (terminated to cancel). Payload: the checkpoint `File` (not bytes:
     /// the worker reads it in slices). Replies `ConvertProgress` (any number), then `Converted`.
     Convert(ConvertOptions),
+}
+
+/// The site's model, for the worker to fetch from `path` (size and SHA-256 from `models.json`)
+/// and keep as OPFS file `keep_as`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Download {
+    pub path: String,
+    pub bytes: f64,
+    pub sha256: String,
+    pub keep_as: String,
 }
 
 /// What `brivl convert` is told besides the checkpoint.
@@ -92,6 +105,14 @@ pub enum Reply {
         weights: Option<String>,
         #[serde(default)]
         image_size: Option<usize>,
+        /// The worker's WebAssembly memory once loaded, in bytes (it only grows: the load's peak).
+        #[serde(default)]
+        memory: f64,
+    },
+    /// A download under way (any number, before `Loaded`): bytes received of `total`.
+    LoadProgress {
+        received: f64,
+        total: f64,
     },
     /// One entry per photo of an `EmbedImages` batch, in order. Payloads: for each photo read,
     /// its embedding (f32) and thumbnail (JPEG bytes).
@@ -214,8 +235,18 @@ mod tests {
     #[test]
     fn messages_round_trip_through_json() {
         let msgs = [
-            Request::Load { prefer_gpu: true, opfs_file: None },
-            Request::Load { prefer_gpu: false, opfs_file: Some("converted-1-q8.safetensors".into()) },
+            Request::Load { prefer_gpu: true, opfs_file: None, download: None },
+            Request::Load { prefer_gpu: false, opfs_file: Some("converted-1-q8.safetensors".into()), download: None },
+            Request::Load {
+                prefer_gpu: true,
+                opfs_file: None,
+                download: Some(Download {
+                    path: "models/m.safetensors".into(),
+                    bytes: 5.0,
+                    sha256: "ab".into(),
+                    keep_as: "site-ab.safetensors".into(),
+                }),
+            },
             Request::EmbedText { text: "海边的日落".into() },
             Request::EmbedImages { thumb_size: 384, test_faults: vec![] },
             Request::EmbedImages { thumb_size: 384, test_faults: vec![None, Some(TestFault::Hang)] },

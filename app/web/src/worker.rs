@@ -14,6 +14,7 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 use web_sys::{DedicatedWorkerGlobalScope, MessageEvent};
 
+use crate::model_stream;
 use crate::protocol::{PhotoResult, Reply, Request, TestFault};
 
 pub fn start() {
@@ -52,8 +53,9 @@ pub fn start() {
                 .map(|a| a.to_vec())
                 .collect();
             drop(msg);
+            let progress = |r: Reply| send(&out, id.clone(), &r, vec![]);
             let (reply, buffers) = match serde_json::from_str::<Request>(&msg_text) {
-                Ok(req) => handle(&mut engine, req, payloads).await,
+                Ok(req) => handle(&mut engine, req, payloads, progress).await,
                 Err(e) => (Reply::Failed { error: format!("bad request: {e}") }, vec![]),
             };
             send(&out, id, &reply, buffers);
@@ -87,15 +89,28 @@ fn send(scope: &DedicatedWorkerGlobalScope, id: JsValue, reply: &Reply, buffers:
     }
 }
 
-async fn handle(engine: &mut Option<Embedder>, req: Request, mut payloads: Vec<Vec<u8>>) -> (Reply, Vec<JsValue>) {
+async fn handle(
+    engine: &mut Option<Embedder>,
+    req: Request,
+    mut payloads: Vec<Vec<u8>>,
+    progress: impl Fn(Reply),
+) -> (Reply, Vec<JsValue>) {
     let failed = |error: String| (Reply::Failed { error }, vec![]);
     match req {
         // Taken by `convert_request` before it gets here.
         Request::Convert(_) => failed("a conversion request without its file".into()),
-        Request::Load { prefer_gpu, opfs_file } => {
-            match read_model(payloads.into_iter().next().unwrap_or_default(), opfs_file).await {
+        Request::Load { prefer_gpu, opfs_file, download } => {
+            let scope: DedicatedWorkerGlobalScope = js_sys::global().unchecked_into();
+            let file = match (download, opfs_file) {
+                (Some(d), _) => model_stream::download(&scope, &d, progress).await,
+                (None, Some(name)) => model_stream::read_opfs(&scope, &name).await,
+                (None, None) => {
+                    ModelFile::parse_owned(payloads.into_iter().next().unwrap_or_default()).map_err(|e| e.to_string())
+                }
+            };
+            match file {
                 Err(e) => failed(e),
-                Ok(bytes) => load_reply(engine, load(&bytes, prefer_gpu).await),
+                Ok(file) => load_reply(engine, load(file, prefer_gpu).await),
             }
         }
         Request::EmbedImages { thumb_size, test_faults } => {
@@ -137,23 +152,12 @@ fn load_reply(engine: &mut Option<Embedder>, loaded: Result<Loaded, String>) -> 
                 dim,
                 weights: Some(weights),
                 image_size: Some(image_size),
+                memory: crate::convert_worker::wasm_memory_bytes(),
             };
             *engine = Some(e);
             (reply, vec![])
         }
         Err(error) => (Reply::Failed { error }, vec![]),
-    }
-}
-
-/// The model file: the request's payload, or a file of the origin private file system read here
-/// in slices (the page never holds it).
-async fn read_model(payload: Vec<u8>, opfs_file: Option<String>) -> Result<Vec<u8>, String> {
-    match opfs_file {
-        None => Ok(payload),
-        Some(name) => {
-            let scope: DedicatedWorkerGlobalScope = js_sys::global().unchecked_into();
-            crate::convert_worker::read_opfs_file(&scope, &name).await
-        }
     }
 }
 
@@ -256,8 +260,7 @@ struct Loaded {
 
 /// Parses the model (refused with the reason when wrong or corrupt) and loads it on WebGPU, or on
 /// the CPU path: chosen (`prefer_gpu` false), or because the GPU could not be used.
-async fn load(bytes: &[u8], prefer_gpu: bool) -> Result<Loaded, String> {
-    let file = ModelFile::parse(bytes).map_err(|e| e.to_string())?;
+async fn load(file: ModelFile<'static>, prefer_gpu: bool) -> Result<Loaded, String> {
     let dim = embedding_dim(&file).map_err(|e| e.to_string())?;
     let weights = match file.weights() {
         DType::Q8 => "q8",

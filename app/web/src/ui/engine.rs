@@ -26,6 +26,10 @@ use crate::protocol::{Reply, Request, SearchReply};
 pub trait WorkerReply: DeserializeOwned + 'static {
     fn crashed(&self) -> Option<String>;
     fn refused(&self) -> Option<String>;
+    /// A progress report: handed to the request's progress callback; the request goes on.
+    fn is_progress(&self) -> bool {
+        false
+    }
 }
 
 impl WorkerReply for Reply {
@@ -40,6 +44,9 @@ impl WorkerReply for Reply {
             Reply::Failed { error } => Some(error.clone()),
             _ => None,
         }
+    }
+    fn is_progress(&self) -> bool {
+        matches!(self, Reply::LoadProgress { .. })
     }
 }
 
@@ -90,10 +97,15 @@ impl From<CallError> for String {
 
 type Reply1<R> = oneshot::Sender<Result<Answer<R>, CallError>>;
 
+/// Called with each progress reply of one request.
+type OnProgress<R> = Box<dyn Fn(R)>;
+
 /// What the worker's event handlers share with its `Link`.
 struct Shared<R> {
     worker: Worker,
     pending: RefCell<HashMap<u32, Reply1<R>>>,
+    /// Progress callbacks of pending requests that asked for them.
+    progress: RefCell<HashMap<u32, OnProgress<R>>>,
     /// Set once the worker is stopped: why.
     dead: RefCell<Option<String>>,
 }
@@ -107,6 +119,7 @@ impl<R> Shared<R> {
         web_sys::console::warn_1(&format!("brivl: engine worker stopped: {reason}").into());
         *self.dead.borrow_mut() = Some(reason.clone());
         self.worker.terminate();
+        self.progress.borrow_mut().clear();
         let pending: Vec<Reply1<R>> = self.pending.borrow_mut().drain().map(|(_, tx)| tx).collect();
         for tx in pending {
             let _ = tx.send(Err(CallError::Stopped(reason.clone())));
@@ -177,7 +190,12 @@ impl<R: WorkerReply> Link<R> {
         opts.set_type(WorkerType::Module);
         let worker =
             Worker::new_with_options(url, &opts).map_err(|e| format!("cannot start the worker {url}: {e:?}"))?;
-        let shared = Rc::new(Shared { worker, pending: RefCell::default(), dead: RefCell::new(None) });
+        let shared = Rc::new(Shared {
+            worker,
+            pending: RefCell::default(),
+            progress: RefCell::default(),
+            dead: RefCell::new(None),
+        });
         let (ready_tx, ready_rx) = oneshot::channel();
         shared.pending.borrow_mut().insert(0, ready_tx);
         let sh = shared.clone();
@@ -185,7 +203,13 @@ impl<R: WorkerReply> Link<R> {
             Some((_, answer)) if answer.reply.crashed().is_some() => {
                 sh.stop(answer.reply.crashed().unwrap_or_default())
             }
+            Some((id, answer)) if answer.reply.is_progress() => {
+                if let Some(f) = sh.progress.borrow().get(&id) {
+                    f(answer.reply);
+                }
+            }
             Some((id, answer)) => {
+                sh.progress.borrow_mut().remove(&id);
                 let tx = sh.pending.borrow_mut().remove(&id);
                 if let Some(tx) = tx {
                     let _ = tx.send(Ok(answer));
@@ -244,6 +268,17 @@ impl<R: WorkerReply> Link<R> {
         payloads: Vec<Uint8Array>,
         limit_ms: Option<f64>,
     ) -> Result<Answer<R>, CallError> {
+        self.call_reporting(req, payloads, limit_ms, None).await
+    }
+
+    /// As `call_with`; progress replies to this request go to `progress`.
+    pub async fn call_reporting(
+        &self,
+        req: &impl Serialize,
+        payloads: Vec<Uint8Array>,
+        limit_ms: Option<f64>,
+        progress: Option<Box<dyn Fn(R)>>,
+    ) -> Result<Answer<R>, CallError> {
         if let Some(reason) = self.shared.dead.borrow().clone() {
             return Err(CallError::Stopped(reason));
         }
@@ -251,6 +286,9 @@ impl<R: WorkerReply> Link<R> {
         self.next_id.set(id + 1);
         let (tx, rx) = oneshot::channel();
         self.shared.pending.borrow_mut().insert(id, tx);
+        if let Some(f) = progress {
+            self.shared.progress.borrow_mut().insert(id, f);
+        }
         let msg = Array::of2(&id.into(), &serde_json::to_string(req).expect("requests serialise").into());
         let transfer = Array::new();
         for p in payloads {
@@ -259,6 +297,7 @@ impl<R: WorkerReply> Link<R> {
         }
         if let Err(e) = self.shared.worker.post_message_with_transfer(&msg, &transfer) {
             self.shared.pending.borrow_mut().remove(&id);
+            self.shared.progress.borrow_mut().remove(&id);
             return Err(CallError::Stopped(format!("cannot reach the engine worker: {e:?}")));
         }
         let answer = match limit_ms {
@@ -271,6 +310,7 @@ impl<R: WorkerReply> Link<R> {
                 }
             },
         };
+        self.shared.progress.borrow_mut().remove(&id);
         let answer = answer.map_err(|_| CallError::Stopped("the worker went away".into()))??;
         match answer.reply.refused() {
             Some(error) => Err(CallError::Refused(error)),
@@ -298,6 +338,16 @@ impl Engine {
         limit_ms: Option<f64>,
     ) -> Result<Answer, CallError> {
         self.link.call_with(req, payload.into_iter().collect(), limit_ms).await
+    }
+
+    /// As `call_watched`, with `LoadProgress` replies handed to `progress` on the way.
+    pub async fn call_reporting(
+        &self,
+        req: &Request,
+        limit_ms: Option<f64>,
+        progress: impl Fn(Reply) + 'static,
+    ) -> Result<Answer, CallError> {
+        self.link.call_reporting(req, vec![], limit_ms, Some(Box::new(progress))).await
     }
 
     /// As `call_watched`, with several payloads (a batch of photos).

@@ -72,6 +72,7 @@ fn App() -> impl IntoView {
         indexer::load_index(s).await;
         model::load_startup(s).await;
         models::sweep_leftovers().await;
+        let _ = store::wait(store::drop_old_model_cache()).await;
     });
     spawn_local(search::load_dictionary(s));
     if test_hooks() {
@@ -303,7 +304,7 @@ fn ready_view(s: State, r: &state::ReadyModel) -> impl IntoView {
     view! {
         <p>
             <strong>{format!("{}: ", s.t(Key::ModelReady))}</strong>
-            <span id="model-name" data-hash=r.hash.clone() data-from-cache=if r.from_cache { "yes" } else { "no" }>{r.name.clone()}</span>
+            <span id="model-name" data-hash=r.hash.clone() data-from-cache=if r.from_cache { "yes" } else { "no" } data-worker-memory=r.worker_memory>{r.name.clone()}</span>
             {format!(" · {}", format_bytes(r.bytes))}
             {cached}
         </p>

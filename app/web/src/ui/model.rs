@@ -1,7 +1,8 @@
 //! Getting the model into the worker: from the site's `models/` (listed in `models/models.json`
 //! with size and SHA-256), from a file the user drops, or from a checkpoint converted in the page
-//! (`models.rs`). The site's model in use is kept in Cache Storage, the others in the origin
-//! private file system, so a second visit needs no download or conversion and works offline.
+//! (`models.rs`). Every model in use is kept in the origin private file system (the site's is
+//! downloaded there by the engine worker itself, `crate::model_stream`), so a second visit needs
+//! no download or conversion and works offline.
 
 use std::rc::Rc;
 
@@ -14,7 +15,7 @@ use super::engine::{engine, Engine};
 use super::models::{self, ModelEntry};
 use super::state::{ModelStatus, ReadyModel, State};
 use super::{indexer, store};
-use crate::protocol::{Reply, Request};
+use crate::protocol::{Download, Reply, Request};
 
 /// A worker that has not loaded a model after this long is taken as stuck (stopped, the load
 /// refused with the reason): generous, since the full-size model's pipelines compile on a slow
@@ -35,7 +36,7 @@ struct Manifest {
 }
 
 /// The model last used, remembered in localStorage so the next visit loads it from the cache
-/// (offline included). `key` is its Cache Storage path.
+/// (offline included). `key` is where it is kept (`opfs:<file>`).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct Remembered {
     key: String,
@@ -96,32 +97,26 @@ pub async fn use_site_model(s: State) {
     load_startup(s).await;
 }
 
-/// Loads `r` from where it is kept, if it is there (a site model with the right SHA-256: a bad
-/// copy is deleted; the others are checked by their content hash when parsed).
+/// Loads `r` from the origin private file system, if it is there. A site model kept there that
+/// does not load (a download cut short by a closed tab) is removed, to be downloaded again.
 async fn from_cache(s: State, r: &Remembered) -> bool {
-    if models::opfs_name(&r.key).is_some() {
-        // The worker reads it from OPFS itself.
-        if !models::model_exists(&r.key).await {
-            return false;
-        }
-        activate(s, r.clone(), None, true).await;
-        return true;
-    }
-    let Ok(Some(bytes)) = models::model_bytes(&r.key).await else { return false };
-    if r.from_site && store::sha256_hex(&bytes).await.ok().as_deref() != Some(r.sha256.as_str()) {
-        let _ = store::cache_delete(&r.key).await;
+    // Keys of older versions (Cache Storage paths) are not kept any more: downloaded again.
+    if models::opfs_name(&r.key).is_none() || !models::model_exists(&r.key).await {
         return false;
     }
-    activate(s, r.clone(), Some(bytes), true).await;
-    true
+    if activate(s, r.clone(), Source::Kept, true).await || !r.from_site {
+        return true;
+    }
+    let _ = models::delete_model_file(&r.key).await;
+    false
 }
 
-/// A site model: from the cache when it holds this version, else downloaded with progress, its
-/// SHA-256 checked against the manifest, and cached.
+/// A site model: from OPFS when it holds this version (named by its SHA-256), else downloaded by
+/// the engine worker, which checks the SHA-256 against the manifest and keeps the file in OPFS as
+/// it arrives.
 pub async fn load_site(s: State, m: SiteModel) {
-    let key = format!("models/{}", m.file);
     let cached = Remembered {
-        key: key.clone(),
+        key: format!("opfs:site-{}.safetensors", &m.sha256[..m.sha256.len().min(16)]),
         name: m.file.clone(),
         bytes: m.bytes,
         sha256: m.sha256.clone(),
@@ -130,29 +125,14 @@ pub async fn load_site(s: State, m: SiteModel) {
     if from_cache(s, &cached).await {
         return;
     }
-    let total = m.bytes;
-    s.model.set(ModelStatus::Downloading { name: m.file.clone(), received: 0.0, total });
-    let name = m.file.clone();
-    let bytes = match store::fetch_bytes(&key, move |received, len| {
-        let total = if len > 0.0 { len } else { total };
-        s.model.set(ModelStatus::Downloading { name: name.clone(), received, total });
-    })
-    .await
-    {
-        Ok(b) => b,
-        Err(e) => return refuse(s, &m.file, e),
+    s.model.set(ModelStatus::Downloading { name: m.file.clone(), received: 0.0, total: m.bytes });
+    let download = Download {
+        path: format!("models/{}", m.file),
+        bytes: m.bytes,
+        sha256: m.sha256.clone(),
+        keep_as: models::opfs_name(&cached.key).unwrap_or_default().to_string(),
     };
-    s.model.set(ModelStatus::Checking { name: m.file.clone() });
-    let sha = store::sha256_hex(&bytes).await.unwrap_or_default();
-    if sha != m.sha256 {
-        return refuse(
-            s,
-            &m.file,
-            format!("SHA-256 {sha} differs from models.json's {} (corrupt or replaced download)", m.sha256),
-        );
-    }
-    let r = Remembered { key, name: m.file, bytes: bytes.length() as f64, sha256: sha, from_site: true };
-    activate(s, r, Some(bytes), false).await;
+    activate(s, cached, Source::Download(download), false).await;
 }
 
 /// A model file the user picked or dropped: loaded if the engine accepts it, then cached.
@@ -161,7 +141,10 @@ pub async fn load_file(s: State, file: web_sys::File) {
     s.model.set(ModelStatus::Checking { name: name.clone() });
     let bytes = match store::file_bytes(&file).await {
         Ok(b) => b,
-        Err(e) => return refuse(s, &name, e),
+        Err(e) => {
+            refuse(s, &name, e);
+            return;
+        }
     };
     let sha = store::sha256_hex(&bytes).await.unwrap_or_default();
     let r = Remembered {
@@ -171,7 +154,7 @@ pub async fn load_file(s: State, file: web_sys::File) {
         sha256: sha,
         from_site: false,
     };
-    activate(s, r, Some(bytes), false).await;
+    activate(s, r, Source::Bytes(bytes), false).await;
 }
 
 /// A model of the device's list, loaded into the engine (a site model not kept any more is
@@ -188,51 +171,87 @@ pub async fn load_kept(s: State, e: ModelEntry) {
         return use_site_model(s).await;
     }
     if models::model_exists(&e.key).await {
-        activate(s, r, None, true).await;
+        activate(s, r, Source::Kept, true).await;
     } else {
         refuse(s, &e.name, "it is no longer on this device".into());
     }
 }
 
-/// Loads a model into the worker: `bytes` sent to it, or with `None`, the file kept under `key`
-/// in OPFS, which the worker reads itself.
-async fn load_into(engine: &Engine, key: &str, bytes: Option<Uint8Array>) -> Result<Reply, String> {
-    let opfs_file = if bytes.is_none() { models::opfs_name(key).map(str::to_string) } else { None };
-    if bytes.is_none() && opfs_file.is_none() {
-        return Err("the model file is not kept on this device".into());
-    }
-    let req = Request::Load { prefer_gpu: prefer_gpu(), opfs_file };
-    Ok(engine.call_watched(&req, bytes, LOAD_LIMIT_MS).await.map_err(String::from)?.reply)
+/// Where the worker gets a model from.
+enum Source {
+    /// Bytes sent to it (a dropped file, kept in OPFS once it loads).
+    Bytes(Uint8Array),
+    /// The file kept under the model's key in OPFS, which the worker reads itself.
+    Kept,
+    /// The site's model, which the worker downloads and keeps.
+    Download(Download),
 }
 
-fn refuse(s: State, name: &str, error: String) {
+/// Loads a model into the worker, showing a download's progress.
+async fn load_into(s: State, engine: &Engine, r: &Remembered, source: Source) -> Result<Reply, String> {
+    let (req, payload) = match source {
+        Source::Bytes(b) => (Request::Load { prefer_gpu: prefer_gpu(), opfs_file: None, download: None }, Some(b)),
+        Source::Kept => {
+            let name = models::opfs_name(&r.key).ok_or("the model file is not kept on this device")?;
+            (Request::Load { prefer_gpu: prefer_gpu(), opfs_file: Some(name.into()), download: None }, None)
+        }
+        Source::Download(d) => {
+            let req = Request::Load { prefer_gpu: prefer_gpu(), opfs_file: None, download: Some(d) };
+            let name = r.name.clone();
+            let shown = move |reply| {
+                if let Reply::LoadProgress { received, total } = reply {
+                    s.model.set(if received >= total {
+                        ModelStatus::Loading { name: name.clone() }
+                    } else {
+                        ModelStatus::Downloading { name: name.clone(), received, total }
+                    });
+                }
+            };
+            let answer = engine.call_reporting(&req, LOAD_LIMIT_MS, shown).await.map_err(String::from)?;
+            return Ok(answer.reply);
+        }
+    };
+    Ok(engine.call_watched(&req, payload, LOAD_LIMIT_MS).await.map_err(String::from)?.reply)
+}
+
+/// Shows why a model was not loaded (the one in use stays); false, for `activate`.
+fn refuse(s: State, name: &str, error: String) -> bool {
     let previous = s.in_use.get_untracked();
     s.model.set(ModelStatus::Refused { name: name.to_string(), error, previous });
+    false
 }
 
-/// Sends the bytes to the worker (none: it reads the file kept in OPFS); on success keeps them
-/// (when they came from elsewhere), remembers the choice and starts indexing what is queued.
-async fn activate(s: State, r: Remembered, bytes: Option<Uint8Array>, from_cache: bool) {
-    s.model.set(ModelStatus::Loading { name: r.name.clone() });
-    // The worker takes the bytes; keep a copy only when they are not kept yet.
-    let to_cache = if from_cache { None } else { bytes.as_ref().map(|b| Uint8Array::new(b)) };
+/// Loads the model into the worker; on success keeps dropped bytes, remembers the choice and
+/// starts indexing what is queued. Whether it loaded.
+async fn activate(s: State, r: Remembered, source: Source, from_cache: bool) -> bool {
+    if !matches!(source, Source::Download(_)) {
+        s.model.set(ModelStatus::Loading { name: r.name.clone() });
+    }
+    // The worker takes the bytes; a copy is kept for OPFS.
+    let to_keep = match &source {
+        Source::Bytes(b) => Some(Uint8Array::new(b)),
+        _ => None,
+    };
     let engine = match engine().await {
         Ok(e) => e,
         Err(e) => return refuse(s, &r.name, e),
     };
-    let reply = match load_into(&engine, &r.key, bytes).await {
+    let reply = match load_into(s, &engine, &r, source).await {
         Ok(a) => a,
         Err(e) => return refuse(s, &r.name, e),
     };
-    let Reply::Loaded { backend, on_gpu, gpu_error, content_hash, dim, weights, image_size } = reply else {
+    let Reply::Loaded { backend, on_gpu, gpu_error, content_hash, dim, weights, image_size, memory } = reply else {
         return refuse(s, &r.name, "unexpected reply from the engine".into());
     };
-    if let Some(copy) = to_cache {
+    if let Some(copy) = to_keep {
         if let Err(e) = models::keep_model(&r.key, &copy).await {
             web_sys::console::warn_1(&format!("brivl: model not kept: {e}").into());
         }
     }
     remember(&r);
+    if r.from_site {
+        models::drop_older_site_copies(&r.name, &r.key).await;
+    }
     let demo = r.from_site && models::is_demo(&r.name);
     let origin = if r.from_site {
         "site"
@@ -265,10 +284,12 @@ async fn activate(s: State, r: Remembered, bytes: Option<Uint8Array>, from_cache
         cache_key: r.key,
         from_cache,
         demo,
+        worker_memory: memory,
     };
     s.in_use.set(Some(ready.clone()));
     s.model.set(ModelStatus::Ready(ready));
     indexer::adopt_model(s, id).await;
+    true
 }
 
 thread_local! {
@@ -277,8 +298,8 @@ thread_local! {
 }
 
 /// The engine worker with the model in use loaded. A worker that died was restarted by
-/// `engine()`; the model goes into the new one again from Cache Storage (where every model in use
-/// is kept), so indexing and search go on.
+/// `engine()`; the model goes into the new one again from OPFS (where every model in use is
+/// kept), so indexing and search go on.
 pub async fn ready_engine(s: State) -> Result<Rc<Engine>, String> {
     let lock = RELOADING.with(Rc::clone);
     let _guard = lock.lock().await;
@@ -293,16 +314,17 @@ pub async fn ready_engine(s: State) -> Result<Rc<Engine>, String> {
         s.model.set(ModelStatus::Refused { name: m.name.clone(), error: error.clone(), previous: None });
         error
     };
-    let bytes = if models::opfs_name(&m.cache_key).is_some() {
-        None
-    } else {
-        match models::model_bytes(&m.cache_key).await {
-            Ok(Some(b)) => Some(b),
-            Ok(None) => return Err(lost("it is no longer in this browser's cache; load it again".into())),
-            Err(err) => return Err(lost(err)),
-        }
+    if !models::model_exists(&m.cache_key).await {
+        return Err(lost("it is no longer on this device; load it again".into()));
+    }
+    let r = Remembered {
+        key: m.cache_key.clone(),
+        name: m.name.clone(),
+        bytes: m.bytes,
+        sha256: String::new(),
+        from_site: false,
     };
-    let reply = load_into(&e, &m.cache_key, bytes).await.map_err(lost)?;
+    let reply = load_into(s, &e, &r, Source::Kept).await.map_err(lost)?;
     match reply {
         Reply::Loaded { content_hash, dim, .. } if (ModelId { hash: content_hash.clone(), dim }) == m.id() => {
             *e.loaded.borrow_mut() = Some(m.id());

@@ -1,7 +1,7 @@
 //! The models this device keeps, and converting the released checkpoint in the page.
 //!
 //! Converted and dropped models are files in the origin private file system (`app/web/js/opfs.js`;
-//! key `opfs:<file>`); the site's model in use is in Cache Storage (`app/web/js/store.js`). The
+//! key `opfs:<file>`), the site's model in use too (`site-<SHA-256 prefix>.safetensors`). The
 //! list (name, size, weight format, image size, embedding width, origin) is kept in localStorage.
 //! A conversion runs in a worker of its own (`crate::convert_worker`), so cancelling it is
 //! terminating that worker; its partial file is then removed.
@@ -19,7 +19,7 @@ use wasm_bindgen::JsCast;
 use web_sys::{MessageEvent, Worker, WorkerOptions, WorkerType};
 
 use super::state::{format_bytes, format_duration, now_ms, State};
-use super::store::{self, js_err, wait, JsResult};
+use super::store::{js_err, wait, JsResult};
 use crate::i18n::Key;
 use crate::protocol::{ConvertOptions, Reply, Request};
 
@@ -39,7 +39,8 @@ extern "C" {
     fn request_persist_js() -> Promise;
 }
 
-/// Where a model file is kept: `opfs:<file>`, or a Cache Storage path.
+/// Where a model file is kept: `opfs:<file>` (other keys are Cache Storage paths of older
+/// versions, no longer kept).
 pub fn opfs_name(key: &str) -> Option<&str> {
     key.strip_prefix("opfs:")
 }
@@ -48,33 +49,21 @@ pub fn opfs_name(key: &str) -> Option<&str> {
 pub async fn model_exists(key: &str) -> bool {
     match opfs_name(key) {
         Some(name) => wait(opfs_exists_js(name)).await.ok().and_then(|v| v.as_bool()).unwrap_or(false),
-        None => matches!(store::cache_get(key).await, Ok(Some(_))),
+        None => false,
     }
 }
 
-/// The site's model file kept under Cache Storage path `key`, or `None` (the engine worker reads
-/// the others from OPFS itself).
-pub async fn model_bytes(key: &str) -> JsResult<Option<Uint8Array>> {
-    store::cache_get(key).await
-}
-
-/// Keeps `bytes` under `key` (the site's model in Cache Storage, any other in OPFS).
+/// Keeps `bytes` (a dropped model) under `key` in OPFS.
 pub async fn keep_model(key: &str, bytes: &Uint8Array) -> JsResult<()> {
-    match opfs_name(key) {
-        Some(name) => wait(opfs_put_js(
-            name,
-            &web_sys::Blob::new_with_u8_array_sequence(&Array::of1(bytes)).map_err(js_err)?.into(),
-        ))
-        .await
-        .map(|_| ()),
-        None => store::cache_put(key, bytes).await,
-    }
+    let name = opfs_name(key).ok_or_else(|| format!("{key}: not a private file system key"))?;
+    let blob = web_sys::Blob::new_with_u8_array_sequence(&Array::of1(bytes)).map_err(js_err)?;
+    wait(opfs_put_js(name, &blob.into())).await.map(|_| ())
 }
 
-async fn delete_model_file(key: &str) -> JsResult<()> {
+pub async fn delete_model_file(key: &str) -> JsResult<()> {
     match opfs_name(key) {
         Some(name) => wait(opfs_delete_js(name)).await.map(|_| ()),
-        None => store::cache_delete(key).await,
+        None => Ok(()),
     }
 }
 
@@ -133,6 +122,20 @@ pub fn upsert(e: ModelEntry) {
         None => list.push(e),
     }
     publish(list);
+}
+
+/// Forgets the other copies of site model `name` (an older version, or an entry of an older
+/// release kept elsewhere), so the device keeps one: `key`'s.
+pub async fn drop_older_site_copies(name: &str, key: &str) {
+    let (older, kept): (Vec<_>, Vec<_>) =
+        entries().into_iter().partition(|e| e.origin == "site" && e.name == name && e.key != key);
+    for e in &older {
+        let _ = delete_model_file(&e.key).await;
+    }
+    if !older.is_empty() {
+        publish(kept);
+        refresh_storage();
+    }
 }
 
 /// Whether the site's model `file` is the demo model (its name says so: `brivl-demo-*`).

@@ -43,11 +43,13 @@ pub struct ReadyModel {
     pub hash: String,
     /// Embedding width.
     pub dim: usize,
-    /// Where Cache Storage keeps the file (the model is loaded from there into a restarted worker).
+    /// Where the file is kept (`opfs:<file>`; the model is loaded from there into a restarted worker).
     pub cache_key: String,
     pub from_cache: bool,
     /// The site's demo model: the demo album is offered with it only.
     pub demo: bool,
+    /// The engine worker's WebAssembly memory once loaded (bytes; it only grows).
+    pub worker_memory: f64,
 }
 
 impl ReadyModel {

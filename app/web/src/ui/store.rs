@@ -1,4 +1,4 @@
-//! Bindings to `app/web/js/store.js`: IndexedDB (the index), Cache Storage (model files), folder
+//! Bindings to `app/web/js/store.js`: IndexedDB (the index), folder
 //! handles and traversal, hashing, which are plainest in the browser's own promise APIs.
 
 use brivl_core::model_id::ModelId;
@@ -58,12 +58,8 @@ extern "C" {
     fn set_meta_js(key: &str, value: &JsValue) -> Promise;
     #[wasm_bindgen(js_name = fillSynthetic)]
     pub fn fill_synthetic_js(n: u32, model: &str, dim: u32, make: &Function, thumb: &Uint8Array) -> Promise;
-    #[wasm_bindgen(js_name = cacheGet)]
-    fn cache_get_js(key: &str) -> Promise;
-    #[wasm_bindgen(js_name = cachePut)]
-    fn cache_put_js(key: &str, bytes: &Uint8Array) -> Promise;
-    #[wasm_bindgen(js_name = cacheDelete)]
-    fn cache_delete_js(key: &str) -> Promise;
+    #[wasm_bindgen(js_name = dropOldModelCache)]
+    pub fn drop_old_model_cache() -> Promise;
     #[wasm_bindgen(js_name = fetchBytes)]
     fn fetch_bytes_js(path: &str, on_progress: &Function) -> Promise;
     #[wasm_bindgen(js_name = fetchText)]
@@ -367,20 +363,6 @@ pub async fn delete_meta(key: &str) -> JsResult<()> {
     wait(set_meta_js(key, &JsValue::NULL)).await.map(drop)
 }
 
-pub async fn cache_get(key: &str) -> JsResult<Option<Uint8Array>> {
-    let r = wait(cache_get_js(key)).await?;
-    Ok(if r.is_null() { None } else { Some(r.unchecked_into()) })
-}
-
-pub async fn cache_put(key: &str, bytes: &Uint8Array) -> JsResult<()> {
-    wait(cache_put_js(key, bytes)).await.map(drop)
-}
-
-pub async fn cache_delete(key: &str) -> JsResult<()> {
-    wait(cache_delete_js(key)).await.map(drop)
-}
-
-/// GETs a same-origin path, calling `progress(received, total)` as bytes arrive.
 pub async fn fetch_bytes(path: &str, progress: impl FnMut(f64, f64) + 'static) -> JsResult<Uint8Array> {
     let cb = Closure::<dyn FnMut(f64, f64)>::new(progress);
     let r = wait(fetch_bytes_js(path, cb.as_ref().unchecked_ref())).await;
