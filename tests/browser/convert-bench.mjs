@@ -14,7 +14,10 @@
 //
 // Then the browser is started again on the same profile, once on the CPU path and once on WebGPU
 // (SwiftShader): the converted model loads from OPFS (read in slices by the engine worker, hashed
-// on the way); printed: the time to a ready model and the worker's WebAssembly memory.
+// on the way); printed: the time to a ready model and the worker's WebAssembly memory. Last, the
+// converted model is made the site's model (models/models.json) and a fresh profile opens the page
+// on each path: the engine worker downloads it into OPFS, checking its SHA-256 and content hash as
+// it arrives; the same figures are printed.
 
 import { execFileSync } from "node:child_process";
 import crypto from "node:crypto";
@@ -91,7 +94,7 @@ const site = path.join(work, "site");
 fs.cpSync(DIST, site, { recursive: true });
 const { server, url } = await serve(site);
 // A profile on disk, as a user's: an incognito context (playwright's default) keeps OPFS in memory.
-const launch = (flags) => chromium.launchPersistentContext(path.join(work, "profile"), {
+const launch = (flags, profile = "profile") => chromium.launchPersistentContext(path.join(work, profile), {
   executablePath: CHROMIUM,
   headless: true,
   args: ["--no-sandbox", "--no-first-run", ...flags],
@@ -156,18 +159,26 @@ try {
   }
   if (sha !== nativeSha) process.exitCode = 1;
 
-  // The converted model loads from OPFS after a restart, on each path.
-  for (const [mode, flags] of [["CPU path", CPU_FLAGS], ["WebGPU (SwiftShader)", GPU_FLAGS]]) {
+  // The converted model loads from OPFS after a restart, on each path; then, as the site's model,
+  // it is downloaded by a fresh profile.
+  const runs = [["CPU path", CPU_FLAGS, "profile", "yes"], ["WebGPU (SwiftShader)", GPU_FLAGS, "profile", "yes"],
+    ["downloaded, CPU path", CPU_FLAGS, "fresh-cpu", "no"], ["downloaded, WebGPU (SwiftShader)", GPU_FLAGS, "fresh-gpu", "no"]];
+  for (const [mode, flags, profile, fromCache] of runs) {
+    if (profile.startsWith("fresh") && !fs.existsSync(path.join(site, "models", "bench.safetensors"))) {
+      fs.copyFileSync(NATIVE, path.join(site, "models", "bench.safetensors"));
+      fs.writeFileSync(path.join(site, "models", "models.json"),
+        JSON.stringify({ models: [{ file: "bench.safetensors", bytes: fs.statSync(NATIVE).size, sha256: nativeSha }] }));
+    }
     await browser.close();
-    browser = await launch(flags);
+    browser = await launch(flags, profile);
     const p = await browser.newPage();
     const t1 = Date.now();
     await p.goto(url);
-    await p.waitForSelector('#model-status[data-state="ready"] #model-name[data-from-cache="yes"]', { timeout: 600_000 });
+    await p.waitForSelector(`#model-status[data-state="ready"] #model-name[data-from-cache="${fromCache}"]`, { timeout: 600_000 });
     const secs = (Date.now() - t1) / 1000;
     const memory = Number(await p.getAttribute("#model-name", "data-worker-memory"));
     const status = (await p.textContent("#model-status")).replace(/\s+/g, " ").trim();
-    console.log(`${mode}: page opened to model ready from OPFS in ${secs.toFixed(1)} s; ` +
+    console.log(`${mode}: page opened to model ready${fromCache === "yes" ? " from OPFS" : ""} in ${secs.toFixed(1)} s; ` +
       `the engine worker's WebAssembly memory ${mb(memory)} MB for a ${mb(size)} MB file (${status.slice(0, 120)})`);
   }
 } finally {
