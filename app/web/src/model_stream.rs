@@ -78,12 +78,13 @@ async fn download_into(
     if !response.ok() {
         return Err(format!("{}: HTTP {}", d.path, response.status()));
     }
-    let declared = response.headers().get("content-length").ok().flatten().and_then(|v| v.trim().parse::<u64>().ok());
-    let total = declared.map_or(d.bytes, |n| n as f64);
+    // The manifest's size bounds the download (and is its progress' total): Content-Length may
+    // be the compressed size, where a host compresses the file on the way.
+    let total = d.bytes;
     let body = response.body().ok_or_else(|| format!("{}: the response has no body", d.path))?;
     let reader: ReadableStreamDefaultReader = body.get_reader().unchecked_into();
     let mut out = OpfsFile::create(root, &d.keep_as, created).await?;
-    let mut stream = ModelStream::new(declared.unwrap_or(u64::MAX));
+    let mut stream = ModelStream::new(d.bytes as u64);
     let mut sha = Sha256::new();
     let mut reported = 0.0;
     loop {
