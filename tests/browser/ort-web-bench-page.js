@@ -64,7 +64,7 @@ window.benchBrivl = async ({ gpu, modelUrl, photoUrl, text, repeats, thumbSize }
     await w.ready;
     const model = new Uint8Array(await (await fetch(modelUrl)).arrayBuffer());
     const t0 = performance.now();
-    const { reply: loaded } = await w.request({ op: "load", prefer_gpu: gpu }, [model]);
+    const { reply: loaded } = await w.request({ op: "load", prefer_gpu: gpu, from: "payload" }, [model]);
     const loadMs = performance.now() - t0;
     if (loaded.on_gpu !== gpu) throw new Error(`asked for ${gpu ? "WebGPU" : "the CPU path"}, got ${loaded.backend} (${loaded.gpu_error})`);
     const photo = new Uint8Array(await (await fetch(photoUrl)).arrayBuffer());

@@ -739,28 +739,11 @@ export async function dropOldModelCache() {
   if ("caches" in self) await caches.delete("brivl-models-v1");
 }
 
-// GETs a same-origin path as bytes, calling onProgress(received, total) as chunks arrive.
-export async function fetchBytes(path, onProgress) {
+// GETs a same-origin path as bytes.
+export async function fetchBytes(path) {
   const r = await fetch(path, { cache: "no-cache" });
   if (!r.ok) throw new Error(`${path}: HTTP ${r.status}`);
-  const total = Number(r.headers.get("content-length")) || 0;
-  const reader = r.body.getReader();
-  const chunks = [];
-  let received = 0;
-  for (;;) {
-    const { done: end, value } = await reader.read();
-    if (end) break;
-    chunks.push(value);
-    received += value.length;
-    onProgress(received, total);
-  }
-  const out = new Uint8Array(received);
-  let at = 0;
-  for (const c of chunks) {
-    out.set(c, at);
-    at += c.length;
-  }
-  return out;
+  return new Uint8Array(await r.arrayBuffer());
 }
 
 export async function fetchText(path) {

@@ -8,15 +8,10 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Request {
-    /// Payload: the model file's bytes; or none, with `opfs_file` (the worker reads that file of
-    /// the origin private file system itself) or `download` (the worker fetches the site's model,
-    /// replying `LoadProgress` on the way). `prefer_gpu: false` runs the CPU path.
+    /// Loads the model from `from`. `prefer_gpu: false` runs the CPU path.
     Load {
         prefer_gpu: bool,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        opfs_file: Option<String>,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        download: Option<Download>,
+        from: LoadFrom,
     },
     /// Payloads: the files' bytes, one per photo. Embedded as one batch; replies with each
     /// photo's embedding and a JPEG thumbnail whose longer side is at most `thumb_size`.
@@ -33,6 +28,18 @@ pub enum Request {
     /// To a worker of its own (terminated to cancel). Payload: the checkpoint `File` (not bytes:
     /// the worker reads it in slices). Replies `ConvertProgress` (any number), then `Converted`.
     Convert(ConvertOptions),
+}
+
+/// Where the engine worker gets a model file.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LoadFrom {
+    /// The request's payload: the file's bytes.
+    Payload,
+    /// This file of the origin private file system, read by the worker itself.
+    Opfs { file: String },
+    /// The site's model, fetched by the worker (replying `LoadProgress` on the way).
+    Download(Download),
 }
 
 /// The site's model, for the worker to fetch from `path` (size and SHA-256 from `models.json`)
@@ -235,12 +242,11 @@ mod tests {
     #[test]
     fn messages_round_trip_through_json() {
         let msgs = [
-            Request::Load { prefer_gpu: true, opfs_file: None, download: None },
-            Request::Load { prefer_gpu: false, opfs_file: Some("converted-1-q8.safetensors".into()), download: None },
+            Request::Load { prefer_gpu: true, from: LoadFrom::Payload },
+            Request::Load { prefer_gpu: false, from: LoadFrom::Opfs { file: "converted-1-q8.safetensors".into() } },
             Request::Load {
                 prefer_gpu: true,
-                opfs_file: None,
-                download: Some(Download {
+                from: LoadFrom::Download(Download {
                     path: "models/m.safetensors".into(),
                     bytes: 5.0,
                     sha256: "ab".into(),

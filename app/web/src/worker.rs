@@ -15,7 +15,7 @@ use wasm_bindgen::JsCast;
 use web_sys::{DedicatedWorkerGlobalScope, MessageEvent};
 
 use crate::model_stream;
-use crate::protocol::{PhotoResult, Reply, Request, TestFault};
+use crate::protocol::{LoadFrom, PhotoResult, Reply, Request, TestFault};
 
 pub fn start() {
     // A panic is logged, then told to the UI (which restarts the worker) before the wasm traps.
@@ -99,12 +99,12 @@ async fn handle(
     match req {
         // Taken by `convert_request` before it gets here.
         Request::Convert(_) => failed("a conversion request without its file".into()),
-        Request::Load { prefer_gpu, opfs_file, download } => {
+        Request::Load { prefer_gpu, from } => {
             let scope: DedicatedWorkerGlobalScope = js_sys::global().unchecked_into();
-            let file = match (download, opfs_file) {
-                (Some(d), _) => model_stream::download(&scope, &d, progress).await,
-                (None, Some(name)) => model_stream::read_opfs(&scope, &name).await,
-                (None, None) => {
+            let file = match from {
+                LoadFrom::Download(d) => model_stream::download(&scope, &d, progress).await,
+                LoadFrom::Opfs { file } => model_stream::read_opfs(&scope, &file).await,
+                LoadFrom::Payload => {
                     ModelFile::parse_owned(payloads.into_iter().next().unwrap_or_default()).map_err(|e| e.to_string())
                 }
             };

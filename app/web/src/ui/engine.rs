@@ -344,10 +344,11 @@ impl Engine {
     pub async fn call_reporting(
         &self,
         req: &Request,
+        payload: Option<Uint8Array>,
         limit_ms: Option<f64>,
         progress: impl Fn(Reply) + 'static,
     ) -> Result<Answer, CallError> {
-        self.link.call_reporting(req, vec![], limit_ms, Some(Box::new(progress))).await
+        self.link.call_reporting(req, payload.into_iter().collect(), limit_ms, Some(Box::new(progress))).await
     }
 
     /// As `call_watched`, with several payloads (a batch of photos).

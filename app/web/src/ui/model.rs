@@ -15,7 +15,7 @@ use super::engine::{engine, Engine};
 use super::models::{self, ModelEntry};
 use super::state::{ModelStatus, ReadyModel, State};
 use super::{indexer, store};
-use crate::protocol::{Download, Reply, Request};
+use crate::protocol::{Download, LoadFrom, Reply, Request};
 
 /// A worker that has not loaded a model after this long is taken as stuck (stopped, the load
 /// refused with the reason): generous, since the full-size model's pipelines compile on a slow
@@ -189,29 +189,26 @@ enum Source {
 
 /// Loads a model into the worker, showing a download's progress.
 async fn load_into(s: State, engine: &Engine, r: &Remembered, source: Source) -> Result<Reply, String> {
-    let (req, payload) = match source {
-        Source::Bytes(b) => (Request::Load { prefer_gpu: prefer_gpu(), opfs_file: None, download: None }, Some(b)),
+    let (from, payload) = match source {
+        Source::Bytes(b) => (LoadFrom::Payload, Some(b)),
         Source::Kept => {
             let name = models::opfs_name(&r.key).ok_or("the model file is not kept on this device")?;
-            (Request::Load { prefer_gpu: prefer_gpu(), opfs_file: Some(name.into()), download: None }, None)
+            (LoadFrom::Opfs { file: name.into() }, None)
         }
-        Source::Download(d) => {
-            let req = Request::Load { prefer_gpu: prefer_gpu(), opfs_file: None, download: Some(d) };
-            let name = r.name.clone();
-            let shown = move |reply| {
-                if let Reply::LoadProgress { received, total } = reply {
-                    s.model.set(if received >= total {
-                        ModelStatus::Loading { name: name.clone() }
-                    } else {
-                        ModelStatus::Downloading { name: name.clone(), received, total }
-                    });
-                }
-            };
-            let answer = engine.call_reporting(&req, LOAD_LIMIT_MS, shown).await.map_err(String::from)?;
-            return Ok(answer.reply);
+        Source::Download(d) => (LoadFrom::Download(d), None),
+    };
+    let req = Request::Load { prefer_gpu: prefer_gpu(), from };
+    let name = r.name.clone();
+    let shown = move |reply| {
+        if let Reply::LoadProgress { received, total } = reply {
+            s.model.set(if received >= total {
+                ModelStatus::Loading { name: name.clone() }
+            } else {
+                ModelStatus::Downloading { name: name.clone(), received, total }
+            });
         }
     };
-    Ok(engine.call_watched(&req, payload, LOAD_LIMIT_MS).await.map_err(String::from)?.reply)
+    Ok(engine.call_reporting(&req, payload, LOAD_LIMIT_MS, shown).await.map_err(String::from)?.reply)
 }
 
 /// Shows why a model was not loaded (the one in use stays); false, for `activate`.

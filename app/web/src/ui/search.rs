@@ -19,7 +19,7 @@ thread_local! {
 
 /// Fetches the site's `en-zh.tsv`; until it is loaded (or if it fails), queries are used as typed.
 pub async fn load_dictionary(s: State) {
-    match super::store::fetch_bytes("en-zh.tsv", |_, _| {}).await {
+    match super::store::fetch_bytes("en-zh.tsv").await {
         Ok(bytes) => match Dictionary::from_bytes(&bytes.to_vec()) {
             Ok(d) => {
                 DICTIONARY.with(|cell| *cell.borrow_mut() = Some(d));

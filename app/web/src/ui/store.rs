@@ -61,7 +61,7 @@ extern "C" {
     #[wasm_bindgen(js_name = dropOldModelCache)]
     pub fn drop_old_model_cache() -> Promise;
     #[wasm_bindgen(js_name = fetchBytes)]
-    fn fetch_bytes_js(path: &str, on_progress: &Function) -> Promise;
+    fn fetch_bytes_js(path: &str) -> Promise;
     #[wasm_bindgen(js_name = fetchText)]
     fn fetch_text_js(path: &str) -> Promise;
     #[wasm_bindgen(js_name = demoFiles)]
@@ -363,11 +363,9 @@ pub async fn delete_meta(key: &str) -> JsResult<()> {
     wait(set_meta_js(key, &JsValue::NULL)).await.map(drop)
 }
 
-pub async fn fetch_bytes(path: &str, progress: impl FnMut(f64, f64) + 'static) -> JsResult<Uint8Array> {
-    let cb = Closure::<dyn FnMut(f64, f64)>::new(progress);
-    let r = wait(fetch_bytes_js(path, cb.as_ref().unchecked_ref())).await;
-    drop(cb);
-    Ok(r?.unchecked_into())
+/// GETs a same-origin path as bytes.
+pub async fn fetch_bytes(path: &str) -> JsResult<Uint8Array> {
+    Ok(wait(fetch_bytes_js(path)).await?.unchecked_into())
 }
 
 pub async fn fetch_text(path: &str) -> JsResult<String> {
