@@ -6,7 +6,7 @@ use std::future::Future;
 
 use crate::cpu::gemm::{PanelMatrix, Rhs};
 use crate::ops::{
-    attention, conv2d, depthwise, elementwise, embedding, grid_sample, l2_norm, layer_norm, masked_mean, matmul,
+    attention, conv2d, depthwise, embedding, grid_sample, l2_norm, layer_norm, masked_mean, matmul,
     preprocess::{self, Normalize, Photo},
     squeeze_excite::{self, SeWeights},
     Activation, Meta,
@@ -71,15 +71,7 @@ pub trait Backend {
         stride: usize,
         act: Activation,
     ) -> Result<Self::Tensor>;
-    fn depthwise(
-        &mut self,
-        x: &Self::Tensor,
-        w: &Self::Weight,
-        b: Option<&Self::Weight>,
-        stride: usize,
-        act: Activation,
-    ) -> Result<Self::Tensor>;
-    /// [`Backend::depthwise`]'s output and squeeze-excite's gate of it, `[B, C]`.
+    /// A depthwise conv's output and squeeze-excite's gate of it, `[B, C]`.
     fn depthwise_se(
         &mut self,
         x: &Self::Tensor,
@@ -89,7 +81,6 @@ pub trait Backend {
         act: Activation,
         se: SeWeights<'_, Self::Weight>,
     ) -> Result<(Self::Tensor, Self::Tensor)>;
-    fn add(&mut self, a: &Self::Tensor, b: &Self::Tensor) -> Result<Self::Tensor>;
     fn grid_sample(&mut self, x: &Self::Tensor, thetas: &Self::Weight, grid: usize) -> Result<Self::Tensor>;
     fn masked_mean(&mut self, x: &Self::Tensor, mask: Option<&Self::Tensor>) -> Result<Self::Tensor>;
     fn l2_normalize(&mut self, x: &Self::Tensor) -> Result<Self::Tensor>;
@@ -212,18 +203,6 @@ impl Backend for GpuBackend {
         self.count(cost::conv(y.shape(), w.shape()));
         Ok(y)
     }
-    fn depthwise(
-        &mut self,
-        x: &Tensor,
-        w: &Tensor,
-        b: Option<&Tensor>,
-        stride: usize,
-        act: Activation,
-    ) -> Result<Tensor> {
-        let y = depthwise::depthwise(&mut self.pass, x, w, b, stride, act)?;
-        self.count(cost::conv(y.shape(), w.shape()));
-        Ok(y)
-    }
     fn depthwise_se(
         &mut self,
         x: &Tensor,
@@ -240,9 +219,6 @@ impl Backend for GpuBackend {
         self.count(cost::conv(y.shape(), w.shape()));
         let gate = squeeze_excite::se_gate(&mut self.pass, &y, &partial, se)?;
         Ok((y, gate))
-    }
-    fn add(&mut self, a: &Tensor, b: &Tensor) -> Result<Tensor> {
-        elementwise::add(&mut self.pass, a, b)
     }
     fn grid_sample(&mut self, x: &Tensor, thetas: &Tensor, grid: usize) -> Result<Tensor> {
         grid_sample::grid_sample(&mut self.pass, x, thetas, grid)
@@ -441,12 +417,10 @@ impl Backend for CpuBackend {
             b.map(CpuWeight::meta),
             residual.map(CpuTensor::meta),
         )?;
-        let gated = CpuTensor::new(x.shape.clone(), matmul::apply_gate_cpu(x.f32()?, gate.f32()?, g.k, rows));
-        let y = self.linear(&gated, w, b, Activation::None)?;
-        match residual {
-            Some(r) => self.add(&y, r),
-            None => Ok(y),
-        }
+        let (b, residual) = (b.map(CpuWeight::f32).transpose()?, residual.map(CpuTensor::f32).transpose()?);
+        let y = matmul::gated_linear_cpu(x.f32()?, gate.f32()?, rows, w.rhs(), b, g.k, residual);
+        self.flops += cost::linear(&g.out_shape, g.k);
+        Ok(CpuTensor::new(g.out_shape, y))
     }
     fn conv2d(
         &mut self,
@@ -461,19 +435,6 @@ impl Backend for CpuBackend {
         self.flops += cost::conv(&g.out_shape(), &w.shape);
         Ok(CpuTensor::new(g.out_shape().to_vec(), y))
     }
-    fn depthwise(
-        &mut self,
-        x: &CpuTensor,
-        w: &CpuWeight,
-        b: Option<&CpuWeight>,
-        stride: usize,
-        act: Activation,
-    ) -> Result<CpuTensor> {
-        let g = depthwise::check(x.meta(), w.meta(), b.map(CpuWeight::meta), stride)?;
-        let y = depthwise::depthwise_cpu(x.f32()?, w.f32()?, b.map(CpuWeight::f32).transpose()?, &g, act);
-        self.flops += cost::conv(&g.out_shape(), &w.shape);
-        Ok(CpuTensor::new(g.out_shape().to_vec(), y))
-    }
     fn depthwise_se(
         &mut self,
         x: &CpuTensor,
@@ -485,13 +446,12 @@ impl Backend for CpuBackend {
     ) -> Result<(CpuTensor, CpuTensor)> {
         let se_metas = [se.w1.meta(), se.b1.meta(), se.w2.meta(), se.b2.meta()];
         let g = squeeze_excite::check_depthwise_se(x.meta(), w.meta(), b.map(CpuWeight::meta), stride, se_metas)?;
-        let y = self.depthwise(x, w, b, stride, act)?;
-        let gate = squeeze_excite::se_gate_cpu(y.f32()?, &g, se.w1.rhs(), se.b1.f32()?, se.w2.rhs(), se.b2.f32()?);
-        Ok((y, CpuTensor::new(vec![g.b, g.c], gate)))
-    }
-    fn add(&mut self, a: &CpuTensor, b: &CpuTensor) -> Result<CpuTensor> {
-        elementwise::check(a.meta(), b.meta())?;
-        Ok(CpuTensor::new(a.shape.clone(), elementwise::add_cpu(a.f32()?, b.f32()?)))
+        let dw = depthwise::check(x.meta(), w.meta(), b.map(CpuWeight::meta), stride)?;
+        let bias = b.map(CpuWeight::f32).transpose()?;
+        let (y, means) = depthwise::depthwise_pooled_cpu(x.f32()?, w.f32()?, bias, &dw, act);
+        self.flops += cost::conv(&dw.out_shape(), &w.shape);
+        let gate = squeeze_excite::se_gate_from_means(&means, &g, se.w1.rhs(), se.b1.f32()?, se.w2.rhs(), se.b2.f32()?);
+        Ok((CpuTensor::new(dw.out_shape().to_vec(), y), CpuTensor::new(vec![g.b, g.c], gate)))
     }
     fn grid_sample(&mut self, x: &CpuTensor, thetas: &CpuWeight, grid: usize) -> Result<CpuTensor> {
         let g = grid_sample::check(x.meta(), thetas.meta(), grid)?;

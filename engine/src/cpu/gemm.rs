@@ -473,49 +473,56 @@ thread_local! {
     static TILE: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
-/// `y[M, N] = act(x[M, K] · wᵀ + bias)` at `level` (falls back to portable where the CPU lacks
-/// it). `x` has `m * k` values, `y` `m * n`, `bias` `n`; `w` is `[n, k]`.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn gemm(
-    level: Level,
-    x: &[f32],
-    k: usize,
-    w: Rhs,
-    n: usize,
-    bias: Option<&[f32]>,
-    act: Activation,
-    y: &mut [f32],
-) {
+/// What a GEMM does besides `x · wᵀ`, in the order applied.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Fused<'a> {
+    /// Per-image scales of the inputs: `gate[b * K + c]` multiplies input `c` of the `rows` rows
+    /// of image `b` (squeeze-excite's gate). Applied to the weight tile, once per image, instead
+    /// of to every activation (a pass over the largest tensors saved).
+    pub gate: Option<Gate<'a>>,
+    /// `n` values added to every row.
+    pub bias: Option<&'a [f32]>,
+    pub act: Activation,
+    /// `m * n` values added after the activation (a residual connection).
+    pub residual: Option<&'a [f32]>,
+}
+
+/// See [`Fused::gate`].
+#[derive(Clone, Copy)]
+pub(crate) struct Gate<'a> {
+    pub scales: &'a [f32],
+    pub rows: usize,
+}
+
+/// `y[M, N] = act(x[M, K] · wᵀ + bias)` (with `fused`'s gate and residual) at `level` (falls back
+/// to portable where the CPU lacks it). `x` has `m * k` values, `y` `m * n`; `w` is `[n, k]`.
+pub(crate) fn gemm(level: Level, x: &[f32], k: usize, w: Rhs, n: usize, fused: Fused, y: &mut [f32]) {
     let m = x.len().checked_div(k).unwrap_or(0);
-    assert!(y.len() == m * n && bias.is_none_or(|b| b.len() == n), "gemm: shapes checked by the op");
+    assert!(
+        y.len() == m * n
+            && fused.bias.is_none_or(|b| b.len() == n)
+            && fused.residual.is_none_or(|r| r.len() == m * n)
+            && fused.gate.is_none_or(|g| g.rows > 0 && g.scales.len() == m.div_ceil(g.rows) * k),
+        "gemm: shapes checked by the op"
+    );
     if m == 0 || n == 0 {
         return;
     }
     #[cfg(target_arch = "x86_64")]
     match level {
-        Level::Avx512 if level.supported() => return run::<Avx512>(level, x, m, k, w, n, bias, act, y),
-        Level::Avx2 if level.supported() => return run::<Avx2>(level, x, m, k, w, n, bias, act, y),
+        Level::Avx512 if level.supported() => return run::<Avx512>(level, x, m, k, w, n, fused, y),
+        Level::Avx2 if level.supported() => return run::<Avx2>(level, x, m, k, w, n, fused, y),
         _ => {}
     }
     #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
     if level == Level::Simd128 {
-        return run::<Simd128>(level, x, m, k, w, n, bias, act, y);
+        return run::<Simd128>(level, x, m, k, w, n, fused, y);
     }
-    run::<Portable>(Level::Portable, x, m, k, w, n, bias, act, y)
+    run::<Portable>(Level::Portable, x, m, k, w, n, fused, y)
 }
 
 #[allow(clippy::too_many_arguments)]
-fn run<K: Micro>(
-    level: Level,
-    x: &[f32],
-    m: usize,
-    k: usize,
-    w: Rhs,
-    n: usize,
-    bias: Option<&[f32]>,
-    act: Activation,
-    y: &mut [f32],
-) {
+fn run<K: Micro>(level: Level, x: &[f32], m: usize, k: usize, w: Rhs, n: usize, fused: Fused, y: &mut [f32]) {
     let (mr, nr) = (K::MR, K::NR);
     let tiles = n.div_ceil(nr);
     // Inputs per pass: the tile (KC x NR) stays in L1/L2 while a block of rows runs over it.
@@ -523,18 +530,22 @@ fn run<K: Micro>(
     // Rows per block: their KC inputs about 512 KiB (in L2 with the tile), at most 256 rows.
     // A tile is dequantised once per block, so large blocks make that cost small.
     let mc = ((512 << 10) / (4 * kc) / mr * mr).clamp(mr, 256 / mr * mr);
-    let blocks = m.div_ceil(mc);
+    // With a gate, blocks never span two images (each image's tile is scaled by its own gate).
+    let seg_rows = fused.gate.map_or(m, |g| g.rows.min(m));
+    let per_seg = seg_rows.div_ceil(mc);
+    let blocks = m.div_ceil(seg_rows) * per_seg;
     // Few row blocks: split the output channels too, so every thread has work.
     let want = 4 * parallel::threads();
     let splits = if blocks >= want { 1 } else { want.div_ceil(blocks).min(tiles) };
     let per = tiles.div_ceil(splits);
     let splits = tiles.div_ceil(per);
     let out = SharedOut(y.as_mut_ptr());
-    let epilogue = bias.is_some() || act != Activation::None;
+    let epilogue = fused.bias.is_some() || fused.act != Activation::None || fused.residual.is_some();
     parallel::for_each(blocks * splits, |t| {
         let out = &out;
-        let (m0, t0) = ((t / splits) * mc, (t % splits) * per);
-        let m1 = (m0 + mc).min(m);
+        let (seg, t0) = (t / splits / per_seg, (t % splits) * per);
+        let m0 = seg * seg_rows + (t / splits % per_seg) * mc;
+        let m1 = (m0 + mc).min((seg + 1) * seg_rows).min(m);
         TILE.with(|tile| {
             let mut tile = tile.borrow_mut();
             for tj in t0..(t0 + per).min(tiles) {
@@ -544,6 +555,19 @@ fn run<K: Micro>(
                     let kn = kc.min(k - k0);
                     tile.resize(kn * nr, 0.0);
                     fill(level, w, k, j0, k0, nr, &mut tile[..kn * nr]);
+                    if let Some(gate) = fused.gate {
+                        let scales = &gate.scales[seg * k + k0..][..kn];
+                        // Subnormal products become zeros (they add less than 1e-38 to any
+                        // sum): a gate that saturates towards 0 otherwise fills the tile with
+                        // subnormals, which x86 multiplies through microcode assists (2.5x slower
+                        // kernels on the random model).
+                        for (row, s) in tile.chunks_exact_mut(nr).zip(scales) {
+                            row.iter_mut().for_each(|v| {
+                                let p = *v * s;
+                                *v = if p.abs() < f32::MIN_POSITIVE { 0.0 } else { p };
+                            });
+                        }
+                    }
                     for i0 in (m0..m1).step_by(mr) {
                         let rows = mr.min(m1 - i0);
                         // SAFETY: rows i0..i0 + rows of x exist (i0 + rows <= m) with k0 + kn <= k
@@ -559,7 +583,10 @@ fn run<K: Micro>(
                     for r in m0..m1 {
                         // SAFETY: as above; the kernels are done with these rows.
                         let row = unsafe { std::slice::from_raw_parts_mut(out.0.add(r * n + j0), cols) };
-                        vector::bias_act(level, row, bias.map(|b| &b[j0..j0 + cols]), act);
+                        vector::bias_act(level, row, fused.bias.map(|b| &b[j0..j0 + cols]), fused.act);
+                        if let Some(res) = fused.residual {
+                            row.iter_mut().zip(&res[r * n + j0..][..cols]).for_each(|(y, r)| *y += r);
+                        }
                     }
                 }
             }
@@ -605,7 +632,7 @@ mod tests {
                     for act in [Activation::None, Activation::Gelu, Activation::Silu] {
                         let mut got = vec![f32::NAN; m * n];
                         let bias = (act != Activation::None).then_some(&b[..]);
-                        gemm(level, &x, k, rhs, n, bias, act, &mut got);
+                        gemm(level, &x, k, rhs, n, Fused { bias, act, ..Fused::default() }, &mut got);
                         let zeros = vec![0.0; n];
                         let want = reference(&x, &seen, bias.unwrap_or(&zeros), k, act);
                         let what = format!("{level:?} {m}x{k} by {n}x{k} {dtype:?} {act:?}");

@@ -1,8 +1,9 @@
 //! Activations fused into matmul and conv kernels. The WGSL side is in `shaders/common.wgsl`.
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[repr(u32)]
 pub enum Activation {
+    #[default]
     None = 0,
     Relu = 1,
     /// GELU in its exact erf form, as BERT uses it.

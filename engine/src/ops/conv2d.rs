@@ -2,7 +2,7 @@
 //! bias and activation. Kernel: `shaders/conv2d.wgsl`.
 //! Pointwise (1x1) convs should go through `matmul::linear` instead; this is for the stem.
 
-use crate::cpu::gemm::{gemm, Rhs};
+use crate::cpu::gemm::{gemm, Fused, Rhs};
 use crate::cpu::Level;
 use crate::error::ensure_shape;
 use crate::ops::{ensure_grid, ensure_u32, Activation, Meta};
@@ -186,7 +186,7 @@ pub(crate) fn conv2d_cpu(x: &[f32], w: &[f32], bias: Option<&[f32]>, g: &ConvGeo
         }
     });
     let mut y = crate::cpu::buffers::zeros(pixels * g.cout);
-    gemm(Level::current(), &cols, kk, Rhs::F32(w), g.cout, bias, act, &mut y);
+    gemm(Level::current(), &cols, kk, Rhs::F32(w), g.cout, Fused { bias, act, ..Fused::default() }, &mut y);
     crate::cpu::buffers::recycle(cols);
     y
 }

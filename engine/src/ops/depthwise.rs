@@ -6,6 +6,7 @@ use crate::cpu::Level;
 use crate::error::ensure_shape;
 use crate::ops::conv2d::ConvGeometry;
 use crate::ops::{Activation, Meta};
+use crate::parallel::SharedOut;
 use crate::pipelines::Kernel;
 use crate::{Pass, Result, Tensor};
 
@@ -74,8 +75,46 @@ pub fn depthwise_pooled(
 /// CPU twin of [`depthwise`]: `x`, `w` and `bias` row-major as [`check`] passed them, with its
 /// geometry `g`. Returns `[B, Ho, Wo, C]`. Output rows run in parallel; within a pixel the taps
 /// are applied to all channels at once (weights rearranged tap-major), so the work vectorises
-/// over channels.
+/// over channels. (The towers use [`depthwise_pooled_cpu`]; this is the tests' reference.)
+#[cfg(test)]
 pub(crate) fn depthwise_cpu(x: &[f32], w: &[f32], bias: Option<&[f32]>, g: &ConvGeometry, act: Activation) -> Vec<f32> {
+    depthwise_rows(x, w, bias, g, act, None)
+}
+
+/// CPU twin of [`depthwise_pooled`]: the output and, instead of partial sums, the mean of each
+/// image's channels `[B, C]`, summed from each output row while it is still in cache (no second
+/// pass over the output for squeeze-excite's pool).
+pub(crate) fn depthwise_pooled_cpu(
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    g: &ConvGeometry,
+    act: Activation,
+) -> (Vec<f32>, Vec<f32>) {
+    let (c, rows) = (g.cin, g.batch * g.out_h);
+    let mut row_sums = vec![0f32; rows * c];
+    let y = depthwise_rows(x, w, bias, g, act, Some(SharedOut(row_sums.as_mut_ptr())));
+    let pixels = (g.out_h * g.out_w) as f64;
+    let mut means = vec![0f32; g.batch * c];
+    for (mb, sums) in means.chunks_exact_mut(c.max(1)).zip(row_sums.chunks_exact((g.out_h * c).max(1))) {
+        for (ch, m) in mb.iter_mut().enumerate() {
+            let s: f64 = sums.iter().skip(ch).step_by(c).map(|v| *v as f64).sum();
+            *m = if pixels == 0.0 { 0.0 } else { (s / pixels) as f32 };
+        }
+    }
+    (y, means)
+}
+
+/// The depthwise conv over rows in parallel; with `sums`, each output row's channel sums (f32,
+/// `C` per row) written there.
+fn depthwise_rows(
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    g: &ConvGeometry,
+    act: Activation,
+    sums: Option<SharedOut>,
+) -> Vec<f32> {
     let (c, taps) = (g.cin, g.kh * g.kw);
     let mut wt = vec![0f32; taps * c];
     for (ch, wc) in w.chunks_exact(taps).enumerate() {
@@ -90,6 +129,14 @@ pub(crate) fn depthwise_cpu(x: &[f32], w: &[f32], bias: Option<&[f32]>, g: &Conv
     crate::parallel::for_row_chunks(&mut y, row_len, 1, work, |first, ys| {
         for (r, yrow) in ys.chunks_exact_mut(row_len).enumerate() {
             depthwise_row(level, x, &wt, bias, g, first + r, act, yrow);
+            if let Some(sums) = sums {
+                // SAFETY: `sums` holds C values per output row and this call alone writes row
+                // `first + r`'s.
+                let s = unsafe { std::slice::from_raw_parts_mut(sums.0.add((first + r) * c), c) };
+                for px in yrow.chunks_exact(c) {
+                    s.iter_mut().zip(px).for_each(|(s, v)| *s += v);
+                }
+            }
         }
     });
     y
@@ -247,6 +294,18 @@ mod tests {
         }
         let atol = atol * PIXEL_CHUNK as f32;
         assert_close(&partial.read_f32(gpu).await.unwrap(), &sums, atol, 1e-5, &format!("chunk sums of {what}"));
+        // The CPU's pooled twin: the same outputs as its plain twin, and each image's means.
+        let f32s = |shape| Meta { shape, dtype: DType::F32 };
+        let c_shape = [c];
+        let g = super::check(f32s(&x_shape), f32s(&w_shape), bias.map(|_| f32s(&c_shape)), stride).unwrap();
+        let (cpu_y, means) = depthwise_pooled_cpu(&x, &w, bias, &g, act);
+        assert!(cpu_y == want, "CPU pooled outputs differ: {what}");
+        let mut want_means = vec![0f64; x_shape[0] * c];
+        for (i, v) in want.iter().enumerate() {
+            want_means[i / (c * pixels) * c + i % c] += *v as f64 / pixels as f64;
+        }
+        let want_means: Vec<f32> = want_means.iter().map(|v| *v as f32).collect();
+        assert_close(&means, &want_means, 1e-5, 1e-5, &format!("CPU means of {what}"));
     }
 
     gpu_test!(depthwise_ragged_shapes, |gpu| {
@@ -305,7 +364,12 @@ mod tests {
                 let xt = zeros(be, x);
                 let wt = weight(be, w, dtype);
                 let bt = b.map(|shape| weight(be, shape, DType::F32));
-                be.depthwise(&xt, &wt, bt.as_ref(), stride, Activation::None)
+                // Squeeze-excite weights that fit x's channels: the depthwise part is refused.
+                let c = x.last().copied().unwrap_or(0);
+                let (w1, b1) = (weight(be, &[2, c], DType::F32), weight(be, &[2], DType::F32));
+                let (w2, b2) = (weight(be, &[c, 2], DType::F32), weight(be, &[c], DType::F32));
+                let se = crate::ops::squeeze_excite::SeWeights { w1: &w1, b1: &b1, w2: &w2, b2: &b2 };
+                be.depthwise_se(&xt, &wt, bt.as_ref(), stride, Activation::None, se)
             })
         };
         let (x, w) = (&[1, 5, 5, 3][..], &[3, 1, 3, 3][..]);

@@ -1,7 +1,7 @@
 //! Linear layers and pointwise convolutions: `y = act(x · wᵀ + b)` with `w` as `[N, K]`
 //! (PyTorch's `[out, in]`) in f32, f16 or q8. Kernel: `shaders/matmul.wgsl`.
 
-use crate::cpu::gemm::{gemm, Rhs};
+use crate::cpu::gemm::{gemm, Fused, Gate, Rhs};
 use crate::cpu::Level;
 use crate::error::ensure_shape;
 use crate::ops::{ensure_u32, Activation, Meta};
@@ -166,17 +166,22 @@ fn record(
     Ok(y)
 }
 
-/// CPU twin of [`gated_linear`]'s gate: each row of `x` (`rows` per image) times its image's
-/// row of `gate` (`[B, K]`), rows split over threads.
-pub(crate) fn apply_gate_cpu(x: &[f32], gate: &[f32], k: usize, rows: usize) -> Vec<f32> {
-    let (k, rows) = (k.max(1), rows.max(1));
-    let mut y = crate::cpu::buffers::zeros(x.len());
-    crate::parallel::for_row_chunks(&mut y, k, 1, x.len(), |first, ys| {
-        for (r, (yr, xr)) in ys.chunks_exact_mut(k).zip(x[first * k..].chunks_exact(k)).enumerate() {
-            let g = &gate[(first + r) / rows * k..][..k];
-            yr.iter_mut().zip(xr).zip(g).for_each(|((y, x), g)| *y = x * g);
-        }
-    });
+/// CPU twin of [`gated_linear`]: `x` `[B * rows, K]`, `gate` `[B, K]`, as [`check_gated`] passed
+/// them. The gate scales each image's weight tiles instead of the activations and the residual
+/// is added in the GEMM's epilogue, so the largest tensors are read once.
+pub(crate) fn gated_linear_cpu(
+    x: &[f32],
+    gate: &[f32],
+    rows: usize,
+    w: Rhs,
+    bias: Option<&[f32]>,
+    k: usize,
+    residual: Option<&[f32]>,
+) -> Vec<f32> {
+    let (m, n) = (x.len().checked_div(k).unwrap_or(0), w.n(k));
+    let mut y = crate::cpu::buffers::zeros(m * n);
+    let gate = Some(Gate { scales: gate, rows });
+    gemm(Level::current(), x, k, w, n, Fused { gate, bias, residual, ..Fused::default() }, &mut y);
     y
 }
 
@@ -185,15 +190,16 @@ pub(crate) fn apply_gate_cpu(x: &[f32], gate: &[f32], k: usize, rows: usize) -> 
 pub(crate) fn linear_cpu(x: &[f32], w: Rhs, bias: Option<&[f32]>, k: usize, act: Activation) -> Vec<f32> {
     let (m, n) = (x.len().checked_div(k).unwrap_or(0), w.n(k));
     let mut y = crate::cpu::buffers::zeros(m * n);
-    gemm(Level::current(), x, k, w, n, bias, act, &mut y);
+    gemm(Level::current(), x, k, w, n, Fused { bias, act, ..Fused::default() }, &mut y);
     y
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cpu::gemm::PanelMatrix;
     use crate::quant::Packed;
-    use crate::testing::{assert_close, gpu_test, random};
+    use crate::testing::{assert_close, cpu_test, gpu_test, random};
     use crate::Gpu;
 
     async fn check(gpu: &Gpu, m: usize, n: usize, k: usize, dtype: DType, bias: bool, act: Activation) {
@@ -267,23 +273,61 @@ mod tests {
         }
     });
 
-    gpu_test!(gated_linear_matches_gate_then_linear_then_add, |gpu| {
-        // 2 images of 5x7 pixels (35 rows each, not a tile multiple), K = 45, N = 70.
+    /// Inputs for the gated linear tests: 2 images of 5x7 pixels (35 rows each, not a tile
+    /// multiple), K = 45, N = 70; `x`, `gate`, `residual`, `bias`, the weights, and the reference:
+    /// the gate applied to `x`, then a plain linear, then the residual added.
+    #[allow(clippy::type_complexity)]
+    fn gated_case(
+        dtype: DType,
+        with_bias: bool,
+        with_res: bool,
+    ) -> (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>, Packed, Vec<f32>) {
         let (b, p, k, n) = (2, 35, 45, 70);
         let x = random(b * p * k, 61, 1.0);
         let gate: Vec<f32> = random(b * k, 62, 0.5).iter().map(|v| v + 0.5).collect();
         let res = random(b * p * n, 63, 1.0);
         let bias = random(n, 64, 0.5);
-        for (dtype, with_bias, with_res) in
-            [(DType::F32, true, true), (DType::Q8, false, true), (DType::F16, true, false), (DType::F32, false, false)]
-        {
-            let wp = Packed::new(&random(n * k, 65, 0.2), n, k, dtype).unwrap();
-            let gated = apply_gate_cpu(&x, &gate, k, p);
-            let mut want =
-                linear_cpu(&gated, Rhs::F32(&wp.dequantize()), with_bias.then_some(&bias[..]), k, Activation::None);
-            if with_res {
-                want.iter_mut().zip(&res).for_each(|(w, r)| *w += r);
-            }
+        let wp = Packed::new(&random(n * k, 65, 0.2), n, k, dtype).unwrap();
+        let gated: Vec<f32> = x.iter().enumerate().map(|(i, v)| v * gate[i / (p * k) * k + i % k]).collect();
+        let mut want =
+            linear_cpu(&gated, Rhs::F32(&wp.dequantize()), with_bias.then_some(&bias[..]), k, Activation::None);
+        if with_res {
+            want.iter_mut().zip(&res).for_each(|(w, r)| *w += r);
+        }
+        (x, gate, res, bias, wp, want)
+    }
+
+    const GATED_CASES: [(DType, bool, bool); 4] =
+        [(DType::F32, true, true), (DType::Q8, false, true), (DType::F16, true, false), (DType::F32, false, false)];
+
+    cpu_test!(gated_linear_cpu_matches_gate_then_linear_then_add, {
+        for (dtype, with_bias, with_res) in GATED_CASES {
+            let (x, gate, res, bias, wp, want) = gated_case(dtype, with_bias, with_res);
+            let (seen, panels) = (wp.dequantize(), PanelMatrix::from_packed(&wp));
+            let rhs = panels.as_ref().map_or(Rhs::F32(&seen), Rhs::Panels);
+            let (b, res) = (with_bias.then_some(&bias[..]), with_res.then_some(&res[..]));
+            let got = gated_linear_cpu(&x, &gate, 35, rhs, b, 45, res);
+            let what = format!("gated_linear_cpu {dtype:?} bias {with_bias} residual {with_res}");
+            assert_close(&got, &want, 1e-5, 1e-5, &what);
+        }
+    });
+
+    cpu_test!(gated_linear_cpu_flushes_subnormal_gated_weights, {
+        // Weights of 1e-3 gated by 1e-37: every product is subnormal and counts as zero (x86
+        // would otherwise run the kernel through microcode assists); a normal gate is kept.
+        let (k, n, rows) = (40, 20, 3);
+        let x = vec![1.0f32; rows * k];
+        let w = vec![1e-3f32; n * k];
+        let got = gated_linear_cpu(&x, &vec![1e-37; k], rows, Rhs::F32(&w), None, k, None);
+        assert!(got.iter().all(|v| *v == 0.0), "{:?}", &got[..4]);
+        let got = gated_linear_cpu(&x, &vec![1e-30; k], rows, Rhs::F32(&w), None, k, None);
+        assert!(got.iter().all(|v| (v / (k as f32 * 1e-33) - 1.0).abs() < 1e-4), "{:?}", &got[..4]);
+    });
+
+    gpu_test!(gated_linear_matches_gate_then_linear_then_add, |gpu| {
+        let (b, k, n) = (2, 45, 70);
+        for (dtype, with_bias, with_res) in GATED_CASES {
+            let (x, gate, res, bias, wp, want) = gated_case(dtype, with_bias, with_res);
             let xt = Tensor::from_f32(gpu, &[b, 5, 7, k], &x).unwrap();
             let gt = Tensor::from_f32(gpu, &[b, k], &gate).unwrap();
             let rt = Tensor::from_f32(gpu, &[b, 5, 7, n], &res).unwrap();

@@ -142,37 +142,18 @@ fn pool_pass(pass: &mut Pass, x: &Tensor, b: usize, p: usize, c: usize, chunk: u
     Ok(out)
 }
 
-/// CPU twin of [`se_gate`], from `x` itself: the mean over the pixels, then the FCs.
-pub(crate) fn se_gate_cpu(x: &[f32], g: &SqueezeExciteGeometry, w1: Rhs, b1: &[f32], w2: Rhs, b2: &[f32]) -> Vec<f32> {
-    let pooled = global_avg_pool_cpu(x, g);
-    let hidden = linear_cpu(&pooled, w1, Some(b1), g.c, Activation::Silu);
+/// CPU twin of [`se_gate`], from the means over the pixels `[B, C]` (`depthwise_pooled_cpu`
+/// sums them as it writes its output).
+pub(crate) fn se_gate_from_means(
+    means: &[f32],
+    g: &SqueezeExciteGeometry,
+    w1: Rhs,
+    b1: &[f32],
+    w2: Rhs,
+    b2: &[f32],
+) -> Vec<f32> {
+    let hidden = linear_cpu(means, w1, Some(b1), g.c, Activation::Silu);
     linear_cpu(&hidden, w2, Some(b2), g.cr, Activation::Sigmoid)
-}
-
-/// Pixels summed by one task of the CPU pool.
-const POOL_CHUNK: usize = 4096;
-
-/// The mean over the pixels: sums in f64, over chunks of pixels in parallel.
-fn global_avg_pool_cpu(x: &[f32], g: &SqueezeExciteGeometry) -> Vec<f32> {
-    let (p, c) = (g.p, g.c);
-    let chunks = p.div_ceil(POOL_CHUNK).max(1);
-    let partial = crate::parallel::map(g.b * chunks, |t| {
-        let (b, ch) = (t / chunks, t % chunks);
-        let px = (ch * POOL_CHUNK)..((ch + 1) * POOL_CHUNK).min(p);
-        let mut sum = vec![0f64; c];
-        for v in x[(b * p + px.start) * c..(b * p + px.end) * c].chunks_exact(c) {
-            sum.iter_mut().zip(v).for_each(|(s, v)| *s += *v as f64);
-        }
-        sum
-    });
-    let mut out = vec![0f32; g.b * c];
-    for (ob, sums) in out.chunks_exact_mut(c).zip(partial.chunks_exact(chunks)) {
-        for (ch, o) in ob.iter_mut().enumerate() {
-            let s: f64 = sums.iter().map(|s| s[ch]).sum();
-            *o = if p == 0 { 0.0 } else { (s / p as f64) as f32 };
-        }
-    }
-    out
 }
 
 #[cfg(test)]
@@ -206,7 +187,12 @@ mod tests {
         )
         .unwrap();
         // The reference sees the same (dequantised) weights as the kernels.
-        let want = se_gate_cpu(&x, &g, Rhs::F32(&w1.dequantize()), &b1, Rhs::F32(&w2.dequantize()), &b2);
+        let mut means = vec![0f64; b * c];
+        for (i, v) in x.iter().enumerate() {
+            means[i / (g.p * c) * c + i % c] += *v as f64 / g.p as f64;
+        }
+        let means: Vec<f32> = means.iter().map(|v| *v as f32).collect();
+        let want = se_gate_from_means(&means, &g, Rhs::F32(&w1.dequantize()), &b1, Rhs::F32(&w2.dequantize()), &b2);
 
         let xt = Tensor::from_f32(gpu, &shape, &x).unwrap();
         let identity = Tensor::from_f32(gpu, &[c, 1, 1, 1], &vec![1.0; c]).unwrap();
