@@ -50,6 +50,7 @@ export BRIVL_TEST_MODEL=www/models/brivl-demo-q8.safetensors BRIVL_TEST_ALBUM=ww
 export BRIVL_TEST_QUERY=两辆红色的汽车在沙滩上 BRIVL_TEST_EXPECTED=scene-022.jpg
 node tests/browser/webapp.test.mjs --mode gpu
 node tests/browser/webapp.test.mjs --mode cpu
+node tests/browser/webapp.test.mjs --mode cpu --one-thread
 # The index at an album's scale: 20,000 synthetic photos through a test hook, rankings equal to an
 # exact ranking of the same vectors in Node, the v1 index migrated, a virtualised grid, memory
 # within its bound, a reload (tests/browser/scale.test.mjs; --photos 100000 is the benchmark).

@@ -71,7 +71,10 @@ impl Embedder {
     pub fn backend_name(&self) -> String {
         match &self.loaded {
             Loaded::Gpu(be, _) => format!("GPU: {}", be.gpu().describe()),
-            Loaded::Cpu(..) => "CPU".to_string(),
+            Loaded::Cpu(..) => match crate::parallel::threads() {
+                1 => "CPU".to_string(),
+                n => format!("CPU, {n} threads"),
+            },
         }
     }
 

@@ -1,14 +1,18 @@
-//! Splitting CPU work over threads: natively over rayon's global pool (its threads are started
-//! once and reused by every op), on the calling thread on wasm.
+//! Splitting CPU work over threads: over rayon's global pool (its threads are started once and
+//! reused by every op) natively and in a wasm build with threads (`atomics`: the web app's
+//! threaded engine worker, whose pool threads are Web Workers on one shared memory); on the
+//! calling thread in a wasm build without them.
+//!
+//! `threaded` below is `any(not(target_arch = "wasm32"), target_feature = "atomics")`.
 
-/// Threads the CPU path may use: the pool's size natively (`RAYON_NUM_THREADS`, else the
-/// machine's parallelism), 1 on wasm.
+/// Threads the CPU path may use: the pool's size (natively `RAYON_NUM_THREADS`, else the
+/// machine's parallelism; in the browser what the page started), 1 on wasm without threads.
 pub fn threads() -> usize {
-    #[cfg(not(target_arch = "wasm32"))]
+    #[cfg(any(not(target_arch = "wasm32"), target_feature = "atomics"))]
     {
         rayon::current_num_threads()
     }
-    #[cfg(target_arch = "wasm32")]
+    #[cfg(not(any(not(target_arch = "wasm32"), target_feature = "atomics")))]
     {
         1
     }
@@ -16,7 +20,7 @@ pub fn threads() -> usize {
 
 /// Runs `f(0..tasks)`, in parallel natively. Tasks must not depend on one another.
 pub fn for_each(tasks: usize, f: impl Fn(usize) + Sync + Send) {
-    #[cfg(not(target_arch = "wasm32"))]
+    #[cfg(any(not(target_arch = "wasm32"), target_feature = "atomics"))]
     if tasks > 1 && threads() > 1 {
         use rayon::prelude::*;
         (0..tasks).into_par_iter().for_each(f);
@@ -27,7 +31,7 @@ pub fn for_each(tasks: usize, f: impl Fn(usize) + Sync + Send) {
 
 /// `[f(0), .., f(tasks - 1)]`, computed in parallel natively.
 pub fn map<T: Send>(tasks: usize, f: impl Fn(usize) -> T + Sync + Send) -> Vec<T> {
-    #[cfg(not(target_arch = "wasm32"))]
+    #[cfg(any(not(target_arch = "wasm32"), target_feature = "atomics"))]
     if tasks > 1 && threads() > 1 {
         use rayon::prelude::*;
         return (0..tasks).into_par_iter().map(f).collect();
@@ -58,12 +62,12 @@ pub fn for_row_chunks(
         return;
     }
     let per = rows.div_ceil(n).div_ceil(align) * align;
-    #[cfg(not(target_arch = "wasm32"))]
+    #[cfg(any(not(target_arch = "wasm32"), target_feature = "atomics"))]
     {
         use rayon::prelude::*;
         out.par_chunks_mut(per * row_len).enumerate().for_each(|(i, chunk)| f(i * per, chunk));
     }
-    #[cfg(target_arch = "wasm32")]
+    #[cfg(not(any(not(target_arch = "wasm32"), target_feature = "atomics")))]
     out.chunks_mut(per * row_len).enumerate().for_each(|(i, chunk)| f(i * per, chunk));
 }
 

@@ -22,10 +22,12 @@ async function time(f, repeats) {
   return { warmup, runs, median: median(runs) };
 }
 
-// The app's engine worker (the file trunk builds and the app starts), with the app's messages:
-// [id, json, ...payloads] each way; message id 0 is Ready.
-function engineWorker() {
-  const worker = new Worker("./brivl-worker_loader.js", { type: "module" });
+// The app's engine worker (the file trunk builds and the app starts; `threaded`: the build with
+// wasm threads that cross-origin isolated pages start, its pool as wide as the CPU count), with
+// the app's messages: [id, json, ...payloads] each way; message id 0 is Ready.
+function engineWorker(threaded) {
+  const file = threaded ? "./brivl-worker-mt_loader.js" : "./brivl-worker_loader.js";
+  const worker = new Worker(file, { type: "module" });
   const pending = new Map();
   let ready;
   const readyP = new Promise((r, reject) => {
@@ -58,8 +60,8 @@ function engineWorker() {
 
 // The app's path: the model file given to the worker as the app gives it, one photo (a JPEG file:
 // decoded, resized, embedded, thumbnailed, as the indexer asks) and one query.
-window.benchBrivl = async ({ gpu, modelUrl, photoUrl, text, repeats, thumbSize }) => {
-  const w = engineWorker();
+window.benchBrivl = async ({ gpu, threaded, modelUrl, photoUrl, text, repeats, thumbSize }) => {
+  const w = engineWorker(threaded);
   try {
     await w.ready;
     const model = new Uint8Array(await (await fetch(modelUrl)).arrayBuffer());

@@ -3,13 +3,16 @@
 // needs and runs it):
 //   cpu: the app's CPU path (the engine worker's wasm, q8, one thread) against onnxruntime-web's
 //        wasm EP (f32 ONNX, numThreads 1);
+//   threads: the same on every CPU: the engine's threaded build (wasm threads, a pool of as many
+//        workers as CPUs) against the wasm EP with numThreads = the CPU count (the page is
+//        cross-origin isolated: the static server sends COOP/COEP);
 //   gpu: the app's WebGPU path against onnxruntime-web's WebGPU EP (both on SwiftShader here).
 // The engine is the app's own worker (dist/brivl-worker_loader.js, built by trunk), given the model
 // file and asked in the app's protocol to embed one photo (a JPEG, as the indexer sends it) and
 // one query; onnxruntime-web runs one session per tower, created once. Each: one warm-up run, then
 // the median of REPEATS; batch 1. Prints ms per image and per query, and brivl / peer.
 //
-//   node tests/browser/ort-web-bench.mjs [--phases cpu,gpu]
+//   node tests/browser/ort-web-bench.mjs [--phases cpu,threads,gpu]
 //
 // Env: FULL (/tmp/brivl-full: brivl-q8.safetensors, onnx/{image,text}.onnx), MODEL (the brivl
 //      model file; default FULL/brivl-q8.safetensors), FEEDS (a JSON file of
@@ -28,7 +31,8 @@ import { CHROMIUM, FLAGS, GPU_FLAGS } from "./chromium.mjs";
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const ROOT = path.resolve(HERE, "../..");
 const args = process.argv.slice(2);
-const PHASES = (args.includes("--phases") ? args[args.indexOf("--phases") + 1] : "cpu,gpu").split(",");
+const PHASES = (args.includes("--phases") ? args[args.indexOf("--phases") + 1] : "cpu,threads,gpu").split(",");
+const THREADS = Math.min(os.cpus().length, 8);
 const FULL = process.env.FULL || "/tmp/brivl-full";
 const DIST = path.resolve(ROOT, process.env.BRIVL_DIST || "dist");
 const PHOTO = path.resolve(ROOT, process.env.PHOTO || "www/demo/album/scene-000.jpg");
@@ -76,17 +80,17 @@ try {
     await page.goto(`${url}ort-web-bench.html`);
     await page.waitForSelector('body[data-ready="yes"]', { state: "attached" });
   };
-  const brivl = async (gpu, repeats) => {
+  const brivl = async (gpu, repeats, threaded = false) => {
     await fresh();
     return page.evaluate((o) => window.benchBrivl(o), {
-      gpu, modelUrl: "data/model.safetensors", photoUrl: "data/photo.jpg", text: FEEDS.text, repeats, thumbSize: THUMB_SIZE,
+      gpu, threaded, modelUrl: "data/model.safetensors", photoUrl: "data/photo.jpg", text: FEEDS.text, repeats, thumbSize: THUMB_SIZE,
     });
   };
-  const peer = async (ep, repeats) => {
+  const peer = async (ep, repeats, threads = 1) => {
     await fresh();
     return page.evaluate((o) => window.benchOrt(o), {
       ep, imageUrl: "data/image.onnx", textUrl: "data/text.onnx", imageSize: FEEDS.image_size,
-      ids: FEEDS.ids, mask: FEEDS.mask, repeats, threads: 1,
+      ids: FEEDS.ids, mask: FEEDS.mask, repeats, threads,
     });
   };
   const run = async (name, f) => {
@@ -105,8 +109,11 @@ try {
     await run("brivl cpu", () => brivl(false, REPEATS));
     await run("ort wasm", () => peer("wasm", REPEATS));
   }
-  if (PHASES.includes("gpu")) {
-    await run("brivl webgpu", () => brivl(true, GPU_REPEATS));
+  if (PHASES.includes("threads")) {
+    await run(`brivl cpu, ${THREADS} threads`, () => brivl(false, REPEATS, true));
+    await run(`ort wasm, ${THREADS} threads`, () => peer("wasm", REPEATS, THREADS));
+  }
+XX, () => brivl(true, GPU_REPEATS));
     await run("ort webgpu", () => peer("webgpu", GPU_REPEATS));
   }
   const adapter = PHASES.includes("gpu")
@@ -126,6 +133,7 @@ try {
   const cell = (v) => (Number.isFinite(v) ? `${v.toFixed(0)} ms` : "failed");
   const rows = [
     ["cpu", "brivl cpu", "ort wasm", "CPU path vs wasm EP, 1 thread"],
+    ["threads", `brivl cpu, ${THREADS} threads`, `ort wasm, ${THREADS} threads`, `CPU path vs wasm EP, ${THREADS} threads`],
     ["gpu", "brivl webgpu", "ort webgpu", "WebGPU vs WebGPU EP"],
   ].filter(([p]) => PHASES.includes(p));
   console.log(`${"".padEnd(44)}${"brivl".padStart(12)}${"onnxruntime-web".padStart(18)}${"ratio".padStart(9)}`);

@@ -22,7 +22,7 @@ function get(port, rawPath) {
     const r = http.request({ host: "127.0.0.1", port, path: rawPath, method: "GET" }, (res) => {
       const chunks = [];
       res.on("data", (c) => chunks.push(c));
-      res.on("end", () => resolve({ status: res.statusCode, body: Buffer.concat(chunks).toString() }));
+      res.on("end", () => resolve({ status: res.statusCode, headers: res.headers, body: Buffer.concat(chunks).toString() }));
     });
     r.on("error", reject);
     r.end();
@@ -53,6 +53,14 @@ try {
   const ok = await get(port, "/");
   check(ok.status === 200 && ok.body.includes("<title>ok</title>"), "GET / serves index.html");
   check((await get(port, "/sub/")).body === "sub", "a folder serves its index.html");
+  // COOP/COEP (the page may share wasm memory with workers), unless asked not to.
+  check(ok.headers["cross-origin-opener-policy"] === "same-origin" && ok.headers["cross-origin-embedder-policy"] === "require-corp",
+    "responses carry COOP same-origin and COEP require-corp");
+  const plain = await serve(site, 0, "127.0.0.1", { isolated: false });
+  const noIso = await get(new URL(plain.url).port, "/");
+  plain.server.close();
+  check(noIso.status === 200 && !("cross-origin-opener-policy" in noIso.headers) && !("cross-origin-embedder-policy" in noIso.headers),
+    "isolated: false leaves them out");
   const bad = [
     ["/%00", [400]],
     ["/index.html%00.png", [400]],

@@ -14,7 +14,10 @@
 // are listed as failed, every other one indexed, a search meanwhile never hangs, and nothing is
 // retried after a reload), and checks that no request left the origin and the
 // Content-Security-Policy was never violated. --mode cpu runs the same
-// suite with WebGPU disabled in the browser. Screenshots go to tests/artifacts/webapp-<mode>/.
+// suite with WebGPU disabled in the browser. The server sends COOP/COEP, so the page is
+// cross-origin isolated and runs the engine's threaded build (the CPU path on a pool of
+// workers); --one-thread leaves them out: the one-thread build runs until the first reload, which
+// the service worker's headers isolate. Screenshots go to tests/artifacts/webapp-<mode>/.
 //
 // Needs: dist/ built by trunk (www/serve.sh or tests/run.sh), the `brivl` binary (BRIVL_BIN).
 
@@ -47,14 +50,16 @@ const TOLERANCE = 1e-3;
 
 const args = process.argv.slice(2);
 const MODE = args.includes("--mode") ? args[args.indexOf("--mode") + 1] : "gpu";
+const ONE_THREAD = args.includes("--one-thread");
+const LABEL = MODE + (ONE_THREAD ? "-one-thread" : "");
 const DIST = path.resolve(ROOT, process.env.BRIVL_DIST || "dist");
 const TARGET = process.env.CARGO_TARGET_DIR || path.join(ROOT, "target");
 const BRIVL = process.env.BRIVL_BIN || path.join(TARGET, "debug", "brivl");
-const ART = path.join(ROOT, "tests", "artifacts", `webapp-${MODE}`);
+const ART = path.join(ROOT, "tests", "artifacts", `webapp-${LABEL}`);
 const IMAGE = /\.(jpe?g|png|webp|gif|bmp|tiff?)$/i;
 
 function log(...a) {
-  console.log(`[webapp ${MODE}]`, ...a);
+  console.log(`[webapp ${LABEL}]`, ...a);
 }
 
 function check(cond, msg) {
@@ -163,7 +168,7 @@ function prepare(work) {
 async function main() {
   const work = fs.mkdtempSync(path.join(os.tmpdir(), "brivl-webapp-"));
   const t = prepare(work);
-  const { server, url } = await serve(t.site);
+  const { server, url } = await serve(t.site, 0, "127.0.0.1", { isolated: !ONE_THREAD });
   const origin = new URL(url).origin;
   log(`site at ${url}, mode ${MODE}, query ${QUERY}`);
 
@@ -197,6 +202,15 @@ async function main() {
     log(`model ready in ${((Date.now() - t0) / 1000).toFixed(1)} s: ${await page.textContent("#backend")}`);
     check((await status("#backend", "data-gpu")) === (MODE === "cpu" ? "no" : "yes"), `engine runs on ${MODE === "cpu" ? "the CPU path" : "WebGPU"}`);
     check((await page.getAttribute("html", "lang")) === "zh-CN", "UI starts in Chinese for a zh-CN browser");
+    const isolated = await page.evaluate(() => self.crossOriginIsolated);
+    check(isolated === !ONE_THREAD, `the page is ${isolated ? "" : "not "}cross-origin isolated`);
+    if (MODE === "cpu") {
+      const cores = await page.evaluate(() => navigator.hardwareConcurrency);
+      const backend = await status("#backend", "data-backend");
+      const threads = isolated && cores > 1 ? Math.min(cores, 8) : 1;
+      const want = threads > 1 ? new RegExp(`CPU, ${threads} threads`) : /CPU(?!, \d+ threads)/;
+      check(want.test(backend), `the CPU path runs on ${threads} thread(s) of ${cores}: ${backend.trim()}`);
+    }
     await shot("01-model-ready");
 
     // 2. A corrupt model file is refused with the reason; the loaded model stays in use.
@@ -368,6 +382,7 @@ async function main() {
     await page.reload();
     await page.waitForSelector('#model-status[data-state="ready"]', { timeout: 300_000 });
     check((await status("#model-name", "data-from-cache")) === "yes", "second visit loads the model from OPFS");
+    check(await page.evaluate(() => self.crossOriginIsolated), "reloaded through the service worker, the page is cross-origin isolated");
     await page.waitForSelector(`#index-status[data-indexed="${unique}"]`);
     await page.fill("#query", QUERY);
     await page.click("#search");

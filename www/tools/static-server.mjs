@@ -1,6 +1,8 @@
 // A small static file server for the built site (dist/): correct MIME types (WebAssembly
 // streaming needs application/wasm) and the same Content-Security-Policy as index.html, sent as a
-// header too so the engine worker's scripts carry it. Used by serve.sh and the browser tests.
+// header too so the engine worker's scripts carry it; COOP/COEP, so the page is cross-origin
+// isolated and may start the engine's threaded build (wasm threads need shared memory). Used by
+// serve.sh and the browser tests.
 // Usage: node static-server.mjs <folder> [port] [host]
 import fs from "node:fs";
 import http from "node:http";
@@ -47,7 +49,13 @@ export function resolvePath(base, urlPath) {
   return file;
 }
 
-function handle(base, req, res) {
+// What makes a page cross-origin isolated; everything the app loads is its own origin's.
+export const ISOLATION = {
+  "cross-origin-opener-policy": "same-origin",
+  "cross-origin-embedder-policy": "require-corp",
+};
+
+function handle(base, req, res, isolated) {
   if (req.method !== "GET" && req.method !== "HEAD") {
     res.writeHead(405).end();
     return;
@@ -60,12 +68,12 @@ function handle(base, req, res) {
   fs.stat(file, (err, st) => {
     if (!err && st.isDirectory()) {
       file = path.join(file, "index.html");
-      fs.stat(file, (err2, st2) => send(req, res, file, err2, st2));
-    } else send(req, res, file, err, st);
+      fs.stat(file, (err2, st2) => send(req, res, file, err2, st2, isolated));
+    } else send(req, res, file, err, st, isolated);
   });
 }
 
-function send(req, res, file, err, st) {
+function send(req, res, file, err, st, isolated) {
   if (err || !st.isFile()) {
     res.writeHead(404, { "content-type": "text/plain" }).end("not found");
     return;
@@ -77,6 +85,7 @@ function send(req, res, file, err, st) {
     "content-security-policy": CSP,
     "x-content-type-options": "nosniff",
     "referrer-policy": "no-referrer",
+    ...(isolated ? ISOLATION : {}),
   });
   if (req.method === "HEAD") res.end();
   else {
@@ -87,12 +96,14 @@ function send(req, res, file, err, st) {
   }
 }
 
-export function serve(root, port = 0, host = "127.0.0.1") {
+// `isolated: false` leaves COOP/COEP out (the tests' one-thread runs; a host without headers is
+// isolated by the service worker from the second visit on).
+export function serve(root, port = 0, host = "127.0.0.1", { isolated = true } = {}) {
   const base = path.resolve(root);
   const server = http.createServer((req, res) => {
     // A handler that throws answers 500 and the server keeps serving (a bad request never ends it).
     try {
-      handle(base, req, res);
+      handle(base, req, res, isolated);
     } catch {
       if (!res.headersSent) res.writeHead(500);
       res.end();

@@ -14,6 +14,8 @@ pub mod convert_worker;
 pub mod model_stream;
 #[cfg(target_arch = "wasm32")]
 pub mod search_worker;
+#[cfg(all(target_arch = "wasm32", target_feature = "atomics"))]
+pub mod threads;
 #[cfg(target_arch = "wasm32")]
 pub mod ui;
 #[cfg(target_arch = "wasm32")]

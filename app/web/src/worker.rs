@@ -276,12 +276,15 @@ async fn load(file: ModelFile<'static>, prefer_gpu: bool) -> Result<Loaded, Stri
         weights: weights.to_string(),
         image_size,
     };
-    let on_cpu = |gpu_error| {
+    let on_cpu = |gpu_error| async {
+        // The threaded build starts its pool first (once); the other runs on this thread.
+        #[cfg(target_feature = "atomics")]
+        crate::threads::start(crate::threads::wanted()).await?;
         let embedder = Embedder::load(&file, None).map_err(|e| e.to_string())?;
         Ok(loaded(embedder, false, gpu_error))
     };
     if !prefer_gpu {
-        return on_cpu(None);
+        return on_cpu(None).await;
     }
     let gpu_error = match Gpu::new().await {
         Ok(gpu) => match Embedder::load(&file, Some(&gpu)) {
@@ -290,7 +293,7 @@ async fn load(file: ModelFile<'static>, prefer_gpu: bool) -> Result<Loaded, Stri
         },
         Err(e) => e.to_string(),
     };
-    on_cpu(Some(gpu_error))
+    on_cpu(Some(gpu_error)).await
 }
 
 /// A JPEG whose longer side is at most `max_side` (never enlarged).

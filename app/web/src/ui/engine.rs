@@ -159,11 +159,31 @@ pub async fn engine() -> Result<Rc<Engine>, String> {
     if let Some(e) = ENGINE.with(|e| e.borrow().clone()).filter(|e| !e.is_dead()) {
         return Ok(e);
     }
-    // Written by trunk next to index.html (data-loader-shim on the worker's link).
-    let link = Link::spawn("./brivl-worker_loader.js").await?;
+    // Written by trunk next to index.html (data-loader-shim on the worker's link); the threaded
+    // build by www/tools/threaded-worker.sh, for pages that may share memory with workers.
+    let link = match threaded() {
+        true => match Link::spawn("./brivl-worker-mt_loader.js").await {
+            Ok(link) => link,
+            Err(e) => {
+                web_sys::console::warn_1(&format!("brivl: the threaded engine did not start ({e}); one thread").into());
+                Link::spawn("./brivl-worker_loader.js").await?
+            }
+        },
+        false => Link::spawn("./brivl-worker_loader.js").await?,
+    };
     let e = Rc::new(Engine { link, loaded: RefCell::new(None), embedded: Cell::new(0) });
     ENGINE.with(|slot| *slot.borrow_mut() = Some(e.clone()));
     Ok(e)
+}
+
+/// Whether to start the threaded engine: the page is cross-origin isolated (its server or the
+/// service worker sent COOP/COEP, so wasm memory can be shared with workers) and the device has
+/// more than one logical CPU.
+fn threaded() -> bool {
+    let isolated =
+        js_sys::Reflect::get(&js_sys::global(), &"crossOriginIsolated".into()).map(|v| v.is_truthy()).unwrap_or(false);
+    let cores = web_sys::window().map(|w| w.navigator().hardware_concurrency()).unwrap_or(1.0);
+    isolated && cores > 1.0
 }
 
 fn parse<R: WorkerReply>(data: JsValue) -> Option<(u32, Answer<R>)> {

@@ -308,7 +308,7 @@ fn ready_view(s: State, r: &state::ReadyModel) -> impl IntoView {
             {format!(" · {}", format_bytes(r.bytes))}
             {cached}
         </p>
-        <p id="backend" data-gpu=if r.on_gpu { "yes" } else { "no" } class=if r.on_gpu { "ok" } else { "warn" }>
+        <p id="backend" data-gpu=if r.on_gpu { "yes" } else { "no" } data-backend=r.backend.clone() class=if r.on_gpu { "ok" } else { "warn" }>
             {engine_line}
         </p>
         // What the adapter said, and the backend, folded away: a sentence is what people read.
