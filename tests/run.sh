@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test: native kernel and unit tests on the machine's Vulkan adapter (lavapipe on CI),
 # then the same kernel tests compiled to wasm in headless Chromium on WebGPU (SwiftShader), then the
-# web app end to end in headless Chromium, on WebGPU and on the CPU path.
+# web app end to end in headless Chromium, on WebGPU and on the CPU path (threaded and one thread).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tests/setup.sh
@@ -17,6 +17,10 @@ cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings
 # The desktop program (SQLite, terminal) is native only; everything else builds for the browser.
 cargo clippy -p brivl-engine -p brivl-core -p brivl-web --target wasm32-unknown-unknown --lib --bins --tests -- -D warnings
+# The threaded engine worker's build (www/tools/threaded-worker.sh: nightly, std with atomics).
+RUSTFLAGS="-C target-feature=+atomics,+bulk-memory,+mutable-globals,+simd128" \
+  cargo +"${BRIVL_THREADS_TOOLCHAIN:-nightly}" clippy -Z build-std=panic_abort,std --target wasm32-unknown-unknown \
+  --release -p brivl-web --lib --bins --target-dir "${CARGO_TARGET_DIR:-target}/wasm-threads" -- -D warnings
 
 echo "== native tests (Vulkan)"
 # --nocapture so the log names the adapter ("kernel tests on: ...").

@@ -113,7 +113,8 @@ try {
     await run(`brivl cpu, ${THREADS} threads`, () => brivl(false, REPEATS, true));
     await run(`ort wasm, ${THREADS} threads`, () => peer("wasm", REPEATS, THREADS));
   }
-XX, () => brivl(true, GPU_REPEATS));
+  if (PHASES.includes("gpu")) {
+    await run("brivl webgpu", () => brivl(true, GPU_REPEATS));
     await run("ort webgpu", () => peer("webgpu", GPU_REPEATS));
   }
   const adapter = PHASES.includes("gpu")

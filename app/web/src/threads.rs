@@ -8,7 +8,7 @@
 //! worker that made it is blocked; so the workers are started first and wait for their
 //! `ThreadBuilder` in [`QUEUE`], and the pool is built once all of them are up.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::rc::Rc;
 use std::sync::{Condvar, Mutex};
@@ -20,8 +20,8 @@ use wasm_bindgen::JsCast;
 use web_sys::{ErrorEvent, MessageEvent, Worker, WorkerOptions, WorkerType};
 
 thread_local! {
-    /// The pool's size once started.
-    static STARTED: Cell<usize> = const { Cell::new(0) };
+    /// How starting the pool went: it is tried once per worker.
+    static STARTED: RefCell<Option<Result<usize, String>>> = const { RefCell::new(None) };
     /// The pool's workers, kept for the engine worker's lifetime.
     static WORKERS: RefCell<Vec<Worker>> = const { RefCell::new(Vec::new()) };
 }
@@ -36,11 +36,19 @@ pub fn wanted() -> usize {
     (scope.navigator().hardware_concurrency() as usize).clamp(1, 8)
 }
 
-/// Starts `n` pool threads (once per worker) and waits until every one runs; the pool's size.
+/// Starts `n` pool threads and waits until every one runs; the pool's size. Tried once per
+/// worker: later calls return the first one's outcome (after a failure rayon's first use makes
+/// a pool of the calling thread alone).
 pub async fn start(n: usize) -> Result<usize, String> {
-    if STARTED.get() > 0 {
-        return Ok(STARTED.get());
+    if let Some(done) = STARTED.with_borrow(Clone::clone) {
+        return done;
     }
+    let result = start_pool(n).await;
+    STARTED.set(Some(result.clone()));
+    result
+}
+
+async fn start_pool(n: usize) -> Result<usize, String> {
     let mut running = Vec::with_capacity(n);
     for _ in 0..n {
         let (worker, up) = spawn().map_err(|e| format!("cannot start a pool thread: {e:?}"))?;
@@ -59,7 +67,6 @@ pub async fn start(n: usize) -> Result<usize, String> {
         })
         .build_global()
         .map_err(|e| format!("thread pool: {e}"))?;
-    STARTED.set(n);
     Ok(n)
 }
 

@@ -277,9 +277,12 @@ async fn load(file: ModelFile<'static>, prefer_gpu: bool) -> Result<Loaded, Stri
         image_size,
     };
     let on_cpu = |gpu_error| async {
-        // The threaded build starts its pool first (once); the other runs on this thread.
+        // The threaded build starts its pool first (once); the other runs on this thread, and
+        // so does this one if its pool cannot start.
         #[cfg(target_feature = "atomics")]
-        crate::threads::start(crate::threads::wanted()).await?;
+        if let Err(e) = crate::threads::start(crate::threads::wanted()).await {
+            web_sys::console::warn_1(&format!("brivl: {e}; the CPU path runs on one thread").into());
+        }
         let embedder = Embedder::load(&file, None).map_err(|e| e.to_string())?;
         Ok(loaded(embedder, false, gpu_error))
     };
