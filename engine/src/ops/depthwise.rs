@@ -125,10 +125,11 @@ fn depthwise_rows(
     let mut y = crate::cpu::buffers::zeros(g.out_shape().iter().product());
     let row_len = g.out_w * c;
     let level = Level::current();
+    let quad = level == Level::Avx512 && level.supported();
     let work = y.len() * taps;
     crate::parallel::for_row_chunks(&mut y, row_len, 1, work, |first, ys| {
         for (r, yrow) in ys.chunks_exact_mut(row_len).enumerate() {
-            depthwise_row(level, x, &wt, bias, g, first + r, act, yrow);
+            depthwise_row(level, x, &wt, bias, g, first + r, act, quad, yrow);
             if let Some(sums) = sums {
                 // SAFETY: `sums` holds C values per output row and this call alone writes row
                 // `first + r`'s.
@@ -143,8 +144,11 @@ fn depthwise_rows(
 }
 
 /// Output row `row` (over batch and height) of the depthwise conv: per pixel, channels in blocks
-/// of 64 and then 16 held in registers across the taps, the rest as a slice.
+/// of 64 and then 16 held in registers across the taps, the rest as a slice. With `quad` (the
+/// CPU has AVX-512), runs of 4 pixels whose taps all lie inside the row go through
+/// [`quad_avx512`] first.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 fn depthwise_row_body(
     x: &[f32],
     wt: &[f32],
@@ -152,35 +156,131 @@ fn depthwise_row_body(
     g: &ConvGeometry,
     row: usize,
     act: Activation,
+    quad: bool,
     yrow: &mut [f32],
 ) {
     let c = g.cin;
     let (b, oy) = (row / g.out_h, row % g.out_h);
     let (ky0, ky1) = inside(oy, g.stride, g.pad_top, g.in_h, g.kh);
-    for (ox, out) in yrow.chunks_exact_mut(c).enumerate() {
+    // x and w offsets of each tap of pixel `ox` inside the image.
+    let taps = move |ox: usize| {
         let (kx0, kx1) = inside(ox, g.stride, g.pad_left, g.in_w, g.kw);
-        // x and w offsets of each tap inside the image.
-        let taps = (ky0..ky1).flat_map(move |ky| {
+        (ky0..ky1).flat_map(move |ky| {
             let iy = oy * g.stride + ky - g.pad_top;
             (kx0..kx1).map(move |kx| {
                 let ix = ox * g.stride + kx - g.pad_left;
                 (((b * g.in_h + iy) * g.in_w + ix) * c, (ky * g.kw + kx) * c)
             })
-        });
-        let mut c0 = 0;
-        c0 = channel_blocks::<64>(x, wt, bias, act, taps.clone(), out, c0);
-        c0 = channel_blocks::<16>(x, wt, bias, act, taps.clone(), out, c0);
-        let rest = &mut out[c0..];
-        match bias {
-            Some(bias) => rest.copy_from_slice(&bias[c0..]),
-            None => rest.fill(0.0),
+        })
+    };
+    let whole = |ox: usize| inside(ox, g.stride, g.pad_left, g.in_w, g.kw) == (0, g.kw);
+    let mut ox = 0;
+    while ox < g.out_w {
+        // The quad's channels (`c0` of them) for 4 pixels, or none for this one pixel.
+        let (n, c0) = match quad && ox + 4 <= g.out_w && whole(ox) && whole(ox + 3) {
+            true => quad_of(x, wt, bias, taps(ox), g.stride * c, c, &mut yrow[ox * c..(ox + 4) * c]),
+            false => (1, 0),
+        };
+        for p in ox..ox + n {
+            let out = &mut yrow[p * c..(p + 1) * c];
+            let c1 = channel_blocks::<64>(x, wt, bias, act, taps(p), out, c0);
+            let c1 = channel_blocks::<16>(x, wt, bias, act, taps(p), out, c1);
+            let rest = &mut out[c1..];
+            match bias {
+                Some(bias) => rest.copy_from_slice(&bias[c1..]),
+                None => rest.fill(0.0),
+            }
+            for (xo, wo) in taps(p) {
+                let (xs, ws) = (&x[xo + c1..xo + c], &wt[wo + c1..wo + c]);
+                rest.iter_mut().zip(xs).zip(ws).for_each(|((a, x), w)| *a += x * w);
+            }
+            bias_act_body(rest, None, act);
+            // The quad's channels get their activation here, with the rest.
+            bias_act_body(&mut out[..c0], None, act);
         }
-        for (xo, wo) in taps {
-            let (xs, ws) = (&x[xo + c0..xo + c], &wt[wo + c0..wo + c]);
-            rest.iter_mut().zip(xs).zip(ws).for_each(|((a, x), w)| *a += x * w);
-        }
-        bias_act_body(rest, None, act);
+        ox += n;
     }
+}
+
+/// [`quad_avx512`] over 4 pixels when their taps fit its list: (4, channels done); else (1, 0).
+#[inline(always)]
+fn quad_of(
+    x: &[f32],
+    wt: &[f32],
+    bias: Option<&[f32]>,
+    taps: impl Iterator<Item = (usize, usize)>,
+    step: usize,
+    c: usize,
+    out: &mut [f32],
+) -> (usize, usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let mut list = [(0usize, 0usize); QUAD_TAPS];
+        let mut len = 0;
+        for t in taps {
+            if len == QUAD_TAPS {
+                return (1, 0);
+            }
+            list[len] = t;
+            len += 1;
+        }
+        // SAFETY: `quad` is only set where the CPU has AVX-512; the taps of the 4 pixels (the
+        // first's, shifted by `step`) lie inside `x`, the weights inside `wt`.
+        (4, unsafe { quad_avx512(x, wt, bias, &list[..len], step, c, out) })
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (x, wt, bias, taps, step, c, out);
+        (1, 0)
+    }
+}
+
+/// Taps the quad kernel takes (5x5 at most in EfficientNet; larger kernels go one pixel at a
+/// time).
+#[cfg(target_arch = "x86_64")]
+const QUAD_TAPS: usize = 49;
+
+/// Channels `0..` in blocks of 32 of 4 neighbouring pixels (`out`: 4 x C), `taps` the first
+/// pixel's and the others' `step` further in x: 8 accumulators in registers, FMA, each weight
+/// load serving 4 pixels. Writes bias + sum (no activation); returns the first channel not done.
+///
+/// # Safety
+/// AVX-512F present; every `xo + 3 * step + C` and `wo + C` within `x` and `wt`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,fma")]
+unsafe fn quad_avx512(
+    x: &[f32],
+    wt: &[f32],
+    bias: Option<&[f32]>,
+    taps: &[(usize, usize)],
+    step: usize,
+    c: usize,
+    out: &mut [f32],
+) -> usize {
+    use std::arch::x86_64::*;
+    let (xp, wp, op) = (x.as_ptr(), wt.as_ptr(), out.as_mut_ptr());
+    let mut c0 = 0;
+    while c0 + 32 <= c {
+        let init = |h: usize| match bias {
+            Some(b) => _mm512_loadu_ps(b.as_ptr().add(c0 + 16 * h)),
+            None => _mm512_setzero_ps(),
+        };
+        let mut acc = [[init(0), init(1)]; 4];
+        for &(xo, wo) in taps {
+            let w = [_mm512_loadu_ps(wp.add(wo + c0)), _mm512_loadu_ps(wp.add(wo + c0 + 16))];
+            for (p, a) in acc.iter_mut().enumerate() {
+                let xq = xp.add(xo + p * step + c0);
+                a[0] = _mm512_fmadd_ps(_mm512_loadu_ps(xq), w[0], a[0]);
+                a[1] = _mm512_fmadd_ps(_mm512_loadu_ps(xq.add(16)), w[1], a[1]);
+            }
+        }
+        for (p, a) in acc.iter().enumerate() {
+            _mm512_storeu_ps(op.add(p * c + c0), a[0]);
+            _mm512_storeu_ps(op.add(p * c + c0 + 16), a[1]);
+        }
+        c0 += 32;
+    }
+    c0
 }
 
 /// The taps `k0..k1` (of `k`) whose input `o * stride + k - pad` lies inside `0..size`.
@@ -229,6 +329,7 @@ multiversion! {
         g: &ConvGeometry,
         row: usize,
         act: Activation,
+        quad: bool,
         yrow: &mut [f32],
     ) = depthwise_row_body
 }
