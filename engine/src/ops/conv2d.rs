@@ -185,7 +185,7 @@ pub(crate) fn conv2d_cpu(x: &[f32], w: &[f32], bias: Option<&[f32]>, g: &ConvGeo
             }
         }
     });
-    let mut y = crate::cpu::buffers::zeros(pixels * g.cout);
+    let mut y = crate::cpu::buffers::for_output(pixels * g.cout);
     gemm(Level::current(), &cols, kk, Rhs::F32(w), g.cout, Fused { bias, act, ..Fused::default() }, &mut y);
     crate::cpu::buffers::recycle(cols);
     y

@@ -122,7 +122,7 @@ fn depthwise_rows(
             wt[t * c + ch] = *v;
         }
     }
-    let mut y = crate::cpu::buffers::zeros(g.out_shape().iter().product());
+    let mut y = crate::cpu::buffers::for_output(g.out_shape().iter().product());
     let row_len = g.out_w * c;
     let level = Level::current();
     let quad = level == Level::Avx512 && level.supported();

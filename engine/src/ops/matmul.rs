@@ -179,7 +179,7 @@ pub(crate) fn gated_linear_cpu(
     residual: Option<&[f32]>,
 ) -> Vec<f32> {
     let (m, n) = (x.len().checked_div(k).unwrap_or(0), w.n(k));
-    let mut y = crate::cpu::buffers::zeros(m * n);
+    let mut y = crate::cpu::buffers::for_output(m * n);
     let gate = Some(Gate { scales: gate, rows });
     gemm(Level::current(), x, k, w, n, Fused { gate, bias, residual, ..Fused::default() }, &mut y);
     y
@@ -189,7 +189,7 @@ pub(crate) fn gated_linear_cpu(
 /// the GEMM of `cpu::gemm` at the machine's SIMD level.
 pub(crate) fn linear_cpu(x: &[f32], w: Rhs, bias: Option<&[f32]>, k: usize, act: Activation) -> Vec<f32> {
     let (m, n) = (x.len().checked_div(k).unwrap_or(0), w.n(k));
-    let mut y = crate::cpu::buffers::zeros(m * n);
+    let mut y = crate::cpu::buffers::for_output(m * n);
     gemm(Level::current(), x, k, w, n, Fused { bias, act, ..Fused::default() }, &mut y);
     y
 }
