@@ -125,11 +125,12 @@ fn depthwise_rows(
     let mut y = crate::cpu::buffers::for_output(g.out_shape().iter().product());
     let row_len = g.out_w * c;
     let level = Level::current();
-    let quad = level == Level::Avx512 && level.supported();
+    // The level of the 4-pixel kernel, where the CPU has one.
+    let quad = matches!(level, Level::Avx512 | Level::Avx2) && level.supported();
     let work = y.len() * taps;
     crate::parallel::for_row_chunks(&mut y, row_len, 1, work, |first, ys| {
         for (r, yrow) in ys.chunks_exact_mut(row_len).enumerate() {
-            depthwise_row(level, x, &wt, bias, g, first + r, act, quad, yrow);
+            depthwise_row(level, x, &wt, bias, g, first + r, act, quad.then_some(level), yrow);
             if let Some(sums) = sums {
                 // SAFETY: `sums` holds C values per output row and this call alone writes row
                 // `first + r`'s.
@@ -144,9 +145,9 @@ fn depthwise_rows(
 }
 
 /// Output row `row` (over batch and height) of the depthwise conv: per pixel, channels in blocks
-/// of 64 and then 16 held in registers across the taps, the rest as a slice. With `quad` (the
-/// CPU has AVX-512), runs of 4 pixels whose taps all lie inside the row go through
-/// [`quad_avx512`] first.
+/// of 64 and then 16 held in registers across the taps, the rest as a slice. With `quad` (AVX-512
+/// or AVX2, which the CPU has), runs of 4 pixels whose taps all lie inside the row go through
+/// that level's 4-pixel kernel first ([`quad_of`]).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn depthwise_row_body(
@@ -156,7 +157,7 @@ fn depthwise_row_body(
     g: &ConvGeometry,
     row: usize,
     act: Activation,
-    quad: bool,
+    quad: Option<Level>,
     yrow: &mut [f32],
 ) {
     let c = g.cin;
@@ -177,9 +178,11 @@ fn depthwise_row_body(
     let mut ox = 0;
     while ox < g.out_w {
         // The quad's channels (`c0` of them) for 4 pixels, or none for this one pixel.
-        let (n, c0) = match quad && ox + 4 <= g.out_w && whole(ox) && whole(ox + 3) {
-            true => quad_of(x, wt, bias, taps(ox), g.stride * c, c, &mut yrow[ox * c..(ox + 4) * c]),
-            false => (1, 0),
+        let (n, c0) = match quad {
+            Some(level) if ox + 4 <= g.out_w && whole(ox) && whole(ox + 3) => {
+                quad_of(level, x, wt, bias, taps(ox), g.stride * c, c, &mut yrow[ox * c..(ox + 4) * c])
+            }
+            _ => (1, 0),
         };
         for p in ox..ox + n {
             let out = &mut yrow[p * c..(p + 1) * c];
@@ -202,9 +205,12 @@ fn depthwise_row_body(
     }
 }
 
-/// [`quad_avx512`] over 4 pixels when their taps fit its list: (4, channels done); else (1, 0).
+/// `level`'s 4-pixel kernel ([`quad_avx512`], [`quad_avx2`]) over 4 pixels when their taps fit
+/// its list: (4, channels done); else (1, 0).
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 fn quad_of(
+    level: Level,
     x: &[f32],
     wt: &[f32],
     bias: Option<&[f32]>,
@@ -224,13 +230,19 @@ fn quad_of(
             list[len] = t;
             len += 1;
         }
-        // SAFETY: `quad` is only set where the CPU has AVX-512; the taps of the 4 pixels (the
+        // SAFETY: `quad` is only set to a level the CPU has; the taps of the 4 pixels (the
         // first's, shifted by `step`) lie inside `x`, the weights inside `wt`.
-        (4, unsafe { quad_avx512(x, wt, bias, &list[..len], step, c, out) })
+        let done = unsafe {
+            match level {
+                Level::Avx512 => quad_avx512(x, wt, bias, &list[..len], step, c, out),
+                _ => quad_avx2(x, wt, bias, &list[..len], step, c, out),
+            }
+        };
+        (4, done)
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        let _ = (x, wt, bias, taps, step, c, out);
+        let _ = (level, x, wt, bias, taps, step, c, out);
         (1, 0)
     }
 }
@@ -283,6 +295,48 @@ unsafe fn quad_avx512(
     c0
 }
 
+/// [`quad_avx512`] for AVX2 + FMA: channels in blocks of 16 (2 x 8 per pixel: 8 accumulators of
+/// its 16 registers).
+///
+/// # Safety
+/// AVX2 and FMA present; as [`quad_avx512`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn quad_avx2(
+    x: &[f32],
+    wt: &[f32],
+    bias: Option<&[f32]>,
+    taps: &[(usize, usize)],
+    step: usize,
+    c: usize,
+    out: &mut [f32],
+) -> usize {
+    use std::arch::x86_64::*;
+    let (xp, wp, op) = (x.as_ptr(), wt.as_ptr(), out.as_mut_ptr());
+    let mut c0 = 0;
+    while c0 + 16 <= c {
+        let init = |h: usize| match bias {
+            Some(b) => _mm256_loadu_ps(b.as_ptr().add(c0 + 8 * h)),
+            None => _mm256_setzero_ps(),
+        };
+        let mut acc = [[init(0), init(1)]; 4];
+        for &(xo, wo) in taps {
+            let w = [_mm256_loadu_ps(wp.add(wo + c0)), _mm256_loadu_ps(wp.add(wo + c0 + 8))];
+            for (p, a) in acc.iter_mut().enumerate() {
+                let xq = xp.add(xo + p * step + c0);
+                a[0] = _mm256_fmadd_ps(_mm256_loadu_ps(xq), w[0], a[0]);
+                a[1] = _mm256_fmadd_ps(_mm256_loadu_ps(xq.add(8)), w[1], a[1]);
+            }
+        }
+        for (p, a) in acc.iter().enumerate() {
+            _mm256_storeu_ps(op.add(p * c + c0), a[0]);
+            _mm256_storeu_ps(op.add(p * c + c0 + 8), a[1]);
+        }
+        c0 += 16;
+    }
+    c0
+}
+
 /// The taps `k0..k1` (of `k`) whose input `o * stride + k - pad` lies inside `0..size`.
 #[inline(always)]
 fn inside(o: usize, stride: usize, pad: usize, size: usize, k: usize) -> (usize, usize) {
@@ -329,7 +383,7 @@ multiversion! {
         g: &ConvGeometry,
         row: usize,
         act: Activation,
-        quad: bool,
+        quad: Option<Level>,
         yrow: &mut [f32],
     ) = depthwise_row_body
 }
