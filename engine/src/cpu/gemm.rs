@@ -3,9 +3,9 @@
 //! f16 and q8 weights stay in their format in memory, rearranged at load into panels of
 //! [`PANEL`] output channels (`[K][PANEL]` per panel, q8 scales `[K / Q8_GROUP][PANEL]`), so a
 //! panel's values for one input are adjacent. For each tile of `NR` output channels, a task
-//! turns its panels into an f32 buffer (`KC x NR`, 32 KiB at AVX-512's NR: it stays in L1) and runs the
-//! level's register-tiled micro-kernel (`MR x NR` accumulators) over its block of rows against
-//! it, then the fused bias + activation on the tile while it is in L1. f32 weights (f32 models,
+//! turns its panels into an f32 buffer (`KC x NR`, 32 KiB at AVX-512's NR: it stays in L1) and
+//! runs the level's register-tiled micro-kernel (`MR x NR` accumulators) over its block of rows
+//! against it, then the fused bias + activation (+ residual) on the tile while it is in L1. f32 weights (f32 models,
 //! the stem) are read from their row-major `[N, K]` the same way.
 //!
 //! Levels (`cpu::Level`): AVX-512 8 x 32, AVX2 + FMA 6 x 16, wasm simd128 4 x 16, portable 4 x 16.
@@ -509,6 +509,9 @@ pub(crate) struct Gate<'a> {
 /// to portable where the CPU lacks it). `x` has `m * k` values, `y` `m * n`; `w` is `[n, k]`.
 pub(crate) fn gemm(level: Level, x: &[f32], k: usize, w: Rhs, n: usize, fused: Fused, y: &mut [f32]) {
     let m = x.len().checked_div(k).unwrap_or(0);
+    if m == 0 || n == 0 {
+        return;
+    }
     assert!(
         y.len() == m * n
             && fused.bias.is_none_or(|b| b.len() == n)
@@ -516,9 +519,6 @@ pub(crate) fn gemm(level: Level, x: &[f32], k: usize, w: Rhs, n: usize, fused: F
             && fused.gate.is_none_or(|g| g.rows > 0 && g.scales.len() == m.div_ceil(g.rows) * k),
         "gemm: shapes checked by the op"
     );
-    if m == 0 || n == 0 {
-        return;
-    }
     #[cfg(target_arch = "x86_64")]
     match level {
         Level::Avx512 if level.supported() => return run::<Avx512>(level, x, m, k, w, n, fused, y),

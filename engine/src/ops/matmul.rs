@@ -312,6 +312,12 @@ mod tests {
         }
     });
 
+    cpu_test!(gated_linear_cpu_takes_an_empty_batch, {
+        // x [2, 0, 3, K]: no rows, two images' gates.
+        let w = vec![1.0f32; 4 * 5];
+        assert!(gated_linear_cpu(&[], &[0.5; 10], 0, Rhs::F32(&w), None, 5, Some(&[])).is_empty());
+    });
+
     cpu_test!(gated_linear_cpu_flushes_subnormal_gated_weights, {
         // Weights of 1e-3 gated by 1e-37: every product is subnormal and counts as zero (x86
         // would otherwise run the kernel through microcode assists); a normal gate is kept.
