@@ -252,12 +252,123 @@ fn quad_of(
 #[cfg(target_arch = "x86_64")]
 const QUAD_TAPS: usize = 49;
 
-/// Channels `0..` in blocks of 32 of 4 neighbouring pixels (`out`: 4 x C), `taps` the first
-/// pixel's and the others' `step` further in x: 8 accumulators in registers, FMA, each weight
-/// load serving 4 pixels. Writes bias + sum (no activation); returns the first channel not done.
+/// The vector operations of the 4-pixel kernel, per x86 level.
+#[cfg(target_arch = "x86_64")]
+trait Lanes {
+    type V: Copy;
+    /// f32 lanes per vector.
+    const N: usize;
+    unsafe fn load(p: *const f32) -> Self::V;
+    unsafe fn zero() -> Self::V;
+    /// `a * b + c`.
+    unsafe fn fma(a: Self::V, b: Self::V, c: Self::V) -> Self::V;
+    unsafe fn store(p: *mut f32, v: Self::V);
+}
+
+#[cfg(target_arch = "x86_64")]
+struct Avx512Lanes;
+#[cfg(target_arch = "x86_64")]
+impl Lanes for Avx512Lanes {
+    type V = std::arch::x86_64::__m512;
+    const N: usize = 16;
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn load(p: *const f32) -> Self::V {
+        std::arch::x86_64::_mm512_loadu_ps(p)
+    }
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn zero() -> Self::V {
+        std::arch::x86_64::_mm512_setzero_ps()
+    }
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn fma(a: Self::V, b: Self::V, c: Self::V) -> Self::V {
+        std::arch::x86_64::_mm512_fmadd_ps(a, b, c)
+    }
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn store(p: *mut f32, v: Self::V) {
+        std::arch::x86_64::_mm512_storeu_ps(p, v)
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+struct Avx2Lanes;
+#[cfg(target_arch = "x86_64")]
+impl Lanes for Avx2Lanes {
+    type V = std::arch::x86_64::__m256;
+    const N: usize = 8;
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn load(p: *const f32) -> Self::V {
+        std::arch::x86_64::_mm256_loadu_ps(p)
+    }
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn zero() -> Self::V {
+        std::arch::x86_64::_mm256_setzero_ps()
+    }
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn fma(a: Self::V, b: Self::V, c: Self::V) -> Self::V {
+        std::arch::x86_64::_mm256_fmadd_ps(a, b, c)
+    }
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn store(p: *mut f32, v: Self::V) {
+        std::arch::x86_64::_mm256_storeu_ps(p, v)
+    }
+}
+
+/// Channels `0..` in blocks of 2 vectors of 4 neighbouring pixels (`out`: 4 x C), `taps` the
+/// first pixel's and the others' `step` further in x: 8 accumulators in registers, FMA, each
+/// weight load serving 4 pixels. Writes bias + sum (no activation); returns the first channel
+/// not done.
 ///
 /// # Safety
-/// AVX-512F present; every `xo + 3 * step + C` and `wo + C` within `x` and `wt`.
+/// `L`'s level present; every `xo + 3 * step + C` and `wo + C` within `x` and `wt`.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn quad_body<L: Lanes>(
+    x: &[f32],
+    wt: &[f32],
+    bias: Option<&[f32]>,
+    taps: &[(usize, usize)],
+    step: usize,
+    c: usize,
+    out: &mut [f32],
+) -> usize {
+    let (xp, wp, op) = (x.as_ptr(), wt.as_ptr(), out.as_mut_ptr());
+    let n = L::N;
+    let mut c0 = 0;
+    while c0 + 2 * n <= c {
+        let init = |h: usize| match bias {
+            Some(b) => L::load(b.as_ptr().add(c0 + n * h)),
+            None => L::zero(),
+        };
+        let mut acc = [[init(0), init(1)]; 4];
+        for &(xo, wo) in taps {
+            let w = [L::load(wp.add(wo + c0)), L::load(wp.add(wo + c0 + n))];
+            for (p, a) in acc.iter_mut().enumerate() {
+                let xq = xp.add(xo + p * step + c0);
+                a[0] = L::fma(L::load(xq), w[0], a[0]);
+                a[1] = L::fma(L::load(xq.add(n)), w[1], a[1]);
+            }
+        }
+        for (p, a) in acc.iter().enumerate() {
+            L::store(op.add(p * c + c0), a[0]);
+            L::store(op.add(p * c + c0 + n), a[1]);
+        }
+        c0 += 2 * n;
+    }
+    c0
+}
+
+/// [`quad_body`] at AVX-512: blocks of 32 channels.
+///
+/// # Safety
+/// As [`quad_body`], with AVX-512F.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,fma")]
 unsafe fn quad_avx512(
@@ -269,37 +380,13 @@ unsafe fn quad_avx512(
     c: usize,
     out: &mut [f32],
 ) -> usize {
-    use std::arch::x86_64::*;
-    let (xp, wp, op) = (x.as_ptr(), wt.as_ptr(), out.as_mut_ptr());
-    let mut c0 = 0;
-    while c0 + 32 <= c {
-        let init = |h: usize| match bias {
-            Some(b) => _mm512_loadu_ps(b.as_ptr().add(c0 + 16 * h)),
-            None => _mm512_setzero_ps(),
-        };
-        let mut acc = [[init(0), init(1)]; 4];
-        for &(xo, wo) in taps {
-            let w = [_mm512_loadu_ps(wp.add(wo + c0)), _mm512_loadu_ps(wp.add(wo + c0 + 16))];
-            for (p, a) in acc.iter_mut().enumerate() {
-                let xq = xp.add(xo + p * step + c0);
-                a[0] = _mm512_fmadd_ps(_mm512_loadu_ps(xq), w[0], a[0]);
-                a[1] = _mm512_fmadd_ps(_mm512_loadu_ps(xq.add(16)), w[1], a[1]);
-            }
-        }
-        for (p, a) in acc.iter().enumerate() {
-            _mm512_storeu_ps(op.add(p * c + c0), a[0]);
-            _mm512_storeu_ps(op.add(p * c + c0 + 16), a[1]);
-        }
-        c0 += 32;
-    }
-    c0
+    quad_body::<Avx512Lanes>(x, wt, bias, taps, step, c, out)
 }
 
-/// [`quad_avx512`] for AVX2 + FMA: channels in blocks of 16 (2 x 8 per pixel: 8 accumulators of
-/// its 16 registers).
+/// [`quad_body`] at AVX2 + FMA: blocks of 16 channels (8 accumulators of its 16 registers).
 ///
 /// # Safety
-/// AVX2 and FMA present; as [`quad_avx512`].
+/// As [`quad_body`], with AVX2 and FMA.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn quad_avx2(
@@ -311,30 +398,7 @@ unsafe fn quad_avx2(
     c: usize,
     out: &mut [f32],
 ) -> usize {
-    use std::arch::x86_64::*;
-    let (xp, wp, op) = (x.as_ptr(), wt.as_ptr(), out.as_mut_ptr());
-    let mut c0 = 0;
-    while c0 + 16 <= c {
-        let init = |h: usize| match bias {
-            Some(b) => _mm256_loadu_ps(b.as_ptr().add(c0 + 8 * h)),
-            None => _mm256_setzero_ps(),
-        };
-        let mut acc = [[init(0), init(1)]; 4];
-        for &(xo, wo) in taps {
-            let w = [_mm256_loadu_ps(wp.add(wo + c0)), _mm256_loadu_ps(wp.add(wo + c0 + 8))];
-            for (p, a) in acc.iter_mut().enumerate() {
-                let xq = xp.add(xo + p * step + c0);
-                a[0] = _mm256_fmadd_ps(_mm256_loadu_ps(xq), w[0], a[0]);
-                a[1] = _mm256_fmadd_ps(_mm256_loadu_ps(xq.add(8)), w[1], a[1]);
-            }
-        }
-        for (p, a) in acc.iter().enumerate() {
-            _mm256_storeu_ps(op.add(p * c + c0), a[0]);
-            _mm256_storeu_ps(op.add(p * c + c0 + 8), a[1]);
-        }
-        c0 += 16;
-    }
-    c0
+    quad_body::<Avx2Lanes>(x, wt, bias, taps, step, c, out)
 }
 
 /// The taps `k0..k1` (of `k`) whose input `o * stride + k - pad` lies inside `0..size`.
