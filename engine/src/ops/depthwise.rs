@@ -126,11 +126,11 @@ fn depthwise_rows(
     let row_len = g.out_w * c;
     let level = Level::current();
     // The level of the 4-pixel kernel, where the CPU has one.
-    let quad = matches!(level, Level::Avx512 | Level::Avx2) && level.supported();
+    let quad = (matches!(level, Level::Avx512 | Level::Avx2) && level.supported()).then_some(level);
     let work = y.len() * taps;
     crate::parallel::for_row_chunks(&mut y, row_len, 1, work, |first, ys| {
         for (r, yrow) in ys.chunks_exact_mut(row_len).enumerate() {
-            depthwise_row(level, x, &wt, bias, g, first + r, act, quad.then_some(level), yrow);
+            depthwise_row(level, x, &wt, bias, g, first + r, act, quad, yrow);
             if let Some(sums) = sums {
                 // SAFETY: `sums` holds C values per output row and this call alone writes row
                 // `first + r`'s.
@@ -265,61 +265,80 @@ trait Lanes {
     unsafe fn store(p: *mut f32, v: Self::V);
 }
 
+/// A level's [`Lanes`] from its intrinsics, and [`quad_body`] compiled for it as `$kernel`.
 #[cfg(target_arch = "x86_64")]
-struct Avx512Lanes;
-#[cfg(target_arch = "x86_64")]
-impl Lanes for Avx512Lanes {
-    type V = std::arch::x86_64::__m512;
-    const N: usize = 16;
-    #[inline]
-    #[target_feature(enable = "avx512f")]
-    unsafe fn load(p: *const f32) -> Self::V {
-        std::arch::x86_64::_mm512_loadu_ps(p)
-    }
-    #[inline]
-    #[target_feature(enable = "avx512f")]
-    unsafe fn zero() -> Self::V {
-        std::arch::x86_64::_mm512_setzero_ps()
-    }
-    #[inline]
-    #[target_feature(enable = "avx512f")]
-    unsafe fn fma(a: Self::V, b: Self::V, c: Self::V) -> Self::V {
-        std::arch::x86_64::_mm512_fmadd_ps(a, b, c)
-    }
-    #[inline]
-    #[target_feature(enable = "avx512f")]
-    unsafe fn store(p: *mut f32, v: Self::V) {
-        std::arch::x86_64::_mm512_storeu_ps(p, v)
-    }
+macro_rules! quad_level {
+    ($lanes:ident, $kernel:ident, $features:literal, $v:ident, $n:literal, $load:ident, $zero:ident, $fma:ident, $store:ident) => {
+        struct $lanes;
+        impl Lanes for $lanes {
+            type V = std::arch::x86_64::$v;
+            const N: usize = $n;
+            #[inline]
+            #[target_feature(enable = $features)]
+            unsafe fn load(p: *const f32) -> Self::V {
+                std::arch::x86_64::$load(p)
+            }
+            #[inline]
+            #[target_feature(enable = $features)]
+            unsafe fn zero() -> Self::V {
+                std::arch::x86_64::$zero()
+            }
+            #[inline]
+            #[target_feature(enable = $features)]
+            unsafe fn fma(a: Self::V, b: Self::V, c: Self::V) -> Self::V {
+                std::arch::x86_64::$fma(a, b, c)
+            }
+            #[inline]
+            #[target_feature(enable = $features)]
+            unsafe fn store(p: *mut f32, v: Self::V) {
+                std::arch::x86_64::$store(p, v)
+            }
+        }
+
+        /// [`quad_body`] at this level.
+        ///
+        /// # Safety
+        /// As [`quad_body`], with the level's features.
+        #[target_feature(enable = $features)]
+        unsafe fn $kernel(
+            x: &[f32],
+            wt: &[f32],
+            bias: Option<&[f32]>,
+            taps: &[(usize, usize)],
+            step: usize,
+            c: usize,
+            out: &mut [f32],
+        ) -> usize {
+            quad_body::<$lanes>(x, wt, bias, taps, step, c, out)
+        }
+    };
 }
 
+// Blocks of 32 channels at AVX-512, of 16 at AVX2 (8 accumulators of its 16 registers).
 #[cfg(target_arch = "x86_64")]
-struct Avx2Lanes;
+quad_level!(
+    Avx512Lanes,
+    quad_avx512,
+    "avx512f,fma",
+    __m512,
+    16,
+    _mm512_loadu_ps,
+    _mm512_setzero_ps,
+    _mm512_fmadd_ps,
+    _mm512_storeu_ps
+);
 #[cfg(target_arch = "x86_64")]
-impl Lanes for Avx2Lanes {
-    type V = std::arch::x86_64::__m256;
-    const N: usize = 8;
-    #[inline]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn load(p: *const f32) -> Self::V {
-        std::arch::x86_64::_mm256_loadu_ps(p)
-    }
-    #[inline]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn zero() -> Self::V {
-        std::arch::x86_64::_mm256_setzero_ps()
-    }
-    #[inline]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn fma(a: Self::V, b: Self::V, c: Self::V) -> Self::V {
-        std::arch::x86_64::_mm256_fmadd_ps(a, b, c)
-    }
-    #[inline]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn store(p: *mut f32, v: Self::V) {
-        std::arch::x86_64::_mm256_storeu_ps(p, v)
-    }
-}
+quad_level!(
+    Avx2Lanes,
+    quad_avx2,
+    "avx2,fma",
+    __m256,
+    8,
+    _mm256_loadu_ps,
+    _mm256_setzero_ps,
+    _mm256_fmadd_ps,
+    _mm256_storeu_ps
+);
 
 /// Channels `0..` in blocks of 2 vectors of 4 neighbouring pixels (`out`: 4 x C), `taps` the
 /// first pixel's and the others' `step` further in x: 8 accumulators in registers, FMA, each
@@ -363,42 +382,6 @@ unsafe fn quad_body<L: Lanes>(
         c0 += 2 * n;
     }
     c0
-}
-
-/// [`quad_body`] at AVX-512: blocks of 32 channels.
-///
-/// # Safety
-/// As [`quad_body`], with AVX-512F.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,fma")]
-unsafe fn quad_avx512(
-    x: &[f32],
-    wt: &[f32],
-    bias: Option<&[f32]>,
-    taps: &[(usize, usize)],
-    step: usize,
-    c: usize,
-    out: &mut [f32],
-) -> usize {
-    quad_body::<Avx512Lanes>(x, wt, bias, taps, step, c, out)
-}
-
-/// [`quad_body`] at AVX2 + FMA: blocks of 16 channels (8 accumulators of its 16 registers).
-///
-/// # Safety
-/// As [`quad_body`], with AVX2 and FMA.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn quad_avx2(
-    x: &[f32],
-    wt: &[f32],
-    bias: Option<&[f32]>,
-    taps: &[(usize, usize)],
-    step: usize,
-    c: usize,
-    out: &mut [f32],
-) -> usize {
-    quad_body::<Avx2Lanes>(x, wt, bias, taps, step, c, out)
 }
 
 /// The taps `k0..k1` (of `k`) whose input `o * stride + k - pad` lies inside `0..size`.
