@@ -73,10 +73,10 @@ pub fn for_row_chunks(
 
 /// A pointer to an output that tasks write in disjoint parts.
 #[derive(Clone, Copy)]
-pub(crate) struct SharedOut(pub *mut f32);
+pub(crate) struct SharedOut<T = f32>(pub *mut T);
 // SAFETY: only used to hand disjoint regions of one buffer to parallel tasks.
-unsafe impl Send for SharedOut {}
-unsafe impl Sync for SharedOut {}
+unsafe impl<T> Send for SharedOut<T> {}
+unsafe impl<T> Sync for SharedOut<T> {}
 
 #[cfg(test)]
 mod tests {

@@ -1,14 +1,16 @@
 //! The CPU path's matrix multiply: `y[M, N] = act(x[M, K] · w[N, K]ᵀ + bias)`.
 //!
 //! f16 and q8 weights stay in their format in memory, rearranged at load into panels of
-//! [`PANEL`] output channels (`[K][PANEL]` per panel, q8 scales `[K / Q8_GROUP][PANEL]`), so a
-//! panel's values for one input are adjacent. For each tile of `NR` output channels, a task
+//! [`PANEL`] output channels (f16 `[K][PANEL]` per panel; q8 `[K / 4][PANEL][4]`, four inputs of
+//! a channel in one 32-bit lane as VNNI's `vpdpbusd` reads them, scales `[K / Q8_GROUP][PANEL]`),
+//! so a panel's values for one input are adjacent. For each tile of `NR` output channels, a task
 //! turns its panels into an f32 buffer (`KC x NR`, 32 KiB at AVX-512's NR: it stays in L1) and
 //! runs the level's register-tiled micro-kernel (`MR x NR` accumulators) over its block of rows
 //! against it, then the fused bias + activation (+ residual) on the tile while it is in L1. f32 weights (f32 models,
 //! the stem) are read from their row-major `[N, K]` the same way.
 //!
-//! Levels (`cpu::Level`): AVX-512 8 x 32, AVX2 + FMA 6 x 16, wasm simd128 4 x 16, portable 4 x 16.
+//! Levels (`cpu::Level`): AVX-512 8 x 32, AVX2 + FMA 6 x 16, wasm simd128 4 x 16, portable 4 x 16;
+//! at AVX-512 VNNI, q8 weights go to `cpu::int8` instead (int8 products, no f32 tile).
 //! The work is split over rows (blocks sized to L2) and, when there are few rows, over tiles of
 //! output channels, on the persistent pool.
 
@@ -30,13 +32,28 @@ pub(crate) const PANEL: usize = 16;
 pub(crate) struct PanelMatrix {
     pub n: usize,
     pub k: usize,
-    data: PanelData,
+    pub(super) data: PanelData,
 }
 
 #[derive(Debug)]
-enum PanelData {
+pub(super) enum PanelData {
     F16(Vec<u16>),
-    Q8 { q: Vec<i8>, scales: Vec<f32> },
+    /// Panels of `q8_panel_len(k)` bytes.
+    Q8 {
+        q: Vec<i8>,
+        scales: Vec<f32>,
+    },
+}
+
+/// Bytes of one q8 panel: K padded to whole 4-input lanes (the padding is zero weights).
+pub(super) fn q8_panel_len(k: usize) -> usize {
+    k.div_ceil(4) * 4 * PANEL
+}
+
+/// Index of weight (input `c`, channel `j` of the panel) within a q8 panel.
+#[inline(always)]
+fn q8_index(c: usize, j: usize) -> usize {
+    ((c / 4 * PANEL + j) * 4) + c % 4
 }
 
 impl PanelMatrix {
@@ -59,13 +76,14 @@ impl PanelMatrix {
             }
             DType::Q8 => {
                 let groups = q8_groups(k);
-                let mut q = vec![0i8; panels * k * PANEL];
+                let len = q8_panel_len(k);
+                let mut q = vec![0i8; panels * len];
                 let mut scales = vec![0f32; panels * groups * PANEL];
                 for r in 0..n {
                     let row = &p.words[r * rw..(r + 1) * rw];
-                    let base = (r / PANEL) * k * PANEL + r % PANEL;
+                    let panel = &mut q[(r / PANEL) * len..][..len];
                     for c in 0..k {
-                        q[base + c * PANEL] = (row[c / 4] >> (8 * (c % 4))) as u8 as i8;
+                        panel[q8_index(c, r % PANEL)] = (row[c / 4] >> (8 * (c % 4))) as u8 as i8;
                     }
                     let sbase = (r / PANEL) * groups * PANEL + r % PANEL;
                     for g in 0..groups {
@@ -89,9 +107,10 @@ impl PanelMatrix {
                 }
             }
             PanelData::Q8 { q, scales } => {
+                let panel = &q[(r / PANEL) * q8_panel_len(self.k)..];
                 let sbase = (r / PANEL) * q8_groups(self.k) * PANEL + r % PANEL;
                 for (c, o) in out.iter_mut().enumerate() {
-                    *o = q[base + c * PANEL] as f32 * scales[sbase + c / Q8_GROUP * PANEL];
+                    *o = panel[q8_index(c, r % PANEL)] as f32 * scales[sbase + c / Q8_GROUP * PANEL];
                 }
             }
         }
@@ -177,17 +196,18 @@ fn fill_body(rhs: Rhs, k: usize, j0: usize, k0: usize, nr: usize, gate: Option<&
                         }
                     }
                     PanelData::Q8 { q, scales } => {
+                        // k0 is a multiple of 4 (of KC): each 4-input lane group is one chunk.
                         let groups = q8_groups(k);
-                        let src = &q[(p * k + k0) * PANEL..][..kc * PANEL];
+                        let src = &q[p * q8_panel_len(k) + k0 * PANEL..][..kc.div_ceil(4) * 4 * PANEL];
                         let sc = &scales[p * groups * PANEL..(p + 1) * groups * PANEL];
-                        for (i, s) in src.chunks_exact(PANEL).enumerate() {
-                            if i % 4 == 0 {
-                                prefetch(s.as_ptr().wrapping_add(PREFETCH_AHEAD) as *const u8);
-                            }
-                            let scale = &sc[(k0 + i) / Q8_GROUP * PANEL..][..PANEL];
-                            let d = &mut buf[i * nr + pp * PANEL..][..PANEL];
-                            for j in 0..PANEL {
-                                d[j] = s[j] as f32 * scale[j];
+                        for (i4, s) in src.chunks_exact(4 * PANEL).enumerate() {
+                            prefetch(s.as_ptr().wrapping_add(PREFETCH_AHEAD) as *const u8);
+                            let scale = &sc[(k0 + 4 * i4) / Q8_GROUP * PANEL..][..PANEL];
+                            for t in 0..4.min(kc - 4 * i4) {
+                                let d = &mut buf[(4 * i4 + t) * nr + pp * PANEL..][..PANEL];
+                                for j in 0..PANEL {
+                                    d[j] = s[4 * j + t] as f32 * scale[j];
+                                }
                             }
                         }
                     }
@@ -256,7 +276,7 @@ trait Micro {
 
 /// Writes (or, when `add`, adds) the valid part of a tile computed in `tmp` (rows of `nr`) to `c`.
 #[inline(always)]
-unsafe fn store_part(tmp: &[f32], nr: usize, c: *mut f32, ldc: usize, rows: usize, cols: usize, add: bool) {
+pub(super) unsafe fn store_part(tmp: &[f32], nr: usize, c: *mut f32, ldc: usize, rows: usize, cols: usize, add: bool) {
     for i in 0..rows {
         let dst = std::slice::from_raw_parts_mut(c.add(i * ldc), cols);
         let src = &tmp[i * nr..i * nr + cols];
@@ -520,7 +540,13 @@ pub(crate) fn gemm(level: Level, x: &[f32], k: usize, w: Rhs, n: usize, fused: F
         "gemm: shapes checked by the op"
     );
     #[cfg(target_arch = "x86_64")]
-    match level {
+    if let (Level::Avx512Vnni, Rhs::Panels(PanelMatrix { data: PanelData::Q8 { q, scales }, .. })) = (level, w) {
+        if level.supported() {
+            return crate::cpu::int8::gemm_vnni(x, k, n, q, scales, fused, y);
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
+    match level.f32_kernels() {
         Level::Avx512 if level.supported() => return run::<Avx512>(level, x, m, k, w, n, fused, y),
         Level::Avx2 if level.supported() => return run::<Avx2>(level, x, m, k, w, n, fused, y),
         _ => {}
@@ -551,7 +577,6 @@ fn run<K: Micro>(level: Level, x: &[f32], m: usize, k: usize, w: Rhs, n: usize, 
     let per = tiles.div_ceil(splits);
     let splits = tiles.div_ceil(per);
     let out = SharedOut(y.as_mut_ptr());
-    let epilogue = fused.bias.is_some() || fused.act != Activation::None || fused.residual.is_some();
     parallel::for_each(blocks * splits, |t| {
         let out = &out;
         let (seg, t0) = (t / splits / per_seg, (t % splits) * per);
@@ -578,19 +603,37 @@ fn run<K: Micro>(level: Level, x: &[f32], m: usize, k: usize, w: Rhs, n: usize, 
                         }
                     }
                 }
-                if epilogue {
-                    for r in m0..m1 {
-                        // SAFETY: as above; the kernels are done with these rows.
-                        let row = unsafe { std::slice::from_raw_parts_mut(out.0.add(r * n + j0), cols) };
-                        vector::bias_act(level, row, fused.bias.map(|b| &b[j0..j0 + cols]), fused.act);
-                        if let Some(res) = fused.residual {
-                            row.iter_mut().zip(&res[r * n + j0..][..cols]).for_each(|(y, r)| *y += r);
-                        }
-                    }
-                }
+                // SAFETY: as above; the kernels are done with these rows.
+                unsafe { epilogue(level, fused, out, n, m0..m1, j0, cols) };
             }
         });
     });
+}
+
+/// Bias, activation and residual of `fused` on columns `j0..j0 + cols` of `rows` of `out` (rows
+/// of `n`), while they are in cache.
+///
+/// # Safety
+/// Those values of `out` exist and no other thread touches them.
+pub(super) unsafe fn epilogue(
+    level: Level,
+    fused: Fused,
+    out: &SharedOut,
+    n: usize,
+    rows: std::ops::Range<usize>,
+    j0: usize,
+    cols: usize,
+) {
+    if fused.bias.is_none() && fused.act == Activation::None && fused.residual.is_none() {
+        return;
+    }
+    for r in rows {
+        let row = std::slice::from_raw_parts_mut(out.0.add(r * n + j0), cols);
+        vector::bias_act(level, row, fused.bias.map(|b| &b[j0..j0 + cols]), fused.act);
+        if let Some(res) = fused.residual {
+            row.iter_mut().zip(&res[r * n + j0..][..cols]).for_each(|(y, r)| *y += r);
+        }
+    }
 }
 
 /// Inputs per pass over a tile (see `run`): 256 x 32 f32 fit a 48 KiB L1 with room for the rows'
@@ -615,6 +658,14 @@ mod tests {
             .collect()
     }
 
+    /// The inputs the GEMM multiplies at AVX-512 VNNI with q8 weights.
+    pub(crate) fn seen_inputs(x: &[f32], k: usize) -> Vec<f32> {
+        #[cfg(target_arch = "x86_64")]
+        return crate::cpu::int8::seen_inputs(x, k, None);
+        #[cfg(not(target_arch = "x86_64"))]
+        unreachable!("{} {k}", x.len())
+    }
+
     cpu_test!(gemm_matches_f64_dot_products_on_every_level_and_format, {
         // Rows and columns not multiples of any MR (4, 6, 8) or NR (16, 32); K past a q8 group
         // and not a multiple of it; enough rows for several blocks and threads.
@@ -629,12 +680,15 @@ mod tests {
                     let seen = packed.dequantize();
                     let panels = PanelMatrix::from_packed(&packed);
                     let rhs = panels.as_ref().map_or(Rhs::F32(&seen), Rhs::Panels);
+                    // At AVX-512 VNNI, q8 weights multiply the inputs quantised to u8.
+                    let xs =
+                        if level == Level::Avx512Vnni && dtype == DType::Q8 { seen_inputs(&x, k) } else { x.clone() };
                     for act in [Activation::None, Activation::Gelu, Activation::Silu] {
                         let mut got = vec![f32::NAN; m * n];
                         let bias = (act != Activation::None).then_some(&b[..]);
                         gemm(level, &x, k, rhs, n, Fused { bias, act, ..Fused::default() }, &mut got);
                         let zeros = vec![0.0; n];
-                        let want = reference(&x, &seen, bias.unwrap_or(&zeros), k, act);
+                        let want = reference(&xs, &seen, bias.unwrap_or(&zeros), k, act);
                         let what = format!("{level:?} {m}x{k} by {n}x{k} {dtype:?} {act:?}");
                         assert_close(&got, &want, 2e-6 * (k as f32).sqrt(), 1e-5, &what);
                     }

@@ -1,9 +1,12 @@
 //! The CPU path's fast kernels: SIMD levels chosen at run time ([`simd`]), the GEMM with f16 and
-//! q8 weights kept in their format ([`gemm`]), and vectorised element-wise maths ([`vector`]).
+//! q8 weights kept in their format ([`gemm`]; int8 products for q8 with AVX-512 VNNI, `int8`),
+//! and vectorised element-wise maths ([`vector`]).
 //! The ops' CPU twins (`ops/*.rs`) call into these.
 
 pub(crate) mod buffers;
 pub(crate) mod gemm;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod int8;
 pub mod simd;
 pub(crate) mod vector;
 

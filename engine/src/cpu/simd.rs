@@ -1,7 +1,7 @@
 //! SIMD levels of the CPU path, chosen at run time from the CPU's features (natively) or at
 //! compile time (`simd128` on wasm32), and the variable that forces one.
 //!
-//! `BRIVL_CPU_SIMD=portable|avx2|avx512|simd128` (read once, natively) caps the level the CPU
+//! `BRIVL_CPU_SIMD=portable|avx2|avx512|avx512vnni|simd128` (read once, natively) caps the level the CPU
 //! path uses: a level the machine lacks falls back to the best one below it, an unknown value
 //! is reported once on stderr and ignored. Tests do not rely on it: kernel tests loop over
 //! [`Level::available`].
@@ -19,7 +19,11 @@ pub enum Level {
     Avx2,
     /// x86-64 AVX-512 F/BW/VL + FMA + F16C.
     Avx512,
+    /// `Avx512` with VNNI: the same kernels, but q8 weights are multiplied as int8 (`cpu::int8`).
+    Avx512Vnni,
 }
+
+const ALL: [Level; 5] = [Level::Portable, Level::Simd128, Level::Avx2, Level::Avx512, Level::Avx512Vnni];
 
 impl Level {
     pub fn name(self) -> &'static str {
@@ -28,12 +32,13 @@ impl Level {
             Self::Simd128 => "simd128",
             Self::Avx2 => "avx2",
             Self::Avx512 => "avx512",
+            Self::Avx512Vnni => "avx512vnni",
         }
     }
 
     #[cfg(any(test, not(target_arch = "wasm32")))]
     fn parse(s: &str) -> Option<Self> {
-        [Self::Portable, Self::Simd128, Self::Avx2, Self::Avx512].into_iter().find(|l| l.name() == s)
+        ALL.into_iter().find(|l| l.name() == s)
     }
 
     /// Whether this machine runs `self`; kernels check it before using a level's instructions.
@@ -44,7 +49,15 @@ impl Level {
 
     /// Every level this machine runs, portable first.
     pub fn available() -> Vec<Level> {
-        [Self::Portable, Self::Simd128, Self::Avx2, Self::Avx512].into_iter().filter(|l| l.supported()).collect()
+        ALL.into_iter().filter(|l| l.supported()).collect()
+    }
+
+    /// The level of the f32 kernels: `Avx512Vnni` differs from `Avx512` only in the q8 GEMM.
+    pub(crate) fn f32_kernels(self) -> Level {
+        match self {
+            Self::Avx512Vnni => Self::Avx512,
+            l => l,
+        }
     }
 
     fn detect() -> Vec<Level> {
@@ -65,6 +78,9 @@ impl Level {
                 && std::arch::is_x86_feature_detected!("avx512vl")
             {
                 v.push(Self::Avx512);
+                if std::arch::is_x86_feature_detected!("avx512vnni") {
+                    v.push(Self::Avx512Vnni);
+                }
             }
         }
         v
@@ -80,7 +96,9 @@ impl Level {
             if let Ok(want) = std::env::var("BRIVL_CPU_SIMD") {
                 match Self::parse(want.trim()) {
                     Some(cap) => return available.into_iter().filter(|l| *l <= cap).max().unwrap_or(Self::Portable),
-                    None => eprintln!("BRIVL_CPU_SIMD={want:?} is not one of portable, simd128, avx2, avx512: ignored"),
+                    None => eprintln!(
+                        "BRIVL_CPU_SIMD={want:?} is not one of portable, simd128, avx2, avx512, avx512vnni: ignored"
+                    ),
                 }
             }
             best

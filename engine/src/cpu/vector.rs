@@ -18,7 +18,7 @@ macro_rules! multiversion {
                 fn avx512($($a: $t),*) $(-> $r)? { $body($($a),*) }
                 #[target_feature(enable = "avx2,fma,f16c")]
                 fn avx2($($a: $t),*) $(-> $r)? { $body($($a),*) }
-                match level {
+                match level.f32_kernels() {
                     // SAFETY: `supported` checked the CPU has these features.
                     $crate::cpu::Level::Avx512 if level.supported() => return unsafe { avx512($($a),*) },
                     $crate::cpu::Level::Avx2 if level.supported() => return unsafe { avx2($($a),*) },

@@ -124,7 +124,7 @@ fn depthwise_rows(
     }
     let mut y = crate::cpu::buffers::for_output(g.out_shape().iter().product());
     let row_len = g.out_w * c;
-    let level = Level::current();
+    let level = Level::current().f32_kernels();
     // The level of the 4-pixel kernel, where the CPU has one.
     let quad = (matches!(level, Level::Avx512 | Level::Avx2) && level.supported()).then_some(level);
     let work = y.len() * taps;

@@ -275,9 +275,11 @@ mod tests {
 
     /// Inputs for the gated linear tests: 2 images of 5x7 pixels (35 rows each, not a tile
     /// multiple), K = 45, N = 70; `x`, `gate`, `residual`, `bias`, the weights, and the reference:
-    /// the gate applied to `x`, then a plain linear, then the residual added.
+    /// the gate applied to `x`, then a plain linear (the CPU path's where `cpu`), then the
+    /// residual added.
     #[allow(clippy::type_complexity)]
     fn gated_case(
+        cpu: bool,
         dtype: DType,
         with_bias: bool,
         with_res: bool,
@@ -289,20 +291,25 @@ mod tests {
         let bias = random(n, 64, 0.5);
         let wp = Packed::new(&random(n * k, 65, 0.2), n, k, dtype).unwrap();
         let gated: Vec<f32> = x.iter().enumerate().map(|(i, v)| v * gate[i / (p * k) * k + i % k]).collect();
-        let mut want =
-            linear_cpu(&gated, Rhs::F32(&wp.dequantize()), with_bias.then_some(&bias[..]), k, Activation::None);
+        // The CPU path's q8 panels multiply quantised inputs at AVX-512 VNNI, gated or not: its
+        // reference uses them too; the GPU's is f32.
+        let (seen, panels) = (wp.dequantize(), PanelMatrix::from_packed(&wp).filter(|_| cpu));
+        let rhs = panels.as_ref().map_or(Rhs::F32(&seen), Rhs::Panels);
+        let mut want = linear_cpu(&gated, rhs, with_bias.then_some(&bias[..]), k, Activation::None);
         if with_res {
             want.iter_mut().zip(&res).for_each(|(w, r)| *w += r);
         }
         (x, gate, res, bias, wp, want)
     }
 
+    const CPU: bool = true;
+    const GPU: bool = false;
     const GATED_CASES: [(DType, bool, bool); 4] =
         [(DType::F32, true, true), (DType::Q8, false, true), (DType::F16, true, false), (DType::F32, false, false)];
 
     cpu_test!(gated_linear_cpu_matches_gate_then_linear_then_add, {
         for (dtype, with_bias, with_res) in GATED_CASES {
-            let (x, gate, res, bias, wp, want) = gated_case(dtype, with_bias, with_res);
+            let (x, gate, res, bias, wp, want) = gated_case(CPU, dtype, with_bias, with_res);
             let (seen, panels) = (wp.dequantize(), PanelMatrix::from_packed(&wp));
             let rhs = panels.as_ref().map_or(Rhs::F32(&seen), Rhs::Panels);
             let (b, res) = (with_bias.then_some(&bias[..]), with_res.then_some(&res[..]));
@@ -333,7 +340,7 @@ mod tests {
     gpu_test!(gated_linear_matches_gate_then_linear_then_add, |gpu| {
         let (b, k, n) = (2, 45, 70);
         for (dtype, with_bias, with_res) in GATED_CASES {
-            let (x, gate, res, bias, wp, want) = gated_case(dtype, with_bias, with_res);
+            let (x, gate, res, bias, wp, want) = gated_case(GPU, dtype, with_bias, with_res);
             let xt = Tensor::from_f32(gpu, &[b, 5, 7, k], &x).unwrap();
             let gt = Tensor::from_f32(gpu, &[b, k], &gate).unwrap();
             let rt = Tensor::from_f32(gpu, &[b, 5, 7, n], &res).unwrap();
