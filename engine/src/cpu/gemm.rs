@@ -10,12 +10,14 @@
 //! the stem) are read from their row-major `[N, K]` the same way.
 //!
 //! Levels (`cpu::Level`): AVX-512 8 x 32, AVX2 + FMA 6 x 16, wasm simd128 4 x 16, portable 4 x 16;
-//! at AVX-512 VNNI, q8 weights go to `cpu::int8` instead (int8 products, no f32 tile).
+//! at AVX-512 VNNI and simd128, q8 weights go to `cpu::int8` instead (int8 products, no f32 tile).
 //! The work is split over rows (blocks sized to L2) and, when there are few rows, over tiles of
 //! output channels, on the persistent pool.
 
 use std::cell::RefCell;
 
+#[cfg(any(target_arch = "x86_64", all(target_arch = "wasm32", target_feature = "simd128")))]
+use crate::cpu::int8;
 use crate::cpu::vector::{self, multiversion};
 use crate::cpu::Level;
 use crate::ops::Activation;
@@ -539,10 +541,10 @@ pub(crate) fn gemm(level: Level, x: &[f32], k: usize, w: Rhs, n: usize, fused: F
             && fused.gate.is_none_or(|g| g.rows > 0 && g.scales.len() == m.div_ceil(g.rows) * k),
         "gemm: shapes checked by the op"
     );
-    #[cfg(target_arch = "x86_64")]
-    if let (Level::Avx512Vnni, Rhs::Panels(PanelMatrix { data: PanelData::Q8 { q, scales }, .. })) = (level, w) {
-        if level.supported() {
-            return crate::cpu::int8::gemm_vnni(x, k, n, q, scales, fused, y);
+    #[cfg(any(target_arch = "x86_64", all(target_arch = "wasm32", target_feature = "simd128")))]
+    if let Rhs::Panels(PanelMatrix { data: PanelData::Q8 { q, scales }, .. }) = w {
+        if int8::used(level) {
+            return int8::gemm(level, x, k, n, q, scales, fused, y);
         }
     }
     #[cfg(target_arch = "x86_64")]
@@ -658,12 +660,16 @@ mod tests {
             .collect()
     }
 
-    /// The inputs the GEMM multiplies at AVX-512 VNNI with q8 weights.
-    pub(crate) fn seen_inputs(x: &[f32], k: usize) -> Vec<f32> {
-        #[cfg(target_arch = "x86_64")]
-        return crate::cpu::int8::seen_inputs(x, k, None);
-        #[cfg(not(target_arch = "x86_64"))]
-        unreachable!("{} {k}", x.len())
+    #[cfg(any(target_arch = "x86_64", all(target_arch = "wasm32", target_feature = "simd128")))]
+    use int8::{seen_inputs, used as int8_used};
+
+    #[cfg(not(any(target_arch = "x86_64", all(target_arch = "wasm32", target_feature = "simd128"))))]
+    fn int8_used(_: Level) -> bool {
+        false
+    }
+    #[cfg(not(any(target_arch = "x86_64", all(target_arch = "wasm32", target_feature = "simd128"))))]
+    fn seen_inputs(_: &[f32], _: usize) -> Vec<f32> {
+        unreachable!()
     }
 
     cpu_test!(gemm_matches_f64_dot_products_on_every_level_and_format, {
@@ -680,9 +686,8 @@ mod tests {
                     let seen = packed.dequantize();
                     let panels = PanelMatrix::from_packed(&packed);
                     let rhs = panels.as_ref().map_or(Rhs::F32(&seen), Rhs::Panels);
-                    // At AVX-512 VNNI, q8 weights multiply the inputs quantised to u8.
-                    let xs =
-                        if level == Level::Avx512Vnni && dtype == DType::Q8 { seen_inputs(&x, k) } else { x.clone() };
+                    // Where q8 weights have the int8 path, they multiply the inputs quantised to u8.
+                    let xs = if int8_used(level) && dtype == DType::Q8 { seen_inputs(&x, k) } else { x.clone() };
                     for act in [Activation::None, Activation::Gelu, Activation::Silu] {
                         let mut got = vec![f32::NAN; m * n];
                         let bias = (act != Activation::None).then_some(&b[..]);

@@ -1,30 +1,30 @@
-//! The q8 GEMM with int8 products, `gemm`'s path for q8 weights at `Level::Avx512Vnni`.
+//! The q8 GEMM with int8 products, `gemm`'s path for q8 weights at `Level::Avx512Vnni` and, in
+//! the browser, `Level::Simd128`.
 //!
 //! Each row's inputs are quantised per group of [`Q8_GROUP`] (the weights' own groups) to u8
 //! with the group's minimum and step, `x ≈ min + step · q`, so a group adds
-//! `wscale[j] · (step · Σ q·w + min · Σ w)` to output `j`: `vpdpbusd` forms `Σ q·w` (u8 x s8,
-//! four products per 32-bit lane, the weights' panel layout), the rest is f32 once per group.
+//! `wscale[j] · (step · Σ q·w + min · Σ w)` to output `j`: integer dot products form `Σ q·w`
+//! (AVX-512 VNNI's `vpdpbusd`, u8 x s8, four products per 32-bit lane as the weights' panels
+//! hold them; in wasm `i32x4.dot_i16x8_s` on widened bytes), the rest is f32 once per group.
 //! The squeeze-excite gate multiplies the inputs as they are quantised.
 //!
 //! Accuracy, full-size random model against the PyTorch reference (`parity_full`, 20 texts),
-//! worst text cosine: 0.9964 with f32 inputs, 0.9957 with this quantisation (symmetric int8 per
-//! group: 0.9953; one step per row: 0.9941, below the 0.995 bar); images 0.9993-0.9994.
+//! worst text cosine: 0.9964 with f32 inputs, 0.9954 with this quantisation (symmetric int8 per
+//! group, simulated: 0.9953; one step per row: 0.9941, below the 0.995 bar); images 0.9993.
 
-use std::arch::x86_64::*;
 use std::cell::RefCell;
 
-use crate::cpu::gemm::{epilogue, q8_panel_len, store_part, Fused, PANEL};
+use crate::cpu::gemm::{epilogue, q8_panel_len, Fused, PANEL};
 use crate::cpu::Level;
 use crate::parallel::{self, SharedOut};
 use crate::quant::{q8_groups, Q8_GROUP};
 
-/// Rows and output channels of the register tile: 12 i32 sums and 12 f32 outputs.
-const MR: usize = 6;
+/// Output channels per kernel call (two panels).
 const NR: usize = 2 * PANEL;
 /// 4-input lanes per q8 group.
 const LANES: usize = Q8_GROUP / 4;
-/// Rows per task (a multiple of MR).
-const MC: usize = 32 * MR;
+/// Rows per task (a multiple of every kernel's rows).
+const MC: usize = 192;
 
 /// Rows quantised per group of inputs: `q` rows of `k` rounded up to 4 (zeros past `k`), one
 /// `step` and `min` per group.
@@ -71,54 +71,42 @@ fn quantise_row_body(x: &[f32], gate: Option<&[f32]>, q: &mut [u8], step: &mut [
     q[x.len()..].fill(0);
 }
 
+/// Whether `gemm` at `level` multiplies q8 weights here.
+pub(crate) fn used(level: Level) -> bool {
+    match level {
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx512Vnni => level.supported(),
+        #[cfg(target_arch = "wasm32")]
+        Level::Simd128 => level.supported(),
+        _ => false,
+    }
+}
+
 /// One row of inputs quantised (see `quantise_row_body`), at `level`: AVX-512 (with the same
 /// results) where the CPU has it.
 fn quantise_row(level: Level, x: &[f32], gate: Option<&[f32]>, q: &mut [u8], step: &mut [f32], min: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
     if level.f32_kernels() == Level::Avx512 && level.supported() {
         // SAFETY: the CPU has AVX-512.
-        unsafe { quantise_row_avx512(x, gate, q, step, min) }
-    } else {
-        quantise_row_body(x, gate, q, step, min)
+        return unsafe { avx512::quantise_row(x, gate, q, step, min) };
     }
-}
-
-/// `quantise_row_body` 32 values at a time (the compiler's version of the scalar body was a fifth
-/// of a text batch); the last, shorter group goes to the body.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-unsafe fn quantise_row_avx512(x: &[f32], gate: Option<&[f32]>, q: &mut [u8], step: &mut [f32], min: &mut [f32]) {
-    let whole = x.len() / Q8_GROUP;
-    let tiny = _mm512_set1_ps(f32::MIN_POSITIVE);
-    for g in 0..whole {
-        let at = g * Q8_GROUP;
-        let mut v = [_mm512_loadu_ps(x.as_ptr().add(at)), _mm512_loadu_ps(x.as_ptr().add(at + 16))];
-        if let Some(gate) = gate {
-            for (h, v) in v.iter_mut().enumerate() {
-                let p = _mm512_mul_ps(*v, _mm512_loadu_ps(gate.as_ptr().add(at + 16 * h)));
-                let keep = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(_mm512_abs_ps(p), tiny);
-                *v = _mm512_maskz_mov_ps(keep, p);
-            }
-        }
-        let lo = _mm512_reduce_min_ps(_mm512_min_ps(v[0], v[1]));
-        let hi = _mm512_reduce_max_ps(_mm512_max_ps(v[0], v[1]));
-        let s = (hi - lo) / 255.0;
-        let inv = if s >= f32::MIN_POSITIVE { 1.0 / s } else { 0.0 };
-        for (h, v) in v.iter().enumerate() {
-            // Rounds to nearest even (the default rounding mode), as the body does.
-            let scaled = _mm512_mul_ps(_mm512_sub_ps(*v, _mm512_set1_ps(lo)), _mm512_set1_ps(inv));
-            let bytes = _mm512_cvtusepi32_epi8(_mm512_cvtps_epi32(scaled));
-            _mm_storeu_si128(q.as_mut_ptr().add(at + 16 * h) as *mut _, bytes);
-        }
-        step[g] = if inv > 0.0 { s } else { 0.0 };
-        min[g] = lo;
-    }
-    let at = whole * Q8_GROUP;
-    quantise_row_body(&x[at..], gate.map(|g| &g[at..]), &mut q[at..], &mut step[whole..], &mut min[whole..]);
+    let _ = level;
+    quantise_row_body(x, gate, q, step, min)
 }
 
 /// `y[M, N] = x[M, K] · wᵀ` with `fused`'s gate, bias, activation and residual, for q8 panels
-/// `q` (`n` channels) and their `scales`. The caller checked the shapes and that the CPU has
-/// AVX-512 VNNI.
-pub(crate) fn gemm_vnni(x: &[f32], k: usize, n: usize, wq: &[i8], scales: &[f32], fused: Fused, y: &mut [f32]) {
+/// `q` (`n` channels) and their `scales`. The caller checked the shapes and that `used(level)`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn gemm(
+    level: Level,
+    x: &[f32],
+    k: usize,
+    n: usize,
+    wq: &[i8],
+    scales: &[f32],
+    fused: Fused,
+    y: &mut [f32],
+) {
     let m = x.len() / k;
     let (kp, groups) = (k.div_ceil(4) * 4, q8_groups(k));
     let mut fresh = Quantised::default();
@@ -147,17 +135,27 @@ pub(crate) fn gemm_vnni(x: &[f32], k: usize, n: usize, wq: &[i8], scales: &[f32]
                         std::slice::from_raw_parts_mut(mp.0.add(r * groups), groups),
                     )
                 };
-                quantise_row(Level::Avx512Vnni, &x[r * k..][..k], gate, q, step, min);
+                quantise_row(level, &x[r * k..][..k], gate, q, step, min);
             }
         });
-        multiply(rows, m, k, n, wq, scales, fused, y);
+        multiply(level, rows, m, k, n, wq, scales, fused, y);
     });
 }
 
 /// The GEMM proper over quantised rows: tasks of `MC` rows by a share of the tiles of `NR`
 /// channels (more shares when there are few row blocks, so every thread has work).
 #[allow(clippy::too_many_arguments)]
-fn multiply(rows: &Quantised, m: usize, k: usize, n: usize, wq: &[i8], scales: &[f32], fused: Fused, y: &mut [f32]) {
+fn multiply(
+    level: Level,
+    rows: &Quantised,
+    m: usize,
+    k: usize,
+    n: usize,
+    wq: &[i8],
+    scales: &[f32],
+    fused: Fused,
+    y: &mut [f32],
+) {
     let (k4, groups, plen) = (k.div_ceil(4), q8_groups(k), q8_panel_len(k));
     let (panels, tiles, blocks) = (n.div_ceil(PANEL), n.div_ceil(NR), m.div_ceil(MC));
     let want = 4 * parallel::threads();
@@ -179,22 +177,22 @@ fn multiply(rows: &Quantised, m: usize, k: usize, n: usize, wq: &[i8], scales: &
                 let p1 = (p0 + 1).min(panels - 1);
                 let (w0, w1) = (&wq[p0 * plen..][..plen], &wq[p1 * plen..][..plen]);
                 let sc = |p: usize| &scales[p * groups * PANEL..][..groups * PANEL];
-                // SAFETY: the CPU has AVX-512 VNNI (checked by the caller); both panels hold k4
-                // lanes and `groups` scales; `prep` holds groups * 2 * NR values.
-                unsafe { prepare(k4, w0, w1, sc(p0), sc(p1), &mut prep) };
-                for i0 in (m0..m1).step_by(MR) {
+                // SAFETY: the CPU has the kernels' features (`used`); both panels hold k4 lanes
+                // and `groups` scales; `prep` holds groups * 2 * NR values.
+                unsafe { arch::prepare(k4, w0, w1, sc(p0), sc(p1), &mut prep) };
+                for i0 in (m0..m1).step_by(arch::MR) {
                     // SAFETY: rows i0..i0 + MR.min(m1 - i0) exist in `rows` (kp bytes, `groups`
                     // steps and minimums each) and in `y` (n values); this task alone writes
                     // rows m0..m1 x its tiles' columns.
                     unsafe {
-                        kernel(
+                        arch::kernel(
                             k4,
                             rows.q.as_ptr().add(i0 * 4 * k4),
                             4 * k4,
                             rows.step.as_ptr().add(i0 * groups),
                             rows.min.as_ptr().add(i0 * groups),
                             groups,
-                            MR.min(m1 - i0),
+                            arch::MR.min(m1 - i0),
                             w0.as_ptr(),
                             w1.as_ptr(),
                             prep.as_ptr(),
@@ -205,100 +203,276 @@ fn multiply(rows: &Quantised, m: usize, k: usize, n: usize, wq: &[i8], scales: &
                     };
                 }
                 // SAFETY: as above; the kernels are done with these rows.
-                unsafe { epilogue(Level::Avx512Vnni, fused, out, n, m0..m1, j0, cols) };
+                unsafe { epilogue(level, fused, out, n, m0..m1, j0, cols) };
             }
         });
     });
 }
 
-/// For each group `g`, into `prep[g * 2 NR..]`: the tile's weight scales (NR values), then the
-/// scales times the sums of the group's int8 weights (what the group's `min` multiplies).
-#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-unsafe fn prepare(k4: usize, w0: &[i8], w1: &[i8], s0: &[f32], s1: &[f32], prep: &mut [f32]) {
-    let ones = _mm512_set1_epi8(1);
-    for (g, dst) in prep.chunks_exact_mut(2 * NR).enumerate() {
-        for (h, (w, s)) in [(w0, s0), (w1, s1)].into_iter().enumerate() {
-            let mut sum = _mm512_setzero_si512();
-            for l in g * LANES..(g * LANES + LANES).min(k4) {
-                sum = _mm512_dpbusd_epi32(sum, ones, _mm512_loadu_si512(w.as_ptr().add(l * 64) as *const _));
+#[cfg(target_arch = "x86_64")]
+use avx512 as arch;
+
+/// AVX-512 VNNI: 6 rows x 32 channels (12 i32 sums and 12 f32 outputs in registers).
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    use super::{LANES, NR};
+    use crate::cpu::gemm::{store_part, PANEL};
+    use crate::quant::Q8_GROUP;
+
+    pub(super) const MR: usize = 6;
+
+    /// `quantise_row_body` 32 values at a time (the compiler's version of the scalar body was a fifth
+    /// of a text batch); the last, shorter group goes to the body.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    pub(super) unsafe fn quantise_row(
+        x: &[f32],
+        gate: Option<&[f32]>,
+        q: &mut [u8],
+        step: &mut [f32],
+        min: &mut [f32],
+    ) {
+        let whole = x.len() / Q8_GROUP;
+        let tiny = _mm512_set1_ps(f32::MIN_POSITIVE);
+        for g in 0..whole {
+            let at = g * Q8_GROUP;
+            let mut v = [_mm512_loadu_ps(x.as_ptr().add(at)), _mm512_loadu_ps(x.as_ptr().add(at + 16))];
+            if let Some(gate) = gate {
+                for (h, v) in v.iter_mut().enumerate() {
+                    let p = _mm512_mul_ps(*v, _mm512_loadu_ps(gate.as_ptr().add(at + 16 * h)));
+                    let keep = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(_mm512_abs_ps(p), tiny);
+                    *v = _mm512_maskz_mov_ps(keep, p);
+                }
             }
-            let scale = _mm512_loadu_ps(s.as_ptr().add(g * PANEL));
-            _mm512_storeu_ps(dst.as_mut_ptr().add(h * PANEL), scale);
-            _mm512_storeu_ps(dst.as_mut_ptr().add(NR + h * PANEL), _mm512_mul_ps(_mm512_cvtepi32_ps(sum), scale));
+            let lo = _mm512_reduce_min_ps(_mm512_min_ps(v[0], v[1]));
+            let hi = _mm512_reduce_max_ps(_mm512_max_ps(v[0], v[1]));
+            let s = (hi - lo) / 255.0;
+            let inv = if s >= f32::MIN_POSITIVE { 1.0 / s } else { 0.0 };
+            for (h, v) in v.iter().enumerate() {
+                // Rounds to nearest even (the default rounding mode), as the body does.
+                let scaled = _mm512_mul_ps(_mm512_sub_ps(*v, _mm512_set1_ps(lo)), _mm512_set1_ps(inv));
+                let bytes = _mm512_cvtusepi32_epi8(_mm512_cvtps_epi32(scaled));
+                _mm_storeu_si128(q.as_mut_ptr().add(at + 16 * h) as *mut _, bytes);
+            }
+            step[g] = if inv > 0.0 { s } else { 0.0 };
+            min[g] = lo;
+        }
+        let at = whole * Q8_GROUP;
+        super::quantise_row_body(&x[at..], gate.map(|g| &g[at..]), &mut q[at..], &mut step[whole..], &mut min[whole..]);
+    }
+
+    /// For each group `g`, into `prep[g * 2 NR..]`: the tile's weight scales (NR values), then the
+    /// scales times the sums of the group's int8 weights (what the group's `min` multiplies).
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    pub(super) unsafe fn prepare(k4: usize, w0: &[i8], w1: &[i8], s0: &[f32], s1: &[f32], prep: &mut [f32]) {
+        let ones = _mm512_set1_epi8(1);
+        for (g, dst) in prep.chunks_exact_mut(2 * NR).enumerate() {
+            for (h, (w, s)) in [(w0, s0), (w1, s1)].into_iter().enumerate() {
+                let mut sum = _mm512_setzero_si512();
+                for l in g * LANES..(g * LANES + LANES).min(k4) {
+                    sum = _mm512_dpbusd_epi32(sum, ones, _mm512_loadu_si512(w.as_ptr().add(l * 64) as *const _));
+                }
+                let scale = _mm512_loadu_ps(s.as_ptr().add(g * PANEL));
+                _mm512_storeu_ps(dst.as_mut_ptr().add(h * PANEL), scale);
+                _mm512_storeu_ps(dst.as_mut_ptr().add(NR + h * PANEL), _mm512_mul_ps(_mm512_cvtepi32_ps(sum), scale));
+            }
+        }
+    }
+
+    /// `c[rows, cols] = ` the quantised rows `a` (`lda` bytes apart; `step`, `min` `lds` apart) times
+    /// the two panels `w0`, `w1`, with `prep` from [`prepare`]; `rows <= MR`, `cols <= NR`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,fma")]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn kernel(
+        k4: usize,
+        a: *const u8,
+        lda: usize,
+        step: *const f32,
+        min: *const f32,
+        lds: usize,
+        rows: usize,
+        w0: *const i8,
+        w1: *const i8,
+        prep: *const f32,
+        c: *mut f32,
+        ldc: usize,
+        cols: usize,
+    ) {
+        // Rows past `rows` repeat the last one (computed, not stored).
+        let row = |i: usize| i.min(rows - 1);
+        let mut out = [[_mm512_setzero_ps(); 2]; MR];
+        for g in 0..k4.div_ceil(LANES) {
+            let mut acc = [[_mm512_setzero_si512(); 2]; MR];
+            for l in g * LANES..(g * LANES + LANES).min(k4) {
+                let b0 = _mm512_loadu_si512(w0.add(l * 64) as *const _);
+                let b1 = _mm512_loadu_si512(w1.add(l * 64) as *const _);
+                for (i, acc) in acc.iter_mut().enumerate() {
+                    let av = _mm512_set1_epi32((a.add(row(i) * lda + l * 4) as *const i32).read_unaligned());
+                    acc[0] = _mm512_dpbusd_epi32(acc[0], av, b0);
+                    acc[1] = _mm512_dpbusd_epi32(acc[1], av, b1);
+                }
+            }
+            let p = prep.add(g * 2 * NR);
+            let scale = [_mm512_loadu_ps(p), _mm512_loadu_ps(p.add(PANEL))];
+            let sums = [_mm512_loadu_ps(p.add(NR)), _mm512_loadu_ps(p.add(NR + PANEL))];
+            for (i, (out, acc)) in out.iter_mut().zip(&acc).enumerate() {
+                let st = _mm512_set1_ps(*step.add(row(i) * lds + g));
+                let mn = _mm512_set1_ps(*min.add(row(i) * lds + g));
+                for h in 0..2 {
+                    let dots = _mm512_mul_ps(_mm512_cvtepi32_ps(acc[h]), st);
+                    out[h] = _mm512_fmadd_ps(dots, scale[h], _mm512_fmadd_ps(mn, sums[h], out[h]));
+                }
+            }
+        }
+        if rows == MR && cols == NR {
+            for (i, o) in out.iter().enumerate() {
+                _mm512_storeu_ps(c.add(i * ldc), o[0]);
+                _mm512_storeu_ps(c.add(i * ldc + PANEL), o[1]);
+            }
+        } else {
+            let mut tmp = [0f32; MR * NR];
+            for (i, o) in out.iter().enumerate() {
+                _mm512_storeu_ps(tmp.as_mut_ptr().add(i * NR), o[0]);
+                _mm512_storeu_ps(tmp.as_mut_ptr().add(i * NR + PANEL), o[1]);
+            }
+            store_part(&tmp, NR, c, ldc, rows, cols, false);
         }
     }
 }
 
-/// `c[rows, cols] = ` the quantised rows `a` (`lda` bytes apart; `step`, `min` `lds` apart) times
-/// the two panels `w0`, `w1`, with `prep` from [`prepare`]; `rows <= MR`, `cols <= NR`.
-#[target_feature(enable = "avx512f,avx512bw,avx512vnni,fma")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn kernel(
-    k4: usize,
-    a: *const u8,
-    lda: usize,
-    step: *const f32,
-    min: *const f32,
-    lds: usize,
-    rows: usize,
-    w0: *const i8,
-    w1: *const i8,
-    prep: *const f32,
-    c: *mut f32,
-    ldc: usize,
-    cols: usize,
-) {
-    // Rows past `rows` repeat the last one (computed, not stored).
-    let row = |i: usize| i.min(rows - 1);
-    let mut out = [[_mm512_setzero_ps(); 2]; MR];
-    for g in 0..k4.div_ceil(LANES) {
-        let mut acc = [[_mm512_setzero_si512(); 2]; MR];
-        for l in g * LANES..(g * LANES + LANES).min(k4) {
-            let b0 = _mm512_loadu_si512(w0.add(l * 64) as *const _);
-            let b1 = _mm512_loadu_si512(w1.add(l * 64) as *const _);
-            for (i, acc) in acc.iter_mut().enumerate() {
-                let av = _mm512_set1_epi32((a.add(row(i) * lda + l * 4) as *const i32).read_unaligned());
-                acc[0] = _mm512_dpbusd_epi32(acc[0], av, b0);
-                acc[1] = _mm512_dpbusd_epi32(acc[1], av, b1);
-            }
-        }
-        let p = prep.add(g * 2 * NR);
-        let scale = [_mm512_loadu_ps(p), _mm512_loadu_ps(p.add(PANEL))];
-        let sums = [_mm512_loadu_ps(p.add(NR)), _mm512_loadu_ps(p.add(NR + PANEL))];
-        for (i, (out, acc)) in out.iter_mut().zip(&acc).enumerate() {
-            let st = _mm512_set1_ps(*step.add(row(i) * lds + g));
-            let mn = _mm512_set1_ps(*min.add(row(i) * lds + g));
-            for h in 0..2 {
-                let dots = _mm512_mul_ps(_mm512_cvtepi32_ps(acc[h]), st);
-                out[h] = _mm512_fmadd_ps(dots, scale[h], _mm512_fmadd_ps(mn, sums[h], out[h]));
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+use simd128 as arch;
+
+/// wasm simd128: bytes widened to i16 and multiplied in pairs (`i32x4.dot_i16x8_s`), 2 rows by
+/// one panel of 16 channels at a time (16 vectors of i32 sums).
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+mod simd128 {
+    use std::arch::wasm32::*;
+
+    use super::{LANES, NR};
+    use crate::cpu::gemm::{store_part, PANEL};
+
+    pub(super) const MR: usize = 2;
+
+    /// 16 bytes of a panel's lane (channels 4v..4v + 4, four inputs each) as two i16x8: channels
+    /// 4v and 4v + 1, then 4v + 2 and 4v + 3.
+    #[inline(always)]
+    unsafe fn widen(w: *const i8) -> [v128; 2] {
+        let b = v128_load(w as *const v128);
+        [i16x8_extend_low_i8x16(b), i16x8_extend_high_i8x16(b)]
+    }
+
+    /// Per-channel totals of a panel's sums: `sums[2i + h]` holds two partial sums of each of
+    /// two channels (`dot_i16x8_s` adds products in pairs); four vectors of four channels.
+    #[inline(always)]
+    fn fold(sums: &[v128; 8]) -> [v128; 4] {
+        std::array::from_fn(|i| {
+            let (a, b) = (sums[2 * i], sums[2 * i + 1]);
+            i32x4_add(i32x4_shuffle::<0, 2, 4, 6>(a, b), i32x4_shuffle::<1, 3, 5, 7>(a, b))
+        })
+    }
+
+    /// As the AVX-512 `prepare`: per group, the tile's weight scales, then the scales times the
+    /// group's weight sums.
+    ///
+    /// # Safety
+    /// Both panels hold `k4` lanes and the scales `groups` groups; `prep` is `groups * 2 NR`.
+    pub(super) unsafe fn prepare(k4: usize, w0: &[i8], w1: &[i8], s0: &[f32], s1: &[f32], prep: &mut [f32]) {
+        let ones = i16x8_splat(1);
+        for (g, dst) in prep.chunks_exact_mut(2 * NR).enumerate() {
+            for (h, (w, s)) in [(w0, s0), (w1, s1)].into_iter().enumerate() {
+                let mut acc = [i32x4_splat(0); 8];
+                for l in g * LANES..(g * LANES + LANES).min(k4) {
+                    for v in 0..4 {
+                        let wv = widen(w.as_ptr().add(l * 64 + v * 16));
+                        for (hh, wv) in wv.into_iter().enumerate() {
+                            acc[2 * v + hh] = i32x4_add(acc[2 * v + hh], i32x4_dot_i16x8(wv, ones));
+                        }
+                    }
+                }
+                for (v, sum) in fold(&acc).into_iter().enumerate() {
+                    let scale = v128_load(s.as_ptr().add(g * PANEL + 4 * v) as *const v128);
+                    v128_store(dst.as_mut_ptr().add(h * PANEL + 4 * v) as *mut v128, scale);
+                    let scaled = f32x4_mul(f32x4_convert_i32x4(sum), scale);
+                    v128_store(dst.as_mut_ptr().add(NR + h * PANEL + 4 * v) as *mut v128, scaled);
+                }
             }
         }
     }
-    if rows == MR && cols == NR {
-        for (i, o) in out.iter().enumerate() {
-            _mm512_storeu_ps(c.add(i * ldc), o[0]);
-            _mm512_storeu_ps(c.add(i * ldc + PANEL), o[1]);
+
+    /// As the AVX-512 `kernel`, with `MR` rows.
+    ///
+    /// # Safety
+    /// As the AVX-512 `kernel`.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn kernel(
+        k4: usize,
+        a: *const u8,
+        lda: usize,
+        step: *const f32,
+        min: *const f32,
+        lds: usize,
+        rows: usize,
+        w0: *const i8,
+        w1: *const i8,
+        prep: *const f32,
+        c: *mut f32,
+        ldc: usize,
+        cols: usize,
+    ) {
+        let row = |i: usize| i.min(rows - 1);
+        let mut out = [[f32x4_splat(0.0); 8]; MR];
+        // The second panel only where its channels are stored.
+        let panels = if cols > PANEL { 2 } else { 1 };
+        for (h, w) in [w0, w1].into_iter().take(panels).enumerate() {
+            for g in 0..k4.div_ceil(LANES) {
+                let mut acc = [[i32x4_splat(0); 8]; MR];
+                for l in g * LANES..(g * LANES + LANES).min(k4) {
+                    // Each row's four inputs, twice, as i16.
+                    let av: [v128; MR] = std::array::from_fn(|i| {
+                        u16x8_extend_low_u8x16(v128_load32_splat(a.add(row(i) * lda + l * 4) as *const u32))
+                    });
+                    for v in 0..4 {
+                        let wv = widen(w.add(l * 64 + v * 16));
+                        for (acc, av) in acc.iter_mut().zip(&av) {
+                            for (hh, wv) in wv.iter().enumerate() {
+                                acc[2 * v + hh] = i32x4_add(acc[2 * v + hh], i32x4_dot_i16x8(*av, *wv));
+                            }
+                        }
+                    }
+                }
+                let p = prep.add(g * 2 * NR + h * PANEL);
+                for (i, (out, acc)) in out.iter_mut().zip(&acc).enumerate() {
+                    let st = f32x4_splat(*step.add(row(i) * lds + g));
+                    let mn = f32x4_splat(*min.add(row(i) * lds + g));
+                    for (v, dot) in fold(acc).into_iter().enumerate() {
+                        let scale = v128_load(p.add(4 * v) as *const v128);
+                        let sums = v128_load(p.add(NR + 4 * v) as *const v128);
+                        let dots = f32x4_mul(f32x4_mul(f32x4_convert_i32x4(dot), st), scale);
+                        out[h * 4 + v] = f32x4_add(out[h * 4 + v], f32x4_add(dots, f32x4_mul(mn, sums)));
+                    }
+                }
+            }
         }
-    } else {
         let mut tmp = [0f32; MR * NR];
-        for (i, o) in out.iter().enumerate() {
-            _mm512_storeu_ps(tmp.as_mut_ptr().add(i * NR), o[0]);
-            _mm512_storeu_ps(tmp.as_mut_ptr().add(i * NR + PANEL), o[1]);
+        for (i, out) in out.iter().enumerate() {
+            for (v, o) in out.iter().enumerate() {
+                v128_store(tmp.as_mut_ptr().add(i * NR + 4 * v) as *mut v128, *o);
+            }
         }
         store_part(&tmp, NR, c, ldc, rows, cols, false);
     }
 }
 
-/// The inputs the int8 path multiplies: `x` (times its image's `gate`) quantised and restored.
+/// The inputs the int8 path multiplies: `x` quantised and restored.
 #[cfg(test)]
-pub(crate) fn seen_inputs(x: &[f32], k: usize, gate: Option<(&[f32], usize)>) -> Vec<f32> {
+pub(crate) fn seen_inputs(x: &[f32], k: usize) -> Vec<f32> {
     let groups = q8_groups(k);
     let (mut q, mut step, mut min) = (vec![0u8; k.div_ceil(4) * 4], vec![0f32; groups], vec![0f32; groups]);
     x.chunks(k)
-        .enumerate()
-        .flat_map(|(r, row)| {
-            let gate = gate.map(|(g, rows)| &g[r / rows * k..][..k]);
-            quantise_row(Level::Portable, row, gate, &mut q, &mut step, &mut min);
+        .flat_map(|row| {
+            quantise_row(Level::Portable, row, None, &mut q, &mut step, &mut min);
             (0..k).map(|c| min[c / Q8_GROUP] + step[c / Q8_GROUP] * q[c] as f32).collect::<Vec<_>>()
         })
         .collect()

@@ -5,7 +5,7 @@
 
 pub(crate) mod buffers;
 pub(crate) mod gemm;
-#[cfg(target_arch = "x86_64")]
+#[cfg(any(target_arch = "x86_64", all(target_arch = "wasm32", target_feature = "simd128")))]
 pub(crate) mod int8;
 pub mod simd;
 pub(crate) mod vector;
