@@ -29,7 +29,7 @@ cargo test --workspace -- --nocapture
 echo "== CPU path at each lower SIMD level the machine has (BRIVL_CPU_SIMD caps the level)"
 # The GEMM and activation tests already loop over every level; this reruns the ops' CPU twins
 # (compared with the GPU kernels and each other) and the model parity tests at the lower levels.
-for level in portable avx2 avx512; do
+for level in portable avx2 avx2vnni avx512; do
   BRIVL_CPU_SIMD=$level cargo test -p brivl-engine --lib -- ops::
   BRIVL_CPU_SIMD=$level cargo test -p brivl-engine --test parity
 done

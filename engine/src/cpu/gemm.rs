@@ -10,7 +10,8 @@
 //! the stem) are read from their row-major `[N, K]` the same way.
 //!
 //! Levels (`cpu::Level`): AVX-512 8 x 32, AVX2 + FMA 6 x 16, wasm simd128 4 x 16, portable 4 x 16;
-//! at AVX-512 VNNI and simd128, q8 weights go to `cpu::int8` instead (int8 products, no f32 tile).
+//! at the VNNI levels and simd128, q8 weights go to `cpu::int8` instead (int8 products, no f32
+//! tile).
 //! The work is split over rows (blocks sized to L2) and, when there are few rows, over tiles of
 //! output channels, on the persistent pool.
 

@@ -1,7 +1,7 @@
 //! SIMD levels of the CPU path, chosen at run time from the CPU's features (natively) or at
 //! compile time (`simd128` on wasm32), and the variable that forces one.
 //!
-//! `BRIVL_CPU_SIMD=portable|avx2|avx512|avx512vnni|simd128` (read once, natively) caps the level the CPU
+//! `BRIVL_CPU_SIMD=portable|avx2|avx2vnni|avx512|avx512vnni|simd128` (read once, natively) caps the level the CPU
 //! path uses: a level the machine lacks falls back to the best one below it, an unknown value
 //! is reported once on stderr and ignored. Tests do not rely on it: kernel tests loop over
 //! [`Level::available`].
@@ -17,13 +17,16 @@ pub enum Level {
     Simd128,
     /// x86-64 AVX2 + FMA + F16C.
     Avx2,
+    /// `Avx2` with AVX-VNNI: the same kernels, but q8 weights are multiplied as int8 (`cpu::int8`).
+    Avx2Vnni,
     /// x86-64 AVX-512 F/BW/VL + FMA + F16C.
     Avx512,
     /// `Avx512` with VNNI: the same kernels, but q8 weights are multiplied as int8 (`cpu::int8`).
     Avx512Vnni,
 }
 
-const ALL: [Level; 5] = [Level::Portable, Level::Simd128, Level::Avx2, Level::Avx512, Level::Avx512Vnni];
+const ALL: [Level; 6] =
+    [Level::Portable, Level::Simd128, Level::Avx2, Level::Avx2Vnni, Level::Avx512, Level::Avx512Vnni];
 
 impl Level {
     pub fn name(self) -> &'static str {
@@ -31,6 +34,7 @@ impl Level {
             Self::Portable => "portable",
             Self::Simd128 => "simd128",
             Self::Avx2 => "avx2",
+            Self::Avx2Vnni => "avx2vnni",
             Self::Avx512 => "avx512",
             Self::Avx512Vnni => "avx512vnni",
         }
@@ -52,9 +56,10 @@ impl Level {
         ALL.into_iter().filter(|l| l.supported()).collect()
     }
 
-    /// The level of the f32 kernels: `Avx512Vnni` differs from `Avx512` only in the q8 GEMM.
+    /// The level of the f32 kernels: a VNNI level differs from the one below only in the q8 GEMM.
     pub(crate) fn f32_kernels(self) -> Level {
         match self {
+            Self::Avx2Vnni => Self::Avx2,
             Self::Avx512Vnni => Self::Avx512,
             l => l,
         }
@@ -71,6 +76,9 @@ impl Level {
                 && std::arch::is_x86_feature_detected!("f16c");
             if avx2 {
                 v.push(Self::Avx2);
+                if std::arch::is_x86_feature_detected!("avxvnni") {
+                    v.push(Self::Avx2Vnni);
+                }
             }
             if avx2
                 && std::arch::is_x86_feature_detected!("avx512f")
@@ -97,7 +105,7 @@ impl Level {
                 match Self::parse(want.trim()) {
                     Some(cap) => return available.into_iter().filter(|l| *l <= cap).max().unwrap_or(Self::Portable),
                     None => eprintln!(
-                        "BRIVL_CPU_SIMD={want:?} is not one of portable, simd128, avx2, avx512, avx512vnni: ignored"
+                        "BRIVL_CPU_SIMD={want:?} is not one of portable, simd128, avx2, avx2vnni, avx512, avx512vnni: ignored"
                     ),
                 }
             }
