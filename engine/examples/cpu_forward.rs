@@ -32,8 +32,8 @@ fn main() -> ExitCode {
 }
 
 fn run(model: &str, kind: &str, batch: usize, repeats: usize) -> Result<(), Box<dyn std::error::Error>> {
-    let mut embedder = Embedder::load(&ModelFile::parse(&std::fs::read(model)?)?, None)?;
-    memory("after loading (the parsed file dropped)");
+    let mut embedder = Embedder::load(&ModelFile::open(std::path::Path::new(model))?, None)?;
+    memory("after loading");
     let size = embedder.config.image_size;
     let images: Vec<Pixels> = (0..batch)
         .map(|i| Pixels {

@@ -34,17 +34,50 @@ pub struct StoredTensor {
     pub packed: Packed,
 }
 
-/// A parsed and verified model file. Tensors stay in the file's bytes and are packed one at a
-/// time when asked for ([`ModelFile::get`]): loading onto the GPU then never holds a second copy
-/// of the weights.
+/// A parsed and verified model file. Tensors stay in the file (its bytes in memory, or on disk
+/// with [`ModelFile::open`]) and are packed one at a time when asked for ([`ModelFile::get`]):
+/// loading then never holds a second copy of the weights.
 pub struct ModelFile<'a> {
     pub config_json: String,
     pub vocab: String,
     /// The model's identity: see the module documentation.
     pub content_hash: String,
-    bytes: std::borrow::Cow<'a, [u8]>,
+    source: Source<'a>,
     tensors: BTreeMap<String, Stored>,
 }
+
+/// Where a model file's bytes are.
+enum Source<'a> {
+    Bytes(std::borrow::Cow<'a, [u8]>),
+    #[cfg(not(target_arch = "wasm32"))]
+    Disk(std::sync::Mutex<std::fs::File>),
+}
+
+impl Source<'_> {
+    /// The bytes in `range` (the file's; `range` lies within it).
+    fn read(&self, range: std::ops::Range<usize>) -> Result<std::borrow::Cow<'_, [u8]>> {
+        match self {
+            Source::Bytes(b) => Ok(std::borrow::Cow::Borrowed(&b[range])),
+            #[cfg(not(target_arch = "wasm32"))]
+            Source::Disk(f) => {
+                use std::io::{Read, Seek, SeekFrom};
+                let mut f = f.lock().map_err(|_| bad("model file: a reader panicked"))?;
+                let mut out = Vec::new();
+                out.try_reserve_exact(range.len()).map_err(|_| bad("model file: a tensor does not fit in memory"))?;
+                f.seek(SeekFrom::Start(range.start as u64))
+                    .and_then(|_| (&mut *f).take(range.len() as u64).read_to_end(&mut out))
+                    .map_err(|e| bad(format!("model file could not be read: {e}")))?;
+                if out.len() != range.len() {
+                    return Err(bad("model file is truncated: it shrank while open"));
+                }
+                Ok(std::borrow::Cow::Owned(out))
+            }
+        }
+    }
+}
+
+/// A tensor as the header lists it: name, element type, shape, bytes within the file.
+type Listed = (String, FileDType, Vec<usize>, std::ops::Range<usize>);
 
 /// Where a tensor lies in the file: element type, shape, byte range (and its q8 scales').
 struct Stored {
@@ -140,13 +173,19 @@ impl ContentHasher {
 
     /// The next tensor, in name order.
     pub fn tensor(&mut self, name: &str, dtype: FileDType, shape: &[usize], bytes: &[u8]) {
+        self.tensor_head(name, dtype, shape, bytes.len());
+        self.0.update(bytes);
+    }
+
+    /// The next tensor's name, type, shape and byte count; its `len` bytes must follow.
+    fn tensor_head(&mut self, name: &str, dtype: FileDType, shape: &[usize], len: usize) {
         self.field(name.as_bytes());
         self.field(dtype.name().as_bytes());
         self.0.update((shape.len() as u64).to_le_bytes());
         for d in shape {
             self.0.update((*d as u64).to_le_bytes());
         }
-        self.field(bytes);
+        self.0.update((len as u64).to_le_bytes());
     }
 
     pub fn finish(self) -> String {
@@ -227,21 +266,25 @@ impl<'a> ModelFile<'a> {
             SafeTensors::read_metadata(&bytes).map_err(|e| bad(format!("not a safetensors model file: {e}")))?;
         let (config_json, vocab, stated) = check_meta(meta.metadata())?;
         let st = SafeTensors::deserialize(&bytes).map_err(|e| bad(format!("corrupt model file: {e}")))?;
-        let mut views = Vec::new();
+        // Byte ranges within the file (every view is a slice of it).
+        let base = bytes.as_ptr() as usize;
+        let mut listed = Vec::new();
         for (name, v) in st.tensors() {
             let dtype = FileDType::from_safetensors(v.dtype())
                 .ok_or_else(|| bad(format!("tensor '{name}' has unsupported dtype {:?}", v.dtype())))?;
             check_shape(&name, v.shape())?;
-            views.push((name, dtype, v));
+            let at = v.data().as_ptr() as usize - base;
+            listed.push((name, dtype, v.shape().to_vec(), at..at + v.data().len()));
         }
-        views.sort_by(|a, b| a.0.cmp(&b.0));
+        drop(st);
+        listed.sort_by(|a, b| a.0.cmp(&b.0));
         let hash = hashed.unwrap_or_else(|| {
             content_hash(
                 FORMAT_VERSION,
                 Q8_GROUP,
                 &config_json,
                 &vocab,
-                views.iter().map(|(n, d, v)| (n.as_str(), *d, v.shape(), v.data())),
+                listed.iter().map(|(n, d, shape, r)| (n.as_str(), *d, shape.as_slice(), &bytes[r.clone()])),
             )
         });
         if hash != stated {
@@ -249,54 +292,19 @@ impl<'a> ModelFile<'a> {
                 "model file is corrupt: its content hash does not match (truncated or modified download?)",
             ));
         }
-        // Byte ranges within the file (every view is a slice of it).
-        let base = bytes.as_ptr() as usize;
-        let range = |d: &[u8]| {
-            let at = d.as_ptr() as usize - base;
-            at..at + d.len()
-        };
-        let by_name: BTreeMap<&str, &safetensors::tensor::TensorView> =
-            views.iter().map(|(n, _, v)| (n.as_str(), v)).collect();
-        let mut tensors = BTreeMap::new();
-        for (name, dtype, v) in &views {
-            if name.ends_with(".scale") && by_name.contains_key(&name[..name.len() - ".scale".len()]) {
-                continue;
-            }
-            let shape = v.shape().to_vec();
-            let (rows, cols) = matrix_dims(&shape);
-            let scale = match dtype {
-                FileDType::I8 => {
-                    let scale = by_name
-                        .get(format!("{name}.scale").as_str())
-                        .ok_or_else(|| bad(format!("int8 tensor '{name}' has no '{name}.scale'")))?;
-                    let want = [rows, q8_groups(cols)];
-                    if scale.dtype() != Dtype::F32 || scale.shape() != want {
-                        return Err(bad(format!(
-                            "'{name}.scale' is {:?} {:?}, expected F32 {want:?}",
-                            scale.dtype(),
-                            scale.shape()
-                        )));
-                    }
-                    Some(range(scale.data()))
-                }
-                _ => None,
-            };
-            tensors.insert(name.to_string(), Stored { dtype: *dtype, shape, data: range(v.data()), scale });
-        }
-        drop(views);
-        drop(st);
-        Ok(Self { config_json, vocab, content_hash: hash, bytes, tensors })
+        let tensors = index(listed)?;
+        Ok(Self { config_json, vocab, content_hash: hash, source: Source::Bytes(bytes), tensors })
     }
 
     /// A tensor packed as the engine uploads it (made now: the file holds it unpacked).
     pub fn get(&self, name: &str) -> Result<StoredTensor> {
         let t = self.stored(name)?;
         let (rows, cols) = matrix_dims(&t.shape);
-        let data = &self.bytes[t.data.clone()];
+        let data = self.source.read(t.data.clone())?;
         let packed = match (t.dtype, &t.scale) {
-            (FileDType::F32, _) => Packed::new(&f32s(data), rows, cols, DType::F32)?,
-            (FileDType::F16, _) => pack_f16(data, rows, cols),
-            (FileDType::I8, Some(scale)) => pack_q8(data, &f32s(&self.bytes[scale.clone()]), rows, cols),
+            (FileDType::F32, _) => Packed::new(&f32s(&data), rows, cols, DType::F32)?,
+            (FileDType::F16, _) => pack_f16(&data, rows, cols),
+            (FileDType::I8, Some(scale)) => pack_q8(&data, &f32s(&self.source.read(scale.clone())?), rows, cols),
             (FileDType::I8, None) => return Err(bad(format!("int8 tensor '{name}' has no '{name}.scale'"))),
         };
         Ok(StoredTensor { shape: t.shape.clone(), packed })
@@ -331,6 +339,98 @@ impl<'a> ModelFile<'a> {
             DType::F32
         }
     }
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+impl ModelFile<'static> {
+    /// Opens, verifies and indexes a model file on disk without reading it into memory: the
+    /// hash is computed reading one tensor at a time, and [`get`](Self::get) reads a tensor when
+    /// asked. Loading then holds the engine's copy of the weights and one tensor, not the whole
+    /// file besides.
+    pub fn open(path: &std::path::Path) -> Result<Self> {
+        use std::io::{Read, Seek, SeekFrom};
+        let io = |e: std::io::Error| bad(format!("model file could not be read: {e}"));
+        let mut f = std::fs::File::open(path).map_err(io)?;
+        let len = f.metadata().map_err(io)?.len();
+        let mut n = [0u8; 8];
+        f.read_exact(&mut n)
+            .map_err(|_| bad(format!("not a safetensors model file: {len} bytes, too short for a header")))?;
+        let n = u64::from_le_bytes(n);
+        if n > MAX_HEADER || 8 + n > len {
+            return Err(bad(format!("not a safetensors model file: its header would be {n} bytes")));
+        }
+        let mut head = vec![0u8; n as usize];
+        f.read_exact(&mut head).map_err(io)?;
+        let meta: safetensors::tensor::Metadata =
+            serde_json::from_slice(&head).map_err(|e| bad(format!("not a safetensors model file: {e}")))?;
+        let (config_json, vocab, stated) = check_meta(meta.metadata())?;
+        let start = 8 + n as usize;
+        let want = start as u64 + meta.data_len() as u64;
+        if want != len {
+            return Err(bad(if want > len {
+                format!("model file is truncated: {len} of the {want} bytes its header describes")
+            } else {
+                format!("model file is longer than the {want} bytes its header describes")
+            }));
+        }
+        let mut listed = Vec::new();
+        for (name, info) in meta.tensors() {
+            let dtype = FileDType::from_safetensors(info.dtype)
+                .ok_or_else(|| bad(format!("tensor '{name}' has unsupported dtype {:?}", info.dtype)))?;
+            check_shape(&name, &info.shape)?;
+            let (s, e) = info.data_offsets;
+            listed.push((name, dtype, info.shape.clone(), start + s..start + e));
+        }
+        listed.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut hasher = ContentHasher::new(FORMAT_VERSION, Q8_GROUP, &config_json, &vocab, listed.len());
+        let mut chunk = vec![0u8; 1 << 22];
+        for (name, dtype, shape, range) in &listed {
+            hasher.tensor_head(name, *dtype, shape, range.len());
+            f.seek(SeekFrom::Start(range.start as u64)).map_err(io)?;
+            let mut left = range.len();
+            while left > 0 {
+                let piece = &mut chunk[..left.min(1 << 22)];
+                f.read_exact(piece).map_err(io)?;
+                hasher.0.update(&*piece);
+                left -= piece.len();
+            }
+        }
+        let hash = hasher.finish();
+        if hash != stated {
+            return Err(bad("model file is corrupt: its content hash does not match (modified or damaged?)"));
+        }
+        let tensors = index(listed)?;
+        let source = Source::Disk(std::sync::Mutex::new(f));
+        Ok(Self { config_json, vocab, content_hash: hash, source, tensors })
+    }
+}
+
+/// The engine's tensors from the header's list (sorted by name): each int8 matrix with its
+/// `.scale` checked and attached.
+fn index(listed: Vec<Listed>) -> Result<BTreeMap<String, Stored>> {
+    let by_name: BTreeMap<&str, &Listed> = listed.iter().map(|t| (t.0.as_str(), t)).collect();
+    let mut tensors = BTreeMap::new();
+    for (name, dtype, shape, data) in &listed {
+        if name.ends_with(".scale") && by_name.contains_key(&name[..name.len() - ".scale".len()]) {
+            continue;
+        }
+        let (rows, cols) = matrix_dims(shape);
+        let scale = match dtype {
+            FileDType::I8 => {
+                let (_, sd, ss, sr) = by_name
+                    .get(format!("{name}.scale").as_str())
+                    .ok_or_else(|| bad(format!("int8 tensor '{name}' has no '{name}.scale'")))?;
+                let want = [rows, q8_groups(cols)];
+                if *sd != FileDType::F32 || ss[..] != want {
+                    return Err(bad(format!("'{name}.scale' is {sd:?} {ss:?}, expected F32 {want:?}")));
+                }
+                Some(sr.clone())
+            }
+            _ => None,
+        };
+        tensors.insert(name.clone(), Stored { dtype: *dtype, shape: shape.clone(), data: data.clone(), scale });
+    }
+    Ok(tensors)
 }
 
 /// Most bytes a safetensors header may have (the safetensors library's own limit).
@@ -1154,5 +1254,42 @@ mod tests {
         huge[..8].copy_from_slice(&(1u64 << 40).to_le_bytes());
         let e = ModelStream::new(u64::MAX).push(&huge[..8]).unwrap_err().to_string();
         assert!(e.contains("not a safetensors model file"), "{e}");
+    }
+
+    #[cfg(not(target_arch = "wasm32"))]
+    #[test]
+    fn a_file_opened_on_disk_reads_as_parsed_and_is_refused_for_the_same_damage() {
+        let (bytes, _) = write_raw(loadable(), "{}", "v").unwrap();
+        let dir = std::env::temp_dir().join(format!("brivl-open-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let open = |name: &str, b: &[u8]| {
+            let path = dir.join(name);
+            std::fs::write(&path, b).unwrap();
+            ModelFile::open(&path)
+        };
+        let parsed = ModelFile::parse(&bytes).unwrap();
+        let opened = open("good", &bytes).unwrap();
+        assert_eq!(opened.content_hash, parsed.content_hash);
+        assert_eq!(opened.names().collect::<Vec<_>>(), parsed.names().collect::<Vec<_>>());
+        for name in parsed.names() {
+            let (a, b) = (opened.get(name).unwrap(), parsed.get(name).unwrap());
+            assert!(a.shape == b.shape && a.packed == b.packed, "{name}");
+        }
+        let err = |name: &str, b: &[u8]| open(name, b).err().expect("refused").to_string();
+        let mut flipped = bytes.clone();
+        *flipped.last_mut().unwrap() ^= 1;
+        assert!(err("flipped", &flipped).contains("content hash does not match"));
+        assert!(err("short", &bytes[..bytes.len() - 1]).contains("truncated"));
+        assert!(err("tiny", &bytes[..5]).contains("not a safetensors model file"));
+        let mut long = bytes.clone();
+        long.push(0);
+        assert!(err("long", &long).contains("longer than"));
+        let other = edit_header(&bytes, "\"format\":\"brivl\"", "\"format\":\"brivx\"");
+        assert!(err("other", &other).contains("not a brivl model"));
+        let mut huge = bytes.clone();
+        huge[..8].copy_from_slice(&(1u64 << 40).to_le_bytes());
+        assert!(err("huge", &huge).contains("not a safetensors model file"));
+        assert!(err("empty", b"").contains("not a safetensors model file"));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

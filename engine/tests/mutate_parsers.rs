@@ -174,6 +174,24 @@ fn parse_model(bytes: &[u8]) -> bool {
         (Err(_), Err(_)) => {}
         _ => panic!("parse and stream disagree: {:?} vs {:?}", parsed.as_ref().err(), streamed.as_ref().err()),
     }
+    // And opened from disk (as the desktop reads a model): the same verdict, hash and tensors.
+    static FILES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = FILES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let path = std::env::temp_dir().join(format!("brivl-mutant-{}-{n}.safetensors", std::process::id()));
+    std::fs::write(&path, bytes).unwrap();
+    let opened = ModelFile::open(&path);
+    match (&parsed, &opened) {
+        (Ok(a), Ok(b)) => {
+            assert_eq!(a.content_hash, b.content_hash);
+            for name in a.names() {
+                assert_eq!(a.get(name).unwrap().packed, b.get(name).unwrap().packed, "{name}");
+            }
+        }
+        (Err(_), Err(_)) => {}
+        _ => panic!("parse and open disagree: {:?} vs {:?}", parsed.as_ref().err(), opened.as_ref().err()),
+    }
+    drop(opened);
+    std::fs::remove_file(&path).ok();
     match parsed {
         Ok(f) => {
             // Everything reachable from a parsed file must be consistent with its shapes.

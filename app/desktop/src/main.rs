@@ -458,9 +458,9 @@ fn load(model: &Path, backend: BackendChoice) -> AnyResult<Embedder> {
     onto(&read_model(model)?, backend)
 }
 
+/// The model file, verified, its tensors read from disk as they are loaded.
 fn read_model(model: &Path) -> AnyResult<ModelFile<'static>> {
-    let bytes = std::fs::read(model).map_err(|e| format!("{}: {e}", model.display()))?;
-    Ok(ModelFile::parse_owned(bytes).map_err(|e| format!("{}: {e}", model.display()))?)
+    Ok(ModelFile::open(model).map_err(|e| format!("{}: {e}", model.display()))?)
 }
 
 /// What an index records about the model: its hash and embedding width.
