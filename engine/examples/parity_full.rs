@@ -110,14 +110,13 @@ fn run(args: Args) -> Result<bool, Box<dyn std::error::Error>> {
     let golden: Value =
         serde_json::from_slice(&std::fs::read(&golden_path).map_err(|e| format!("{}: {e}", golden_path.display()))?)?;
     let t = Instant::now();
-    let bytes = std::fs::read(&args.model).map_err(|e| format!("{}: {e}", args.model.display()))?;
-    let file = ModelFile::parse(&bytes).map_err(|e| format!("{}: {e}", args.model.display()))?;
+    let file = ModelFile::open(&args.model).map_err(|e| format!("{}: {e}", args.model.display()))?;
     let gpu = match args.backend {
         Backend::Gpu => Some(pollster::block_on(Gpu::new())?),
         Backend::Cpu => None,
     };
     let mut embedder = Embedder::load(&file, gpu.as_ref())?;
-    drop(bytes);
+    drop(file);
     println!(
         "model {} ({:.1} MB) on {}, loaded in {:.1} s",
         args.model.display(),

@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use safetensors::{Dtype, SafeTensors};
 use sha2::{Digest, Sha256};
 
+use crate::checkpoint::ReadAt;
 use crate::quant::{q8_groups, Packed, Q8_GROUP};
 use crate::{DType, Error, Result};
 
@@ -49,8 +50,7 @@ pub struct ModelFile<'a> {
 /// Where a model file's bytes are.
 enum Source<'a> {
     Bytes(std::borrow::Cow<'a, [u8]>),
-    #[cfg(not(target_arch = "wasm32"))]
-    Disk(std::sync::Mutex<std::fs::File>),
+    Reader(Box<dyn ReadAt + 'a>),
 }
 
 impl Source<'_> {
@@ -58,18 +58,12 @@ impl Source<'_> {
     fn read(&self, range: std::ops::Range<usize>) -> Result<std::borrow::Cow<'_, [u8]>> {
         match self {
             Source::Bytes(b) => Ok(std::borrow::Cow::Borrowed(&b[range])),
-            #[cfg(not(target_arch = "wasm32"))]
-            Source::Disk(f) => {
-                use std::io::{Read, Seek, SeekFrom};
-                let mut f = f.lock().map_err(|_| bad("model file: a reader panicked"))?;
+            Source::Reader(r) => {
                 let mut out = Vec::new();
                 out.try_reserve_exact(range.len()).map_err(|_| bad("model file: a tensor does not fit in memory"))?;
-                f.seek(SeekFrom::Start(range.start as u64))
-                    .and_then(|_| (&mut *f).take(range.len() as u64).read_to_end(&mut out))
+                out.resize(range.len(), 0);
+                r.read_exact_at(range.start as u64, &mut out)
                     .map_err(|e| bad(format!("model file could not be read: {e}")))?;
-                if out.len() != range.len() {
-                    return Err(bad("model file is truncated: it shrank while open"));
-                }
                 Ok(std::borrow::Cow::Owned(out))
             }
         }
@@ -341,26 +335,34 @@ impl<'a> ModelFile<'a> {
     }
 }
 
-#[cfg(not(target_arch = "wasm32"))]
-impl ModelFile<'static> {
-    /// Opens, verifies and indexes a model file on disk without reading it into memory: the
-    /// hash is computed reading one tensor at a time, and [`get`](Self::get) reads a tensor when
-    /// asked. Loading then holds the engine's copy of the weights and one tensor, not the whole
-    /// file besides.
-    pub fn open(path: &std::path::Path) -> Result<Self> {
-        use std::io::{Read, Seek, SeekFrom};
-        let io = |e: std::io::Error| bad(format!("model file could not be read: {e}"));
-        let mut f = std::fs::File::open(path).map_err(io)?;
-        let len = f.metadata().map_err(io)?.len();
+impl<'a> ModelFile<'a> {
+    /// Opens a model file on disk: see [`from_reader`](Self::from_reader).
+    #[cfg(any(unix, windows))]
+    pub fn open(path: &std::path::Path) -> Result<ModelFile<'static>> {
+        let f = std::fs::File::open(path).map_err(|e| bad(format!("model file could not be read: {e}")))?;
+        ModelFile::from_reader(f)
+    }
+
+    /// Verifies and indexes a model file read at offsets (a file on disk, an OPFS file in the
+    /// browser) without holding it in memory: the hash is computed reading one piece at a time,
+    /// and [`get`](Self::get) reads a tensor when asked. Loading then holds the engine's copy of
+    /// the weights and one tensor, not the whole file besides.
+    pub fn from_reader(r: impl ReadAt + 'a) -> Result<Self> {
+        let len = r.size();
+        let read = |at: u64, buf: &mut [u8]| {
+            r.read_exact_at(at, buf).map_err(|e| bad(format!("model file could not be read: {e}")))
+        };
         let mut n = [0u8; 8];
-        f.read_exact(&mut n)
-            .map_err(|_| bad(format!("not a safetensors model file: {len} bytes, too short for a header")))?;
+        if len < 8 {
+            return Err(bad(format!("not a safetensors model file: {len} bytes, too short for a header")));
+        }
+        read(0, &mut n)?;
         let n = u64::from_le_bytes(n);
         if n > MAX_HEADER || 8 + n > len {
             return Err(bad(format!("not a safetensors model file: its header would be {n} bytes")));
         }
         let mut head = vec![0u8; n as usize];
-        f.read_exact(&mut head).map_err(io)?;
+        read(8, &mut head)?;
         let meta: safetensors::tensor::Metadata =
             serde_json::from_slice(&head).map_err(|e| bad(format!("not a safetensors model file: {e}")))?;
         let (config_json, vocab, stated) = check_meta(meta.metadata())?;
@@ -383,16 +385,14 @@ impl ModelFile<'static> {
         }
         listed.sort_by(|a, b| a.0.cmp(&b.0));
         let mut hasher = ContentHasher::new(FORMAT_VERSION, Q8_GROUP, &config_json, &vocab, listed.len());
-        let mut chunk = vec![0u8; 1 << 22];
+        const PIECE: usize = 4 << 20;
+        let mut piece = vec![0u8; PIECE.min(meta.data_len())];
         for (name, dtype, shape, range) in &listed {
             hasher.tensor_head(name, *dtype, shape, range.len());
-            f.seek(SeekFrom::Start(range.start as u64)).map_err(io)?;
-            let mut left = range.len();
-            while left > 0 {
-                let piece = &mut chunk[..left.min(1 << 22)];
-                f.read_exact(piece).map_err(io)?;
-                hasher.0.update(&*piece);
-                left -= piece.len();
+            for at in range.clone().step_by(PIECE) {
+                let buf = &mut piece[..PIECE.min(range.end - at)];
+                read(at as u64, buf)?;
+                hasher.0.update(&*buf);
             }
         }
         let hash = hasher.finish();
@@ -400,8 +400,7 @@ impl ModelFile<'static> {
             return Err(bad("model file is corrupt: its content hash does not match (modified or damaged?)"));
         }
         let tensors = index(listed)?;
-        let source = Source::Disk(std::sync::Mutex::new(f));
-        Ok(Self { config_json, vocab, content_hash: hash, source, tensors })
+        Ok(Self { config_json, vocab, content_hash: hash, source: Source::Reader(Box::new(r)), tensors })
     }
 }
 
@@ -1256,7 +1255,7 @@ mod tests {
         assert!(e.contains("not a safetensors model file"), "{e}");
     }
 
-    #[cfg(not(target_arch = "wasm32"))]
+    #[cfg(unix)]
     #[test]
     fn a_file_opened_on_disk_reads_as_parsed_and_is_refused_for_the_same_damage() {
         let (bytes, _) = write_raw(loadable(), "{}", "v").unwrap();

@@ -30,6 +30,10 @@ import { CHROMIUM, CPU_FLAGS, FLAGS, GPU_FLAGS } from "./chromium.mjs";
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 const args = process.argv.slice(2);
 const MODE = args.includes("--mode") ? args[args.indexOf("--mode") + 1] : "cpu";
+// Scores against brivl embed. The CPU path multiplies q8 weights by inputs quantised to u8 per
+// group of 32 (engine/src/cpu/int8): on the tiny model (32-wide embeddings) its scores move by up
+// to 4.9e-3 (measured 2026-12-07), the GPU's by under 1e-3.
+const TOLERANCE = MODE === "cpu" ? 1e-2 : 1e-3;
 const DIST = path.resolve(ROOT, process.env.BRIVL_DIST || "dist");
 const TARGET = process.env.CARGO_TARGET_DIR || path.join(ROOT, "target");
 const BRIVL = process.env.BRIVL_BIN || path.join(TARGET, "debug", "brivl");
@@ -37,7 +41,6 @@ const ART = path.join(ROOT, "tests", "artifacts", `convert-${MODE}`);
 const TINY = path.join(ROOT, "tests/fixtures/tiny");
 const VOCAB = path.join(ROOT, "tests/fixtures/tokenizer/vocab.txt");
 const QUERY = "海边的日落";
-const TOLERANCE = 1e-3;
 const MODE_FLAGS = MODE === "cpu" ? CPU_FLAGS : GPU_FLAGS;
 
 const log = (...a) => console.log(`[convert ${MODE}]`, ...a);

@@ -46,10 +46,13 @@ let QUERY = process.env.BRIVL_TEST_QUERY || "";
 let EXPECTED = process.env.BRIVL_TEST_EXPECTED || "";
 // At most this many album photos (sorted by name) are used: WebGPU on SwiftShader is slow.
 const LIMIT = Number(process.env.BRIVL_TEST_LIMIT || 0) || Infinity;
-const TOLERANCE = 1e-3;
 
 const args = process.argv.slice(2);
 const MODE = args.includes("--mode") ? args[args.indexOf("--mode") + 1] : "gpu";
+// Scores against brivl natively (on the GPU where there is one). The CPU path multiplies q8
+// weights by inputs quantised to u8 per group of 32 (engine/src/cpu/int8): its scores move by up
+// to 2.4e-3 on the demo model (measured 2026-12-07), the GPU's by under 1e-3.
+const TOLERANCE = MODE === "cpu" ? 4e-3 : 1e-3;
 const ONE_THREAD = args.includes("--one-thread");
 const LABEL = MODE + (ONE_THREAD ? "-one-thread" : "");
 const DIST = path.resolve(ROOT, process.env.BRIVL_DIST || "dist");

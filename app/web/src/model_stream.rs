@@ -1,12 +1,11 @@
-//! A model file coming into the engine worker as a stream, never whole in the page: a file of
-//! the origin private file system read in slices, or the site's model downloaded here and kept in
-//! OPFS as it arrives. Either way its bytes go once into one buffer of the file's size
-//! (`ModelStream`), the content hash is computed as each tensor's bytes come in, and a wrong file
-//! is refused once its header is in.
+//! A model file coming into the engine worker, never whole in the page nor in the worker's
+//! memory: a file of the origin private file system read in slices (`ModelFile::from_reader`:
+//! verified reading one slice at a time, each tensor read again when the engine loads it), or the
+//! site's model downloaded here into OPFS and then read the same way. A wrong download is refused
+//! once its header is in.
 
 use std::cell::Cell;
 
-use brivl_engine::checkpoint::ReadAt;
 use brivl_engine::model_file::{ModelFile, ModelStream, WriteAt};
 use js_sys::Uint8Array;
 use sha2::{Digest, Sha256};
@@ -17,13 +16,10 @@ use web_sys::{DedicatedWorkerGlobalScope, File, FileSystemFileHandle, ReadableSt
 use crate::convert_worker::{js_message, opfs_root, FileSlices, OpfsFile};
 use crate::protocol::{Download, Reply};
 
-/// Bytes read from OPFS at once.
-const PIECE: usize = 4 << 20;
-
 /// At most this often a `LoadProgress` reply (ms).
 const PROGRESS_MS: f64 = 100.0;
 
-/// OPFS file `name`, read in slices into a `ModelStream`.
+/// OPFS file `name`, verified and read in slices as the engine loads it.
 pub async fn read_opfs(scope: &DedicatedWorkerGlobalScope, name: &str) -> Result<ModelFile<'static>, String> {
     let root = opfs_root(scope).await?;
     let handle: FileSystemFileHandle = JsFuture::from(root.get_file_handle(name))
@@ -31,19 +27,7 @@ pub async fn read_opfs(scope: &DedicatedWorkerGlobalScope, name: &str) -> Result
         .map_err(|e| format!("the model file {name} is not on this device any more: {}", js_message(e)))?
         .unchecked_into();
     let file: File = JsFuture::from(handle.get_file()).await.map_err(js_message)?.unchecked_into();
-    let slices = FileSlices::new(file)?;
-    let size = slices.size();
-    let mut stream = ModelStream::new(size);
-    let mut piece = vec![0u8; PIECE];
-    let mut at = 0u64;
-    while at < size {
-        let n = PIECE.min((size - at) as usize);
-        slices.read_exact_at(at, &mut piece[..n])?;
-        stream.push(&piece[..n]).map_err(|e| e.to_string())?;
-        at += n as u64;
-    }
-    drop(piece);
-    stream.finish().map_err(|e| e.to_string())
+    ModelFile::from_reader(FileSlices::new(file)?).map_err(|e| e.to_string())
 }
 
 /// The site's model: fetched here, its SHA-256 checked against `models.json`'s, written to OPFS
@@ -84,7 +68,9 @@ async fn download_into(
     let body = response.body().ok_or_else(|| format!("{}: the response has no body", d.path))?;
     let reader: ReadableStreamDefaultReader = body.get_reader().unchecked_into();
     let mut out = OpfsFile::create(root, &d.keep_as, created).await?;
-    let mut stream = ModelStream::new(d.bytes as u64);
+    // Only until the header is in: a wrong file is refused then, before the rest comes.
+    let mut header = Some(ModelStream::new(d.bytes as u64));
+    let mut received = 0u64;
     let mut sha = Sha256::new();
     let mut reported = 0.0;
     loop {
@@ -94,21 +80,31 @@ async fn download_into(
             break;
         }
         let bytes = get("value").unchecked_into::<Uint8Array>().to_vec();
-        out.write_all_at(stream.received(), &bytes).map_err(|e| e.to_string())?;
+        if received + bytes.len() as u64 > d.bytes as u64 {
+            return Err(format!("{}: longer than the {} bytes models.json gives", d.path, d.bytes));
+        }
+        out.write_all_at(received, &bytes).map_err(|e| e.to_string())?;
         sha.update(&bytes);
-        stream.push(&bytes).map_err(|e| e.to_string())?;
+        if let Some(h) = &mut header {
+            h.push(&bytes).map_err(|e| e.to_string())?;
+            if h.file_len().is_some() {
+                header = None;
+            }
+        }
+        received += bytes.len() as u64;
         let now = js_sys::Date::now();
         if now - reported >= PROGRESS_MS {
             reported = now;
-            progress(Reply::LoadProgress { received: stream.received() as f64, total });
+            progress(Reply::LoadProgress { received: received as f64, total });
         }
     }
     let got: String = sha.finalize().iter().map(|b| format!("{b:02x}")).collect();
     if got != d.sha256 {
         return Err(format!("SHA-256 {got} differs from models.json's {} (corrupt or replaced download)", d.sha256));
     }
-    progress(Reply::LoadProgress { received: stream.received() as f64, total: stream.received() as f64 });
-    let file = stream.finish().map_err(|e| e.to_string())?;
+    progress(Reply::LoadProgress { received: received as f64, total: received as f64 });
     out.flush()?;
-    Ok(file)
+    // Closed (its lock released), then verified and loaded from OPFS like a kept model.
+    drop(out);
+    read_opfs(scope, &d.keep_as).await
 }

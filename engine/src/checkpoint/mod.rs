@@ -134,6 +134,29 @@ impl ReadAt for std::fs::File {
     }
 }
 
+/// A native file, read at offsets (as above, on Windows).
+#[cfg(windows)]
+impl ReadAt for std::fs::File {
+    fn size(&self) -> u64 {
+        self.metadata().map(|m| m.len()).unwrap_or(0)
+    }
+    fn read_exact_at(&self, mut offset: u64, mut buf: &mut [u8]) -> Result<(), String> {
+        use std::os::windows::fs::FileExt;
+        while !buf.is_empty() {
+            match self.seek_read(buf, offset) {
+                Ok(0) => return Err("the file ended early".into()),
+                Ok(n) => {
+                    buf = &mut buf[n..];
+                    offset += n as u64;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Where a checkpoint's bytes are: in memory (views borrow them), or behind a [`ReadAt`].
 #[derive(Clone, Copy)]
 pub(crate) enum Input<'a> {
