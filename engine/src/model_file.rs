@@ -250,12 +250,6 @@ impl<'a> ModelFile<'a> {
     }
 
     fn parse_cow(bytes: std::borrow::Cow<'a, [u8]>) -> Result<Self> {
-        Self::parse_hashed(bytes, None)
-    }
-
-    /// Parses and verifies; `hashed` is the content hash already computed over these bytes as
-    /// they streamed in ([`ModelStream`]), else it is computed here.
-    fn parse_hashed(bytes: std::borrow::Cow<'a, [u8]>, hashed: Option<String>) -> Result<Self> {
         let (_, meta) =
             SafeTensors::read_metadata(&bytes).map_err(|e| bad(format!("not a safetensors model file: {e}")))?;
         let (config_json, vocab, stated) = check_meta(meta.metadata())?;
@@ -272,15 +266,13 @@ impl<'a> ModelFile<'a> {
         }
         drop(st);
         listed.sort_by(|a, b| a.0.cmp(&b.0));
-        let hash = hashed.unwrap_or_else(|| {
-            content_hash(
-                FORMAT_VERSION,
-                Q8_GROUP,
-                &config_json,
-                &vocab,
-                listed.iter().map(|(n, d, shape, r)| (n.as_str(), *d, shape.as_slice(), &bytes[r.clone()])),
-            )
-        });
+        let hash = content_hash(
+            FORMAT_VERSION,
+            Q8_GROUP,
+            &config_json,
+            &vocab,
+            listed.iter().map(|(n, d, shape, r)| (n.as_str(), *d, shape.as_slice(), &bytes[r.clone()])),
+        );
         if hash != stated {
             return Err(bad(
                 "model file is corrupt: its content hash does not match (truncated or modified download?)",
@@ -435,141 +427,53 @@ fn index(listed: Vec<Listed>) -> Result<BTreeMap<String, Stored>> {
 /// Most bytes a safetensors header may have (the safetensors library's own limit).
 const MAX_HEADER: u64 = 100_000_000;
 
-/// A model file arriving in pieces (a download, a file read in slices), gathered into one buffer
-/// of the file's exact size, reserved once its header is in: no second copy, and memory bounded
-/// by what the header declares and `max_len`. A wrong file (not a brivl model, another version)
-/// is refused as soon as its header is in. A file that keeps its tensors in name order (every
-/// file this build writes) is hashed as each tensor's last byte arrives, so the content hash is
-/// ready with the last piece; one in another order is hashed when complete.
-pub struct ModelStream {
+/// The start of a model file arriving in pieces (a download): a wrong file (not a brivl model,
+/// another version, a header past any sensible size or describing more bytes than `max_len`) is
+/// refused as soon as its header is in, before the rest comes. Only the header is kept; the whole
+/// file is verified afterwards, read back at offsets ([`ModelFile::from_reader`]).
+pub struct ModelHeader {
     max_len: u64,
-    bytes: Vec<u8>,
-    layout: Option<Layout>,
+    head: Vec<u8>,
+    len: Option<u64>,
 }
 
-/// What the header says: the file's length and, where the tensors lie in name order, the hash
-/// so far.
-struct Layout {
-    len: usize,
-    on_the_way: Option<Hashing>,
-}
-
-struct Hashing {
-    hasher: ContentHasher,
-    /// In name order, which is the file's: name, type, shape, bytes within the file.
-    tensors: Vec<(String, FileDType, Vec<usize>, std::ops::Range<usize>)>,
-    done: usize,
-}
-
-impl Hashing {
-    /// Hashes every tensor whose bytes are all in.
-    fn advance(&mut self, bytes: &[u8]) {
-        while let Some((name, dtype, shape, range)) = self.tensors.get(self.done) {
-            if bytes.len() < range.end {
-                break;
-            }
-            self.hasher.tensor(name, *dtype, shape, &bytes[range.clone()]);
-            self.done += 1;
-        }
-    }
-}
-
-impl ModelStream {
+impl ModelHeader {
     /// `max_len`: the most bytes the file may have (its size, where known).
     pub fn new(max_len: u64) -> Self {
-        ModelStream { max_len, bytes: Vec::new(), layout: None }
+        ModelHeader { max_len, head: Vec::new(), len: None }
     }
 
-    /// The file's length, once the header is in.
-    pub fn file_len(&self) -> Option<u64> {
-        self.layout.as_ref().map(|l| l.len as u64)
-    }
-
-    /// Bytes received so far.
-    pub fn received(&self) -> u64 {
-        self.bytes.len() as u64
-    }
-
-    /// Whether the content hash is being computed as the bytes arrive (known once the header is in).
-    pub fn hashing_on_the_way(&self) -> bool {
-        self.layout.as_ref().is_some_and(|l| l.on_the_way.is_some())
-    }
-
-    /// The next piece of the file.
-    pub fn push(&mut self, piece: &[u8]) -> Result<()> {
-        let limit = self.layout.as_ref().map_or(self.max_len, |l| l.len as u64);
-        if self.bytes.len() as u64 + piece.len() as u64 > limit {
-            return Err(bad(format!("model file is longer than {limit} bytes (its header or its size says so)")));
+    /// The next piece of the file; the file's length once its header is in and sound.
+    pub fn push(&mut self, mut piece: &[u8]) -> Result<Option<u64>> {
+        while self.len.is_none() && !piece.is_empty() {
+            // The 8 bytes giving the header's length, then the header.
+            let want = match self.head.get(..8) {
+                Some(n) => 8 + u64::from_le_bytes(n.try_into().expect("8 bytes")).min(MAX_HEADER + 1) as usize,
+                None => 8,
+            };
+            let take = piece.len().min(want - self.head.len());
+            self.head.extend_from_slice(&piece[..take]);
+            piece = &piece[take..];
+            self.len = self.read()?;
         }
-        self.bytes.extend_from_slice(piece);
-        if self.layout.is_none() {
-            self.read_header()?;
-        }
-        if let Some(Layout { on_the_way: Some(h), .. }) = &mut self.layout {
-            h.advance(&self.bytes);
-        }
-        Ok(())
+        Ok(self.len)
     }
 
-    fn read_header(&mut self) -> Result<()> {
-        let Some(n) = self.bytes.get(..8) else { return Ok(()) };
+    fn read(&self) -> Result<Option<u64>> {
+        let Some(n) = self.head.get(..8) else { return Ok(None) };
         let n = u64::from_le_bytes(n.try_into().expect("8 bytes"));
         if n > MAX_HEADER || 8 + n > self.max_len {
             return Err(bad(format!("not a safetensors model file: its header would be {n} bytes")));
         }
-        let end = 8 + n as usize;
-        let Some(head) = self.bytes.get(8..end) else { return Ok(()) };
+        let Some(head) = self.head.get(8..8 + n as usize) else { return Ok(None) };
         let meta: safetensors::tensor::Metadata =
             serde_json::from_slice(head).map_err(|e| bad(format!("not a safetensors model file: {e}")))?;
-        let (config_json, vocab, _) = check_meta(meta.metadata())?;
-        let len = end
-            .checked_add(meta.data_len())
-            .filter(|&l| l as u64 <= self.max_len)
-            .ok_or_else(|| bad("model file is truncated: its header describes more bytes than the file has"))?;
-        if self.bytes.len() > len {
-            return Err(bad(format!("model file is longer than the {len} bytes its header describes")));
+        check_meta(meta.metadata())?;
+        let len = 8 + n + meta.data_len() as u64;
+        if len > self.max_len {
+            return Err(bad("model file is truncated: its header describes more bytes than the file has"));
         }
-        self.bytes
-            .try_reserve_exact(len - self.bytes.len())
-            .map_err(|_| bad(format!("the model file ({len} bytes) does not fit in memory")))?;
-        let mut tensors = Vec::new();
-        for (name, info) in meta.tensors() {
-            let (Some(dtype), Ok(_)) = (FileDType::from_safetensors(info.dtype), check_shape(&name, &info.shape))
-            else {
-                // Refused with the reason by the parse at the end.
-                tensors.clear();
-                break;
-            };
-            let (s, e) = info.data_offsets;
-            tensors.push((name, dtype, info.shape.clone(), end + s..end + e));
-        }
-        tensors.sort_by(|a, b| a.0.cmp(&b.0));
-        let in_name_order = tensors.len() == meta.tensors().len()
-            && tensors.windows(2).all(|w| w[0].3.end == w[1].3.start)
-            && tensors.first().is_none_or(|t| t.3.start == end);
-        let on_the_way = in_name_order.then(|| Hashing {
-            hasher: ContentHasher::new(FORMAT_VERSION, Q8_GROUP, &config_json, &vocab, tensors.len()),
-            tensors,
-            done: 0,
-        });
-        self.layout = Some(Layout { len, on_the_way });
-        Ok(())
-    }
-
-    /// The whole file, parsed and verified (its hash computed on the way where it could be).
-    pub fn finish(self) -> Result<ModelFile<'static>> {
-        let Some(layout) = self.layout else {
-            return Err(bad(format!("model file is truncated: {} bytes, less than its header", self.bytes.len())));
-        };
-        if self.bytes.len() < layout.len {
-            return Err(bad(format!(
-                "model file is truncated: {} of the {} bytes its header describes",
-                self.bytes.len(),
-                layout.len
-            )));
-        }
-        let hashed = layout.on_the_way.filter(|h| h.done == h.tensors.len()).map(|h| h.hasher.finish());
-        ModelFile::parse_hashed(std::borrow::Cow::Owned(self.bytes), hashed)
+        Ok(Some(len))
     }
 }
 
@@ -741,8 +645,8 @@ impl WriteAt for &std::fs::File {
 /// the header, holding the hash, is written last. The bytes are exactly those of
 /// [`write_raw`] for the same tensors, config and vocabulary.
 ///
-/// The file keeps its tensors in name order, the order the hash covers them in, so a reader can
-/// hash each tensor as its bytes arrive ([`ModelStream`]). (Safetensors needs no alignment: the
+/// The file keeps its tensors in name order, the order the hash covers them in, so a reader
+/// hashes it front to back ([`ModelFile::from_reader`]). (Safetensors needs no alignment: the
 /// engine reads values byte by byte.)
 pub struct StreamWriter<W: WriteAt> {
     out: W,
@@ -1174,85 +1078,60 @@ mod tests {
         .collect()
     }
 
-    /// Feeds `bytes` to a stream in pieces of `piece` bytes.
-    fn stream(bytes: &[u8], max_len: u64, piece: usize) -> Result<ModelStream> {
-        let mut st = ModelStream::new(max_len);
-        for p in bytes.chunks(piece) {
-            st.push(p)?;
-        }
-        Ok(st)
-    }
-
     #[test]
-    fn a_file_read_in_pieces_is_hashed_on_the_way_and_equals_the_parsed_one() {
-        let (bytes, hash) = write_raw(loadable(), "{\"image_size\":456}", "[PAD]\nx").unwrap();
+    fn a_file_read_at_offsets_equals_the_parsed_one_in_either_layout() {
+        let (config, vocab) = ("{\"image_size\":456}", "[PAD]\nx");
+        let (bytes, hash) = write_raw(loadable(), config, vocab).unwrap();
+        // The older layout: tensors by element size, not by name (hashed in name order anyway).
+        let mut by_size = loadable();
+        by_size.sort_by(|a, b| b.dtype.size().cmp(&a.dtype.size()).then_with(|| a.name.cmp(&b.name)));
+        let older = serialize(&by_size, &meta(config, vocab, &hash));
+        assert_ne!(older, bytes);
         let whole = ModelFile::parse(&bytes).unwrap();
-        for piece in [1, 7, 64, 1000, bytes.len()] {
-            let st = stream(&bytes, bytes.len() as u64, piece).unwrap();
-            assert!(st.hashing_on_the_way(), "piece {piece}");
-            assert_eq!(st.file_len(), Some(bytes.len() as u64));
-            let file = st.finish().unwrap();
+        for b in [&bytes, &older] {
+            let file = ModelFile::from_reader(&b[..]).unwrap();
             assert_eq!(file.content_hash, hash);
             assert_eq!(file.names().collect::<Vec<_>>(), whole.names().collect::<Vec<_>>());
             for name in whole.names() {
                 assert_eq!(file.get(name).unwrap().packed.words, whole.get(name).unwrap().packed.words, "{name}");
             }
         }
-        // Unknown length (a download without Content-Length): the header's length is reserved.
-        assert_eq!(stream(&bytes, u64::MAX, 4096).unwrap().finish().unwrap().content_hash, hash);
+    }
+
+    /// Feeds `bytes` to a header check in pieces of `piece` bytes; its last answer.
+    fn header(bytes: &[u8], max_len: u64, piece: usize) -> Result<Option<u64>> {
+        let mut h = ModelHeader::new(max_len);
+        let mut len = None;
+        for p in bytes.chunks(piece) {
+            len = h.push(p)?;
+        }
+        Ok(len)
     }
 
     #[test]
-    fn a_file_of_the_older_layout_streams_and_is_hashed_at_the_end() {
-        let (config, vocab) = ("{}", "v");
-        let mut by_size = loadable();
-        by_size.sort_by(|a, b| b.dtype.size().cmp(&a.dtype.size()).then_with(|| a.name.cmp(&b.name)));
-        let hash = content_hash(
-            FORMAT_VERSION,
-            Q8_GROUP,
-            config,
-            vocab,
-            by_size.iter().map(|t| (t.name.as_str(), t.dtype, t.shape.as_slice(), t.bytes.as_slice())),
-        );
-        let bytes = serialize(&by_size, &meta(config, vocab, &hash));
-        let st = stream(&bytes, bytes.len() as u64, 13).unwrap();
-        assert!(!st.hashing_on_the_way());
-        assert_eq!(st.finish().unwrap().content_hash, hash);
-    }
-
-    #[test]
-    fn the_stream_refuses_wrong_truncated_long_and_corrupt_files_with_the_reason() {
+    fn a_download_is_refused_from_its_header_and_only_the_header_is_kept() {
         let (bytes, _) = write_raw(loadable(), "{}", "v").unwrap();
         let n = bytes.len() as u64;
         let head = 8 + u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
-        let err = |r: Result<ModelFile<'static>>| r.err().expect("refused").to_string();
-        // Another format: refused once the header is in, before any tensor.
+        for piece in [1, 7, 64, head, bytes.len()] {
+            assert_eq!(header(&bytes, n, piece).unwrap(), Some(n), "piece {piece}");
+            let mut h = ModelHeader::new(n);
+            h.push(&bytes[..head.min(piece)]).unwrap();
+            h.push(&bytes[head.min(piece)..]).unwrap();
+            assert_eq!(h.head.len(), head, "piece {piece}: the header alone is kept");
+        }
+        assert_eq!(header(&bytes[..head - 1], n, 64).unwrap(), None, "not yet");
+        // Unknown length (no Content-Length): the header says it.
+        assert_eq!(header(&bytes, u64::MAX, 4096).unwrap(), Some(n));
+        let err = |b: &[u8], max: u64| header(b, max, 64).expect_err("refused").to_string();
         let other = edit_header(&bytes, "\"format\":\"brivl\"", "\"format\":\"brivx\"");
-        let e = ModelStream::new(n).push(&other[..head]).unwrap_err().to_string();
-        assert!(e.contains("not a brivl model"), "{e}");
+        assert!(err(&other[..head], n).contains("not a brivl model"));
         let old = edit_header(&bytes, &format!("\"format_version\":\"{FORMAT_VERSION}\""), "\"format_version\":\"2\"");
-        let e = ModelStream::new(n).push(&old[..head]).unwrap_err().to_string();
-        assert!(e.contains("older than this build"), "{e}");
-        // Truncated, and an end never reached.
-        let e = err(stream(&bytes[..bytes.len() - 1], n, 64).unwrap().finish());
-        assert!(e.contains("truncated: "), "{e}");
-        assert!(err(stream(&bytes[..5], n, 64).unwrap().finish()).contains("truncated"));
-        // A file said to be shorter than its header describes, and bytes past the end.
-        let e = stream(&bytes, n - 1, 64).err().unwrap().to_string();
-        assert!(e.contains("truncated") || e.contains("longer than"), "{e}");
-        let mut long = bytes.clone();
-        long.push(0);
-        let e = stream(&long, u64::MAX, 64).err().unwrap().to_string();
-        assert!(e.contains("longer than"), "{e}");
-        // One data byte changed: the hash made on the way does not match.
-        let mut flipped = bytes.clone();
-        *flipped.last_mut().unwrap() ^= 1;
-        assert!(err(stream(&flipped, n, 64).unwrap().finish()).contains("content hash does not match"));
-        // A header length past anything sensible: refused from its first 8 bytes.
+        assert!(err(&old[..head], n).contains("older than this build"));
+        assert!(err(&bytes[..head], n - 1).contains("truncated"), "the header describes more than may come");
         let mut huge = bytes.clone();
         huge[..8].copy_from_slice(&(1u64 << 40).to_le_bytes());
-        let e = ModelStream::new(u64::MAX).push(&huge[..8]).unwrap_err().to_string();
-        assert!(e.contains("not a safetensors model file"), "{e}");
+        assert!(err(&huge[..8], u64::MAX).contains("not a safetensors model file"));
     }
 
     #[cfg(unix)]

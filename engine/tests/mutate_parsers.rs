@@ -12,7 +12,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 
 use brivl_engine::embedder::Embedder;
-use brivl_engine::model_file::{self, content_hash, ModelFile, ModelStream, WriteTensor, FORMAT_VERSION};
+use brivl_engine::model_file::{self, content_hash, ModelFile, WriteTensor, FORMAT_VERSION};
 use brivl_engine::models::brivl::BrivlConfig;
 use brivl_engine::photo::{self, PhotoLimits};
 use brivl_engine::Q8_GROUP;
@@ -166,29 +166,27 @@ fn small_model() -> Vec<u8> {
 
 fn parse_model(bytes: &[u8]) -> bool {
     let parsed = ModelFile::parse(bytes);
-    // The same bytes streamed in pieces (as the web worker reads a model): the same verdict and hash.
-    let mut stream = ModelStream::new(bytes.len() as u64);
-    let streamed = bytes.chunks(61).try_for_each(|p| stream.push(p)).and_then(|()| stream.finish());
-    match (&parsed, &streamed) {
-        (Ok(a), Ok(b)) => assert_eq!(a.content_hash, b.content_hash),
-        (Err(_), Err(_)) => {}
-        _ => panic!("parse and stream disagree: {:?} vs {:?}", parsed.as_ref().err(), streamed.as_ref().err()),
-    }
-    // And opened from disk (as the desktop reads a model): the same verdict, hash and tensors.
+    // The same bytes read at offsets (as the desktop and the web worker read a model): the same
+    // verdict, hash and tensors; from memory, and from a file on disk.
+    let read = ModelFile::from_reader(bytes);
     static FILES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let n = FILES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let path = std::env::temp_dir().join(format!("brivl-mutant-{}-{n}.safetensors", std::process::id()));
     std::fs::write(&path, bytes).unwrap();
     let opened = ModelFile::open(&path);
-    match (&parsed, &opened) {
-        (Ok(a), Ok(b)) => {
-            assert_eq!(a.content_hash, b.content_hash);
-            for name in a.names() {
-                assert_eq!(a.get(name).unwrap().packed, b.get(name).unwrap().packed, "{name}");
+    for other in [&read, &opened] {
+        match (&parsed, other) {
+            (Ok(a), Ok(b)) => {
+                assert_eq!(a.content_hash, b.content_hash);
+                for name in a.names() {
+                    assert_eq!(a.get(name).unwrap().packed, b.get(name).unwrap().packed, "{name}");
+                }
+            }
+            (Err(_), Err(_)) => {}
+            _ => {
+                panic!("parse and read at offsets disagree: {:?} vs {:?}", parsed.as_ref().err(), other.as_ref().err())
             }
         }
-        (Err(_), Err(_)) => {}
-        _ => panic!("parse and open disagree: {:?} vs {:?}", parsed.as_ref().err(), opened.as_ref().err()),
     }
     drop(opened);
     std::fs::remove_file(&path).ok();

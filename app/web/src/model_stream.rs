@@ -6,7 +6,7 @@
 
 use std::cell::Cell;
 
-use brivl_engine::model_file::{ModelFile, ModelStream, WriteAt};
+use brivl_engine::model_file::{ModelFile, ModelHeader, WriteAt};
 use js_sys::Uint8Array;
 use sha2::{Digest, Sha256};
 use wasm_bindgen::JsCast;
@@ -68,8 +68,8 @@ async fn download_into(
     let body = response.body().ok_or_else(|| format!("{}: the response has no body", d.path))?;
     let reader: ReadableStreamDefaultReader = body.get_reader().unchecked_into();
     let mut out = OpfsFile::create(root, &d.keep_as, created).await?;
-    // Only until the header is in: a wrong file is refused then, before the rest comes.
-    let mut header = Some(ModelStream::new(d.bytes as u64));
+    // A wrong file is refused once its header is in, before the rest comes.
+    let mut header = ModelHeader::new(d.bytes as u64);
     let mut received = 0u64;
     let mut sha = Sha256::new();
     let mut reported = 0.0;
@@ -85,12 +85,7 @@ async fn download_into(
         }
         out.write_all_at(received, &bytes).map_err(|e| e.to_string())?;
         sha.update(&bytes);
-        if let Some(h) = &mut header {
-            h.push(&bytes).map_err(|e| e.to_string())?;
-            if h.file_len().is_some() {
-                header = None;
-            }
-        }
+        header.push(&bytes).map_err(|e| e.to_string())?;
         received += bytes.len() as u64;
         let now = js_sys::Date::now();
         if now - reported >= PROGRESS_MS {

@@ -134,6 +134,19 @@ impl ReadAt for std::fs::File {
     }
 }
 
+/// Bytes in memory, read at offsets (tests and fuzzing read model files this way).
+impl ReadAt for &[u8] {
+    fn size(&self) -> u64 {
+        self.len() as u64
+    }
+    fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), String> {
+        let at = usize::try_from(offset).map_err(|_| "offset past the end")?;
+        let src = at.checked_add(buf.len()).and_then(|end| self.get(at..end)).ok_or("read past the end")?;
+        buf.copy_from_slice(src);
+        Ok(())
+    }
+}
+
 /// A native file, read at offsets (as above, on Windows).
 #[cfg(windows)]
 impl ReadAt for std::fs::File {
