@@ -574,11 +574,7 @@ fn run<K: Micro>(level: Level, x: &[f32], m: usize, k: usize, w: Rhs, n: usize, 
     let seg_rows = fused.gate.map_or(m, |g| g.rows.min(m));
     let per_seg = seg_rows.div_ceil(mc);
     let blocks = m.div_ceil(seg_rows) * per_seg;
-    // Few row blocks: split the output channels too, so every thread has work.
-    let want = 4 * parallel::threads();
-    let splits = if blocks >= want { 1 } else { want.div_ceil(blocks).min(tiles) };
-    let per = tiles.div_ceil(splits);
-    let splits = tiles.div_ceil(per);
+    let (splits, per) = tile_splits(blocks, tiles);
     let out = SharedOut(y.as_mut_ptr());
     parallel::for_each(blocks * splits, |t| {
         let out = &out;
@@ -611,6 +607,16 @@ fn run<K: Micro>(level: Level, x: &[f32], m: usize, k: usize, w: Rhs, n: usize, 
             }
         });
     });
+}
+
+/// How a GEMM of `blocks` row blocks and `tiles` column tiles is split into tasks: each row
+/// block into `splits` shares of `per` tiles. Few row blocks: the output channels are split too,
+/// so every thread has work.
+pub(super) fn tile_splits(blocks: usize, tiles: usize) -> (usize, usize) {
+    let want = 4 * parallel::threads();
+    let splits = if blocks >= want { 1 } else { want.div_ceil(blocks).min(tiles) };
+    let per = tiles.div_ceil(splits);
+    (tiles.div_ceil(per), per)
 }
 
 /// Bias, activation and residual of `fused` on columns `j0..j0 + cols` of `rows` of `out` (rows

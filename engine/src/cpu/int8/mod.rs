@@ -22,7 +22,7 @@ mod avx512;
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 mod simd128;
 
-use crate::cpu::gemm::{epilogue, q8_panel_len, Fused, PANEL};
+use crate::cpu::gemm::{epilogue, q8_panel_len, tile_splits, Fused, PANEL};
 use crate::cpu::Level;
 use crate::parallel::{self, SharedOut};
 use crate::quant::{q8_groups, Q8_GROUP};
@@ -219,10 +219,7 @@ fn multiply<K: Kernels>(
 ) {
     let (k4, groups, plen) = (k.div_ceil(4), q8_groups(k), q8_panel_len(k));
     let (panels, tiles, blocks) = (n.div_ceil(PANEL), n.div_ceil(NR), m.div_ceil(MC));
-    let want = 4 * parallel::threads();
-    let splits = if blocks >= want { 1 } else { want.div_ceil(blocks).min(tiles) };
-    let per = tiles.div_ceil(splits);
-    let splits = tiles.div_ceil(per);
+    let (splits, per) = tile_splits(blocks, tiles);
     let out = SharedOut(y.as_mut_ptr());
     parallel::for_each(blocks * splits, |t| {
         let out = &out;
