@@ -126,7 +126,7 @@ fn depthwise_rows(
     let row_len = g.out_w * c;
     let level = Level::current().f32_kernels();
     // The level of the 4-pixel kernel, where the CPU has one.
-    let quad = (matches!(level, Level::Avx512 | Level::Avx2) && level.supported()).then_some(level);
+    let quad = (matches!(level, Level::Avx512 | Level::Avx2 | Level::Simd128) && level.supported()).then_some(level);
     let work = y.len() * taps;
     crate::parallel::for_row_chunks(&mut y, row_len, 1, work, |first, ys| {
         for (r, yrow) in ys.chunks_exact_mut(row_len).enumerate() {
@@ -146,8 +146,8 @@ fn depthwise_rows(
 
 /// Output row `row` (over batch and height) of the depthwise conv: per pixel, channels in blocks
 /// of 64 and then 16 held in registers across the taps, the rest as a slice. With `quad` (AVX-512
-/// or AVX2, which the CPU has), runs of 4 pixels whose taps all lie inside the row go through
-/// that level's 4-pixel kernel first ([`quad_of`]).
+/// or AVX2, which the CPU has, or wasm `simd128`), runs of 4 pixels whose taps all lie inside the
+/// row go through that level's 4-pixel kernel first ([`quad_of`]).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn depthwise_row_body(
@@ -205,8 +205,8 @@ fn depthwise_row_body(
     }
 }
 
-/// `level`'s 4-pixel kernel ([`quad_avx512`], [`quad_avx2`]) over 4 pixels when their taps fit
-/// its list: (4, channels done); else (1, 0).
+/// `level`'s 4-pixel kernel ([`quad_avx512`], [`quad_avx2`], `quad_simd128`) over 4 pixels when
+/// their taps fit its list: (4, channels done); else (1, 0).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn quad_of(
@@ -219,7 +219,7 @@ fn quad_of(
     c: usize,
     out: &mut [f32],
 ) -> (usize, usize) {
-    #[cfg(target_arch = "x86_64")]
+    #[cfg(any(target_arch = "x86_64", all(target_arch = "wasm32", target_feature = "simd128")))]
     {
         let mut list = [(0usize, 0usize); QUAD_TAPS];
         let mut len = 0;
@@ -232,15 +232,22 @@ fn quad_of(
         }
         // SAFETY: `quad` is only set to a level the CPU has; the taps of the 4 pixels (the
         // first's, shifted by `step`) lie inside `x`, the weights inside `wt`.
+        #[cfg(target_arch = "x86_64")]
         let done = unsafe {
             match level {
                 Level::Avx512 => quad_avx512(x, wt, bias, &list[..len], step, c, out),
                 _ => quad_avx2(x, wt, bias, &list[..len], step, c, out),
             }
         };
+        // SAFETY: as above (simd128 is compiled in: the only level with a kernel here).
+        #[cfg(target_arch = "wasm32")]
+        let done = {
+            let _ = level;
+            unsafe { quad_body::<Simd128Lanes>(x, wt, bias, &list[..len], step, c, out) }
+        };
         (4, done)
     }
-    #[cfg(not(target_arch = "x86_64"))]
+    #[cfg(not(any(target_arch = "x86_64", all(target_arch = "wasm32", target_feature = "simd128"))))]
     {
         let _ = (level, x, wt, bias, taps, step, c, out);
         (1, 0)
@@ -249,11 +256,11 @@ fn quad_of(
 
 /// Taps the quad kernel takes (5x5 at most in EfficientNet; larger kernels go one pixel at a
 /// time).
-#[cfg(target_arch = "x86_64")]
+#[cfg(any(target_arch = "x86_64", all(target_arch = "wasm32", target_feature = "simd128")))]
 const QUAD_TAPS: usize = 49;
 
-/// The vector operations of the 4-pixel kernel, per x86 level.
-#[cfg(target_arch = "x86_64")]
+/// The vector operations of the 4-pixel kernel, per level.
+#[cfg(any(target_arch = "x86_64", all(target_arch = "wasm32", target_feature = "simd128")))]
 trait Lanes {
     type V: Copy;
     /// f32 lanes per vector.
@@ -340,6 +347,31 @@ quad_level!(
     _mm256_storeu_ps
 );
 
+/// wasm `simd128` (no FMA: a multiply and an add), blocks of 8 channels.
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+struct Simd128Lanes;
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+impl Lanes for Simd128Lanes {
+    type V = std::arch::wasm32::v128;
+    const N: usize = 4;
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> Self::V {
+        std::arch::wasm32::v128_load(p as *const Self::V)
+    }
+    #[inline(always)]
+    unsafe fn zero() -> Self::V {
+        std::arch::wasm32::f32x4_splat(0.0)
+    }
+    #[inline(always)]
+    unsafe fn fma(a: Self::V, b: Self::V, c: Self::V) -> Self::V {
+        std::arch::wasm32::f32x4_add(std::arch::wasm32::f32x4_mul(a, b), c)
+    }
+    #[inline(always)]
+    unsafe fn store(p: *mut f32, v: Self::V) {
+        std::arch::wasm32::v128_store(p as *mut Self::V, v)
+    }
+}
+
 /// Channels `0..` in blocks of 2 vectors of 4 neighbouring pixels (`out`: 4 x C), `taps` the
 /// first pixel's and the others' `step` further in x: 8 accumulators in registers, FMA, each
 /// weight load serving 4 pixels. Writes bias + sum (no activation); returns the first channel
@@ -347,7 +379,7 @@ quad_level!(
 ///
 /// # Safety
 /// `L`'s level present; every `xo + 3 * step + C` and `wo + C` within `x` and `wt`.
-#[cfg(target_arch = "x86_64")]
+#[cfg(any(target_arch = "x86_64", all(target_arch = "wasm32", target_feature = "simd128")))]
 #[inline(always)]
 unsafe fn quad_body<L: Lanes>(
     x: &[f32],
