@@ -47,16 +47,14 @@ pub(super) unsafe fn quantise_row(x: &[f32], gate: Option<&[f32]>, q: &mut [u8],
         }
         let lo = least(_mm256_min_ps(_mm256_min_ps(v[0], v[1]), _mm256_min_ps(v[2], v[3])));
         let hi = greatest(_mm256_max_ps(_mm256_max_ps(v[0], v[1]), _mm256_max_ps(v[2], v[3])));
-        let s = (hi - lo) / 255.0;
-        let inv = if s >= f32::MIN_POSITIVE { 1.0 / s } else { 0.0 };
+        let (s, inv) = super::group_step(lo, hi);
         let (lov, invv) = (_mm256_set1_ps(lo), _mm256_set1_ps(inv));
         // Rounds to nearest even (the default rounding mode), as the body does.
         let i: [__m256i; 4] =
             std::array::from_fn(|h| _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_sub_ps(v[h], lov), invv)));
         let words = _mm256_packus_epi16(_mm256_packus_epi32(i[0], i[1]), _mm256_packus_epi32(i[2], i[3]));
         _mm256_storeu_si256(q.as_mut_ptr().add(at) as *mut __m256i, _mm256_permutevar8x32_epi32(words, order));
-        step[g] = if inv > 0.0 { s } else { 0.0 };
-        min[g] = lo;
+        (step[g], min[g]) = (s, lo);
     }
     let at = whole * Q8_GROUP;
     super::quantise_row_body(&x[at..], gate.map(|g| &g[at..]), &mut q[at..], &mut step[whole..], &mut min[whole..]);

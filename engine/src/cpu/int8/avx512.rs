@@ -27,16 +27,14 @@ pub(super) unsafe fn quantise_row(x: &[f32], gate: Option<&[f32]>, q: &mut [u8],
         }
         let lo = _mm512_reduce_min_ps(_mm512_min_ps(v[0], v[1]));
         let hi = _mm512_reduce_max_ps(_mm512_max_ps(v[0], v[1]));
-        let s = (hi - lo) / 255.0;
-        let inv = if s >= f32::MIN_POSITIVE { 1.0 / s } else { 0.0 };
+        let (s, inv) = super::group_step(lo, hi);
         for (h, v) in v.iter().enumerate() {
             // Rounds to nearest even (the default rounding mode), as the body does.
             let scaled = _mm512_mul_ps(_mm512_sub_ps(*v, _mm512_set1_ps(lo)), _mm512_set1_ps(inv));
             let bytes = _mm512_cvtusepi32_epi8(_mm512_cvtps_epi32(scaled));
             _mm_storeu_si128(q.as_mut_ptr().add(at + 16 * h) as *mut _, bytes);
         }
-        step[g] = if inv > 0.0 { s } else { 0.0 };
-        min[g] = lo;
+        (step[g], min[g]) = (s, lo);
     }
     let at = whole * Q8_GROUP;
     super::quantise_row_body(&x[at..], gate.map(|g| &g[at..]), &mut q[at..], &mut step[whole..], &mut min[whole..]);

@@ -50,6 +50,18 @@ thread_local! {
     static PREP: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
+/// A group's step for values from `lo` to `hi`, and what multiplies `x - lo` to give its byte. A
+/// group whose values (nearly) agree is its minimum exactly (step 0; the error is below 1e-35).
+#[inline(always)]
+fn group_step(lo: f32, hi: f32) -> (f32, f32) {
+    let s = (hi - lo) / 255.0;
+    if s >= f32::MIN_POSITIVE {
+        (s, 1.0 / s)
+    } else {
+        (0.0, 0.0)
+    }
+}
+
 /// Quantises `x` (times `gate` where given) into `q` (at least `x.len()` values; the rest set to
 /// 0), one `step` and `min` per group.
 #[inline(always)]
@@ -67,14 +79,11 @@ fn quantise_row_body(x: &[f32], gate: Option<&[f32]>, q: &mut [u8], step: &mut [
         }
         let lo = v.iter().fold(f32::INFINITY, |a, &b| a.min(b));
         let hi = v.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-        let s = (hi - lo) / 255.0;
-        // A group whose values (nearly) agree is its minimum exactly (the error is below 1e-35).
-        let inv = if s >= f32::MIN_POSITIVE { 1.0 / s } else { 0.0 };
+        let (s, inv) = group_step(lo, hi);
         for (d, v) in q[g * Q8_GROUP..].iter_mut().zip(v.iter()) {
             *d = ((v - lo) * inv).round_ties_even() as u8;
         }
-        step[g] = if inv > 0.0 { s } else { 0.0 };
-        min[g] = lo;
+        (step[g], min[g]) = (s, lo);
     }
     q[x.len()..].fill(0);
 }
