@@ -6,7 +6,7 @@ use std::future::Future;
 
 use crate::cpu::gemm::{PanelMatrix, Rhs};
 use crate::ops::{
-    attention, conv2d, depthwise, embedding, grid_sample, l2_norm, layer_norm, masked_mean, matmul,
+    attention, concat, conv2d, depthwise, embedding, grid_sample, l2_norm, layer_norm, masked_mean, matmul,
     preprocess::{self, Normalize, Photo},
     squeeze_excite::{self, SeWeights},
     Activation, Meta,
@@ -29,6 +29,13 @@ pub trait Backend {
     fn tensor_u32(&mut self, shape: &[usize], data: &[u32]) -> Result<Self::Tensor>;
     fn shape(t: &Self::Tensor) -> Vec<usize>;
     fn reshape(&self, t: &Self::Tensor, shape: &[usize]) -> Result<Self::Tensor>;
+    /// f32 tensors joined along their first axis.
+    fn concat(&mut self, parts: &[Self::Tensor]) -> Result<Self::Tensor>;
+    /// Photos the image backbone takes at once. The GPU takes a whole batch; the CPU one photo
+    /// at a time, so that a photo's activations (tens of MB at 456 px) stay in cache from op to
+    /// op and their buffers are reused by the next photo, where a batch of 8 would hold
+    /// 240 MB tensors and twice the memory.
+    fn backbone_batch(&self) -> usize;
     /// Multiply-adds x 2 of the matmuls, convolutions and attention recorded so far.
     fn flops(&self) -> u64;
     /// The values of a tensor on their way to the host (see [`Backend::submit_read`]).
@@ -168,6 +175,12 @@ impl Backend for GpuBackend {
     }
     fn reshape(&self, t: &Tensor, shape: &[usize]) -> Result<Tensor> {
         t.reshape(shape)
+    }
+    fn concat(&mut self, parts: &[Tensor]) -> Result<Tensor> {
+        concat::concat(&mut self.pass, &parts.iter().collect::<Vec<_>>())
+    }
+    fn backbone_batch(&self) -> usize {
+        usize::MAX
     }
     fn flops(&self) -> u64 {
         self.flops
@@ -373,12 +386,20 @@ impl Backend for CpuBackend {
         check_len(shape, t.shape.iter().product())?;
         Ok(CpuTensor { shape: shape.to_vec(), data: t.data.clone() })
     }
+    fn concat(&mut self, parts: &[CpuTensor]) -> Result<CpuTensor> {
+        let shape = concat::check(&parts.iter().map(CpuTensor::meta).collect::<Vec<_>>())?;
+        let values = parts.iter().map(CpuTensor::f32).collect::<Result<Vec<_>>>()?;
+        Ok(CpuTensor::new(shape, concat::concat_cpu(&values)))
+    }
+    fn backbone_batch(&self) -> usize {
+        1
+    }
     fn flops(&self) -> u64 {
         self.flops
     }
     fn submit_read(&mut self, t: &CpuTensor) -> Result<Vec<f32>> {
-        // The forward pass is over: the buffers it freed go back to the allocator.
-        crate::cpu::buffers::release();
+        // The forward pass is over: buffers it did not use go back to the allocator.
+        crate::cpu::buffers::end_pass();
         match &t.data {
             CpuData::F32(v) => Ok(v.clone()),
             // As `Tensor::read_f32` words it.

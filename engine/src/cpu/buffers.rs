@@ -1,29 +1,53 @@
-//! Activation buffers of the CPU path, reused from op to op within a forward pass: a fresh
-//! buffer of tens of MB costs a page fault per 4 KiB (and the kernel's zeroing) on first touch,
-//! which at batch 8 is a sizeable share of an EfficientNet block. Only large buffers are kept,
-//! a few at a time, and all are freed when a forward pass is read back, so resident memory
-//! between passes is the weights alone.
+//! Activation buffers of the CPU path, reused from op to op and from one forward pass to the
+//! next: a fresh buffer of tens of MB costs a page fault per 4 KiB and the kernel's zeroing on
+//! first touch, 8-10% of a photo on the CPU path when every pass started afresh. Only large
+//! buffers are kept, a few at a time; a kept buffer that no op took during a whole pass is
+//! freed when the pass is read back, so between passes resident memory is the weights plus the
+//! buffers one pass of the same kind uses (see the README for the figure).
 
 use std::sync::Mutex;
 
 /// Smaller buffers come and go through the allocator as usual.
 const MIN_BYTES: usize = 1 << 20;
 /// Freed buffers kept at most (the largest ones).
-const KEEP: usize = 2;
+const KEEP: usize = 8;
 
-static FREE: Mutex<Vec<Vec<f32>>> = Mutex::new(Vec::new());
+/// Freed large buffers, each with whether it was given back since the last [`end_pass`].
+#[derive(Default)]
+struct Pool {
+    kept: Vec<(Vec<f32>, bool)>,
+}
 
-/// `len` zeros, in a kept buffer of `len` to `2 len` values where there is one.
-pub(crate) fn zeros(len: usize) -> Vec<f32> {
-    match reuse(len) {
-        Some(mut v) => {
-            v.clear();
-            v.resize(len, 0.0);
-            v
+impl Pool {
+    /// A kept buffer of `len` to `2 len` values, the smallest, for a large request.
+    fn take(&mut self, len: usize) -> Option<Vec<f32>> {
+        if len.saturating_mul(4) < MIN_BYTES {
+            return None;
         }
-        None => vec![0.0; len],
+        let fits = |v: &Vec<f32>| v.capacity() >= len && v.capacity() / 2 <= len;
+        let i = (0..self.kept.len()).filter(|&i| fits(&self.kept[i].0)).min_by_key(|&i| self.kept[i].0.capacity())?;
+        Some(self.kept.swap_remove(i).0)
+    }
+
+    fn give(&mut self, v: Vec<f32>) {
+        if v.capacity().saturating_mul(4) < MIN_BYTES {
+            return;
+        }
+        self.kept.push((v, true));
+        if self.kept.len() > KEEP {
+            if let Some(i) = (0..self.kept.len()).min_by_key(|&i| self.kept[i].0.capacity()) {
+                self.kept.swap_remove(i);
+            }
+        }
+    }
+
+    fn end_pass(&mut self) {
+        self.kept.retain(|(_, used)| *used);
+        self.kept.iter_mut().for_each(|(_, used)| *used = false);
     }
 }
+
+static POOL: Mutex<Pool> = Mutex::new(Pool { kept: Vec::new() });
 
 /// `len` values for an op that writes every one: a kept buffer keeps the values it had (no
 /// zeroing pass over tens of MB: 3% of an image on the CPU path); a new one is zeros.
@@ -38,36 +62,22 @@ pub(crate) fn for_output(len: usize) -> Vec<f32> {
     }
 }
 
-/// A kept buffer of `len` to `2 len` values, the smallest, for a large request.
 fn reuse(len: usize) -> Option<Vec<f32>> {
-    if len.saturating_mul(4) < MIN_BYTES {
-        return None;
-    }
-    let mut free = FREE.lock().ok()?;
-    let fits = |v: &Vec<f32>| v.capacity() >= len && v.capacity() / 2 <= len;
-    let i = (0..free.len()).filter(|&i| fits(&free[i])).min_by_key(|&i| free[i].capacity())?;
-    Some(free.swap_remove(i))
+    POOL.lock().ok()?.take(len)
 }
 
-/// Gives a buffer back for [`zeros`] to reuse (dropped when small, or when more are kept).
+/// Gives a buffer back for [`for_output`] to reuse (dropped when small, or when more are kept).
 pub(crate) fn recycle(v: Vec<f32>) {
-    if v.capacity().saturating_mul(4) < MIN_BYTES {
-        return;
-    }
-    if let Ok(mut free) = FREE.lock() {
-        free.push(v);
-        if free.len() > KEEP {
-            if let Some(i) = (0..free.len()).min_by_key(|&i| free[i].capacity()) {
-                free.swap_remove(i);
-            }
-        }
+    if let Ok(mut pool) = POOL.lock() {
+        pool.give(v);
     }
 }
 
-/// Frees every kept buffer.
-pub(crate) fn release() {
-    if let Ok(mut free) = FREE.lock() {
-        free.clear();
+/// The end of a forward pass: frees the kept buffers that no op took or gave back since the
+/// last one.
+pub(crate) fn end_pass() {
+    if let Ok(mut pool) = POOL.lock() {
+        pool.end_pass();
     }
 }
 
@@ -76,24 +86,44 @@ mod tests {
     use super::*;
     use crate::testing::cpu_test;
 
-    cpu_test!(reused_buffers_come_back_zeroed_and_sized, {
-        let n = MIN_BYTES; // 4 MiB of f32
-        let mut v = zeros(n);
-        v.iter_mut().for_each(|x| *x = 7.0);
+    cpu_test!(reused_buffers_come_back_sized, {
+        let n = MIN_BYTES + 77; // over 4 MiB of f32, a length no other test asks for
+        let mut v = for_output(n);
+        assert!(v.iter().all(|x| *x == 0.0), "a new buffer is zeros");
+        // A kept buffer comes back sized, its old values kept (the op overwrites them).
+        v.iter_mut().for_each(|x| *x = 3.0);
         recycle(v);
-        let w = zeros(n - 5);
-        assert_eq!(w.len(), n - 5);
-        assert!(w.iter().all(|x| *x == 0.0));
-        // An output buffer comes back sized, its old values kept (the op overwrites them).
-        let mut o = w;
-        o.iter_mut().for_each(|x| *x = 3.0);
-        recycle(o);
         let o = for_output(n - 9);
         assert_eq!(o.len(), n - 9);
         assert!(o.iter().all(|x| *x == 3.0));
+        recycle(o);
+        // Longer than it was, within its capacity: the values past its old length are zeros.
+        let o = for_output(n - 2);
+        assert_eq!(o.len(), n - 2);
+        assert!(o[..n - 9].iter().all(|x| *x == 3.0) && o[n - 9..].iter().all(|x| *x == 0.0));
         // A small request is not served from a much larger buffer.
         recycle(o);
-        assert_eq!(zeros(100).capacity(), 100);
-        release();
+        assert_eq!(for_output(100).capacity(), 100);
+    });
+
+    cpu_test!(a_buffer_no_pass_used_is_freed, {
+        // A pool of its own: the shared one is used by tests running beside this one.
+        let mut pool = Pool::default();
+        let (a, b) = (vec![0f32; MIN_BYTES], vec![0f32; 2 * MIN_BYTES]);
+        pool.give(a);
+        pool.give(b);
+        pool.end_pass();
+        // The next pass takes the smaller one and gives it back; the larger one idles.
+        let a = pool.take(MIN_BYTES - 1).expect("a kept buffer");
+        assert_eq!(a.capacity(), MIN_BYTES);
+        pool.give(a);
+        pool.end_pass();
+        let caps: Vec<usize> = pool.kept.iter().map(|(v, _)| v.capacity()).collect();
+        assert_eq!(caps, [MIN_BYTES], "the idle buffer is freed, the used one kept");
+        // Small buffers are never kept, and at most KEEP are.
+        pool.give(vec![0f32; 10]);
+        (0..KEEP + 3).for_each(|i| pool.give(vec![0f32; MIN_BYTES + i]));
+        assert_eq!(pool.kept.len(), KEEP);
+        assert!(pool.kept.iter().all(|(v, _)| v.capacity() > MIN_BYTES + 2), "the smallest are dropped");
     });
 }

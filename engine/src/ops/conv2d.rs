@@ -168,9 +168,11 @@ pub fn conv2d(
 pub(crate) fn conv2d_cpu(x: &[f32], w: &[f32], bias: Option<&[f32]>, g: &ConvGeometry, act: Activation) -> Vec<f32> {
     let (taps, kk) = (g.kh * g.kw, g.cin * g.kh * g.kw);
     let pixels = g.batch * g.out_h * g.out_w;
-    let mut cols = crate::cpu::buffers::zeros(pixels * kk);
+    let mut cols = crate::cpu::buffers::for_output(pixels * kk);
     crate::parallel::for_row_chunks(&mut cols, kk, 1, pixels * kk, |first, rows| {
         for (i, row) in rows.chunks_exact_mut(kk).enumerate() {
+            // Zeroed here, in cache, rather than in a pass of its own: taps outside stay 0.
+            row.fill(0.0);
             let p = first + i;
             let (b, oy, ox) = (p / (g.out_h * g.out_w), p / g.out_w % g.out_h, p % g.out_w);
             for ky in 0..g.kh {

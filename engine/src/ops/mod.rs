@@ -8,6 +8,7 @@
 
 pub mod activation;
 pub mod attention;
+pub mod concat;
 pub mod conv2d;
 pub mod depthwise;
 pub mod elementwise;

@@ -187,9 +187,8 @@ impl<B: Backend> ImageTower<B> {
         self.fc2.out
     }
 
-    /// Photos (RGBA8, any size) -> L2-normalised embeddings `[B, E]`.
-    pub fn forward(&self, be: &mut B, photos: &[Photo]) -> Result<B::Tensor> {
-        let batch = photos.len();
+    /// Photos -> the mean of each box's samples of the backbone's features, `[B * boxes, C]`.
+    fn box_features(&self, be: &mut B, photos: &[Photo]) -> Result<B::Tensor> {
         let x = be.preprocess(photos, self.image_size, self.image_size, &IMAGENET)?;
         let mut x = be.conv2d(&x, &self.stem.w, Some(&self.stem.b), 2, Activation::Silu)?;
         for block in &self.blocks {
@@ -199,8 +198,20 @@ impl<B: Backend> ImageTower<B> {
         // The 1x1 conv on the samples and their average commute: average first, 1/16 the work.
         let samples = be.grid_sample(&x, &self.thetas, self.pool_grid)?;
         let c = self.head.out;
-        let samples = be.reshape(&samples, &[batch * self.boxes, self.pool_grid * self.pool_grid, c])?;
-        let pooled = be.masked_mean(&samples, None)?;
+        let samples = be.reshape(&samples, &[photos.len() * self.boxes, self.pool_grid * self.pool_grid, c])?;
+        be.masked_mean(&samples, None)
+    }
+
+    /// Photos (RGBA8, any size) -> L2-normalised embeddings `[B, E]`.
+    pub fn forward(&self, be: &mut B, photos: &[Photo]) -> Result<B::Tensor> {
+        let batch = photos.len();
+        let step = be.backbone_batch().max(1);
+        let pooled = if batch <= step {
+            self.box_features(be, photos)?
+        } else {
+            let parts = photos.chunks(step).map(|chunk| self.box_features(be, chunk)).collect::<Result<Vec<_>>>()?;
+            be.concat(&parts)?
+        };
         let boxes = self.box_proj.forward(be, &pooled, Activation::None)?;
         let mut x = be.reshape(&boxes, &[batch, self.boxes, self.box_proj.out])?;
         x = be.l2_normalize(&x)?;
