@@ -335,6 +335,12 @@ mod tests {
         assert!(got.iter().all(|v| *v == 0.0), "{:?}", &got[..4]);
         let got = gated_linear_cpu(&x, &vec![1e-30; k], rows, Rhs::F32(&w), None, k, None);
         assert!(got.iter().all(|v| (v / (k as f32 * 1e-33) - 1.0).abs() < 1e-4), "{:?}", &got[..4]);
+        // Below 2^-100 a gate zeroes its channel (a saturated sigmoid, often subnormal itself).
+        let mut gate = vec![1.0f32; k];
+        gate[..k / 2].fill(5e-31);
+        gate[1] = 1e-40;
+        let got = gated_linear_cpu(&x, &gate, rows, Rhs::F32(&w), None, k, None);
+        assert!(got.iter().all(|v| (v / (k as f32 / 2.0 * 1e-3) - 1.0).abs() < 1e-5), "{:?}", &got[..4]);
     });
 
     gpu_test!(gated_linear_matches_gate_then_linear_then_add, |gpu| {
