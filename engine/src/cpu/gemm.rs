@@ -325,6 +325,7 @@ fn fill(level: Level, rhs: Rhs, k: usize, j0: usize, k0: usize, nr: usize, gate:
             _ => {}
         }
     }
+    let _ = level;
     // SAFETY: the bit operations need no CPU feature.
     unsafe { fill_body::<HalfBits>(rhs, k, j0, k0, nr, gate, buf) }
 }
