@@ -53,7 +53,8 @@ function engineWorker(threaded) {
     new Promise((resolve, reject) => {
       const id = next++;
       pending.set(id, { resolve, reject });
-      worker.postMessage([id, JSON.stringify(req), ...payloads], payloads.map((p) => p.buffer));
+      // Byte arrays are moved; a File goes as a handle to the file.
+      worker.postMessage([id, JSON.stringify(req), ...payloads], payloads.filter((p) => p.buffer).map((p) => p.buffer));
     });
   return { request, ready: readyP, terminate: () => worker.terminate() };
 }
@@ -64,9 +65,9 @@ window.benchBrivl = async ({ gpu, threaded, modelUrl, photoUrl, text, repeats, t
   const w = engineWorker(threaded);
   try {
     await w.ready;
-    const model = new Uint8Array(await (await fetch(modelUrl)).arrayBuffer());
+    const model = new File([await (await fetch(modelUrl)).blob()], "model.safetensors");
     const t0 = performance.now();
-    const { reply: loaded } = await w.request({ op: "load", prefer_gpu: gpu, from: "payload" }, [model]);
+    const { reply: loaded } = await w.request({ op: "load", prefer_gpu: gpu, from: "file" }, [model]);
     const loadMs = performance.now() - t0;
     if (loaded.on_gpu !== gpu) throw new Error(`asked for ${gpu ? "WebGPU" : "the CPU path"}, got ${loaded.backend} (${loaded.gpu_error})`);
     const photo = new Uint8Array(await (await fetch(photoUrl)).arrayBuffer());

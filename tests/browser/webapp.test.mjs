@@ -227,6 +227,31 @@ async function main() {
     check(/corrupt|hash/i.test(refusal), `corrupt model refused with the reason: ${refusal.trim()}`);
     check((await page.$("#model-name")) !== null, "the previous model stays loaded");
     await shot("02-model-refused");
+
+    // 2b. A good model file the user picks loads: the page never reads it (the engine worker
+    // reads the File in slices) and it is kept in OPFS, streamed there, named by its content hash.
+    const mine = path.join(work, "mine.safetensors");
+    fs.copyFileSync(t.model, mine);
+    await page.setInputFiles("#model-file", mine);
+    await page.waitForSelector('#model-status[data-state="ready"] #model-name[data-from-cache="no"]', { timeout: 300_000 });
+    const picked = await page.evaluate(async () => {
+      const dir = await navigator.storage.getDirectory();
+      const files = [];
+      for await (const name of dir.keys()) if (name.startsWith("dropped-")) files.push(name);
+      const entries = JSON.parse(localStorage.getItem("brivl.models") || "[]").filter((e) => e.origin === "dropped");
+      const f = files.length ? await (await dir.getFileHandle(files[0])).getFile() : null;
+      const d = f ? new Uint8Array(await crypto.subtle.digest("SHA-256", await f.arrayBuffer())) : [];
+      return {
+        files,
+        entries: entries.map((e) => ({ key: e.key, hash: e.content_hash })),
+        sha: [...d].map((b) => b.toString(16).padStart(2, "0")).join(""),
+      };
+    });
+    const mineSha = crypto.createHash("sha256").update(fs.readFileSync(mine)).digest("hex");
+    const [entry] = picked.entries;
+    check(picked.files.length === 1 && picked.entries.length === 1 && entry.key === `opfs:${picked.files[0]}`
+      && picked.files[0] === `dropped-${entry.hash.slice(0, 16)}.safetensors` && picked.sha === mineSha,
+      `a picked model loads and is kept as ${picked.files.join(", ")} (its content hash), byte-identical; the refused one left nothing`);
     await page.click("#site-model");
     await page.waitForSelector('#model-status[data-state="ready"] #model-name[data-from-cache="yes"]', { timeout: 120_000 });
     check(true, "the site's model comes back from OPFS");

@@ -765,10 +765,6 @@ export async function demoFiles() {
   return out;
 }
 
-export async function fileBytes(file) {
-  return new Uint8Array(await file.arrayBuffer());
-}
-
 // Registers the offline service worker (app shell only; models live in OPFS).
 export function registerServiceWorker() {
   if ("serviceWorker" in navigator) navigator.serviceWorker.register("sw.js").catch(() => {});

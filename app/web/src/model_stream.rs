@@ -19,6 +19,11 @@ use crate::protocol::{Download, Reply};
 /// At most this often a `LoadProgress` reply (ms).
 const PROGRESS_MS: f64 = 100.0;
 
+/// A model `File` the user gave, verified and read in slices as the engine loads it.
+pub fn read_file(file: File) -> Result<ModelFile<'static>, String> {
+    ModelFile::from_reader(FileSlices::new(file)?).map_err(|e| e.to_string())
+}
+
 /// OPFS file `name`, verified and read in slices as the engine loads it.
 pub async fn read_opfs(scope: &DedicatedWorkerGlobalScope, name: &str) -> Result<ModelFile<'static>, String> {
     let root = opfs_root(scope).await?;
@@ -27,7 +32,7 @@ pub async fn read_opfs(scope: &DedicatedWorkerGlobalScope, name: &str) -> Result
         .map_err(|e| format!("the model file {name} is not on this device any more: {}", js_message(e)))?
         .unchecked_into();
     let file: File = JsFuture::from(handle.get_file()).await.map_err(js_message)?.unchecked_into();
-    ModelFile::from_reader(FileSlices::new(file)?).map_err(|e| e.to_string())
+    read_file(file)
 }
 
 /// The site's model: fetched here, its SHA-256 checked against `models.json`'s, written to OPFS

@@ -34,8 +34,9 @@ pub enum Request {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LoadFrom {
-    /// The request's payload: the file's bytes.
-    Payload,
+    /// The request's payload: a model `File` the user gave (dropped or picked), read by the
+    /// worker in slices, never whole.
+    File,
     /// This file of the origin private file system, read by the worker itself.
     Opfs { file: String },
     /// The site's model, fetched by the worker (replying `LoadProgress` on the way).
@@ -242,7 +243,7 @@ mod tests {
     #[test]
     fn messages_round_trip_through_json() {
         let msgs = [
-            Request::Load { prefer_gpu: true, from: LoadFrom::Payload },
+            Request::Load { prefer_gpu: true, from: LoadFrom::File },
             Request::Load { prefer_gpu: false, from: LoadFrom::Opfs { file: "converted-1-q8.safetensors".into() } },
             Request::Load {
                 prefer_gpu: true,

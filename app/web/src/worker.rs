@@ -48,6 +48,8 @@ pub fn start() {
                 continue;
             }
             let msg_text = msg.get(1).as_string().unwrap_or_default();
+            // A model file rides as a `File` (read in slices), photos as bytes.
+            let file = msg.get(2).dyn_into::<web_sys::File>().ok();
             let payloads: Vec<Vec<u8>> = (2..msg.length())
                 .filter_map(|i| msg.get(i).dyn_into::<Uint8Array>().ok())
                 .map(|a| a.to_vec())
@@ -55,7 +57,7 @@ pub fn start() {
             drop(msg);
             let progress = |r: Reply| send(&out, id.clone(), &r, vec![]);
             let (reply, buffers) = match serde_json::from_str::<Request>(&msg_text) {
-                Ok(req) => handle(&mut engine, req, payloads, progress).await,
+                Ok(req) => handle(&mut engine, req, file, payloads, progress).await,
                 Err(e) => (Reply::Failed { error: format!("bad request: {e}") }, vec![]),
             };
             send(&out, id, &reply, buffers);
@@ -92,6 +94,7 @@ fn send(scope: &DedicatedWorkerGlobalScope, id: JsValue, reply: &Reply, buffers:
 async fn handle(
     engine: &mut Option<Embedder>,
     req: Request,
+    file: Option<web_sys::File>,
     mut payloads: Vec<Vec<u8>>,
     progress: impl Fn(Reply),
 ) -> (Reply, Vec<JsValue>) {
@@ -104,9 +107,10 @@ async fn handle(
             let file = match from {
                 LoadFrom::Download(d) => model_stream::download(&scope, &d, progress).await,
                 LoadFrom::Opfs { file } => model_stream::read_opfs(&scope, &file).await,
-                LoadFrom::Payload => {
-                    ModelFile::parse_owned(payloads.into_iter().next().unwrap_or_default()).map_err(|e| e.to_string())
-                }
+                LoadFrom::File => match file {
+                    Some(file) => model_stream::read_file(file),
+                    None => Err("no model file came with the request".into()),
+                },
             };
             match file {
                 Err(e) => failed(e),

@@ -279,13 +279,14 @@ impl<R: WorkerReply> Link<R> {
         self.shared.dead.borrow().is_some()
     }
 
-    /// Sends `req` with `payloads` (moved to the worker, not copied) and waits for the answer;
-    /// with `limit_ms`, a worker that has not answered by then is taken as stuck: it is stopped
-    /// (this and every other pending request rejected).
+    /// Sends `req` with `payloads` (byte arrays moved to the worker, not copied; a `File` goes
+    /// as a handle to the file, not its bytes) and waits for the answer; with `limit_ms`, a
+    /// worker that has not answered by then is taken as stuck: it is stopped (this and every
+    /// other pending request rejected).
     pub async fn call_with(
         &self,
         req: &impl Serialize,
-        payloads: Vec<Uint8Array>,
+        payloads: Vec<JsValue>,
         limit_ms: Option<f64>,
     ) -> Result<Answer<R>, CallError> {
         self.call_reporting(req, payloads, limit_ms, None).await
@@ -295,7 +296,7 @@ impl<R: WorkerReply> Link<R> {
     pub async fn call_reporting(
         &self,
         req: &impl Serialize,
-        payloads: Vec<Uint8Array>,
+        payloads: Vec<JsValue>,
         limit_ms: Option<f64>,
         progress: Option<Box<dyn Fn(R)>>,
     ) -> Result<Answer<R>, CallError> {
@@ -312,7 +313,9 @@ impl<R: WorkerReply> Link<R> {
         let msg = Array::of2(&id.into(), &serde_json::to_string(req).expect("requests serialise").into());
         let transfer = Array::new();
         for p in payloads {
-            transfer.push(&p.buffer());
+            if let Some(bytes) = p.dyn_ref::<Uint8Array>() {
+                transfer.push(&bytes.buffer());
+            }
             msg.push(&p);
         }
         if let Err(e) = self.shared.worker.post_message_with_transfer(&msg, &transfer) {
@@ -357,14 +360,15 @@ impl Engine {
         payload: Option<Uint8Array>,
         limit_ms: Option<f64>,
     ) -> Result<Answer, CallError> {
-        self.link.call_with(req, payload.into_iter().collect(), limit_ms).await
+        self.link.call_with(req, payload.into_iter().map(JsValue::from).collect(), limit_ms).await
     }
 
-    /// As `call_watched`, with `LoadProgress` replies handed to `progress` on the way.
+    /// As `call_watched`, with `LoadProgress` replies handed to `progress` on the way; the
+    /// payload a byte array or a `File`.
     pub async fn call_reporting(
         &self,
         req: &Request,
-        payload: Option<Uint8Array>,
+        payload: Option<JsValue>,
         limit_ms: Option<f64>,
         progress: impl Fn(Reply) + 'static,
     ) -> Result<Answer, CallError> {
@@ -378,7 +382,7 @@ impl Engine {
         payloads: Vec<Uint8Array>,
         limit_ms: Option<f64>,
     ) -> Result<Answer, CallError> {
-        self.link.call_with(req, payloads, limit_ms).await
+        self.link.call_with(req, payloads.into_iter().map(JsValue::from).collect(), limit_ms).await
     }
 }
 

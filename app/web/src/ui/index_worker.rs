@@ -67,7 +67,7 @@ pub async fn add(hashes: Vec<String>, codes: &[i8], scales: &[f32]) -> Result<()
     let w = worker().await?;
     let codes = Int8Array::from(codes);
     let scales = Float32Array::from(scales);
-    let payloads = vec![Uint8Array::new(&codes.buffer()), Uint8Array::new(&scales.buffer())];
+    let payloads = vec![Uint8Array::new(&codes.buffer()).into(), Uint8Array::new(&scales.buffer()).into()];
     w.call_with(&SearchRequest::Add { hashes }, payloads, None).await?;
     Ok(())
 }
@@ -87,7 +87,11 @@ pub async fn search(
     let w = worker().await?;
     let q = Float32Array::from(query);
     let answer = w
-        .call_with(&SearchRequest::Search { top_k, min_score, exclude }, vec![Uint8Array::new(&q.buffer())], None)
+        .call_with(
+            &SearchRequest::Search { top_k, min_score, exclude },
+            vec![Uint8Array::new(&q.buffer()).into()],
+            None,
+        )
         .await?;
     match answer.reply {
         SearchReply::Hits { hits, ms, .. } => Ok((hits, ms)),

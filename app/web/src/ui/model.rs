@@ -7,9 +7,9 @@
 use std::rc::Rc;
 
 use brivl_core::model_id::ModelId;
-use js_sys::Uint8Array;
 use leptos::prelude::*;
 use serde::{Deserialize, Serialize};
+use wasm_bindgen::JsValue;
 
 use super::engine::{engine, Engine};
 use super::models::{self, ModelEntry};
@@ -135,26 +135,14 @@ pub async fn load_site(s: State, m: SiteModel) {
     activate(s, cached, Source::Download(download), false).await;
 }
 
-/// A model file the user picked or dropped: loaded if the engine accepts it, then cached.
+/// A model file the user picked or dropped: loaded if the engine accepts it, then kept. The
+/// page never reads it: the worker reads the `File` in slices, and the kept copy in OPFS is
+/// written from it as a stream, named by the content hash the worker verified.
 pub async fn load_file(s: State, file: web_sys::File) {
     let name = file.name();
     s.model.set(ModelStatus::Checking { name: name.clone() });
-    let bytes = match store::file_bytes(&file).await {
-        Ok(b) => b,
-        Err(e) => {
-            refuse(s, &name, e);
-            return;
-        }
-    };
-    let sha = store::sha256_hex(&bytes).await.unwrap_or_default();
-    let r = Remembered {
-        key: format!("opfs:dropped-{}.safetensors", &sha[..sha.len().min(16)]),
-        name,
-        bytes: bytes.length() as f64,
-        sha256: sha,
-        from_site: false,
-    };
-    activate(s, r, Source::Bytes(bytes), false).await;
+    let r = Remembered { key: String::new(), name, bytes: file.size(), sha256: String::new(), from_site: false };
+    activate(s, r, Source::File(file), false).await;
 }
 
 /// A model of the device's list, loaded into the engine (a site model not kept any more is
@@ -179,8 +167,8 @@ pub async fn load_kept(s: State, e: ModelEntry) {
 
 /// Where the worker gets a model from.
 enum Source {
-    /// Bytes sent to it (a dropped file, kept in OPFS once it loads).
-    Bytes(Uint8Array),
+    /// A file the user gave, sent as a `File` (kept in OPFS once it loads).
+    File(web_sys::File),
     /// The file kept under the model's key in OPFS, which the worker reads itself.
     Kept,
     /// The site's model, which the worker downloads and keeps.
@@ -190,7 +178,7 @@ enum Source {
 /// Loads a model into the worker, showing a download's progress.
 async fn load_into(s: State, engine: &Engine, r: &Remembered, source: Source) -> Result<Reply, String> {
     let (from, payload) = match source {
-        Source::Bytes(b) => (LoadFrom::Payload, Some(b)),
+        Source::File(f) => (LoadFrom::File, Some(JsValue::from(f))),
         Source::Kept => {
             let name = models::opfs_name(&r.key).ok_or("the model file is not kept on this device")?;
             (LoadFrom::Opfs { file: name.into() }, None)
@@ -220,13 +208,12 @@ fn refuse(s: State, name: &str, error: String) -> bool {
 
 /// Loads the model into the worker; on success keeps dropped bytes, remembers the choice and
 /// starts indexing what is queued. Whether it loaded.
-async fn activate(s: State, r: Remembered, source: Source, from_cache: bool) -> bool {
+async fn activate(s: State, mut r: Remembered, source: Source, from_cache: bool) -> bool {
     if !matches!(source, Source::Download(_)) {
         s.model.set(ModelStatus::Loading { name: r.name.clone() });
     }
-    // The worker takes the bytes; a copy is kept for OPFS.
     let to_keep = match &source {
-        Source::Bytes(b) => Some(Uint8Array::new(b)),
+        Source::File(f) => Some(f.clone()),
         _ => None,
     };
     let engine = match engine().await {
@@ -240,8 +227,9 @@ async fn activate(s: State, r: Remembered, source: Source, from_cache: bool) -> 
     let Reply::Loaded { backend, on_gpu, gpu_error, content_hash, dim, weights, image_size, memory } = reply else {
         return refuse(s, &r.name, "unexpected reply from the engine".into());
     };
-    if let Some(copy) = to_keep {
-        if let Err(e) = models::keep_model(&r.key, &copy).await {
+    if let Some(file) = to_keep {
+        r.key = format!("opfs:dropped-{}.safetensors", &content_hash[..content_hash.len().min(16)]);
+        if let Err(e) = models::keep_model(&r.key, &file).await {
             web_sys::console::warn_1(&format!("brivl: model not kept: {e}").into());
         }
     }

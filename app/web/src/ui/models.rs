@@ -8,7 +8,7 @@
 
 use std::cell::RefCell;
 
-use js_sys::{Array, Promise, Uint8Array};
+use js_sys::{Array, Promise};
 use leptos::ev;
 use leptos::html;
 use leptos::prelude::*;
@@ -19,7 +19,7 @@ use wasm_bindgen::JsCast;
 use web_sys::{MessageEvent, Worker, WorkerOptions, WorkerType};
 
 use super::state::{format_bytes, format_duration, now_ms, State};
-use super::store::{js_err, wait, JsResult};
+use super::store::{wait, JsResult};
 use crate::i18n::Key;
 use crate::protocol::{ConvertOptions, Reply, Request};
 
@@ -54,10 +54,10 @@ pub async fn model_exists(key: &str) -> bool {
 }
 
 /// Keeps `bytes` (a dropped model) under `key` in OPFS.
-pub async fn keep_model(key: &str, bytes: &Uint8Array) -> JsResult<()> {
+/// Writes `file` into OPFS under `key`, streamed (never whole in memory).
+pub async fn keep_model(key: &str, file: &web_sys::Blob) -> JsResult<()> {
     let name = opfs_name(key).ok_or_else(|| format!("{key}: not a private file system key"))?;
-    let blob = web_sys::Blob::new_with_u8_array_sequence(&Array::of1(bytes)).map_err(js_err)?;
-    wait(opfs_put_js(name, &blob.into())).await.map(|_| ())
+    wait(opfs_put_js(name, file)).await.map(|_| ())
 }
 
 pub async fn delete_model_file(key: &str) -> JsResult<()> {

@@ -8,8 +8,6 @@ use wasm_bindgen_futures::JsFuture;
 
 #[wasm_bindgen(module = "/js/store.js")]
 extern "C" {
-    #[wasm_bindgen(js_name = sha256Hex)]
-    fn sha256_hex_js(bytes: &Uint8Array) -> Promise;
     #[wasm_bindgen(js_name = collectDropped)]
     pub fn collect_dropped(dt: &web_sys::DataTransfer) -> Promise;
     #[wasm_bindgen(js_name = filesFromInput)]
@@ -66,8 +64,6 @@ extern "C" {
     fn fetch_text_js(path: &str) -> Promise;
     #[wasm_bindgen(js_name = demoFiles)]
     pub fn demo_files() -> Promise;
-    #[wasm_bindgen(js_name = fileBytes)]
-    fn file_bytes_js(file: &web_sys::File) -> Promise;
     #[wasm_bindgen(js_name = registerServiceWorker)]
     pub fn register_service_worker();
 }
@@ -97,10 +93,6 @@ fn get_str(obj: &JsValue, key: &str) -> String {
 
 fn get_names(obj: &JsValue) -> Vec<String> {
     Array::from(&get(obj, "names")).iter().filter_map(|v| v.as_string()).collect()
-}
-
-pub async fn sha256_hex(bytes: &Uint8Array) -> JsResult<String> {
-    Ok(wait(sha256_hex_js(bytes)).await?.as_string().unwrap_or_default())
 }
 
 /// What `enqueue` did with the files it was given.
@@ -370,8 +362,4 @@ pub async fn fetch_bytes(path: &str) -> JsResult<Uint8Array> {
 
 pub async fn fetch_text(path: &str) -> JsResult<String> {
     Ok(wait(fetch_text_js(path)).await?.as_string().unwrap_or_default())
-}
-
-pub async fn file_bytes(file: &web_sys::File) -> JsResult<Uint8Array> {
-    Ok(wait(file_bytes_js(file)).await?.unchecked_into())
 }
