@@ -76,7 +76,8 @@ window.benchBrivl = async ({ gpu, threaded, modelUrl, photoUrl, text, repeats, t
       if (!reply.photos?.[0]?.read) throw new Error(`photo not read: ${JSON.stringify(reply)}`);
     }, repeats);
     const query = await time(() => w.request({ op: "embed_text", text }), repeats);
-    return { backend: loaded.backend, weights: loaded.weights, loadMs, image, text: query };
+    // The worker's wasm memory after loading (bytes): the model given as a File is read in slices.
+    return { backend: loaded.backend, weights: loaded.weights, loadMs, memory: loaded.memory, image, text: query };
   } finally {
     w.terminate();
   }
