@@ -302,32 +302,21 @@ fn prefetch(p: *const u8) {
     let _ = p;
 }
 
-/// The f32 tile of `nr` output channels from `j0`, inputs from `k0` (see `fill_body`), compiled
-/// per level as `multiversion!` does, with F16C's conversion at the x86 levels.
-#[allow(clippy::too_many_arguments)]
-fn fill(level: Level, rhs: Rhs, k: usize, j0: usize, k0: usize, nr: usize, gate: Option<&[f32]>, buf: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
-        fn avx512(rhs: Rhs, k: usize, j0: usize, k0: usize, nr: usize, gate: Option<&[f32]>, buf: &mut [f32]) {
-            // SAFETY: this function's features include F16C.
-            unsafe { fill_body::<HalfF16c>(rhs, k, j0, k0, nr, gate, buf) }
-        }
-        #[target_feature(enable = "avx2,fma,f16c")]
-        fn avx2(rhs: Rhs, k: usize, j0: usize, k0: usize, nr: usize, gate: Option<&[f32]>, buf: &mut [f32]) {
-            // SAFETY: as above.
-            unsafe { fill_body::<HalfF16c>(rhs, k, j0, k0, nr, gate, buf) }
-        }
-        match level.f32_kernels() {
-            // SAFETY: `supported` checked the CPU has these features.
-            Level::Avx512 if level.supported() => return unsafe { avx512(rhs, k, j0, k0, nr, gate, buf) },
-            Level::Avx2 if level.supported() => return unsafe { avx2(rhs, k, j0, k0, nr, gate, buf) },
-            _ => {}
-        }
-    }
-    let _ = level;
-    // SAFETY: the bit operations need no CPU feature.
-    unsafe { fill_body::<HalfBits>(rhs, k, j0, k0, nr, gate, buf) }
+vector::multiversion! {
+    /// The f32 tile of `nr` output channels from `j0`, inputs from `k0` (see `fill_body`), with
+    /// F16C's conversion at the x86 levels.
+    ///
+    /// # Safety
+    /// Always sound: the x86 body (F16C) runs only at the levels that have it.
+    unsafe fn fill(
+        rhs: Rhs,
+        k: usize,
+        j0: usize,
+        k0: usize,
+        nr: usize,
+        gate: Option<&[f32]>,
+        buf: &mut [f32],
+    ) = fill_body::<HalfF16c>, fill_body::<HalfBits>
 }
 
 /// A register-tiled micro-kernel: `c[rows, cols] = a[rows, K] · b` (`+=` when `add`) with `b` the
@@ -666,7 +655,8 @@ fn run<K: Micro>(level: Level, x: &[f32], m: usize, k: usize, w: Rhs, n: usize, 
                     let kn = kc.min(k - k0);
                     tile.resize(kn * nr, 0.0);
                     let gate = fused.gate.map(|g| &g.scales[seg * k + k0..][..kn]);
-                    fill(level, w, k, j0, k0, nr, gate, &mut tile[..kn * nr]);
+                    // SAFETY: `fill` runs F16C's conversion only at the levels that have it.
+                    unsafe { fill(level, w, k, j0, k0, nr, gate, &mut tile[..kn * nr]) };
                     for i0 in (m0..m1).step_by(mr) {
                         let rows = mr.min(m1 - i0);
                         // SAFETY: rows i0..i0 + rows of x exist (i0 + rows <= m) with k0 + kn <= k
@@ -712,13 +702,32 @@ pub(super) unsafe fn epilogue(
     if fused.bias.is_none() && fused.act == Activation::None && fused.residual.is_none() {
         return;
     }
+    epilogue_rows(level, fused, out, n, rows, j0, cols)
+}
+
+/// The body of [`epilogue`], compiled per level once for all its rows (a call per row of 32
+/// values went through the level's dispatch each time).
+#[inline(always)]
+unsafe fn epilogue_body(fused: Fused, out: &SharedOut, n: usize, rows: std::ops::Range<usize>, j0: usize, cols: usize) {
+    let bias = fused.bias.map(|b| &b[j0..j0 + cols]);
     for r in rows {
         let row = std::slice::from_raw_parts_mut(out.0.add(r * n + j0), cols);
-        vector::bias_act(level, row, fused.bias.map(|b| &b[j0..j0 + cols]), fused.act);
+        vector::bias_act_body(row, bias, fused.act);
         if let Some(res) = fused.residual {
             row.iter_mut().zip(&res[r * n + j0..][..cols]).for_each(|(y, r)| *y += r);
         }
     }
+}
+
+vector::multiversion! {
+    unsafe fn epilogue_rows(
+        fused: Fused,
+        out: &SharedOut,
+        n: usize,
+        rows: std::ops::Range<usize>,
+        j0: usize,
+        cols: usize,
+    ) = epilogue_body
 }
 
 /// Inputs per pass over a tile (see `run`): 256 x 32 f32 fit a 48 KiB L1 with room for the rows'

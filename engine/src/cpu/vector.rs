@@ -6,8 +6,36 @@ use crate::ops::Activation;
 
 /// `pub(crate) fn $name(level: Level, args..)` running `$body(args..)` compiled with the level's
 /// target features (AVX-512 or AVX2 + FMA + F16C on x86-64); on other levels, or a level the
-/// CPU lacks, the plain build (which is `simd128` on a wasm build with it enabled).
+/// CPU lacks, the plain build (which is `simd128` on a wasm build with it enabled). As
+/// `unsafe fn`, for a body that is one (its callers keep its safety contract), optionally with
+/// another body for the plain build (`= x86_body, plain_body`: one that needs x86 features).
 macro_rules! multiversion {
+    ($(#[$m:meta])* unsafe fn $name:ident($($a:ident: $t:ty),* $(,)?) = $body:path) => {
+        $crate::cpu::vector::multiversion! { $(#[$m])* unsafe fn $name($($a: $t),*) = $body, $body }
+    };
+    ($(#[$m:meta])* unsafe fn $name:ident($($a:ident: $t:ty),* $(,)?) = $x86:path, $plain:path) => {
+        $(#[$m])*
+        #[allow(clippy::too_many_arguments)]
+        pub(crate) unsafe fn $name(level: $crate::cpu::Level, $($a: $t),*) {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+                unsafe fn avx512($($a: $t),*) { unsafe { $x86($($a),*) } }
+                #[target_feature(enable = "avx2,fma,f16c")]
+                unsafe fn avx2($($a: $t),*) { unsafe { $x86($($a),*) } }
+                match level.f32_kernels() {
+                    // SAFETY: `supported` checked the CPU has these features; the rest is the
+                    // caller's.
+                    $crate::cpu::Level::Avx512 if level.supported() => return unsafe { avx512($($a),*) },
+                    $crate::cpu::Level::Avx2 if level.supported() => return unsafe { avx2($($a),*) },
+                    _ => {}
+                }
+            }
+            let _ = level;
+            // SAFETY: the caller's.
+            unsafe { $plain($($a),*) }
+        }
+    };
     ($(#[$m:meta])* fn $name:ident($($a:ident: $t:ty),* $(,)?) $(-> $r:ty)? = $body:path) => {
         $(#[$m])*
         #[allow(clippy::too_many_arguments)]
@@ -102,7 +130,9 @@ pub(crate) fn bias_act_body(y: &mut [f32], bias: Option<&[f32]>, act: Activation
 }
 
 multiversion! {
-    /// `y = act(y + bias)`, `bias` as long as `y` when given.
+    /// `y = act(y + bias)`, `bias` as long as `y` when given: [`bias_act_body`] per level, which
+    /// the GEMM's epilogue and the depthwise conv inline into their own per-level code.
+    #[cfg(test)]
     fn bias_act(y: &mut [f32], bias: Option<&[f32]>, act: Activation) = bias_act_body
 }
 
