@@ -19,6 +19,18 @@ struct Pool {
 }
 
 impl Pool {
+    /// `len` values: a kept buffer with its old values (see [`for_output`]), or new zeros.
+    fn output(&mut self, len: usize) -> Vec<f32> {
+        match self.take(len) {
+            Some(mut v) => {
+                v.truncate(len);
+                v.resize(len, 0.0);
+                v
+            }
+            None => vec![0.0; len],
+        }
+    }
+
     /// A kept buffer of `len` to `2 len` values, the smallest, for a large request.
     fn take(&mut self, len: usize) -> Option<Vec<f32>> {
         if len.saturating_mul(4) < MIN_BYTES {
@@ -52,18 +64,10 @@ static POOL: Mutex<Pool> = Mutex::new(Pool { kept: Vec::new() });
 /// `len` values for an op that writes every one: a kept buffer keeps the values it had (no
 /// zeroing pass over tens of MB: 3% of an image on the CPU path); a new one is zeros.
 pub(crate) fn for_output(len: usize) -> Vec<f32> {
-    match reuse(len) {
-        Some(mut v) => {
-            v.truncate(len);
-            v.resize(len, 0.0);
-            v
-        }
-        None => vec![0.0; len],
+    match POOL.lock() {
+        Ok(mut pool) => pool.output(len),
+        Err(_) => vec![0.0; len],
     }
-}
-
-fn reuse(len: usize) -> Option<Vec<f32>> {
-    POOL.lock().ok()?.take(len)
 }
 
 /// Gives a buffer back for [`for_output`] to reuse (dropped when small, or when more are kept).
@@ -87,27 +91,29 @@ mod tests {
     use crate::testing::cpu_test;
 
     cpu_test!(reused_buffers_come_back_sized, {
-        let n = MIN_BYTES + 77; // over 4 MiB of f32, a length no other test asks for
-        let mut v = for_output(n);
+        // A pool of its own (as below): the shared one is used by tests running beside this one.
+        let mut pool = Pool::default();
+        let n = MIN_BYTES + 77;
+        let mut v = pool.output(n);
         assert!(v.iter().all(|x| *x == 0.0), "a new buffer is zeros");
         // A kept buffer comes back sized, its old values kept (the op overwrites them).
         v.iter_mut().for_each(|x| *x = 3.0);
-        recycle(v);
-        let o = for_output(n - 9);
+        pool.give(v);
+        let o = pool.output(n - 9);
         assert_eq!(o.len(), n - 9);
         assert!(o.iter().all(|x| *x == 3.0));
-        recycle(o);
+        pool.give(o);
         // Longer than it was, within its capacity: the values past its old length are zeros.
-        let o = for_output(n - 2);
+        let o = pool.output(n - 2);
         assert_eq!(o.len(), n - 2);
         assert!(o[..n - 9].iter().all(|x| *x == 3.0) && o[n - 9..].iter().all(|x| *x == 0.0));
         // A small request is not served from a much larger buffer.
-        recycle(o);
-        assert_eq!(for_output(100).capacity(), 100);
+        pool.give(o);
+        assert_eq!(pool.output(100).capacity(), 100);
+        assert_eq!(pool.kept.len(), 1);
     });
 
     cpu_test!(a_buffer_no_pass_used_is_freed, {
-        // A pool of its own: the shared one is used by tests running beside this one.
         let mut pool = Pool::default();
         let (a, b) = (vec![0f32; MIN_BYTES], vec![0f32; 2 * MIN_BYTES]);
         pool.give(a);
