@@ -122,142 +122,164 @@ fn depthwise_rows(
             wt[t * c + ch] = *v;
         }
     }
+    // What the 4-pixel kernel reads for taps outside the image (SAME padding is zeros).
+    let zeros = vec![0f32; c];
     let mut y = crate::cpu::buffers::for_output(g.out_shape().iter().product());
     let row_len = g.out_w * c;
     let level = Level::current().f32_kernels();
-    // The level of the 4-pixel kernel, where the CPU has one.
-    let quad = (matches!(level, Level::Avx512 | Level::Avx2 | Level::Simd128) && level.supported()).then_some(level);
+    // The level of the 4-pixel kernel, where the CPU has one and the kernel's taps fit its list.
+    let quad =
+        (matches!(level, Level::Avx512 | Level::Avx2 | Level::Simd128) && level.supported() && taps <= QUAD_TAPS)
+            .then_some(level);
     let work = y.len() * taps;
     crate::parallel::for_row_chunks(&mut y, row_len, 1, work, |first, ys| {
         for (r, yrow) in ys.chunks_exact_mut(row_len).enumerate() {
-            depthwise_row(level, x, &wt, bias, g, first + r, act, quad, yrow);
-            if let Some(sums) = sums {
-                // SAFETY: `sums` holds C values per output row and this call alone writes row
-                // `first + r`'s.
-                let s = unsafe { std::slice::from_raw_parts_mut(sums.0.add((first + r) * c), c) };
-                for px in yrow.chunks_exact(c) {
-                    s.iter_mut().zip(px).for_each(|(s, v)| *s += v);
-                }
-            }
+            // SAFETY: `sums` holds C values per output row and this call alone writes row
+            // `first + r`'s.
+            let s = sums.map(|s| unsafe { std::slice::from_raw_parts_mut(s.0.add((first + r) * c), c) });
+            depthwise_row(level, x, &wt, &zeros, bias, g, first + r, act, quad, yrow, s);
         }
     });
     y
 }
 
-/// Output row `row` (over batch and height) of the depthwise conv: per pixel, channels in blocks
-/// of 64 and then 16 held in registers across the taps, the rest as a slice. With `quad` (AVX-512
-/// or AVX2, which the CPU has, or wasm `simd128`), runs of 4 pixels whose taps all lie inside the
-/// row go through that level's 4-pixel kernel first ([`quad_of`]).
+/// Output row `row` (over batch and height) of the depthwise conv, then its activation and, with
+/// `sums`, its channel sums (the row still in cache). With `quad` (AVX-512 or AVX2, which the CPU
+/// has, or wasm `simd128`), every pixel goes through that level's kernel, 4 pixels at a time
+/// ([`quad_row`]); otherwise one pixel at a time, channels in blocks held in registers.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn depthwise_row_body(
     x: &[f32],
     wt: &[f32],
+    zeros: &[f32],
     bias: Option<&[f32]>,
     g: &ConvGeometry,
     row: usize,
     act: Activation,
     quad: Option<Level>,
     yrow: &mut [f32],
+    sums: Option<&mut [f32]>,
 ) {
     let c = g.cin;
     let (b, oy) = (row / g.out_h, row % g.out_h);
     let (ky0, ky1) = inside(oy, g.stride, g.pad_top, g.in_h, g.kh);
-    // x and w offsets of each tap of pixel `ox` inside the image.
-    let taps = move |ox: usize| {
-        let (kx0, kx1) = inside(ox, g.stride, g.pad_left, g.in_w, g.kw);
-        (ky0..ky1).flat_map(move |ky| {
-            let iy = oy * g.stride + ky - g.pad_top;
-            (kx0..kx1).map(move |kx| {
-                let ix = ox * g.stride + kx - g.pad_left;
-                (((b * g.in_h + iy) * g.in_w + ix) * c, (ky * g.kw + kx) * c)
-            })
-        })
-    };
-    let whole = |ox: usize| inside(ox, g.stride, g.pad_left, g.in_w, g.kw) == (0, g.kw);
-    let mut ox = 0;
-    while ox < g.out_w {
-        // The quad's channels (`c0` of them) for 4 pixels, or none for this one pixel.
-        let (n, c0) = match quad {
-            Some(level) if ox + 4 <= g.out_w && whole(ox) && whole(ox + 3) => {
-                quad_of(level, x, wt, bias, taps(ox), g.stride * c, c, &mut yrow[ox * c..(ox + 4) * c])
+    match quad {
+        Some(level) => quad_row(level, x, wt, zeros, bias, g, b * g.in_h, oy, ky0..ky1, yrow),
+        None => {
+            for (ox, out) in yrow.chunks_exact_mut(c).enumerate() {
+                // x and w offsets of each tap of pixel `ox` inside the image.
+                let (kx0, kx1) = inside(ox, g.stride, g.pad_left, g.in_w, g.kw);
+                let taps = (ky0..ky1).flat_map(move |ky| {
+                    let iy = oy * g.stride + ky - g.pad_top;
+                    (kx0..kx1).map(move |kx| {
+                        let ix = ox * g.stride + kx - g.pad_left;
+                        (((b * g.in_h + iy) * g.in_w + ix) * c, (ky * g.kw + kx) * c)
+                    })
+                });
+                let c1 = channel_blocks::<64>(x, wt, bias, taps.clone(), out, 0);
+                let c1 = channel_blocks::<16>(x, wt, bias, taps.clone(), out, c1);
+                let rest = &mut out[c1..];
+                match bias {
+                    Some(bias) => rest.copy_from_slice(&bias[c1..]),
+                    None => rest.fill(0.0),
+                }
+                for (xo, wo) in taps {
+                    let (xs, ws) = (&x[xo + c1..xo + c], &wt[wo + c1..wo + c]);
+                    rest.iter_mut().zip(xs).zip(ws).for_each(|((a, x), w)| *a += x * w);
+                }
             }
-            _ => (1, 0),
-        };
-        for p in ox..ox + n {
-            let out = &mut yrow[p * c..(p + 1) * c];
-            let c1 = channel_blocks::<64>(x, wt, bias, act, taps(p), out, c0);
-            let c1 = channel_blocks::<16>(x, wt, bias, act, taps(p), out, c1);
-            let rest = &mut out[c1..];
-            match bias {
-                Some(bias) => rest.copy_from_slice(&bias[c1..]),
-                None => rest.fill(0.0),
-            }
-            for (xo, wo) in taps(p) {
-                let (xs, ws) = (&x[xo + c1..xo + c], &wt[wo + c1..wo + c]);
-                rest.iter_mut().zip(xs).zip(ws).for_each(|((a, x), w)| *a += x * w);
-            }
-            bias_act_body(rest, None, act);
-            // The quad's channels get their activation here, with the rest.
-            bias_act_body(&mut out[..c0], None, act);
         }
-        ox += n;
+    }
+    bias_act_body(yrow, None, act);
+    if let Some(s) = sums {
+        for px in yrow.chunks_exact(c) {
+            s.iter_mut().zip(px).for_each(|(s, v)| *s += v);
+        }
     }
 }
 
-/// `level`'s 4-pixel kernel ([`quad_avx512`], [`quad_avx2`], `quad_simd128`) over 4 pixels when
-/// their taps fit its list: (4, channels done); else (1, 0).
+multiversion! {
+    fn depthwise_row(
+        x: &[f32],
+        wt: &[f32],
+        zeros: &[f32],
+        bias: Option<&[f32]>,
+        g: &ConvGeometry,
+        row: usize,
+        act: Activation,
+        quad: Option<Level>,
+        yrow: &mut [f32],
+        sums: Option<&mut [f32]>,
+    ) = depthwise_row_body
+}
+
+/// Taps the 4-pixel kernel takes (5x5 at most in EfficientNet; larger kernels go one pixel at a
+/// time).
+const QUAD_TAPS: usize = 49;
+
+/// One tap of up to 4 pixels: its weights, and each pixel's input (`zeros` where it falls in the
+/// padding).
+#[derive(Clone, Copy)]
+struct QuadTap {
+    w: *const f32,
+    x: [*const f32; 4],
+}
+
+/// Output row `oy` of image row offset `img` (batch x `in_h`), input rows `ky` of the kernel
+/// inside the image, through `level`'s kernel ([`quad_avx512`], [`quad_avx2`], `quad_simd128`):
+/// groups of 4 neighbouring pixels, the last group the 1-3 left over. Writes bias + sum.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn quad_of(
+fn quad_row(
     level: Level,
     x: &[f32],
     wt: &[f32],
+    zeros: &[f32],
     bias: Option<&[f32]>,
-    taps: impl Iterator<Item = (usize, usize)>,
-    step: usize,
-    c: usize,
-    out: &mut [f32],
-) -> (usize, usize) {
-    #[cfg(any(target_arch = "x86_64", all(target_arch = "wasm32", target_feature = "simd128")))]
-    {
-        let mut list = [(0usize, 0usize); QUAD_TAPS];
-        let mut len = 0;
-        for t in taps {
-            if len == QUAD_TAPS {
-                return (1, 0);
+    g: &ConvGeometry,
+    img: usize,
+    oy: usize,
+    ky: std::ops::Range<usize>,
+    yrow: &mut [f32],
+) {
+    let c = g.cin;
+    let mut taps = [QuadTap { w: std::ptr::null(), x: [std::ptr::null(); 4] }; QUAD_TAPS];
+    let n = ky.len() * g.kw;
+    for first in (0..g.out_w).step_by(4) {
+        let pixels = (g.out_w - first).min(4);
+        for (t, (ky, kx)) in taps.iter_mut().zip(ky.clone().flat_map(|ky| (0..g.kw).map(move |kx| (ky, kx)))) {
+            let row = (img + oy * g.stride + ky - g.pad_top) * g.in_w;
+            t.w = wt[(ky * g.kw + kx) * c..][..c].as_ptr();
+            for (p, xp) in t.x.iter_mut().enumerate().take(pixels) {
+                let ix = ((first + p) * g.stride + kx).wrapping_sub(g.pad_left);
+                *xp = if ix < g.in_w { x[(row + ix) * c..][..c].as_ptr() } else { zeros.as_ptr() };
             }
-            list[len] = t;
-            len += 1;
         }
-        // SAFETY: `quad` is only set to a level the CPU has; the taps of the 4 pixels (the
-        // first's, shifted by `step`) lie inside `x`, the weights inside `wt`.
+        let out = yrow[first * c..].as_mut_ptr();
+        // SAFETY: `quad` is only set to a level the CPU has; every tap's weights and inputs
+        // (the first `pixels` of them) hold C values (slices taken above), `out` 4 x C (or
+        // `pixels` x C) values.
         #[cfg(target_arch = "x86_64")]
-        let done = unsafe {
+        unsafe {
             match level {
-                Level::Avx512 => quad_avx512(x, wt, bias, &list[..len], step, c, out),
-                _ => quad_avx2(x, wt, bias, &list[..len], step, c, out),
+                Level::Avx512 => quad_avx512(&taps[..n], bias, c, out, pixels),
+                _ => quad_avx2(&taps[..n], bias, c, out, pixels),
             }
-        };
+        }
         // SAFETY: as above (simd128 is compiled in: the only level with a kernel here).
-        #[cfg(target_arch = "wasm32")]
-        let done = {
+        #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+        unsafe {
             let _ = level;
-            unsafe { quad_body::<Simd128Lanes>(x, wt, bias, &list[..len], step, c, out) }
-        };
-        (4, done)
-    }
-    #[cfg(not(any(target_arch = "x86_64", all(target_arch = "wasm32", target_feature = "simd128"))))]
-    {
-        let _ = (level, x, wt, bias, taps, step, c, out);
-        (1, 0)
+            quad_pixels::<Simd128Lanes>(&taps[..n], bias, c, out, pixels)
+        }
+        #[cfg(not(any(target_arch = "x86_64", all(target_arch = "wasm32", target_feature = "simd128"))))]
+        {
+            let _ = (level, out, bias, n);
+            unreachable!("no 4-pixel kernel on this target");
+        }
     }
 }
-
-/// Taps the quad kernel takes (5x5 at most in EfficientNet; larger kernels go one pixel at a
-/// time).
-#[cfg(any(target_arch = "x86_64", all(target_arch = "wasm32", target_feature = "simd128")))]
-const QUAD_TAPS: usize = 49;
 
 /// The vector operations of the 4-pixel kernel, per level.
 #[cfg(any(target_arch = "x86_64", all(target_arch = "wasm32", target_feature = "simd128")))]
@@ -270,12 +292,18 @@ trait Lanes {
     /// `a * b + c`.
     unsafe fn fma(a: Self::V, b: Self::V, c: Self::V) -> Self::V;
     unsafe fn store(p: *mut f32, v: Self::V);
+    /// The first `n` lanes (1..=N) from `p`, the rest zero; nothing past them is read.
+    unsafe fn load_part(p: *const f32, n: usize) -> Self::V;
+    /// The first `n` lanes (1..=N) to `p`; nothing past them is written.
+    unsafe fn store_part(p: *mut f32, v: Self::V, n: usize);
 }
 
-/// A level's [`Lanes`] from its intrinsics, and [`quad_body`] compiled for it as `$kernel`.
+/// A level's [`Lanes`] from its intrinsics (and its partial load and store), and [`quad_pixels`]
+/// compiled for it as `$kernel`.
 #[cfg(target_arch = "x86_64")]
 macro_rules! quad_level {
-    ($lanes:ident, $kernel:ident, $features:literal, $v:ident, $n:literal, $load:ident, $zero:ident, $fma:ident, $store:ident) => {
+    ($lanes:ident, $kernel:ident, $features:literal, $v:ident, $n:literal, $load:ident, $zero:ident, $fma:ident,
+     $store:ident, $load_part:ident, $store_part:ident) => {
         struct $lanes;
         impl Lanes for $lanes {
             type V = std::arch::x86_64::$v;
@@ -300,23 +328,25 @@ macro_rules! quad_level {
             unsafe fn store(p: *mut f32, v: Self::V) {
                 std::arch::x86_64::$store(p, v)
             }
+            #[inline]
+            #[target_feature(enable = $features)]
+            unsafe fn load_part(p: *const f32, n: usize) -> Self::V {
+                $load_part(p, n)
+            }
+            #[inline]
+            #[target_feature(enable = $features)]
+            unsafe fn store_part(p: *mut f32, v: Self::V, n: usize) {
+                $store_part(p, v, n)
+            }
         }
 
-        /// [`quad_body`] at this level.
+        /// [`quad_pixels`] at this level.
         ///
         /// # Safety
-        /// As [`quad_body`], with the level's features.
+        /// As [`quad_pixels`], with the level's features.
         #[target_feature(enable = $features)]
-        unsafe fn $kernel(
-            x: &[f32],
-            wt: &[f32],
-            bias: Option<&[f32]>,
-            taps: &[(usize, usize)],
-            step: usize,
-            c: usize,
-            out: &mut [f32],
-        ) -> usize {
-            quad_body::<$lanes>(x, wt, bias, taps, step, c, out)
+        unsafe fn $kernel(taps: &[QuadTap], bias: Option<&[f32]>, c: usize, out: *mut f32, pixels: usize) {
+            quad_pixels::<$lanes>(taps, bias, c, out, pixels)
         }
     };
 }
@@ -332,7 +362,9 @@ quad_level!(
     _mm512_loadu_ps,
     _mm512_setzero_ps,
     _mm512_fmadd_ps,
-    _mm512_storeu_ps
+    _mm512_storeu_ps,
+    load_part_avx512,
+    store_part_avx512
 );
 #[cfg(target_arch = "x86_64")]
 quad_level!(
@@ -344,8 +376,45 @@ quad_level!(
     _mm256_loadu_ps,
     _mm256_setzero_ps,
     _mm256_fmadd_ps,
-    _mm256_storeu_ps
+    _mm256_storeu_ps,
+    load_part_avx2,
+    store_part_avx2
 );
+
+/// The first `n` (1..=16) lanes, by a mask: masked-off lanes are neither read nor written.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn load_part_avx512(p: *const f32, n: usize) -> std::arch::x86_64::__m512 {
+    std::arch::x86_64::_mm512_maskz_loadu_ps(((1u32 << n) - 1) as u16, p)
+}
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn store_part_avx512(p: *mut f32, v: std::arch::x86_64::__m512, n: usize) {
+    std::arch::x86_64::_mm512_mask_storeu_ps(p, ((1u32 << n) - 1) as u16, v)
+}
+
+/// The mask of AVX2's masked load and store for the first `n` (1..=8) lanes.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn mask_avx2(n: usize) -> std::arch::x86_64::__m256i {
+    use std::arch::x86_64::*;
+    _mm256_cmpgt_epi32(_mm256_set1_epi32(n as i32), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7))
+}
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn load_part_avx2(p: *const f32, n: usize) -> std::arch::x86_64::__m256 {
+    std::arch::x86_64::_mm256_maskload_ps(p, mask_avx2(n))
+}
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn store_part_avx2(p: *mut f32, v: std::arch::x86_64::__m256, n: usize) {
+    std::arch::x86_64::_mm256_maskstore_ps(p, mask_avx2(n), v)
+}
 
 /// wasm `simd128` (no FMA: a multiply and an add), blocks of 8 channels.
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
@@ -370,27 +439,45 @@ impl Lanes for Simd128Lanes {
     unsafe fn store(p: *mut f32, v: Self::V) {
         std::arch::wasm32::v128_store(p as *mut Self::V, v)
     }
+    #[inline(always)]
+    unsafe fn load_part(p: *const f32, n: usize) -> Self::V {
+        let mut lanes = [0f32; 4];
+        std::ptr::copy_nonoverlapping(p, lanes.as_mut_ptr(), n);
+        Self::load(lanes.as_ptr())
+    }
+    #[inline(always)]
+    unsafe fn store_part(p: *mut f32, v: Self::V, n: usize) {
+        let mut lanes = [0f32; 4];
+        Self::store(lanes.as_mut_ptr(), v);
+        std::ptr::copy_nonoverlapping(lanes.as_ptr(), p, n);
+    }
 }
 
-/// Channels `0..` in blocks of 2 vectors of 4 neighbouring pixels (`out`: 4 x C), `taps` the
-/// first pixel's and the others' `step` further in x: 8 accumulators in registers, FMA, each
-/// weight load serving 4 pixels. Writes bias + sum (no activation); returns the first channel
-/// not done.
+/// [`quad_body`] for `pixels` (1..=4) neighbouring pixels.
 ///
 /// # Safety
-/// `L`'s level present; every `xo + 3 * step + C` and `wo + C` within `x` and `wt`.
+/// As [`quad_body`].
 #[cfg(any(target_arch = "x86_64", all(target_arch = "wasm32", target_feature = "simd128")))]
 #[inline(always)]
-unsafe fn quad_body<L: Lanes>(
-    x: &[f32],
-    wt: &[f32],
-    bias: Option<&[f32]>,
-    taps: &[(usize, usize)],
-    step: usize,
-    c: usize,
-    out: &mut [f32],
-) -> usize {
-    let (xp, wp, op) = (x.as_ptr(), wt.as_ptr(), out.as_mut_ptr());
+unsafe fn quad_pixels<L: Lanes>(taps: &[QuadTap], bias: Option<&[f32]>, c: usize, out: *mut f32, pixels: usize) {
+    match pixels {
+        4 => quad_body::<L, 4>(taps, bias, c, out),
+        3 => quad_body::<L, 3>(taps, bias, c, out),
+        2 => quad_body::<L, 2>(taps, bias, c, out),
+        _ => quad_body::<L, 1>(taps, bias, c, out),
+    }
+}
+
+/// Bias + sum over `taps` of `P` neighbouring pixels (`out`: P x C), all C channels: in blocks of
+/// 2 vectors (2P accumulators in registers, FMA, each weight load serving P pixels), then a
+/// vector at a time, the last one partial.
+///
+/// # Safety
+/// `L`'s level present; each tap's `w` and its first `P` inputs `x` hold C values, `out` P x C,
+/// `bias` (if any) C.
+#[cfg(any(target_arch = "x86_64", all(target_arch = "wasm32", target_feature = "simd128")))]
+#[inline(always)]
+unsafe fn quad_body<L: Lanes, const P: usize>(taps: &[QuadTap], bias: Option<&[f32]>, c: usize, out: *mut f32) {
     let n = L::N;
     let mut c0 = 0;
     while c0 + 2 * n <= c {
@@ -398,22 +485,38 @@ unsafe fn quad_body<L: Lanes>(
             Some(b) => L::load(b.as_ptr().add(c0 + n * h)),
             None => L::zero(),
         };
-        let mut acc = [[init(0), init(1)]; 4];
-        for &(xo, wo) in taps {
-            let w = [L::load(wp.add(wo + c0)), L::load(wp.add(wo + c0 + n))];
-            for (p, a) in acc.iter_mut().enumerate() {
-                let xq = xp.add(xo + p * step + c0);
-                a[0] = L::fma(L::load(xq), w[0], a[0]);
-                a[1] = L::fma(L::load(xq.add(n)), w[1], a[1]);
+        let mut acc = [[init(0), init(1)]; P];
+        for t in taps {
+            let w = [L::load(t.w.add(c0)), L::load(t.w.add(c0 + n))];
+            for (a, xp) in acc.iter_mut().zip(t.x) {
+                a[0] = L::fma(L::load(xp.add(c0)), w[0], a[0]);
+                a[1] = L::fma(L::load(xp.add(c0 + n)), w[1], a[1]);
             }
         }
         for (p, a) in acc.iter().enumerate() {
-            L::store(op.add(p * c + c0), a[0]);
-            L::store(op.add(p * c + c0 + n), a[1]);
+            L::store(out.add(p * c + c0), a[0]);
+            L::store(out.add(p * c + c0 + n), a[1]);
         }
         c0 += 2 * n;
     }
-    c0
+    while c0 < c {
+        let m = (c - c0).min(n);
+        let init = match bias {
+            Some(b) => L::load_part(b.as_ptr().add(c0), m),
+            None => L::zero(),
+        };
+        let mut acc = [init; P];
+        for t in taps {
+            let w = L::load_part(t.w.add(c0), m);
+            for (a, xp) in acc.iter_mut().zip(t.x) {
+                *a = L::fma(L::load_part(xp.add(c0), m), w, *a);
+            }
+        }
+        for (p, a) in acc.iter().enumerate() {
+            L::store_part(out.add(p * c + c0), *a, m);
+        }
+        c0 += m;
+    }
 }
 
 /// The taps `k0..k1` (of `k`) whose input `o * stride + k - pad` lies inside `0..size`.
@@ -423,14 +526,13 @@ fn inside(o: usize, stride: usize, pad: usize, size: usize, k: usize) -> (usize,
     (pad.saturating_sub(first).min(k), (size + pad).saturating_sub(first).min(k))
 }
 
-/// Channels `c0..` of one output pixel in whole blocks of `W`, accumulated in registers; returns
-/// the first channel not done.
+/// Bias + sum of channels `c0..` of one output pixel in whole blocks of `W`, accumulated in
+/// registers; returns the first channel not done.
 #[inline(always)]
 fn channel_blocks<const W: usize>(
     x: &[f32],
     wt: &[f32],
     bias: Option<&[f32]>,
-    act: Activation,
     taps: impl Iterator<Item = (usize, usize)> + Clone,
     out: &mut [f32],
     mut c0: usize,
@@ -447,24 +549,10 @@ fn channel_blocks<const W: usize>(
                 acc[j] += xs[j] * ws[j];
             }
         }
-        bias_act_body(&mut acc, None, act);
         out[c0..c0 + W].copy_from_slice(&acc);
         c0 += W;
     }
     c0
-}
-
-multiversion! {
-    fn depthwise_row(
-        x: &[f32],
-        wt: &[f32],
-        bias: Option<&[f32]>,
-        g: &ConvGeometry,
-        row: usize,
-        act: Activation,
-        quad: Option<Level>,
-        yrow: &mut [f32],
-    ) = depthwise_row_body
 }
 
 #[cfg(test)]
