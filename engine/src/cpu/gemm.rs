@@ -639,16 +639,16 @@ fn run<K: Micro>(level: Level, x: &[f32], m: usize, k: usize, w: Rhs, n: usize, 
     let seg_rows = fused.gate.map_or(m, |g| g.rows.min(m));
     let per_seg = seg_rows.div_ceil(mc);
     let blocks = m.div_ceil(seg_rows) * per_seg;
-    let (splits, per) = tile_splits(blocks, tiles);
+    let splits = tile_splits(blocks, tiles);
     let out = SharedOut(y.as_mut_ptr());
     parallel::for_each(blocks * splits, |t| {
         let out = &out;
-        let (seg, t0) = (t / splits / per_seg, (t % splits) * per);
+        let seg = t / splits / per_seg;
         let m0 = seg * seg_rows + (t / splits % per_seg) * mc;
         let m1 = (m0 + mc).min((seg + 1) * seg_rows).min(m);
         TILE.with(|tile| {
             let mut tile = tile.borrow_mut();
-            for tj in t0..(t0 + per).min(tiles) {
+            for tj in share(t % splits, splits, tiles) {
                 let j0 = tj * nr;
                 let cols = nr.min(n - j0);
                 for k0 in (0..k).step_by(kc) {
@@ -676,13 +676,21 @@ fn run<K: Micro>(level: Level, x: &[f32], m: usize, k: usize, w: Rhs, n: usize, 
 }
 
 /// How a GEMM of `blocks` row blocks and `tiles` column tiles is split into tasks: each row
-/// block into `splits` shares of `per` tiles. Few row blocks: the output channels are split too,
-/// so every thread has work.
-pub(super) fn tile_splits(blocks: usize, tiles: usize) -> (usize, usize) {
+/// block into `splits` shares of its tiles ([`share`]). Few row blocks: the output channels are
+/// split too, so every thread has work.
+pub(super) fn tile_splits(blocks: usize, tiles: usize) -> usize {
     let want = 4 * parallel::threads();
-    let splits = if blocks >= want { 1 } else { want.div_ceil(blocks).min(tiles) };
-    let per = tiles.div_ceil(splits);
-    (tiles.div_ceil(per), per)
+    if blocks >= want {
+        1
+    } else {
+        want.div_ceil(blocks).min(tiles).max(1)
+    }
+}
+
+/// Share `s` of `splits` of `tiles` tiles: shares differ by one tile at most (equal shares of
+/// the rounded-up size left 5 tasks of 2 tiles for 10 tiles, 3 of them on one of 2 threads).
+pub(super) fn share(s: usize, splits: usize, tiles: usize) -> std::ops::Range<usize> {
+    s * tiles / splits..(s + 1) * tiles / splits
 }
 
 /// Bias, activation and residual of `fused` on columns `j0..j0 + cols` of `rows` of `out` (rows
@@ -793,6 +801,20 @@ mod tests {
             }
         }
     });
+
+    #[test]
+    fn tile_shares_cover_every_tile_once_and_differ_by_one_at_most() {
+        for tiles in 1..70 {
+            for blocks in [1, 2, 3, 5, 100] {
+                let splits = tile_splits(blocks, tiles);
+                let shares: Vec<_> = (0..splits).map(|s| share(s, splits, tiles)).collect();
+                let all: Vec<usize> = shares.iter().flat_map(|r| r.clone()).collect();
+                assert_eq!(all, (0..tiles).collect::<Vec<_>>(), "{tiles} tiles, {blocks} blocks");
+                let (lo, hi) = (shares.iter().map(|r| r.len()).min(), shares.iter().map(|r| r.len()).max());
+                assert!(lo.is_some_and(|lo| lo >= 1 && hi.unwrap() - lo <= 1), "{tiles} tiles: {shares:?}");
+            }
+        }
+    }
 
     cpu_test!(panel_rows_are_the_dequantised_rows, {
         let (n, k) = (19, 2 * Q8_GROUP + 3);

@@ -22,7 +22,7 @@ mod avx512;
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 mod simd128;
 
-use crate::cpu::gemm::{epilogue, q8_panel_len, tile_splits, Fused, PANEL};
+use crate::cpu::gemm::{epilogue, q8_panel_len, share, tile_splits, Fused, PANEL};
 use crate::cpu::Level;
 use crate::parallel::{self, SharedOut};
 use crate::quant::{q8_groups, Q8_GROUP};
@@ -228,16 +228,16 @@ fn multiply<K: Kernels>(
 ) {
     let (k4, groups, plen) = (k.div_ceil(4), q8_groups(k), q8_panel_len(k));
     let (panels, tiles, blocks) = (n.div_ceil(PANEL), n.div_ceil(NR), m.div_ceil(MC));
-    let (splits, per) = tile_splits(blocks, tiles);
+    let splits = tile_splits(blocks, tiles);
     let out = SharedOut(y.as_mut_ptr());
     parallel::for_each(blocks * splits, |t| {
         let out = &out;
-        let (m0, t0) = ((t / splits) * MC, (t % splits) * per);
+        let m0 = (t / splits) * MC;
         let m1 = (m0 + MC).min(m);
         PREP.with(|prep| {
             let mut prep = prep.borrow_mut();
             prep.resize(groups * 2 * NR, 0.0);
-            for tj in t0..(t0 + per).min(tiles) {
+            for tj in share(t % splits, splits, tiles) {
                 let (j0, p0) = (tj * NR, 2 * tj);
                 let cols = NR.min(n - j0);
                 // A missing second panel repeats the first: its columns are computed, not stored.
