@@ -5,6 +5,7 @@
 use std::future::Future;
 
 use crate::cpu::gemm::{PanelMatrix, Rhs};
+use crate::cpu::op_times;
 use crate::ops::{
     attention, concat, conv2d, depthwise, embedding, grid_sample, l2_norm, layer_norm, masked_mean, matmul,
     preprocess::{self, Normalize, Photo},
@@ -44,13 +45,6 @@ pub trait Backend {
     /// submitted after this runs while the copy waits for [`Backend::finish`].
     fn submit_read(&mut self, t: &Self::Tensor) -> Result<Self::Pending>;
     fn finish(&mut self, pending: Self::Pending) -> impl Future<Output = Result<Vec<f32>>>;
-    /// Finishes the recorded work and returns the values of an f32 tensor.
-    fn read<'a>(&'a mut self, t: &'a Self::Tensor) -> impl Future<Output = Result<Vec<f32>>> + 'a {
-        async move {
-            let pending = self.submit_read(t)?;
-            self.finish(pending).await
-        }
-    }
 
     /// RGBA8 photos on the host -> resized, normalised `[B, out_h, out_w, 3]`.
     fn preprocess(&mut self, photos: &[Photo], out_h: usize, out_w: usize, norm: &Normalize) -> Result<Self::Tensor>;
@@ -419,6 +413,7 @@ impl Backend for CpuBackend {
     }
     fn linear(&mut self, x: &CpuTensor, w: &CpuWeight, b: Option<&CpuWeight>, act: Activation) -> Result<CpuTensor> {
         let g = matmul::check(x.meta(), w.meta(), b.map(CpuWeight::meta))?;
+        let _t = op_times::start(|| format!("linear {:?} k{} {:?} {act:?}", g.out_shape, g.k, w.dtype));
         let y = matmul::linear_cpu(x.f32()?, w.rhs(), b.map(CpuWeight::f32).transpose()?, g.k, act);
         self.flops += cost::linear(&g.out_shape, g.k);
         Ok(CpuTensor::new(g.out_shape, y))
@@ -439,6 +434,7 @@ impl Backend for CpuBackend {
             residual.map(CpuTensor::meta),
         )?;
         let (b, residual) = (b.map(CpuWeight::f32).transpose()?, residual.map(CpuTensor::f32).transpose()?);
+        let _t = op_times::start(|| format!("gated linear {:?} k{} {:?}", g.out_shape, g.k, w.dtype));
         let y = matmul::gated_linear_cpu(x.f32()?, gate.f32()?, rows, w.rhs(), b, g.k, residual);
         self.flops += cost::linear(&g.out_shape, g.k);
         Ok(CpuTensor::new(g.out_shape, y))
@@ -452,6 +448,7 @@ impl Backend for CpuBackend {
         act: Activation,
     ) -> Result<CpuTensor> {
         let g = conv2d::check(x.meta(), w.meta(), b.map(CpuWeight::meta), stride)?;
+        let _t = op_times::start(|| format!("conv {:?} {}x{} s{stride}", g.out_shape(), g.kh, g.kw));
         let y = conv2d::conv2d_cpu(x.f32()?, w.f32()?, b.map(CpuWeight::f32).transpose()?, &g, act);
         self.flops += cost::conv(&g.out_shape(), &w.shape);
         Ok(CpuTensor::new(g.out_shape().to_vec(), y))
@@ -469,6 +466,7 @@ impl Backend for CpuBackend {
         let g = squeeze_excite::check_depthwise_se(x.meta(), w.meta(), b.map(CpuWeight::meta), stride, se_metas)?;
         let dw = depthwise::check(x.meta(), w.meta(), b.map(CpuWeight::meta), stride)?;
         let bias = b.map(CpuWeight::f32).transpose()?;
+        let _t = op_times::start(|| format!("depthwise+se {:?} {}x{} s{stride}", dw.out_shape(), dw.kh, dw.kw));
         let (y, means) = depthwise::depthwise_pooled_cpu(x.f32()?, w.f32()?, bias, &dw, act);
         self.flops += cost::conv(&dw.out_shape(), &w.shape);
         let gate = squeeze_excite::se_gate_from_means(&means, &g, se.w1.rhs(), se.b1.f32()?, se.w2.rhs(), se.b2.f32()?);

@@ -115,7 +115,7 @@ impl Embedder {
     pub fn submit_images(&mut self, images: &[Pixels]) -> Result<Submitted> {
         let pending = match &mut self.loaded {
             Loaded::Gpu(be, m) => images_on(be, m, images)?.map(Pending::Gpu),
-            Loaded::Cpu(be, m) => images_on(be, m, images)?.map(Pending::Cpu),
+            Loaded::Cpu(be, m) => crate::parallel::in_pool(|| images_on(be, m, images))?.map(Pending::Cpu),
         };
         Ok(Submitted { rows: images.len(), pending })
     }
@@ -140,10 +140,18 @@ impl Embedder {
             ids.extend(i);
             mask.extend(m);
         }
-        match &mut self.loaded {
-            Loaded::Gpu(be, m) => texts_on(be, m, texts.len(), len, &ids, &mask).await,
-            Loaded::Cpu(be, m) => texts_on(be, m, texts.len(), len, &ids, &mask).await,
-        }
+        let n = texts.len();
+        let flat = match &mut self.loaded {
+            Loaded::Gpu(be, m) => match texts_on(be, m, n, len, &ids, &mask)? {
+                Some(p) => be.finish(p).await?,
+                None => return Ok(Vec::new()),
+            },
+            Loaded::Cpu(be, m) => match crate::parallel::in_pool(|| texts_on(be, m, n, len, &ids, &mask))? {
+                Some(p) => be.finish(p).await?,
+                None => return Ok(Vec::new()),
+            },
+        };
+        Ok(rows(flat, n))
     }
 }
 
@@ -173,19 +181,19 @@ fn images_on<B: Backend>(be: &mut B, m: &Brivl<B>, images: &[Pixels]) -> Result<
     be.submit_read(&e).map(Some)
 }
 
-async fn texts_on<B: Backend>(
+fn texts_on<B: Backend>(
     be: &mut B,
     m: &Brivl<B>,
     n: usize,
     len: usize,
     ids: &[u32],
     mask: &[u32],
-) -> Result<Vec<Vec<f32>>> {
+) -> Result<Option<B::Pending>> {
     if n == 0 {
-        return Ok(Vec::new());
+        return Ok(None);
     }
     let ids = be.tensor_u32(&[n, len], ids)?;
     let mask = be.tensor_u32(&[n, len], mask)?;
     let e = m.text.forward(be, &ids, &mask)?;
-    Ok(rows(be.read(&e).await?, n))
+    be.submit_read(&e).map(Some)
 }

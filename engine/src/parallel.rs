@@ -18,6 +18,19 @@ pub fn threads() -> usize {
     }
 }
 
+/// Runs `f` on a thread of the pool (natively and with wasm threads), so that the ops of a forward
+/// pass split their work from inside it: called from outside, every op wakes the pool and then
+/// the waiting caller again (in the browser each wake-up goes through `Atomics.wait`, and a
+/// text query is a few hundred ops). On the calling thread where there is no pool.
+pub fn in_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    #[cfg(any(not(target_arch = "wasm32"), target_feature = "atomics"))]
+    if threads() > 1 && rayon::current_thread_index().is_none() {
+        // `scope` runs its body on a thread of the pool, the caller waiting for it.
+        return rayon::scope(|_| f());
+    }
+    f()
+}
+
 /// Runs `f(0..tasks)`, in parallel natively. Tasks must not depend on one another.
 pub fn for_each(tasks: usize, f: impl Fn(usize) + Sync + Send) {
     #[cfg(any(not(target_arch = "wasm32"), target_feature = "atomics"))]
@@ -95,6 +108,13 @@ mod tests {
             let want: Vec<f32> = (0..rows).flat_map(|r| std::iter::repeat_n(r as f32, row_len)).collect();
             assert_eq!(out, want, "rows {rows} x {row_len}, align {align}");
         }
+    }
+
+    #[test]
+    fn in_pool_runs_on_a_thread_of_the_pool_and_returns_its_value() {
+        let (on_pool, v) = in_pool(|| (rayon::current_thread_index().is_some(), 7));
+        assert_eq!(v, 7);
+        assert_eq!(on_pool, threads() > 1);
     }
 
     #[test]
