@@ -34,6 +34,14 @@ for level in portable avx2 avx2vnni avx512; do
   BRIVL_CPU_SIMD=$level cargo test -p brivl-engine --test parity
 done
 
+echo "== CPU path on aarch64 (NEON and portable), cross-compiled and run under qemu-user"
+# No GPU there: the CPU kernels' own tests (GEMM on every level, activations, depthwise against
+# direct sums, the gated GEMM against its parts).
+CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc \
+  CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64 -L /usr/aarch64-linux-gnu" \
+  cargo test --release -p brivl-engine --lib --target aarch64-unknown-linux-gnu -- \
+  cpu:: depthwise_cpu_ gated_linear_cpu_ linear_cpu_
+
 echo "== kernel tests in headless Chromium (WebGPU; CPU kernels at simd128 and portable)"
 cargo test -p brivl-engine --lib --target wasm32-unknown-unknown -- --nocapture
 

@@ -4,8 +4,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_apt=()
-# fonts-wqy-microhei: a CJK font, so the web app's screenshots show Chinese text.
-for pkg in mesa-vulkan-drivers chromium chromium-driver fonts-wqy-microhei; do
+# fonts-wqy-microhei: a CJK font, so the web app's screenshots show Chinese text. qemu-user and the
+# aarch64 cross linker and C library: the CPU path's NEON kernels are tested under emulation.
+for pkg in mesa-vulkan-drivers chromium chromium-driver fonts-wqy-microhei \
+  qemu-user gcc-aarch64-linux-gnu libc6-dev-arm64-cross; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then
@@ -15,7 +17,9 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
 fi
 
-rustup target list --installed | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
+for t in wasm32-unknown-unknown aarch64-unknown-linux-gnu; do
+  rustup target list --installed | grep -qx "$t" || rustup target add "$t"
+done
 # tests/run.sh checks formatting and lints.
 for c in rustfmt clippy; do
   rustup component list --installed | grep -q "^$c" || rustup component add "$c"

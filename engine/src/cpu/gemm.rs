@@ -9,7 +9,8 @@
 //! against it, then the fused bias + activation (+ residual) on the tile while it is in L1. f32 weights (f32 models,
 //! the stem) are read from their row-major `[N, K]` the same way.
 //!
-//! Levels (`cpu::Level`): AVX-512 8 x 32, AVX2 + FMA 6 x 16, wasm simd128 4 x 16, portable 4 x 16;
+//! Levels (`cpu::Level`): AVX-512 8 x 32, AVX2 + FMA 6 x 16, NEON 6 x 16, wasm simd128 4 x 16,
+//! portable 4 x 16;
 //! at the VNNI levels and simd128, q8 weights go to `cpu::int8` instead (int8 products, no f32
 //! tile).
 //! The work is split over rows (blocks sized to L2) and, when there are few rows, over tiles of
@@ -567,6 +568,49 @@ impl Micro for Simd128 {
     }
 }
 
+/// aarch64 NEON: 6 rows x 16 columns, 24 of its 32 vector registers as accumulators, each input
+/// multiplied in by lane (`fmla v.4s, v.4s, s`).
+#[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+struct Neon;
+#[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+impl Micro for Neon {
+    const MR: usize = 6;
+    const NR: usize = 16;
+    unsafe fn run(
+        k: usize,
+        a: *const f32,
+        lda: usize,
+        rows: usize,
+        b: *const f32,
+        c: *mut f32,
+        ldc: usize,
+        cols: usize,
+        add: bool,
+    ) {
+        use std::arch::aarch64::*;
+        const MR: usize = Neon::MR;
+        let ap: [*const f32; MR] = std::array::from_fn(|i| a.add(i.min(rows - 1) * lda));
+        let mut acc = [[vdupq_n_f32(0.0); 4]; MR];
+        for kk in 0..k {
+            let bp = b.add(kk * 16);
+            let bv = [vld1q_f32(bp), vld1q_f32(bp.add(4)), vld1q_f32(bp.add(8)), vld1q_f32(bp.add(12))];
+            for i in 0..MR {
+                let av = *ap[i].add(kk);
+                for j in 0..4 {
+                    acc[i][j] = vfmaq_n_f32(acc[i][j], bv[j], av);
+                }
+            }
+        }
+        let mut tmp = [0f32; MR * 16];
+        for (i, row) in acc.iter().enumerate() {
+            for (j, v) in row.iter().enumerate() {
+                vst1q_f32(tmp.as_mut_ptr().add(i * 16 + j * 4), *v);
+            }
+        }
+        store_part(&tmp, 16, c, ldc, rows, cols, add);
+    }
+}
+
 thread_local! {
     /// Each thread's f32 tile of weights, reused across calls (no allocation per tile).
     static TILE: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
@@ -622,6 +666,10 @@ pub(crate) fn gemm(level: Level, x: &[f32], k: usize, w: Rhs, n: usize, fused: F
     #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
     if level == Level::Simd128 {
         return run::<Simd128>(level, x, m, k, w, n, fused, y);
+    }
+    #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+    if level == Level::Neon {
+        return run::<Neon>(level, x, m, k, w, n, fused, y);
     }
     run::<Portable>(Level::Portable, x, m, k, w, n, fused, y)
 }

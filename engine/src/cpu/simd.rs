@@ -1,7 +1,7 @@
 //! SIMD levels of the CPU path, chosen at run time from the CPU's features (natively) or at
 //! compile time (`simd128` on wasm32), and the variable that forces one.
 //!
-//! `BRIVL_CPU_SIMD=portable|avx2|avx2vnni|avx512|avx512vnni|simd128` (read once, natively) caps the level the CPU
+//! `BRIVL_CPU_SIMD=portable|simd128|neon|avx2|avx2vnni|avx512|avx512vnni` (read once, natively) caps the level the CPU
 //! path uses: a level the machine lacks falls back to the best one below it, an unknown value
 //! is reported once on stderr and ignored. Tests do not rely on it: kernel tests loop over
 //! [`Level::available`].
@@ -15,6 +15,8 @@ pub enum Level {
     Portable,
     /// wasm32 `simd128` (compiled in with `-C target-feature=+simd128`).
     Simd128,
+    /// aarch64 NEON (part of every aarch64 target's baseline).
+    Neon,
     /// x86-64 AVX2 + FMA + F16C.
     Avx2,
     /// `Avx2` with AVX-VNNI: the same kernels, but q8 weights are multiplied as int8 (`cpu::int8`).
@@ -25,14 +27,15 @@ pub enum Level {
     Avx512Vnni,
 }
 
-const ALL: [Level; 6] =
-    [Level::Portable, Level::Simd128, Level::Avx2, Level::Avx2Vnni, Level::Avx512, Level::Avx512Vnni];
+const ALL: [Level; 7] =
+    [Level::Portable, Level::Simd128, Level::Neon, Level::Avx2, Level::Avx2Vnni, Level::Avx512, Level::Avx512Vnni];
 
 impl Level {
     pub fn name(self) -> &'static str {
         match self {
             Self::Portable => "portable",
             Self::Simd128 => "simd128",
+            Self::Neon => "neon",
             Self::Avx2 => "avx2",
             Self::Avx2Vnni => "avx2vnni",
             Self::Avx512 => "avx512",
@@ -69,6 +72,8 @@ impl Level {
         let mut v = vec![Self::Portable];
         #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
         v.push(Self::Simd128);
+        #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+        v.push(Self::Neon);
         #[cfg(target_arch = "x86_64")]
         {
             let avx2 = std::arch::is_x86_feature_detected!("avx2")
@@ -105,7 +110,7 @@ impl Level {
                 match Self::parse(want.trim()) {
                     Some(cap) => return available.into_iter().filter(|l| *l <= cap).max().unwrap_or(Self::Portable),
                     None => eprintln!(
-                        "BRIVL_CPU_SIMD={want:?} is not one of portable, simd128, avx2, avx2vnni, avx512, avx512vnni: ignored"
+                        "BRIVL_CPU_SIMD={want:?} is not one of portable, simd128, neon, avx2, avx2vnni, avx512, avx512vnni: ignored"
                     ),
                 }
             }
@@ -126,5 +131,8 @@ mod tests {
         assert_eq!(Level::available()[0], Level::Portable);
         assert!(Level::available().contains(&Level::current()));
         assert_eq!(Level::parse("sse9"), None);
+        // Every aarch64 target has NEON: its kernels are what run (and are tested) there.
+        #[cfg(target_arch = "aarch64")]
+        assert_eq!(Level::current(), Level::Neon);
     });
 }

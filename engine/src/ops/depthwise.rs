@@ -128,9 +128,10 @@ fn depthwise_rows(
     let row_len = g.out_w * c;
     let level = Level::current().f32_kernels();
     // The level of the 4-pixel kernel, where the CPU has one and the kernel's taps fit its list.
-    let quad =
-        (matches!(level, Level::Avx512 | Level::Avx2 | Level::Simd128) && level.supported() && taps <= QUAD_TAPS)
-            .then_some(level);
+    let quad = (matches!(level, Level::Avx512 | Level::Avx2 | Level::Simd128 | Level::Neon)
+        && level.supported()
+        && taps <= QUAD_TAPS)
+        .then_some(level);
     let work = y.len() * taps;
     crate::parallel::for_row_chunks(&mut y, row_len, 1, work, |first, ys| {
         for (r, yrow) in ys.chunks_exact_mut(row_len).enumerate() {
@@ -145,7 +146,7 @@ fn depthwise_rows(
 
 /// Output row `row` (over batch and height) of the depthwise conv, then its activation and, with
 /// `sums`, its channel sums (the row still in cache). With `quad` (AVX-512 or AVX2, which the CPU
-/// has, or wasm `simd128`), every pixel goes through that level's kernel, 4 pixels at a time
+/// has, wasm `simd128` or NEON), every pixel goes through that level's kernel, 4 pixels at a time
 /// ([`quad_row`]); otherwise one pixel at a time, channels in blocks held in registers.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
@@ -227,7 +228,7 @@ struct QuadTap {
 }
 
 /// Output row `oy` of image row offset `img` (batch x `in_h`), input rows `ky` of the kernel
-/// inside the image, through `level`'s kernel ([`quad_avx512`], [`quad_avx2`], `quad_simd128`):
+/// inside the image, through `level`'s kernel ([`quad_avx512`], [`quad_avx2`], simd128's, NEON's):
 /// groups of 4 neighbouring pixels, the last group the 1-3 left over. Writes bias + sum.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
@@ -273,7 +274,17 @@ fn quad_row(
             let _ = level;
             quad_pixels::<Simd128Lanes>(&taps[..n], bias, c, out, pixels)
         }
-        #[cfg(not(any(target_arch = "x86_64", all(target_arch = "wasm32", target_feature = "simd128"))))]
+        // SAFETY: as above (NEON is in aarch64's baseline: the only level with a kernel here).
+        #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+        unsafe {
+            let _ = level;
+            quad_pixels::<NeonLanes>(&taps[..n], bias, c, out, pixels)
+        }
+        #[cfg(not(any(
+            target_arch = "x86_64",
+            all(target_arch = "wasm32", target_feature = "simd128"),
+            all(target_arch = "aarch64", target_feature = "neon")
+        )))]
         {
             let _ = (level, out, bias, n);
             unreachable!("no 4-pixel kernel on this target");
@@ -282,7 +293,11 @@ fn quad_row(
 }
 
 /// The vector operations of the 4-pixel kernel, per level.
-#[cfg(any(target_arch = "x86_64", all(target_arch = "wasm32", target_feature = "simd128")))]
+#[cfg(any(
+    target_arch = "x86_64",
+    all(target_arch = "wasm32", target_feature = "simd128"),
+    all(target_arch = "aarch64", target_feature = "neon")
+))]
 trait Lanes {
     type V: Copy;
     /// f32 lanes per vector.
@@ -292,10 +307,21 @@ trait Lanes {
     /// `a * b + c`.
     unsafe fn fma(a: Self::V, b: Self::V, c: Self::V) -> Self::V;
     unsafe fn store(p: *mut f32, v: Self::V);
-    /// The first `n` lanes (1..=N) from `p`, the rest zero; nothing past them is read.
-    unsafe fn load_part(p: *const f32, n: usize) -> Self::V;
+    /// The first `n` lanes (1..=N) from `p`, the rest zero; nothing past them is read. (Through
+    /// a buffer on the stack unless the level has masked loads.)
+    #[inline(always)]
+    unsafe fn load_part(p: *const f32, n: usize) -> Self::V {
+        let mut lanes = [0f32; 16];
+        std::ptr::copy_nonoverlapping(p, lanes.as_mut_ptr(), n);
+        Self::load(lanes.as_ptr())
+    }
     /// The first `n` lanes (1..=N) to `p`; nothing past them is written.
-    unsafe fn store_part(p: *mut f32, v: Self::V, n: usize);
+    #[inline(always)]
+    unsafe fn store_part(p: *mut f32, v: Self::V, n: usize) {
+        let mut lanes = [0f32; 16];
+        Self::store(lanes.as_mut_ptr(), v);
+        std::ptr::copy_nonoverlapping(lanes.as_ptr(), p, n);
+    }
 }
 
 /// A level's [`Lanes`] from its intrinsics (and its partial load and store), and [`quad_pixels`]
@@ -439,17 +465,30 @@ impl Lanes for Simd128Lanes {
     unsafe fn store(p: *mut f32, v: Self::V) {
         std::arch::wasm32::v128_store(p as *mut Self::V, v)
     }
+}
+
+/// aarch64 NEON, blocks of 8 channels.
+#[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+struct NeonLanes;
+#[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+impl Lanes for NeonLanes {
+    type V = std::arch::aarch64::float32x4_t;
+    const N: usize = 4;
     #[inline(always)]
-    unsafe fn load_part(p: *const f32, n: usize) -> Self::V {
-        let mut lanes = [0f32; 4];
-        std::ptr::copy_nonoverlapping(p, lanes.as_mut_ptr(), n);
-        Self::load(lanes.as_ptr())
+    unsafe fn load(p: *const f32) -> Self::V {
+        std::arch::aarch64::vld1q_f32(p)
     }
     #[inline(always)]
-    unsafe fn store_part(p: *mut f32, v: Self::V, n: usize) {
-        let mut lanes = [0f32; 4];
-        Self::store(lanes.as_mut_ptr(), v);
-        std::ptr::copy_nonoverlapping(lanes.as_ptr(), p, n);
+    unsafe fn zero() -> Self::V {
+        std::arch::aarch64::vdupq_n_f32(0.0)
+    }
+    #[inline(always)]
+    unsafe fn fma(a: Self::V, b: Self::V, c: Self::V) -> Self::V {
+        std::arch::aarch64::vfmaq_f32(c, a, b)
+    }
+    #[inline(always)]
+    unsafe fn store(p: *mut f32, v: Self::V) {
+        std::arch::aarch64::vst1q_f32(p, v)
     }
 }
 
@@ -457,7 +496,11 @@ impl Lanes for Simd128Lanes {
 ///
 /// # Safety
 /// As [`quad_body`].
-#[cfg(any(target_arch = "x86_64", all(target_arch = "wasm32", target_feature = "simd128")))]
+#[cfg(any(
+    target_arch = "x86_64",
+    all(target_arch = "wasm32", target_feature = "simd128"),
+    all(target_arch = "aarch64", target_feature = "neon")
+))]
 #[inline(always)]
 unsafe fn quad_pixels<L: Lanes>(taps: &[QuadTap], bias: Option<&[f32]>, c: usize, out: *mut f32, pixels: usize) {
     match pixels {
@@ -475,7 +518,11 @@ unsafe fn quad_pixels<L: Lanes>(taps: &[QuadTap], bias: Option<&[f32]>, c: usize
 /// # Safety
 /// `L`'s level present; each tap's `w` and its first `P` inputs `x` hold C values, `out` P x C,
 /// `bias` (if any) C.
-#[cfg(any(target_arch = "x86_64", all(target_arch = "wasm32", target_feature = "simd128")))]
+#[cfg(any(
+    target_arch = "x86_64",
+    all(target_arch = "wasm32", target_feature = "simd128"),
+    all(target_arch = "aarch64", target_feature = "neon")
+))]
 #[inline(always)]
 unsafe fn quad_body<L: Lanes, const P: usize>(taps: &[QuadTap], bias: Option<&[f32]>, c: usize, out: *mut f32) {
     let n = L::N;
@@ -559,7 +606,7 @@ fn channel_blocks<const W: usize>(
 mod tests {
     use super::*;
     use crate::ops::conv2d::same_padding;
-    use crate::testing::{assert_close, gpu_test, random};
+    use crate::testing::{assert_close, cpu_test, gpu_test, random};
     use crate::{DType, Gpu};
 
     /// The twin on plain shapes: checks them, then runs [`depthwise_cpu`].
@@ -629,6 +676,58 @@ mod tests {
         let want_means: Vec<f32> = want_means.iter().map(|v| *v as f32).collect();
         assert_close(&means, &want_means, 1e-5, 1e-5, &format!("CPU means of {what}"));
     }
+
+    /// Direct sums over the taps inside the image, in f64: what [`depthwise_cpu`] must give at
+    /// every SIMD level, including those (NEON) whose machines have no GPU to compare with.
+    fn direct(
+        x: &[f32],
+        xs: [usize; 4],
+        w: &[f32],
+        k: usize,
+        bias: &[f32],
+        stride: usize,
+        act: Activation,
+    ) -> Vec<f32> {
+        let [b, h, wd, c] = xs;
+        let ((oh, pt), (ow, pl)) = (same_padding(h, k, stride), same_padding(wd, k, stride));
+        let mut y = Vec::with_capacity(b * oh * ow * c);
+        for (n, oy, ox, ch) in (0..b * oh * ow * c).map(|i| (i / (oh * ow * c), i / (ow * c) % oh, i / c % ow, i % c)) {
+            let mut sum = bias[ch] as f64;
+            for (ky, kx) in (0..k * k).map(|t| (t / k, t % k)) {
+                let (iy, ix) = ((oy * stride + ky) as isize - pt as isize, (ox * stride + kx) as isize - pl as isize);
+                if (0..h as isize).contains(&iy) && (0..wd as isize).contains(&ix) {
+                    let xi = ((n * h + iy as usize) * wd + ix as usize) * c + ch;
+                    sum += x[xi] as f64 * w[ch * k * k + ky * k + kx] as f64;
+                }
+            }
+            y.push(act.apply(sum as f32));
+        }
+        y
+    }
+
+    cpu_test!(depthwise_cpu_matches_direct_sums, {
+        // Channels below, at and past each level's blocks (4, 8, 16, 32 lanes x 2) and with a
+        // partial last vector; rows of 1-3 pixels past a multiple of 4; padding on every side.
+        for (xs, k, stride) in [
+            ([1, 9, 7, 37], 3, 1),
+            ([2, 6, 5, 24], 5, 1),
+            ([1, 11, 13, 48], 3, 2),
+            ([1, 4, 3, 70], 5, 2),
+            ([1, 2, 1, 5], 3, 1),
+            ([1, 8, 10, 1], 5, 1),
+        ] {
+            let c = xs[3];
+            let x = random(xs.iter().product(), 11 + c as u64, 1.0);
+            let w = random(c * k * k, 12, 1.0 / k as f32);
+            let b = random(c, 13, 0.5);
+            for act in [Activation::None, Activation::Silu] {
+                let got = twin(&x, xs, &w, [c, 1, k, k], Some(&b), stride, act);
+                let want = direct(&x, xs, &w, k, &b, stride, act);
+                let what = format!("{:?} depthwise x{xs:?} k{k} s{stride} {act:?}", Level::current());
+                assert_close(&got, &want, 2e-6 * k as f32, 1e-5, &what);
+            }
+        }
+    });
 
     gpu_test!(depthwise_ragged_shapes, |gpu| {
         // H, W, C not multiples of the 64-wide workgroup; odd and even sizes exercise the
