@@ -20,6 +20,15 @@ use std::cell::RefCell;
 
 #[cfg(any(target_arch = "x86_64", all(target_arch = "wasm32", target_feature = "simd128")))]
 use crate::cpu::int8;
+#[cfg(any(
+    all(target_arch = "wasm32", target_feature = "simd128"),
+    all(target_arch = "aarch64", target_feature = "neon")
+))]
+use crate::cpu::lanes::Lanes;
+#[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+use crate::cpu::lanes::NeonLanes;
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+use crate::cpu::lanes::Simd128Lanes;
 use crate::cpu::vector;
 use crate::cpu::Level;
 use crate::ops::Activation;
@@ -527,6 +536,50 @@ unsafe fn avx2_kernel(
     }
 }
 
+/// The micro-kernel of the 4-lane levels: `MR` rows x 16 columns (4 vectors), each input
+/// broadcast and multiplied in.
+///
+/// # Safety
+/// As [`Micro::run`], with `L`'s level present.
+#[cfg(any(
+    all(target_arch = "wasm32", target_feature = "simd128"),
+    all(target_arch = "aarch64", target_feature = "neon")
+))]
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn lanes4_kernel<L: Lanes, const MR: usize>(
+    k: usize,
+    a: *const f32,
+    lda: usize,
+    rows: usize,
+    b: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    cols: usize,
+    add: bool,
+) {
+    let ap: [*const f32; MR] = std::array::from_fn(|i| a.add(i.min(rows - 1) * lda));
+    let mut acc = [[L::zero(); 4]; MR];
+    for kk in 0..k {
+        let bp = b.add(kk * 16);
+        let bv = [L::load(bp), L::load(bp.add(4)), L::load(bp.add(8)), L::load(bp.add(12))];
+        for i in 0..MR {
+            let av = L::splat(*ap[i].add(kk));
+            for j in 0..4 {
+                acc[i][j] = L::fma(av, bv[j], acc[i][j]);
+            }
+        }
+    }
+    let mut tmp = [[0f32; 16]; MR];
+    for (row, a) in tmp.iter_mut().zip(&acc) {
+        for (j, v) in a.iter().enumerate() {
+            L::store(row.as_mut_ptr().add(j * 4), *v);
+        }
+    }
+    store_part(tmp.as_flattened(), 16, c, ldc, rows, cols, add);
+}
+
+/// wasm `simd128`: 4 rows x 16 columns (a multiply and an add: no FMA).
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 struct Simd128;
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
@@ -544,32 +597,11 @@ impl Micro for Simd128 {
         cols: usize,
         add: bool,
     ) {
-        use std::arch::wasm32::*;
-        const MR: usize = Simd128::MR;
-        let ap: [*const f32; MR] = std::array::from_fn(|i| a.add(i.min(rows - 1) * lda));
-        let mut acc = [[f32x4_splat(0.0); 4]; MR];
-        for kk in 0..k {
-            let bp = b.add(kk * 16) as *const v128;
-            let bv = [v128_load(bp), v128_load(bp.add(1)), v128_load(bp.add(2)), v128_load(bp.add(3))];
-            for i in 0..MR {
-                let av = f32x4_splat(*ap[i].add(kk));
-                for j in 0..4 {
-                    acc[i][j] = f32x4_add(acc[i][j], f32x4_mul(av, bv[j]));
-                }
-            }
-        }
-        let mut tmp = [0f32; MR * 16];
-        for (i, row) in acc.iter().enumerate() {
-            for (j, v) in row.iter().enumerate() {
-                v128_store(tmp.as_mut_ptr().add(i * 16 + j * 4) as *mut v128, *v);
-            }
-        }
-        store_part(&tmp, 16, c, ldc, rows, cols, add);
+        lanes4_kernel::<Simd128Lanes, 4>(k, a, lda, rows, b, c, ldc, cols, add)
     }
 }
 
-/// aarch64 NEON: 6 rows x 16 columns, 24 of its 32 vector registers as accumulators, each input
-/// multiplied in by lane (`fmla v.4s, v.4s, s`).
+/// aarch64 NEON: 6 rows x 16 columns, 24 of its 32 vector registers as accumulators.
 #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
 struct Neon;
 #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
@@ -587,27 +619,7 @@ impl Micro for Neon {
         cols: usize,
         add: bool,
     ) {
-        use std::arch::aarch64::*;
-        const MR: usize = Neon::MR;
-        let ap: [*const f32; MR] = std::array::from_fn(|i| a.add(i.min(rows - 1) * lda));
-        let mut acc = [[vdupq_n_f32(0.0); 4]; MR];
-        for kk in 0..k {
-            let bp = b.add(kk * 16);
-            let bv = [vld1q_f32(bp), vld1q_f32(bp.add(4)), vld1q_f32(bp.add(8)), vld1q_f32(bp.add(12))];
-            for i in 0..MR {
-                let av = *ap[i].add(kk);
-                for j in 0..4 {
-                    acc[i][j] = vfmaq_n_f32(acc[i][j], bv[j], av);
-                }
-            }
-        }
-        let mut tmp = [0f32; MR * 16];
-        for (i, row) in acc.iter().enumerate() {
-            for (j, v) in row.iter().enumerate() {
-                vst1q_f32(tmp.as_mut_ptr().add(i * 16 + j * 4), *v);
-            }
-        }
-        store_part(&tmp, 16, c, ldc, rows, cols, add);
+        lanes4_kernel::<NeonLanes, 6>(k, a, lda, rows, b, c, ldc, cols, add)
     }
 }
 

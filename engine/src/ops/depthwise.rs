@@ -1,6 +1,12 @@
 //! Depthwise convolution (groups = C), channels-last, TensorFlow "SAME" padding, with a fused
 //! (BatchNorm-folded) bias and activation. Kernel: `shaders/depthwise.wgsl`.
 
+#[cfg(any(
+    target_arch = "x86_64",
+    all(target_arch = "wasm32", target_feature = "simd128"),
+    all(target_arch = "aarch64", target_feature = "neon")
+))]
+use crate::cpu::lanes::{self, Lanes};
 use crate::cpu::vector::{bias_act_body, multiversion};
 use crate::cpu::Level;
 use crate::error::ensure_shape;
@@ -272,13 +278,13 @@ fn quad_row(
         #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
         unsafe {
             let _ = level;
-            quad_pixels::<Simd128Lanes>(&taps[..n], bias, c, out, pixels)
+            quad_pixels::<lanes::Simd128Lanes>(&taps[..n], bias, c, out, pixels)
         }
         // SAFETY: as above (NEON is in aarch64's baseline: the only level with a kernel here).
         #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
         unsafe {
             let _ = level;
-            quad_pixels::<NeonLanes>(&taps[..n], bias, c, out, pixels)
+            quad_pixels::<lanes::NeonLanes>(&taps[..n], bias, c, out, pixels)
         }
         #[cfg(not(any(
             target_arch = "x86_64",
@@ -292,205 +298,25 @@ fn quad_row(
     }
 }
 
-/// The vector operations of the 4-pixel kernel, per level.
-#[cfg(any(
-    target_arch = "x86_64",
-    all(target_arch = "wasm32", target_feature = "simd128"),
-    all(target_arch = "aarch64", target_feature = "neon")
-))]
-trait Lanes {
-    type V: Copy;
-    /// f32 lanes per vector.
-    const N: usize;
-    unsafe fn load(p: *const f32) -> Self::V;
-    unsafe fn zero() -> Self::V;
-    /// `a * b + c`.
-    unsafe fn fma(a: Self::V, b: Self::V, c: Self::V) -> Self::V;
-    unsafe fn store(p: *mut f32, v: Self::V);
-    /// The first `n` lanes (1..=N) from `p`, the rest zero; nothing past them is read. (Through
-    /// a buffer on the stack unless the level has masked loads.)
-    #[inline(always)]
-    unsafe fn load_part(p: *const f32, n: usize) -> Self::V {
-        let mut lanes = [0f32; 16];
-        std::ptr::copy_nonoverlapping(p, lanes.as_mut_ptr(), n);
-        Self::load(lanes.as_ptr())
-    }
-    /// The first `n` lanes (1..=N) to `p`; nothing past them is written.
-    #[inline(always)]
-    unsafe fn store_part(p: *mut f32, v: Self::V, n: usize) {
-        let mut lanes = [0f32; 16];
-        Self::store(lanes.as_mut_ptr(), v);
-        std::ptr::copy_nonoverlapping(lanes.as_ptr(), p, n);
-    }
-}
-
-/// A level's [`Lanes`] from its intrinsics (and its partial load and store), and [`quad_pixels`]
-/// compiled for it as `$kernel`.
+/// [`quad_pixels`] compiled for an x86 level as `$kernel`.
 #[cfg(target_arch = "x86_64")]
-macro_rules! quad_level {
-    ($lanes:ident, $kernel:ident, $features:literal, $v:ident, $n:literal, $load:ident, $zero:ident, $fma:ident,
-     $store:ident, $load_part:ident, $store_part:ident) => {
-        struct $lanes;
-        impl Lanes for $lanes {
-            type V = std::arch::x86_64::$v;
-            const N: usize = $n;
-            #[inline]
-            #[target_feature(enable = $features)]
-            unsafe fn load(p: *const f32) -> Self::V {
-                std::arch::x86_64::$load(p)
-            }
-            #[inline]
-            #[target_feature(enable = $features)]
-            unsafe fn zero() -> Self::V {
-                std::arch::x86_64::$zero()
-            }
-            #[inline]
-            #[target_feature(enable = $features)]
-            unsafe fn fma(a: Self::V, b: Self::V, c: Self::V) -> Self::V {
-                std::arch::x86_64::$fma(a, b, c)
-            }
-            #[inline]
-            #[target_feature(enable = $features)]
-            unsafe fn store(p: *mut f32, v: Self::V) {
-                std::arch::x86_64::$store(p, v)
-            }
-            #[inline]
-            #[target_feature(enable = $features)]
-            unsafe fn load_part(p: *const f32, n: usize) -> Self::V {
-                $load_part(p, n)
-            }
-            #[inline]
-            #[target_feature(enable = $features)]
-            unsafe fn store_part(p: *mut f32, v: Self::V, n: usize) {
-                $store_part(p, v, n)
-            }
-        }
-
+macro_rules! quad_kernel {
+    ($kernel:ident, $lanes:ident, $features:literal) => {
         /// [`quad_pixels`] at this level.
         ///
         /// # Safety
         /// As [`quad_pixels`], with the level's features.
         #[target_feature(enable = $features)]
         unsafe fn $kernel(taps: &[QuadTap], bias: Option<&[f32]>, c: usize, out: *mut f32, pixels: usize) {
-            quad_pixels::<$lanes>(taps, bias, c, out, pixels)
+            quad_pixels::<lanes::$lanes>(taps, bias, c, out, pixels)
         }
     };
 }
-
 // Blocks of 32 channels at AVX-512, of 16 at AVX2 (8 accumulators of its 16 registers).
 #[cfg(target_arch = "x86_64")]
-quad_level!(
-    Avx512Lanes,
-    quad_avx512,
-    "avx512f,fma",
-    __m512,
-    16,
-    _mm512_loadu_ps,
-    _mm512_setzero_ps,
-    _mm512_fmadd_ps,
-    _mm512_storeu_ps,
-    load_part_avx512,
-    store_part_avx512
-);
+quad_kernel!(quad_avx512, Avx512Lanes, "avx512f,fma");
 #[cfg(target_arch = "x86_64")]
-quad_level!(
-    Avx2Lanes,
-    quad_avx2,
-    "avx2,fma",
-    __m256,
-    8,
-    _mm256_loadu_ps,
-    _mm256_setzero_ps,
-    _mm256_fmadd_ps,
-    _mm256_storeu_ps,
-    load_part_avx2,
-    store_part_avx2
-);
-
-/// The first `n` (1..=16) lanes, by a mask: masked-off lanes are neither read nor written.
-#[cfg(target_arch = "x86_64")]
-#[inline]
-#[target_feature(enable = "avx512f")]
-unsafe fn load_part_avx512(p: *const f32, n: usize) -> std::arch::x86_64::__m512 {
-    std::arch::x86_64::_mm512_maskz_loadu_ps(((1u32 << n) - 1) as u16, p)
-}
-#[cfg(target_arch = "x86_64")]
-#[inline]
-#[target_feature(enable = "avx512f")]
-unsafe fn store_part_avx512(p: *mut f32, v: std::arch::x86_64::__m512, n: usize) {
-    std::arch::x86_64::_mm512_mask_storeu_ps(p, ((1u32 << n) - 1) as u16, v)
-}
-
-/// The mask of AVX2's masked load and store for the first `n` (1..=8) lanes.
-#[cfg(target_arch = "x86_64")]
-#[inline]
-#[target_feature(enable = "avx2")]
-unsafe fn mask_avx2(n: usize) -> std::arch::x86_64::__m256i {
-    use std::arch::x86_64::*;
-    _mm256_cmpgt_epi32(_mm256_set1_epi32(n as i32), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7))
-}
-#[cfg(target_arch = "x86_64")]
-#[inline]
-#[target_feature(enable = "avx2")]
-unsafe fn load_part_avx2(p: *const f32, n: usize) -> std::arch::x86_64::__m256 {
-    std::arch::x86_64::_mm256_maskload_ps(p, mask_avx2(n))
-}
-#[cfg(target_arch = "x86_64")]
-#[inline]
-#[target_feature(enable = "avx2")]
-unsafe fn store_part_avx2(p: *mut f32, v: std::arch::x86_64::__m256, n: usize) {
-    std::arch::x86_64::_mm256_maskstore_ps(p, mask_avx2(n), v)
-}
-
-/// wasm `simd128` (no FMA: a multiply and an add), blocks of 8 channels.
-#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-struct Simd128Lanes;
-#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-impl Lanes for Simd128Lanes {
-    type V = std::arch::wasm32::v128;
-    const N: usize = 4;
-    #[inline(always)]
-    unsafe fn load(p: *const f32) -> Self::V {
-        std::arch::wasm32::v128_load(p as *const Self::V)
-    }
-    #[inline(always)]
-    unsafe fn zero() -> Self::V {
-        std::arch::wasm32::f32x4_splat(0.0)
-    }
-    #[inline(always)]
-    unsafe fn fma(a: Self::V, b: Self::V, c: Self::V) -> Self::V {
-        std::arch::wasm32::f32x4_add(std::arch::wasm32::f32x4_mul(a, b), c)
-    }
-    #[inline(always)]
-    unsafe fn store(p: *mut f32, v: Self::V) {
-        std::arch::wasm32::v128_store(p as *mut Self::V, v)
-    }
-}
-
-/// aarch64 NEON, blocks of 8 channels.
-#[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
-struct NeonLanes;
-#[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
-impl Lanes for NeonLanes {
-    type V = std::arch::aarch64::float32x4_t;
-    const N: usize = 4;
-    #[inline(always)]
-    unsafe fn load(p: *const f32) -> Self::V {
-        std::arch::aarch64::vld1q_f32(p)
-    }
-    #[inline(always)]
-    unsafe fn zero() -> Self::V {
-        std::arch::aarch64::vdupq_n_f32(0.0)
-    }
-    #[inline(always)]
-    unsafe fn fma(a: Self::V, b: Self::V, c: Self::V) -> Self::V {
-        std::arch::aarch64::vfmaq_f32(c, a, b)
-    }
-    #[inline(always)]
-    unsafe fn store(p: *mut f32, v: Self::V) {
-        std::arch::aarch64::vst1q_f32(p, v)
-    }
-}
+quad_kernel!(quad_avx2, Avx2Lanes, "avx2,fma");
 
 /// [`quad_body`] for `pixels` (1..=4) neighbouring pixels.
 ///
