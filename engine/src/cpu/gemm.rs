@@ -9,7 +9,7 @@
 //! against it, then the fused bias + activation (+ residual) on the tile while it is in L1. f32 weights (f32 models,
 //! the stem) are read from their row-major `[N, K]` the same way.
 //!
-//! Levels (`cpu::Level`): AVX-512 8 x 32, AVX2 + FMA 6 x 16, NEON 6 x 16, wasm simd128 4 x 16,
+//! Levels (`cpu::Level`): AVX-512 8 x 32 (8 x 16 for a last tile of at most 16 channels), AVX2 + FMA 6 x 16, NEON 6 x 16, wasm simd128 4 x 16,
 //! portable 4 x 16;
 //! at the VNNI levels and simd128, q8 weights go to `cpu::int8` instead (int8 products, no f32
 //! tile).
@@ -335,6 +335,9 @@ vector::multiversion! {
 trait Micro {
     const MR: usize;
     const NR: usize;
+    /// The width of [`Micro::run_tail`], for a last tile of at most this many channels (N = 40,
+    /// 144, 176, 304 in the image tower: half their last 32-wide tile would be zeros).
+    const NR_TAIL: usize = Self::NR;
     /// # Safety
     /// `a` readable for `rows` rows of `k`, `b` for `k * NR`, `c` writable for `rows` rows of
     /// `cols`; the level's CPU features present.
@@ -350,6 +353,24 @@ trait Micro {
         cols: usize,
         add: bool,
     );
+    /// [`Micro::run`] with `b` a `K x NR_TAIL` tile and `cols <= NR_TAIL`.
+    ///
+    /// # Safety
+    /// As [`Micro::run`].
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn run_tail(
+        k: usize,
+        a: *const f32,
+        lda: usize,
+        rows: usize,
+        b: *const f32,
+        c: *mut f32,
+        ldc: usize,
+        cols: usize,
+        add: bool,
+    ) {
+        Self::run(k, a, lda, rows, b, c, ldc, cols, add)
+    }
 }
 
 /// Writes (or, when `add`, adds) the valid part of a tile computed in `tmp` (rows of `nr`) to `c`.
@@ -404,6 +425,7 @@ struct Avx512;
 impl Micro for Avx512 {
     const MR: usize = 8;
     const NR: usize = 32;
+    const NR_TAIL: usize = 16;
     unsafe fn run(
         k: usize,
         a: *const f32,
@@ -415,14 +437,29 @@ impl Micro for Avx512 {
         cols: usize,
         add: bool,
     ) {
-        avx512_kernel(k, a, lda, rows, b, c, ldc, cols, add)
+        avx512_kernel::<2>(k, a, lda, rows, b, c, ldc, cols, add)
+    }
+    unsafe fn run_tail(
+        k: usize,
+        a: *const f32,
+        lda: usize,
+        rows: usize,
+        b: *const f32,
+        c: *mut f32,
+        ldc: usize,
+        cols: usize,
+        add: bool,
+    ) {
+        avx512_kernel::<1>(k, a, lda, rows, b, c, ldc, cols, add)
     }
 }
 
+/// AVX-512: 8 rows x `V` vectors of 16 columns (`V` = 2, or 1 for a last tile of at most 16
+/// channels).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,fma")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn avx512_kernel(
+unsafe fn avx512_kernel<const V: usize>(
     k: usize,
     a: *const f32,
     lda: usize,
@@ -436,34 +473,31 @@ unsafe fn avx512_kernel(
     use std::arch::x86_64::*;
     const MR: usize = Avx512::MR;
     let ap: [*const f32; MR] = std::array::from_fn(|i| a.add(i.min(rows - 1) * lda));
-    let mut acc = [[_mm512_setzero_ps(); 2]; MR];
+    let mut acc = [[_mm512_setzero_ps(); V]; MR];
     for kk in 0..k {
-        let b0 = _mm512_loadu_ps(b.add(kk * 32));
-        let b1 = _mm512_loadu_ps(b.add(kk * 32 + 16));
+        let bv: [__m512; V] = std::array::from_fn(|v| _mm512_loadu_ps(b.add((kk * V + v) * 16)));
         for i in 0..MR {
             let av = _mm512_set1_ps(*ap[i].add(kk));
-            acc[i][0] = _mm512_fmadd_ps(av, b0, acc[i][0]);
-            acc[i][1] = _mm512_fmadd_ps(av, b1, acc[i][1]);
+            for v in 0..V {
+                acc[i][v] = _mm512_fmadd_ps(av, bv[v], acc[i][v]);
+            }
         }
     }
-    if rows == MR && cols == 32 {
+    if rows == MR && cols == 16 * V {
         for (i, row) in acc.iter().enumerate() {
-            let (c0, c1) = (c.add(i * ldc), c.add(i * ldc + 16));
-            if add {
-                _mm512_storeu_ps(c0, _mm512_add_ps(_mm512_loadu_ps(c0), row[0]));
-                _mm512_storeu_ps(c1, _mm512_add_ps(_mm512_loadu_ps(c1), row[1]));
-            } else {
-                _mm512_storeu_ps(c0, row[0]);
-                _mm512_storeu_ps(c1, row[1]);
+            for (v, r) in row.iter().enumerate() {
+                let cv = c.add(i * ldc + 16 * v);
+                _mm512_storeu_ps(cv, if add { _mm512_add_ps(_mm512_loadu_ps(cv), *r) } else { *r });
             }
         }
     } else {
-        let mut tmp = [0f32; MR * 32];
-        for (i, row) in acc.iter().enumerate() {
-            _mm512_storeu_ps(tmp.as_mut_ptr().add(i * 32), row[0]);
-            _mm512_storeu_ps(tmp.as_mut_ptr().add(i * 32 + 16), row[1]);
+        let mut tmp = [[0f32; 32]; MR];
+        for (t, row) in tmp.iter_mut().zip(&acc) {
+            for (v, r) in row.iter().enumerate() {
+                _mm512_storeu_ps(t.as_mut_ptr().add(16 * v), *r);
+            }
         }
-        store_part(&tmp, 32, c, ldc, rows, cols, add);
+        store_part(tmp.as_flattened(), 32, c, ldc, rows, cols, add);
     }
 }
 
@@ -711,20 +745,26 @@ fn run<K: Micro>(level: Level, x: &[f32], m: usize, k: usize, w: Rhs, n: usize, 
             for tj in share(t % splits, splits, tiles) {
                 let j0 = tj * nr;
                 let cols = nr.min(n - j0);
+                // A last tile this narrow goes through the level's narrower kernel.
+                let width = if cols <= K::NR_TAIL { K::NR_TAIL } else { nr };
                 for k0 in (0..k).step_by(kc) {
                     let kn = kc.min(k - k0);
-                    tile.resize(kn * nr, 0.0);
+                    tile.resize(kn * width, 0.0);
                     let gate = fused.gate.map(|g| &g.scales[seg * k + k0..][..kn]);
                     // SAFETY: `fill` runs F16C's conversion only at the levels that have it.
-                    unsafe { fill(level, w, k, j0, k0, nr, gate, &mut tile[..kn * nr]) };
+                    unsafe { fill(level, w, k, j0, k0, width, gate, &mut tile[..kn * width]) };
                     for i0 in (m0..m1).step_by(mr) {
                         let rows = mr.min(m1 - i0);
                         // SAFETY: rows i0..i0 + rows of x exist (i0 + rows <= m) with k0 + kn <= k
-                        // inputs; the tile holds kn * nr values; this task alone writes rows
+                        // inputs; the tile holds kn * width values; this task alone writes rows
                         // m0..m1 x the columns of its tiles.
                         unsafe {
-                            let a = x.as_ptr().add(i0 * k + k0);
-                            K::run(kn, a, k, rows, tile.as_ptr(), out.0.add(i0 * n + j0), n, cols, k0 > 0);
+                            let (a, b, c) = (x.as_ptr().add(i0 * k + k0), tile.as_ptr(), out.0.add(i0 * n + j0));
+                            if width < nr {
+                                K::run_tail(kn, a, k, rows, b, c, n, cols, k0 > 0);
+                            } else {
+                                K::run(kn, a, k, rows, b, c, n, cols, k0 > 0);
+                            }
                         }
                     }
                 }
@@ -776,11 +816,18 @@ pub(super) unsafe fn epilogue(
 /// The body of [`epilogue`], compiled per level once for all its rows (a call per row of 32
 /// values went through the level's dispatch each time).
 #[inline(always)]
-unsafe fn epilogue_body(fused: Fused, out: &SharedOut, n: usize, rows: std::ops::Range<usize>, j0: usize, cols: usize) {
+unsafe fn epilogue_body<M: vector::MulAdd>(
+    fused: Fused,
+    out: &SharedOut,
+    n: usize,
+    rows: std::ops::Range<usize>,
+    j0: usize,
+    cols: usize,
+) {
     let bias = fused.bias.map(|b| &b[j0..j0 + cols]);
     for r in rows {
         let row = std::slice::from_raw_parts_mut(out.0.add(r * n + j0), cols);
-        vector::bias_act_body(row, bias, fused.act);
+        vector::bias_act_body::<M>(row, bias, fused.act);
         if let Some(res) = fused.residual {
             row.iter_mut().zip(&res[r * n + j0..][..cols]).for_each(|(y, r)| *y += r);
         }
@@ -795,7 +842,7 @@ vector::multiversion! {
         rows: std::ops::Range<usize>,
         j0: usize,
         cols: usize,
-    ) = epilogue_body
+    ) = epilogue_body::<vector::Fma>, epilogue_body::<vector::Plain>
 }
 
 /// Inputs per pass over a tile (see `run`): 256 x 32 f32 fit a 48 KiB L1 with room for the rows'
@@ -834,8 +881,18 @@ mod tests {
 
     cpu_test!(gemm_matches_f64_dot_products_on_every_level_and_format, {
         // Rows and columns not multiples of any MR (4, 6, 8) or NR (16, 32); K past a q8 group
-        // and not a multiple of it; enough rows for several blocks and threads.
-        let shapes = [(1, 1, 1), (5, 3, 7), (37, 70, 33), (9, 70, 300), (13, 33, 2000), (300, 17, 45), (2, 100, 64)];
+        // and not a multiple of it; enough rows for several blocks and threads; last tiles of
+        // 1-16 columns (AVX-512's narrow kernel), 16 exactly with n = 48.
+        let shapes = [
+            (1, 1, 1),
+            (5, 3, 7),
+            (37, 70, 33),
+            (9, 70, 300),
+            (13, 33, 2000),
+            (300, 17, 45),
+            (2, 100, 64),
+            (11, 48, 19),
+        ];
         for level in Level::available() {
             for (m, n, k) in shapes {
                 let x = random(m * k, 5 + m as u64, 1.0);

@@ -58,6 +58,13 @@ macro_rules! x86_lanes {
             unsafe fn splat(v: f32) -> Self::V {
                 std::arch::x86_64::$splat(v)
             }
+            // The default's body, but compiled with the level's features (the default is not,
+            // so it would be a call).
+            #[inline]
+            #[target_feature(enable = $features)]
+            unsafe fn zero() -> Self::V {
+                Self::splat(0.0)
+            }
             #[inline]
             #[target_feature(enable = $features)]
             unsafe fn fma(a: Self::V, b: Self::V, c: Self::V) -> Self::V {

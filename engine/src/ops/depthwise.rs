@@ -7,7 +7,7 @@
     all(target_arch = "aarch64", target_feature = "neon")
 ))]
 use crate::cpu::lanes::{self, Lanes};
-use crate::cpu::vector::{bias_act_body, multiversion};
+use crate::cpu::vector::{bias_act_body, multiversion, MulAdd};
 use crate::cpu::Level;
 use crate::error::ensure_shape;
 use crate::ops::conv2d::ConvGeometry;
@@ -156,7 +156,7 @@ fn depthwise_rows(
 /// ([`quad_row`]); otherwise one pixel at a time, channels in blocks held in registers.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn depthwise_row_body(
+fn depthwise_row_body<M: MulAdd>(
     x: &[f32],
     wt: &[f32],
     zeros: &[f32],
@@ -198,7 +198,7 @@ fn depthwise_row_body(
             }
         }
     }
-    bias_act_body(yrow, None, act);
+    bias_act_body::<M>(yrow, None, act);
     if let Some(s) = sums {
         for px in yrow.chunks_exact(c) {
             s.iter_mut().zip(px).for_each(|(s, v)| *s += v);
@@ -218,7 +218,7 @@ multiversion! {
         quad: Option<Level>,
         yrow: &mut [f32],
         sums: Option<&mut [f32]>,
-    ) = depthwise_row_body
+    ) = depthwise_row_body::<crate::cpu::vector::Fma>, depthwise_row_body::<crate::cpu::vector::Plain>
 }
 
 /// Taps the 4-pixel kernel takes (5x5 at most in EfficientNet; larger kernels go one pixel at a
