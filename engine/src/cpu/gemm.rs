@@ -18,7 +18,11 @@
 
 use std::cell::RefCell;
 
-#[cfg(any(target_arch = "x86_64", all(target_arch = "wasm32", target_feature = "simd128")))]
+#[cfg(any(
+    target_arch = "x86_64",
+    all(target_arch = "wasm32", target_feature = "simd128"),
+    all(target_arch = "aarch64", target_feature = "neon")
+))]
 use crate::cpu::int8;
 #[cfg(any(
     all(target_arch = "wasm32", target_feature = "simd128"),
@@ -697,7 +701,11 @@ pub(crate) fn gemm(level: Level, x: &[f32], k: usize, w: Rhs, n: usize, fused: F
             && fused.gate.is_none_or(|g| g.rows > 0 && g.scales.len() == m.div_ceil(g.rows) * k),
         "gemm: shapes checked by the op"
     );
-    #[cfg(any(target_arch = "x86_64", all(target_arch = "wasm32", target_feature = "simd128")))]
+    #[cfg(any(
+        target_arch = "x86_64",
+        all(target_arch = "wasm32", target_feature = "simd128"),
+        all(target_arch = "aarch64", target_feature = "neon")
+    ))]
     if let Rhs::Panels(PanelMatrix { data: PanelData::Q8 { q, scales }, .. }) = w {
         if int8::used(level) {
             return int8::gemm(level, x, k, n, q, scales, fused, y);
@@ -867,14 +875,26 @@ mod tests {
             .collect()
     }
 
-    #[cfg(any(target_arch = "x86_64", all(target_arch = "wasm32", target_feature = "simd128")))]
+    #[cfg(any(
+        target_arch = "x86_64",
+        all(target_arch = "wasm32", target_feature = "simd128"),
+        all(target_arch = "aarch64", target_feature = "neon")
+    ))]
     use int8::{seen_inputs, used as int8_used};
 
-    #[cfg(not(any(target_arch = "x86_64", all(target_arch = "wasm32", target_feature = "simd128"))))]
+    #[cfg(not(any(
+        target_arch = "x86_64",
+        all(target_arch = "wasm32", target_feature = "simd128"),
+        all(target_arch = "aarch64", target_feature = "neon")
+    )))]
     fn int8_used(_: Level) -> bool {
         false
     }
-    #[cfg(not(any(target_arch = "x86_64", all(target_arch = "wasm32", target_feature = "simd128"))))]
+    #[cfg(not(any(
+        target_arch = "x86_64",
+        all(target_arch = "wasm32", target_feature = "simd128"),
+        all(target_arch = "aarch64", target_feature = "neon")
+    )))]
     fn seen_inputs(_: &[f32], _: usize) -> Vec<f32> {
         unreachable!()
     }

@@ -71,7 +71,9 @@ pub(crate) trait MulAdd {
 }
 
 /// The levels with FMA: AVX2, AVX-512, NEON.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64", test))]
 pub(crate) struct Fma;
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64", test))]
 impl MulAdd for Fma {
     #[inline(always)]
     fn mul_add(a: f32, b: f32, c: f32) -> f32 {
@@ -80,7 +82,9 @@ impl MulAdd for Fma {
 }
 
 /// The others: a multiply, then an add.
+#[cfg(any(not(target_arch = "aarch64"), test))]
 pub(crate) struct NoFma;
+#[cfg(any(not(target_arch = "aarch64"), test))]
 impl MulAdd for NoFma {
     #[inline(always)]
     fn mul_add(a: f32, b: f32, c: f32) -> f32 {

@@ -1,12 +1,13 @@
 //! The q8 GEMM with int8 products, `gemm`'s path for q8 weights at `Level::Avx512Vnni`,
-//! `Level::Avx2Vnni` and, in the browser, `Level::Simd128`.
+//! `Level::Avx2Vnni`, `Level::Neon` and, in the browser, `Level::Simd128`.
 //!
 //! Each row's inputs are quantised per group of [`Q8_GROUP`] (the weights' own groups) to u8
 //! with the group's minimum and step, `x ≈ min + step · q`, so a group adds
 //! `wscale[j] · (step · Σ q·w + min · Σ w)` to output `j`: integer dot products form `Σ q·w`
 //! (VNNI's `vpdpbusd`, u8 x s8, four products per 32-bit lane as the weights' panels hold them,
-//! on 512 bits (`avx512`) or 256 (AVX-VNNI, `avx2`); in wasm `i32x4.dot_i16x8_s` on widened
-//! bytes, `simd128`), the rest is f32 once per group.
+//! on 512 bits (`avx512`) or 256 (AVX-VNNI, `avx2`); on 128-bit vectors, products of bytes
+//! widened to i16 added in pairs, `pairs` over wasm's `i32x4.dot_i16x8_s` (`simd128`) or NEON's
+//! `smul` + `sadalp` (`neon`)), the rest is f32 once per group.
 //! The squeeze-excite gate multiplies the inputs as they are quantised.
 //!
 //! Accuracy, full-size random model against the PyTorch reference (`parity_full`, 20 texts),
@@ -19,6 +20,13 @@ use std::cell::RefCell;
 mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
+#[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+mod neon;
+#[cfg(any(
+    all(target_arch = "wasm32", target_feature = "simd128"),
+    all(target_arch = "aarch64", target_feature = "neon")
+))]
+mod pairs;
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 mod simd128;
 
@@ -95,6 +103,8 @@ pub(crate) fn used(level: Level) -> bool {
         Level::Avx512Vnni | Level::Avx2Vnni => level.supported(),
         #[cfg(target_arch = "wasm32")]
         Level::Simd128 => level.supported(),
+        #[cfg(target_arch = "aarch64")]
+        Level::Neon => level.supported(),
         _ => false,
     }
 }
@@ -206,7 +216,13 @@ pub(crate) fn gemm(
             #[cfg(target_arch = "x86_64")]
             Level::Avx2Vnni => multiply::<avx2::Vnni>(level, rows, m, k, n, wq, scales, fused, y),
             #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-            Level::Simd128 => multiply::<simd128::Dot>(level, rows, m, k, n, wq, scales, fused, y),
+            Level::Simd128 => {
+                multiply::<pairs::Widened<crate::cpu::lanes::Simd128Lanes>>(level, rows, m, k, n, wq, scales, fused, y)
+            }
+            #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+            Level::Neon => {
+                multiply::<pairs::Widened<crate::cpu::lanes::NeonLanes>>(level, rows, m, k, n, wq, scales, fused, y)
+            }
             _ => unreachable!("int8::gemm at {level:?}, which `used` refuses"),
         }
     });
