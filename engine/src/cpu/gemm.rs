@@ -342,6 +342,8 @@ trait Micro {
     /// The width of [`Micro::run_tail`], for a last tile of at most this many channels (N = 40,
     /// 144, 176, 304 in the image tower: half their last 32-wide tile would be zeros).
     const NR_TAIL: usize = Self::NR;
+    /// Whether the kernel applies a [`Finish`] (others are given [`Finish::NONE`] only).
+    const FINISHES: bool = false;
     /// # Safety
     /// `a` readable for `rows` rows of `k`, `b` for `k * NR`, `c` writable for `rows` rows of
     /// `cols`; the level's CPU features present.
@@ -356,6 +358,7 @@ trait Micro {
         ldc: usize,
         cols: usize,
         add: bool,
+        fin: Finish,
     );
     /// [`Micro::run`] with `b` a `K x NR_TAIL` tile and `cols <= NR_TAIL`.
     ///
@@ -372,9 +375,23 @@ trait Micro {
         ldc: usize,
         cols: usize,
         add: bool,
+        fin: Finish,
     ) {
-        Self::run(k, a, lda, rows, b, c, ldc, cols, add)
+        Self::run(k, a, lda, rows, b, c, ldc, cols, add, fin)
     }
+}
+
+/// What a micro-kernel that [`Micro::FINISHES`] applies to its tile on the last pass over K,
+/// before storing it: `+ bias` (the tile's first column's, when not null), then SiLU.
+#[derive(Clone, Copy)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))] // only AVX-512's kernel reads it
+struct Finish {
+    bias: *const f32,
+    silu: bool,
+}
+
+impl Finish {
+    const NONE: Finish = Finish { bias: std::ptr::null(), silu: false };
 }
 
 /// Writes (or, when `add`, adds) the valid part of a tile computed in `tmp` (rows of `nr`) to `c`.
@@ -405,6 +422,7 @@ impl Micro for Portable {
         ldc: usize,
         cols: usize,
         add: bool,
+        _: Finish,
     ) {
         const MR: usize = Portable::MR;
         const NR: usize = Portable::NR;
@@ -430,6 +448,7 @@ impl Micro for Avx512 {
     const MR: usize = 8;
     const NR: usize = 32;
     const NR_TAIL: usize = 16;
+    const FINISHES: bool = true;
     unsafe fn run(
         k: usize,
         a: *const f32,
@@ -440,8 +459,9 @@ impl Micro for Avx512 {
         ldc: usize,
         cols: usize,
         add: bool,
+        fin: Finish,
     ) {
-        avx512_kernel::<2>(k, a, lda, rows, b, c, ldc, cols, add)
+        avx512_kernel::<2>(k, a, lda, rows, b, c, ldc, cols, add, fin)
     }
     unsafe fn run_tail(
         k: usize,
@@ -453,13 +473,16 @@ impl Micro for Avx512 {
         ldc: usize,
         cols: usize,
         add: bool,
+        fin: Finish,
     ) {
-        avx512_kernel::<1>(k, a, lda, rows, b, c, ldc, cols, add)
+        avx512_kernel::<1>(k, a, lda, rows, b, c, ldc, cols, add, fin)
     }
 }
 
 /// AVX-512: 8 rows x `V` vectors of 16 columns (`V` = 2, or 1 for a last tile of at most 16
-/// channels).
+/// channels); the rows and columns past `rows` and `cols` masked off when storing, with `fin`
+/// applied in registers (the epilogue's pass over the tile, most of it SiLU's loads and stores,
+/// saved).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,fma")]
 #[allow(clippy::too_many_arguments)]
@@ -473,6 +496,7 @@ unsafe fn avx512_kernel<const V: usize>(
     ldc: usize,
     cols: usize,
     add: bool,
+    fin: Finish,
 ) {
     use std::arch::x86_64::*;
     const MR: usize = Avx512::MR;
@@ -487,22 +511,53 @@ unsafe fn avx512_kernel<const V: usize>(
             }
         }
     }
-    if rows == MR && cols == 16 * V {
-        for (i, row) in acc.iter().enumerate() {
-            for (v, r) in row.iter().enumerate() {
-                let cv = c.add(i * ldc + 16 * v);
-                _mm512_storeu_ps(cv, if add { _mm512_add_ps(_mm512_loadu_ps(cv), *r) } else { *r });
-            }
+    let mask: [__mmask16; V] = std::array::from_fn(|v| ((1u32 << cols.saturating_sub(16 * v).min(16)) - 1) as u16);
+    let bias: [__m512; V] = std::array::from_fn(|v| match fin.bias.is_null() {
+        true => _mm512_setzero_ps(),
+        false => _mm512_maskz_loadu_ps(mask[v], fin.bias.add(16 * v)),
+    });
+    for (i, row) in acc.iter().enumerate() {
+        if i >= rows {
+            break;
         }
-    } else {
-        let mut tmp = [[0f32; 32]; MR];
-        for (t, row) in tmp.iter_mut().zip(&acc) {
-            for (v, r) in row.iter().enumerate() {
-                _mm512_storeu_ps(t.as_mut_ptr().add(16 * v), *r);
+        for v in 0..V {
+            let cv = c.add(i * ldc + 16 * v);
+            let mut r = row[v];
+            if add {
+                r = _mm512_add_ps(_mm512_maskz_loadu_ps(mask[v], cv), r);
             }
+            if !fin.bias.is_null() {
+                r = _mm512_add_ps(r, bias[v]);
+            }
+            if fin.silu {
+                r = silu_avx512(r);
+            }
+            _mm512_mask_storeu_ps(cv, mask[v], r);
         }
-        store_part(tmp.as_flattened(), 32, c, ldc, rows, cols, add);
     }
+}
+
+/// `x / (1 + e^-x)` on 16 lanes, the operations of `vector::exp::<Fma>` and `vector::activate`
+/// (the same results but for NaN inputs).
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx512f,fma")]
+unsafe fn silu_avx512(x: std::arch::x86_64::__m512) -> std::arch::x86_64::__m512 {
+    use std::arch::x86_64::*;
+    let s = _mm512_set1_ps;
+    const MAGIC: f32 = 12_582_912.0;
+    let nx = _mm512_min_ps(_mm512_max_ps(_mm512_sub_ps(_mm512_setzero_ps(), x), s(-87.0)), s(88.0));
+    let shifted = _mm512_fmadd_ps(nx, s(std::f32::consts::LOG2_E), s(MAGIC));
+    let n = _mm512_sub_ps(shifted, s(MAGIC));
+    let r = _mm512_fmadd_ps(n, s(2.121_944_4e-4), _mm512_fmadd_ps(n, s(-0.693_359_4), nx));
+    let mut p = s(1.987_569_1e-4);
+    for coef in [1.398_199_9e-3, 8.333_452e-3, 4.166_579_6e-2, 1.666_666_5e-1, 0.5] {
+        p = _mm512_fmadd_ps(p, r, s(coef));
+    }
+    let e = _mm512_add_ps(_mm512_fmadd_ps(_mm512_mul_ps(p, r), r, r), s(1.0));
+    let bits = _mm512_sub_epi32(_mm512_castps_si512(shifted), _mm512_castps_si512(s(MAGIC)));
+    let two_n = _mm512_castsi512_ps(_mm512_slli_epi32::<23>(_mm512_add_epi32(bits, _mm512_set1_epi32(127))));
+    _mm512_div_ps(x, _mm512_add_ps(s(1.0), _mm512_mul_ps(e, two_n)))
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -521,6 +576,7 @@ impl Micro for Avx2 {
         ldc: usize,
         cols: usize,
         add: bool,
+        _: Finish,
     ) {
         avx2_kernel(k, a, lda, rows, b, c, ldc, cols, add)
     }
@@ -634,6 +690,7 @@ impl Micro for Simd128 {
         ldc: usize,
         cols: usize,
         add: bool,
+        _: Finish,
     ) {
         lanes4_kernel::<Simd128Lanes, 4>(k, a, lda, rows, b, c, ldc, cols, add)
     }
@@ -656,6 +713,7 @@ impl Micro for Neon {
         ldc: usize,
         cols: usize,
         add: bool,
+        _: Finish,
     ) {
         lanes4_kernel::<NeonLanes, 6>(k, a, lda, rows, b, c, ldc, cols, add)
     }
@@ -742,6 +800,9 @@ fn run<K: Micro>(level: Level, x: &[f32], m: usize, k: usize, w: Rhs, n: usize, 
     let per_seg = seg_rows.div_ceil(mc);
     let blocks = m.div_ceil(seg_rows) * per_seg;
     let splits = tile_splits(blocks, tiles);
+    // The kernel applies bias and SiLU itself where it can (no residual, no other activation).
+    let silu = fused.act == Activation::Silu;
+    let finish = K::FINISHES && fused.residual.is_none() && (silu || fused.act == Activation::None);
     let out = SharedOut(y.as_mut_ptr());
     parallel::for_each(blocks * splits, |t| {
         let out = &out;
@@ -757,6 +818,10 @@ fn run<K: Micro>(level: Level, x: &[f32], m: usize, k: usize, w: Rhs, n: usize, 
                 let width = if cols <= K::NR_TAIL { K::NR_TAIL } else { nr };
                 for k0 in (0..k).step_by(kc) {
                     let kn = kc.min(k - k0);
+                    let fin = match finish && k0 + kn == k {
+                        true => Finish { bias: fused.bias.map_or(std::ptr::null(), |b| b[j0..].as_ptr()), silu },
+                        false => Finish::NONE,
+                    };
                     tile.resize(kn * width, 0.0);
                     let gate = fused.gate.map(|g| &g.scales[seg * k + k0..][..kn]);
                     // SAFETY: `fill` runs F16C's conversion only at the levels that have it.
@@ -769,15 +834,17 @@ fn run<K: Micro>(level: Level, x: &[f32], m: usize, k: usize, w: Rhs, n: usize, 
                         unsafe {
                             let (a, b, c) = (x.as_ptr().add(i0 * k + k0), tile.as_ptr(), out.0.add(i0 * n + j0));
                             if width < nr {
-                                K::run_tail(kn, a, k, rows, b, c, n, cols, k0 > 0);
+                                K::run_tail(kn, a, k, rows, b, c, n, cols, k0 > 0, fin);
                             } else {
-                                K::run(kn, a, k, rows, b, c, n, cols, k0 > 0);
+                                K::run(kn, a, k, rows, b, c, n, cols, k0 > 0, fin);
                             }
                         }
                     }
                 }
-                // SAFETY: as above; the kernels are done with these rows.
-                unsafe { epilogue(level, fused, out, n, m0..m1, j0, cols) };
+                if !finish {
+                    // SAFETY: as above; the kernels are done with these rows.
+                    unsafe { epilogue(level, fused, out, n, m0..m1, j0, cols) };
+                }
             }
         });
     });
