@@ -822,7 +822,10 @@ fn run<K: Micro>(level: Level, x: &[f32], m: usize, k: usize, w: Rhs, n: usize, 
                         true => Finish { bias: fused.bias.map_or(std::ptr::null(), |b| b[j0..].as_ptr()), silu },
                         false => Finish::NONE,
                     };
-                    tile.resize(kn * width, 0.0);
+                    // Grown, never shrunk: a full tile after a narrow one would zero half of it.
+                    if tile.len() < kn * width {
+                        tile.resize(kn * width, 0.0);
+                    }
                     let gate = fused.gate.map(|g| &g.scales[seg * k + k0..][..kn]);
                     // SAFETY: `fill` runs F16C's conversion only at the levels that have it.
                     unsafe { fill(level, w, k, j0, k0, width, gate, &mut tile[..kn * width]) };
