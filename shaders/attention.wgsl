@@ -1,11 +1,15 @@
 // Multi-head scaled dot-product attention over packed q|k|v rows:
 //   qkv [B, S, 3D] -> out [B, S, D], head h on columns h*dh..(h+1)*dh of each of q, k, v.
 //
-// One 64-thread workgroup per (batch, head, query row). Threads split the keys for the scores
-// (the query row is staged through workgroup memory in chunks of 512, so any dh fits the
-// budget), the workgroup takes a max-subtracted softmax, then threads split the dh output
-// columns, reading v coalesced. Workgroup memory: 4.3 KB. Defines: MASK binds key_mask [B, S]
-// (u32, 0 = padding): padded keys get probability exactly 0; a row with no real key gives 0s.
+// One 64-thread workgroup per (batch, head, block of QB = 4 query rows), so K and V are read once
+// per four queries, not once per query. Scores: thread t owns keys t, t + 64, ..., and for each
+// block of 64 keys K passes through workgroup memory in tiles of 64 keys x 16 columns (loaded
+// coalesced, padded to 17 columns against bank conflicts) while the four query rows' 16 columns
+// are broadcast from a second tile; the four dot products of a key sit in one vec4. The four
+// softmaxes share max-subtracted vec4 reductions; then thread t owns output columns t, t + 64,
+// ..., reading V coalesced straight into registers (each value serves all four rows).
+// Workgroup memory: 13.5 KB. Defines: MASK binds key_mask [B, S] (u32, 0 = padding): padded
+// keys get probability exactly 0; a row with no real key gives 0s.
 
 @group(0) @binding(0) var<uniform> params: AttentionParams;
 @group(0) @binding(1) var<storage, read> qkv: array<f32>;
@@ -17,12 +21,16 @@
 #endif
 
 const WG: u32 = 64u;
+const QB: u32 = 4u;
 const MAX_SEQ: u32 = 512u;
-const Q_CHUNK: u32 = 512u;
+const CK: u32 = 16u;
+const KP: u32 = 17u; // padded row of the K tile
 
-var<workgroup> scores: array<f32, MAX_SEQ>;
-var<workgroup> q_chunk: array<f32, Q_CHUNK>;
-var<workgroup> partial: array<f32, WG>;
+// scores[j][r]: query row r of the block against key j; probabilities after the softmax.
+var<workgroup> scores: array<vec4<f32>, MAX_SEQ>;
+var<workgroup> k_tile: array<f32, 1088>; // [WG][KP]
+var<workgroup> q_tile: array<vec4<f32>, CK>; // [CK] of the four rows
+var<workgroup> partial: array<vec4<f32>, WG>;
 
 fn is_real_key(b: u32, j: u32) -> bool {
 #ifdef MASK
@@ -32,7 +40,23 @@ fn is_real_key(b: u32, j: u32) -> bool {
 #endif
 }
 
-#include workgroup_reduce
+// Component-wise max (is_max) or sum of `v` over the workgroup; every thread must call it.
+fn reduce4(tid: u32, v: vec4<f32>, is_max: bool) -> vec4<f32> {
+    partial[tid] = v;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s >>= 1u) {
+        if (tid < s) {
+            let a = partial[tid];
+            let b = partial[tid + s];
+            partial[tid] = select(a + b, max(a, b), is_max);
+        }
+        workgroupBarrier();
+    }
+    let total = partial[0];
+    // Everyone reads the result before `partial` is reused by the next reduction.
+    workgroupBarrier();
+    return total;
+}
 
 @compute @workgroup_size(64)
 fn main(
@@ -42,70 +66,85 @@ fn main(
 ) {
     let g = linear_workgroup(wid, nwg);
     let seq = params.seq;
-    if (g >= params.batch * params.heads * seq) {
+    let blocks = (seq + QB - 1u) / QB;
+    if (g >= params.batch * params.heads * blocks) {
         return;
     }
-    let i = g % seq;
-    let h = (g / seq) % params.heads;
-    let b = g / (seq * params.heads);
+    let i0 = (g % blocks) * QB;
+    let h = (g / blocks) % params.heads;
+    let b = g / (blocks * params.heads);
     let d = params.d;
     let dh = params.dh;
     let stride = 3u * d;
     let first = b * seq; // token index of (b, 0)
-    let q_base = (first + i) * stride + h * dh;
     let k_col = d + h * dh;
     let v_col = 2u * d + h * dh;
 
-    // Each thread owns keys j = tid, tid + WG, ...: only it touches scores[j] until the softmax.
-    for (var j = tid; j < seq; j += WG) {
-        scores[j] = 0.0;
-    }
-    for (var c0 = 0u; c0 < dh; c0 += Q_CHUNK) {
-        let n = min(Q_CHUNK, dh - c0);
-        for (var c = tid; c < n; c += WG) {
-            q_chunk[c] = qkv[q_base + c0 + c];
-        }
-        workgroupBarrier();
-        for (var j = tid; j < seq; j += WG) {
-            let k_base = (first + j) * stride + k_col + c0;
-            var acc = 0.0;
-            for (var c = 0u; c < n; c++) {
-                acc = fma(q_chunk[c], qkv[k_base + c], acc);
+    for (var j0 = 0u; j0 < seq; j0 += WG) {
+        var acc = vec4<f32>();
+        for (var c0 = 0u; c0 < dh; c0 += CK) {
+            // Query r's column c (zero past the row or the sequence)...
+            if (tid < QB * CK) {
+                let r = tid / CK;
+                let c = tid % CK;
+                var v = 0.0;
+                if (i0 + r < seq && c0 + c < dh) {
+                    v = qkv[(first + i0 + r) * stride + h * dh + c0 + c];
+                }
+                q_tile[c][r] = v;
             }
-            scores[j] += acc;
+            // ...and keys j0.. j0 + 63's columns c0.. c0 + 15, 16 consecutive floats per key.
+            for (var e = tid; e < WG * CK; e += WG) {
+                let jj = e / CK;
+                let c = e % CK;
+                var v = 0.0;
+                if (j0 + jj < seq && c0 + c < dh) {
+                    v = qkv[(first + j0 + jj) * stride + k_col + c0 + c];
+                }
+                k_tile[jj * KP + c] = v;
+            }
+            workgroupBarrier();
+            for (var c = 0u; c < CK; c++) {
+                acc = fma(q_tile[c], vec4<f32>(k_tile[tid * KP + c]), acc);
+            }
+            // The tiles are overwritten only after every thread is done with them.
+            workgroupBarrier();
         }
-        // q_chunk is overwritten by the next chunk only after every thread is done with it.
-        workgroupBarrier();
+        if (j0 + tid < seq) {
+            scores[j0 + tid] = acc * params.scale;
+        }
     }
 
-    var m = -3.0e38;
+    // Softmax of each of the four rows; a thread reads and writes only its own keys' scores
+    // until the reductions' barriers publish them.
+    var m = vec4<f32>(-3.0e38);
     for (var j = tid; j < seq; j += WG) {
         if (is_real_key(b, j)) {
-            scores[j] *= params.scale;
             m = max(m, scores[j]);
         }
     }
-    let mx = workgroup_reduce(tid, m, true);
-    var s = 0.0;
+    let mx = reduce4(tid, m, true);
+    var s = vec4<f32>();
     for (var j = tid; j < seq; j += WG) {
-        var p = 0.0;
+        var p = vec4<f32>();
         if (is_real_key(b, j)) {
             p = exp(scores[j] - mx);
         }
         scores[j] = p;
         s += p;
     }
-    // The reduction's barriers also publish every thread's probabilities in `scores`.
-    let total = workgroup_reduce(tid, s, false);
+    let total = reduce4(tid, s, false);
     // total >= 1 when any key is real (the max contributes exp(0)); 0 means all are padding.
-    let inv = select(0.0, 1.0 / total, total > 0.0);
+    let inv = select(vec4<f32>(), 1.0 / total, total > vec4<f32>());
 
-    let out_base = (first + i) * d + h * dh;
     for (var c = tid; c < dh; c += WG) {
-        var acc = 0.0;
+        var o = vec4<f32>();
         for (var j = 0u; j < seq; j++) {
-            acc = fma(scores[j], qkv[(first + j) * stride + v_col + c], acc);
+            o = fma(scores[j], vec4<f32>(qkv[(first + j) * stride + v_col + c]), o);
         }
-        out[out_base + c] = acc * inv;
+        o *= inv;
+        for (var r = 0u; r < QB && i0 + r < seq; r++) {
+            out[(first + i0 + r) * d + h * dh + c] = o[r];
+        }
     }
 }

@@ -1,139 +1,275 @@
 // y[M, N] = act(x[M, K] . w[N, K]^T + bias[N]) (+ residual[M, N]), w in f32, packed f16 or packed
 // q8 (int8 times one f32 scale per q8_group values of a row, applied as the tile is loaded).
 //
-// One general kernel: 64x64 output tiles, 16x16 threads with 4x4 outputs each, K in steps of
-// 16 through workgroup memory (8 KB, half the WebGPU minimum). Loads are bounds-checked, so any
-// M, N, K works. Defines: WF32 | WF16 | WQ8 pick the weight format; F16 (with WF16, on adapters
-// with shader-f16) reads halves natively and keeps the weight tile in f16; BIAS adds a bias; GATE
-// scales x as it is loaded by gate[M / gate_rows, K] (squeeze-excite's channel gate, one row per
-// image); RESIDUAL adds residual[M, N] after the activation (a block's skip connection).
+// 16x16 threads (16x8 in SHORT tiles), each owning RM x RN outputs (4 or 8 each way: TALL doubles
+// the rows, WIDE the columns), so a tile is 32, 64 or 128 by 64 or 128; K in steps of 16 through workgroup memory (at
+// most 16 KB, the WebGPU minimum). Threads load the tiles in units of four consecutive k: one
+// packed q8 word and its one scale, two f16 words, or a vec4. Interior tiles (every row, column
+// and k in range, decided once per tile for the whole workgroup) load without bounds checks; edge
+// tiles check each unit, so any M, N, K works. Defines:
+// - WF32 | WF16 | WQ8: the weight format. VK (K % 4 == 0): x, the gate and f32 weights are bound
+//   as vec4 arrays, so a unit is one load; without it, four scalar loads.
+// - F16 (with WF16, on adapters with shader-f16): the weight tile is kept in f16.
+// - TALL / WIDE: 8 rows / 8 columns per thread (large M / large N); SHORT: 8 threads down the
+//   tile, 32 rows (small M). The host's rules are in matmul.rs (`Tiles::for_shape`).
+// - BIAS adds a bias; GATE scales x as it is loaded by gate[M / gate_rows, K] (squeeze-excite's
+//   channel gate, one row per image); RESIDUAL adds residual[M, N] after the activation (a
+//   block's skip connection).
 
 @group(0) @binding(0) var<uniform> params: MatmulParams;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-#ifdef F16
-@group(0) @binding(2) var<storage, read> w: array<f16>;
+#ifdef VK
+@group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
 #else
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+#endif
 #ifdef WF32
+#ifdef VK
+@group(0) @binding(2) var<storage, read> w: array<vec4<f32>>;
+#else
 @group(0) @binding(2) var<storage, read> w: array<f32>;
+#endif
 #else
 @group(0) @binding(2) var<storage, read> w: array<u32>;
-#endif
 #endif
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;
 #ifdef BIAS
 @group(0) @binding(4) var<storage, read> bias: array<f32>;
 #endif
 #ifdef GATE
+#ifdef VK
+@group(0) @binding(5) var<storage, read> gate: array<vec4<f32>>;
+#else
 @group(0) @binding(5) var<storage, read> gate: array<f32>;
+#endif
 #endif
 #ifdef RESIDUAL
 @group(0) @binding(6) var<storage, read> residual: array<f32>;
 #endif
 
-const TM: u32 = 64u;
-const TN: u32 = 64u;
+#ifdef TALL
+const RM: u32 = 8u;
+#else
+const RM: u32 = 4u;
+#endif
+// Threads down the tile: 16, or 8 in SHORT tiles (32 rows, for small M).
+#ifdef SHORT
+const WGY: u32 = 8u;
+#else
+const WGY: u32 = 16u;
+#endif
+#ifdef WIDE
+const RN: u32 = 8u;
+#else
+const RN: u32 = 4u;
+#endif
+const TM: u32 = WGY * RM;
+const TN: u32 = 16u * RN;
 const TK: u32 = 16u;
 
-// Tiles hold four consecutive rows (x) or columns (w) per vec4 so the inner product is four
-// vec4 FMAs on registers; plain arrays indexed in loops spill on some compilers (lavapipe).
-var<workgroup> xs: array<vec4<f32>, 256>; // [TK][TM / 4]
+// Tiles hold four rows (x) or columns (w) per vec4, [TK][TM / 4] and [TK][TN / 4], so the inner
+// product is vec4 FMAs on registers; accumulators are named variables, not arrays, because
+// indexed arrays spill to memory on some compilers (lavapipe).
+var<workgroup> xs: array<vec4<f32>, TK * TM / 4u>;
 #ifdef F16
-var<workgroup> ws: array<vec4<f16>, 256>; // [TK][TN / 4]
+var<workgroup> ws: array<vec4<f16>, TK * TN / 4u>;
 #else
-var<workgroup> ws: array<vec4<f32>, 256>; // [TK][TN / 4]
+var<workgroup> ws: array<vec4<f32>, TK * TN / 4u>;
 #endif
 
-fn weight(n: u32, k: u32) -> f32 {
-#ifdef F16
-    return f32(w[n * params.row_words * 2u + k]);
+// x[r, k..k + 4] (times the gate), k a multiple of 4; zero outside x unless `inside`.
+fn x_unit(r: u32, k: u32, inside: bool) -> vec4<f32> {
+    let kk = params.k;
+#ifdef VK
+    if (!inside && (r >= params.m || k >= kk)) {
+        return vec4<f32>();
+    }
+    var v = x[(r * kk + k) / 4u];
+#ifdef GATE
+    v *= gate[((r / params.gate_rows) * kk + k) / 4u];
 #endif
-#ifdef WF32
-    return w[n * params.k + k];
+    return v;
+#else
+    var v = vec4<f32>();
+    if (inside) {
+        let i = r * kk + k;
+        v = vec4<f32>(x[i], x[i + 1u], x[i + 2u], x[i + 3u]);
+    } else if (r < params.m) {
+        for (var j = 0u; j < 4u && k + j < kk; j++) {
+            v[j] = x[r * kk + k + j];
+        }
+    }
+#ifdef GATE
+    let g = (r / params.gate_rows) * kk + k;
+    for (var j = 0u; j < 4u && k + j < kk; j++) {
+        v[j] *= gate[g + j];
+    }
+#endif
+    return v;
+#endif
+}
+
+// w[n, k..k + 4], k a multiple of 4; zero outside w unless `inside`. Packed rows are padded to
+// whole words with zeros, so a unit only needs its first k in range.
+fn w_unit(n: u32, k: u32, inside: bool) -> vec4<f32> {
+    if (!inside && (n >= params.n || k >= params.k)) {
+        return vec4<f32>();
+    }
+#ifdef WQ8
+    // The four signed bytes of one word, low byte first; the scales follow the last row.
+    let word = vec4<i32>(bitcast<i32>(w[n * params.row_words + k / 4u]));
+    let q = (word << vec4<u32>(24u, 16u, 8u, 0u)) >> vec4<u32>(24u);
+    return vec4<f32>(q) * bitcast<f32>(w[params.n * params.row_words + n * params.groups + k / params.q8_group]);
 #endif
 #ifdef WF16
-#ifndef F16
-    return unpack2x16float(w[n * params.row_words + k / 2u])[k & 1u];
+    let i = n * params.row_words + k / 2u;
+    var hi = vec2<f32>();
+    // The second word of a unit that starts on the row's last two values is past the row.
+    if (inside || k + 2u < params.k) {
+        hi = unpack2x16float(w[i + 1u]);
+    }
+    return vec4<f32>(unpack2x16float(w[i]), hi);
 #endif
-#endif
-#ifdef WQ8
-    // extractBits on i32 sign-extends the byte; the scales follow the last row, row by row.
-    let q = f32(extractBits(bitcast<i32>(w[n * params.row_words + k / 4u]), (k & 3u) * 8u, 8u));
-    return q * bitcast<f32>(w[params.n * params.row_words + n * params.groups + k / params.q8_group]);
-#endif
-}
-
-fn x_at(r: u32, k: u32) -> f32 {
-    if (r < params.m && k < params.k) {
-#ifdef GATE
-        return x[r * params.k + k] * gate[(r / params.gate_rows) * params.k + k];
+#ifdef WF32
+#ifdef VK
+    return w[(n * params.k + k) / 4u];
 #else
-        return x[r * params.k + k];
+    var v = vec4<f32>();
+    for (var j = 0u; j < 4u && (inside || k + j < params.k); j++) {
+        v[j] = w[n * params.k + k + j];
+    }
+    return v;
 #endif
-    }
-    return 0.0;
+#endif
 }
 
-fn w_at(n: u32, k: u32) -> f32 {
-    if (n < params.n && k < params.k) {
-        return weight(n, k);
+// Adds the bias, applies the activation, adds the residual and stores outputs (r, c..c + 4).
+fn store(r: u32, c: u32, v: vec4<f32>) {
+    if (r >= params.m) {
+        return;
     }
-    return 0.0;
+    for (var j = 0u; j < 4u; j++) {
+        let cj = c + j;
+        if (cj < params.n) {
+            var o = v[j];
+#ifdef BIAS
+            o += bias[cj];
+#endif
+            o = activate(o, params.act);
+#ifdef RESIDUAL
+            o += residual[r * params.n + cj];
+#endif
+            y[r * params.n + cj] = o;
+        }
+    }
 }
 
-@compute @workgroup_size(16, 16)
+@compute @workgroup_size(16, WGY)
 fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
     let row0 = wid.y * TM;
     let col0 = wid.x * TN;
-    // Loader role: thread t fetches k = t % 16 for four rows (and four columns) 4 * (t / 16)...
     let t = lid.y * 16u + lid.x;
-    let lk = t % TK;
-    let lq = t / TK;
-    var acc0 = vec4<f32>();
-    var acc1 = vec4<f32>();
-    var acc2 = vec4<f32>();
-    var acc3 = vec4<f32>();
+    // Loader role: unit u covers k = 4 * (u % 4) .. + 4 of tile row (or column) u / 4; thread t
+    // loads units t, t + 16 * WGY, ... (rows / columns 4 * WGY apart) until the tile is covered.
+    let uk = 4u * (t % 4u);
+    let ur = t / 4u;
+    let rows_in = row0 + TM <= params.m;
+    let cols_in = col0 + TN <= params.n;
+    var c00 = vec4<f32>();
+    var c01 = vec4<f32>();
+    var c02 = vec4<f32>();
+    var c03 = vec4<f32>();
+#ifdef TALL
+    var c10 = vec4<f32>();
+    var c11 = vec4<f32>();
+    var c12 = vec4<f32>();
+    var c13 = vec4<f32>();
+#endif
+#ifdef WIDE
+    var d00 = vec4<f32>();
+    var d01 = vec4<f32>();
+    var d02 = vec4<f32>();
+    var d03 = vec4<f32>();
+#ifdef TALL
+    var d10 = vec4<f32>();
+    var d11 = vec4<f32>();
+    var d12 = vec4<f32>();
+    var d13 = vec4<f32>();
+#endif
+#endif
     for (var k0 = 0u; k0 < params.k; k0 += TK) {
-        let gk = k0 + lk;
-        let r = row0 + lq * 4u;
-        xs[lk * 16u + lq] = vec4<f32>(x_at(r, gk), x_at(r + 1u, gk), x_at(r + 2u, gk), x_at(r + 3u, gk));
-        let n = col0 + lq * 4u;
-        let wv = vec4<f32>(w_at(n, gk), w_at(n + 1u, gk), w_at(n + 2u, gk), w_at(n + 3u, gk));
-#ifdef F16
-        ws[lk * 16u + lq] = vec4<f16>(wv);
-#else
-        ws[lk * 16u + lq] = wv;
-#endif
-        workgroupBarrier();
-        for (var kk = 0u; kk < TK; kk++) {
-            let a = xs[kk * 16u + lid.y];
-            let b = vec4<f32>(ws[kk * 16u + lid.x]);
-            acc0 = fma(vec4<f32>(a.x), b, acc0);
-            acc1 = fma(vec4<f32>(a.y), b, acc1);
-            acc2 = fma(vec4<f32>(a.z), b, acc2);
-            acc3 = fma(vec4<f32>(a.w), b, acc3);
-        }
-        workgroupBarrier();
-    }
-    // ...and computer role: thread (x, y) owns rows 4y..4y+3 and columns 4x..4x+3 of the tile.
-    let accs = array<vec4<f32>, 4>(acc0, acc1, acc2, acc3);
-    for (var j = 0u; j < 4u; j++) {
-        let c = col0 + lid.x * 4u + j;
-        if (c >= params.n) {
-            continue;
-        }
-        var b = 0.0;
-#ifdef BIAS
-        b = bias[c];
-#endif
-        for (var i = 0u; i < 4u; i++) {
-            let r = row0 + lid.y * 4u + i;
-            if (r < params.m) {
-                var v = activate(accs[i][j] + b, params.act);
-#ifdef RESIDUAL
-                v += residual[r * params.n + c];
-#endif
-                y[r * params.n + c] = v;
+        let k_in = k0 + TK <= params.k;
+        let k = k0 + uk;
+        for (var r = ur; r < TM; r += 4u * WGY) {
+            let v = x_unit(row0 + r, k, rows_in && k_in);
+            for (var j = 0u; j < 4u; j++) {
+                xs[(uk + j) * (TM / 4u) + r / 4u][r % 4u] = v[j];
             }
         }
+        for (var c = ur; c < TN; c += 4u * WGY) {
+#ifdef F16
+            let v = vec4<f16>(w_unit(col0 + c, k, cols_in && k_in));
+#else
+            let v = w_unit(col0 + c, k, cols_in && k_in);
+#endif
+            for (var j = 0u; j < 4u; j++) {
+                ws[(uk + j) * (TN / 4u) + c / 4u][c % 4u] = v[j];
+            }
+        }
+        workgroupBarrier();
+        for (var kk = 0u; kk < TK; kk++) {
+            let a0 = xs[kk * (TM / 4u) + lid.y];
+            let b0 = vec4<f32>(ws[kk * (TN / 4u) + lid.x]);
+            c00 = fma(vec4<f32>(a0.x), b0, c00);
+            c01 = fma(vec4<f32>(a0.y), b0, c01);
+            c02 = fma(vec4<f32>(a0.z), b0, c02);
+            c03 = fma(vec4<f32>(a0.w), b0, c03);
+#ifdef TALL
+            let a1 = xs[kk * (TM / 4u) + WGY + lid.y];
+            c10 = fma(vec4<f32>(a1.x), b0, c10);
+            c11 = fma(vec4<f32>(a1.y), b0, c11);
+            c12 = fma(vec4<f32>(a1.z), b0, c12);
+            c13 = fma(vec4<f32>(a1.w), b0, c13);
+#endif
+#ifdef WIDE
+            let b1 = vec4<f32>(ws[kk * (TN / 4u) + 16u + lid.x]);
+            d00 = fma(vec4<f32>(a0.x), b1, d00);
+            d01 = fma(vec4<f32>(a0.y), b1, d01);
+            d02 = fma(vec4<f32>(a0.z), b1, d02);
+            d03 = fma(vec4<f32>(a0.w), b1, d03);
+#ifdef TALL
+            d10 = fma(vec4<f32>(a1.x), b1, d10);
+            d11 = fma(vec4<f32>(a1.y), b1, d11);
+            d12 = fma(vec4<f32>(a1.z), b1, d12);
+            d13 = fma(vec4<f32>(a1.w), b1, d13);
+#endif
+#endif
+        }
+        workgroupBarrier();
     }
+    // Computer role: thread (x, y) owns rows 4y..4y+3 (and 4 * WGY + 4y.. with TALL) and
+    // columns 4x..4x+3 (and 64 + 4x.. with WIDE) of the tile.
+    let r0 = row0 + 4u * lid.y;
+    let cl = col0 + 4u * lid.x;
+    store(r0, cl, c00);
+    store(r0 + 1u, cl, c01);
+    store(r0 + 2u, cl, c02);
+    store(r0 + 3u, cl, c03);
+#ifdef TALL
+    store(r0 + 4u * WGY, cl, c10);
+    store(r0 + 4u * WGY + 1u, cl, c11);
+    store(r0 + 4u * WGY + 2u, cl, c12);
+    store(r0 + 4u * WGY + 3u, cl, c13);
+#endif
+#ifdef WIDE
+    store(r0, cl + 64u, d00);
+    store(r0 + 1u, cl + 64u, d01);
+    store(r0 + 2u, cl + 64u, d02);
+    store(r0 + 3u, cl + 64u, d03);
+#ifdef TALL
+    store(r0 + 4u * WGY, cl + 64u, d10);
+    store(r0 + 4u * WGY + 1u, cl + 64u, d11);
+    store(r0 + 4u * WGY + 2u, cl + 64u, d12);
+    store(r0 + 4u * WGY + 3u, cl + 64u, d13);
+#endif
+#endif
 }

@@ -200,7 +200,11 @@ fn main() {
         // BERT feed-forward up-projection at L = 32.
         bench_linear(&gpu, &mut rows, 32, 3072, 768, dtype, reps);
     }
-    // Backbone pointwise convs as matmuls: stage-2 expand at 57x57, head at 15x15.
+    // Backbone pointwise convs as matmuls: stage 2's expand and project at 114x114, stage 3's
+    // expand at 57x57, the head at 15x15.
+    bench_linear(&gpu, &mut rows, 114 * 114, 240, 40, DType::Q8, reps);
+    bench_linear(&gpu, &mut rows, 114 * 114, 40, 240, DType::Q8, reps);
+    bench_linear(&gpu, &mut rows, 57 * 57, 384, 64, DType::Q8, reps);
     bench_linear(&gpu, &mut rows, 57 * 57, 240, 40, DType::F32, reps);
     bench_linear(&gpu, &mut rows, 15 * 15, 2048, 512, DType::F32, reps);
 

@@ -17,6 +17,8 @@ const KERNEL: Kernel = crate::pipelines::kernel!("attention", "main");
 
 /// The longest sequence the kernel holds scores for (its workgroup array).
 pub const MAX_SEQ: usize = 512;
+/// Query rows per workgroup (`QB` in the kernel): K and V are read once per block.
+const QUERY_BLOCK: usize = 4;
 
 /// Checked shapes: `qkv [batch, seq, 3d]`, `heads` heads of `d / heads` columns.
 #[derive(Clone, Copy, Debug)]
@@ -47,7 +49,7 @@ pub(crate) fn check(qkv: Meta, heads: usize, key_mask: Option<Meta>) -> Result<A
         );
     }
     ensure_u32("attention", "elements of qkv", qkv.numel())?;
-    ensure_grid("attention", batch.saturating_mul(heads).saturating_mul(seq))?;
+    ensure_grid("attention", batch.saturating_mul(heads).saturating_mul(seq.div_ceil(QUERY_BLOCK)))?;
     Ok(AttentionGeometry { batch, seq, d, heads })
 }
 
@@ -58,7 +60,7 @@ pub(crate) fn check(qkv: Meta, heads: usize, key_mask: Option<Meta>) -> Result<A
 pub fn attention(pass: &mut Pass, qkv: &Tensor, heads: usize, key_mask: Option<&Tensor>) -> Result<Tensor> {
     let g = check(qkv.into(), heads, key_mask.map(Meta::from))?;
     let out = Tensor::uninit(pass.gpu(), &[g.batch, g.seq, g.d])?;
-    let groups = g.batch * g.heads * g.seq;
+    let groups = g.batch * g.heads * g.seq.div_ceil(QUERY_BLOCK);
     if groups == 0 {
         return Ok(out);
     }
@@ -193,8 +195,8 @@ mod tests {
     gpu_test!(attention_matches_cpu_ragged, |gpu| {
         check(gpu, 2, 37, 45, 3, false, 1.0).await; // dh = 15, S not a multiple of 64
         check(gpu, 3, 5, 45, 3, true, 1.0).await;
-        check(gpu, 1, 70, 64, 1, true, 2.0).await; // two keys per thread
-        check(gpu, 2, 9, 1200, 2, false, 0.3).await; // dh = 600: two q chunks
+        check(gpu, 1, 70, 64, 1, true, 2.0).await; // two blocks of 64 keys, a short last query block
+        check(gpu, 2, 9, 1200, 2, false, 0.3).await; // dh = 600: a short last 16-column K tile
     });
 
     gpu_test!(attention_model_shapes, |gpu| {
