@@ -21,7 +21,7 @@ crate::uniforms::uniform_struct! {
 
 const KERNEL: Kernel = crate::pipelines::kernel!("matmul", "main");
 // A q8 weight unit (four consecutive k in one packed word) takes one scale.
-const _: () = assert!(Q8_GROUP % 4 == 0);
+const _: () = assert!(Q8_GROUP.is_multiple_of(4));
 
 /// Bigger tiles are chosen only while the grid keeps this many workgroups: fewer would leave
 /// most of a GPU's compute units idle (an integrated GPU has a few dozen).
@@ -38,6 +38,7 @@ pub(crate) struct Tiles {
 }
 
 impl Tiles {
+    #[cfg(test)]
     pub const ALL: [Tiles; 6] = [
         Tiles { rows: 32, cols: 64 },
         Tiles { rows: 32, cols: 128 },
@@ -198,7 +199,7 @@ fn record(
     // Fast paths, each with the condition it needs: vec4 loads of x, gate and f32 weights where
     // every row starts on a 16-byte boundary; bigger register tiles where `tiles` says.
     for (on, name) in [
-        (g.k % 4 == 0, "VK"),
+        (g.k.is_multiple_of(4), "VK"),
         (tiles.rows == 32, "SHORT"),
         (tiles.rows == 128, "TALL"),
         (tiles.cols == 128, "WIDE"),
