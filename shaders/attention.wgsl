@@ -30,7 +30,9 @@ const KP: u32 = 17u; // padded row of the K tile
 var<workgroup> scores: array<vec4<f32>, MAX_SEQ>;
 var<workgroup> k_tile: array<f32, 1088>; // [WG][KP]
 var<workgroup> q_tile: array<vec4<f32>, CK>; // [CK] of the four rows
-var<workgroup> partial: array<vec4<f32>, WG>;
+// The four rows' softmax sums and maxima are reduced together.
+alias ReduceT = vec4<f32>;
+var<workgroup> partial: array<ReduceT, WG>;
 
 fn is_real_key(b: u32, j: u32) -> bool {
 #ifdef MASK
@@ -40,23 +42,7 @@ fn is_real_key(b: u32, j: u32) -> bool {
 #endif
 }
 
-// Component-wise max (is_max) or sum of `v` over the workgroup; every thread must call it.
-fn reduce4(tid: u32, v: vec4<f32>, is_max: bool) -> vec4<f32> {
-    partial[tid] = v;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s >>= 1u) {
-        if (tid < s) {
-            let a = partial[tid];
-            let b = partial[tid + s];
-            partial[tid] = select(a + b, max(a, b), is_max);
-        }
-        workgroupBarrier();
-    }
-    let total = partial[0];
-    // Everyone reads the result before `partial` is reused by the next reduction.
-    workgroupBarrier();
-    return total;
-}
+#include workgroup_reduce
 
 @compute @workgroup_size(64)
 fn main(
@@ -123,7 +109,7 @@ fn main(
             m = max(m, scores[j]);
         }
     }
-    let mx = reduce4(tid, m, true);
+    let mx = workgroup_reduce(tid, m, true);
     var s = vec4<f32>();
     for (var j = tid; j < seq; j += WG) {
         var p = vec4<f32>();
@@ -133,7 +119,7 @@ fn main(
         scores[j] = p;
         s += p;
     }
-    let total = reduce4(tid, s, false);
+    let total = workgroup_reduce(tid, s, false);
     // total >= 1 when any key is real (the max contributes exp(0)); 0 means all are padding.
     let inv = select(vec4<f32>(), 1.0 / total, total > vec4<f32>());
 

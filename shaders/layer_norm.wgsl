@@ -20,7 +20,8 @@
 
 const WG: u32 = 256u;
 
-var<workgroup> partial: array<f32, 256>;
+alias ReduceT = f32;
+var<workgroup> partial: array<ReduceT, 256>;
 
 fn load(i: u32) -> f32 {
 #ifdef RESIDUAL

@@ -1,9 +1,10 @@
 // Tree reductions over one workgroup, pulled in with `#include workgroup_reduce`. The including
-// kernel declares `const WG: u32` (its workgroup size, a power of two) and
-// `var<workgroup> partial: array<f32, WG>`. Every thread of the workgroup must call them.
+// kernel declares `const WG: u32` (its workgroup size, a power of two), `alias ReduceT` (f32, or
+// a vector of f32s reduced component by component) and `var<workgroup> partial: array<ReduceT,
+// WG>`. Every thread of the workgroup must call them.
 
 // Max (is_max) or sum of `v` over the workgroup.
-fn workgroup_reduce(tid: u32, v: f32, is_max: bool) -> f32 {
+fn workgroup_reduce(tid: u32, v: ReduceT, is_max: bool) -> ReduceT {
     partial[tid] = v;
     workgroupBarrier();
     for (var s = WG / 2u; s > 0u; s >>= 1u) {
@@ -20,6 +21,6 @@ fn workgroup_reduce(tid: u32, v: f32, is_max: bool) -> f32 {
     return total;
 }
 
-fn workgroup_sum(tid: u32, v: f32) -> f32 {
+fn workgroup_sum(tid: u32, v: ReduceT) -> ReduceT {
     return workgroup_reduce(tid, v, false);
 }

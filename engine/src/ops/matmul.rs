@@ -79,6 +79,8 @@ pub(crate) struct LinearGeometry {
     pub n: usize,
     pub k: usize,
     pub out_shape: Vec<usize>,
+    /// The GPU kernel's tile for this shape.
+    pub tiles: Tiles,
 }
 
 /// The shape check of [`linear`] and its CPU twin: `w` is `[N, K]` (f32, f16 or q8) with K > 0,
@@ -103,22 +105,22 @@ pub(crate) fn check(x: Meta, w: Meta, bias: Option<Meta>) -> Result<LinearGeomet
     ensure_u32("linear", "elements of x", x.numel())?;
     ensure_u32("linear", "outputs", m.saturating_mul(n))?;
     let max = crate::pass::MAX_WORKGROUPS_PER_DIM as usize;
-    let t = Tiles::for_shape(m, n);
+    let tiles = Tiles::for_shape(m, n);
     ensure_shape!(
-        m.div_ceil(t.rows) <= max && n.div_ceil(t.cols) <= max,
+        m.div_ceil(tiles.rows) <= max && n.div_ceil(tiles.cols) <= max,
         "linear: {m}x{n} outputs exceed one dispatch"
     );
     let mut out_shape = x.shape.to_vec();
     if let Some(last) = out_shape.last_mut() {
         *last = n;
     }
-    Ok(LinearGeometry { m, n, k, out_shape })
+    Ok(LinearGeometry { m, n, k, out_shape, tiles })
 }
 
 /// `x [..., K] · w[N, K]ᵀ (+ bias[N]) -> act -> [..., N]`.
 pub fn linear(pass: &mut Pass, x: &Tensor, w: &Tensor, bias: Option<&Tensor>, act: Activation) -> Result<Tensor> {
     let g = check(x.into(), w.into(), bias.map(Meta::from))?;
-    record(pass, &g, Tiles::for_shape(g.m, g.n), x, w, bias, act, None, None)
+    record(pass, &g, g.tiles, x, w, bias, act, None, None)
 }
 
 /// The shape check of [`gated_linear`] and its CPU twin: [`check`]'s, plus `x` `[B, ..., K]` with
@@ -169,8 +171,7 @@ pub fn gated_linear(
     if g.m == 0 {
         return Tensor::uninit(pass.gpu(), &g.out_shape);
     }
-    let tiles = Tiles::for_shape(g.m, g.n);
-    record(pass, &g, tiles, x, w, bias, Activation::None, Some((gate, rows)), residual)
+    record(pass, &g, g.tiles, x, w, bias, Activation::None, Some((gate, rows)), residual)
 }
 
 #[allow(clippy::too_many_arguments)]
