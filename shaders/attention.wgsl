@@ -28,7 +28,7 @@ const KP: u32 = 17u; // padded row of the K tile
 
 // scores[j][r]: query row r of the block against key j; probabilities after the softmax.
 var<workgroup> scores: array<vec4<f32>, MAX_SEQ>;
-var<workgroup> k_tile: array<f32, 1088>; // [WG][KP]
+var<workgroup> k_tile: array<f32, WG * KP>; // [WG][KP]
 var<workgroup> q_tile: array<vec4<f32>, CK>; // [CK] of the four rows
 // The four rows' softmax sums and maxima are reduced together.
 alias ReduceT = vec4<f32>;

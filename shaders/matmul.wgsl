@@ -1,9 +1,9 @@
 // y[M, N] = act(x[M, K] . w[N, K]^T + bias[N]) (+ residual[M, N]), w in f32, packed f16 or packed
 // q8 (int8 times one f32 scale per q8_group values of a row, applied as the tile is loaded).
 //
-// 16x16 threads (16x8 in SHORT tiles), each owning RM x RN outputs (4 or 8 each way: TALL doubles
-// the rows, WIDE the columns), so a tile is 32, 64 or 128 by 64 or 128; K in steps of 16 through workgroup memory (at
-// most 16 KB, the WebGPU minimum). Threads load the tiles in units of four consecutive k: one
+// 16x16 threads (16x8 in SHORT tiles), each owning RM x RN outputs (4 or 8 each way: TALL
+// doubles the rows, WIDE the columns), so a tile is 32, 64 or 128 by 64 or 128; K in steps of 16
+// through workgroup memory (at most 16 KB, the WebGPU minimum). Threads load the tiles in units of four consecutive k: one
 // packed q8 word and its one scale, two f16 words, or a vec4. Interior tiles (every row, column
 // and k in range, decided once per tile for the whole workgroup) load without bounds checks; edge
 // tiles check each unit, so any M, N, K works. Defines:
@@ -15,8 +15,15 @@
 // - BIAS adds a bias; GATE scales x as it is loaded by gate[M / gate_rows, K] (squeeze-excite's
 //   channel gate, one row per image); RESIDUAL adds residual[M, N] after the activation (a
 //   block's skip connection).
+// - SPLIT (the small-M path, `Tiles::split_k` in matmul.rs): workgroup z sums only K slice z,
+//   k_slice long (whole steps of TK), and stores the raw sums to y as partial[splits, M, N];
+//   sum_splits (SUM_SPLITS) then adds each output's slices and applies BIAS, the activation and
+//   RESIDUAL, one thread per four outputs of a row.
 
 @group(0) @binding(0) var<uniform> params: MatmulParams;
+#ifdef SUM_SPLITS
+@group(0) @binding(1) var<storage, read> partial: array<f32>;
+#else
 #ifdef VK
 @group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
 #else
@@ -31,15 +38,18 @@
 #else
 @group(0) @binding(2) var<storage, read> w: array<u32>;
 #endif
+#endif
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;
 #ifdef BIAS
 @group(0) @binding(4) var<storage, read> bias: array<f32>;
 #endif
 #ifdef GATE
+#ifndef SUM_SPLITS
 #ifdef VK
 @group(0) @binding(5) var<storage, read> gate: array<vec4<f32>>;
 #else
 @group(0) @binding(5) var<storage, read> gate: array<f32>;
+#endif
 #endif
 #endif
 #ifdef RESIDUAL
@@ -76,6 +86,7 @@ var<workgroup> ws: array<vec4<f16>, TK * TN / 4u>;
 var<workgroup> ws: array<vec4<f32>, TK * TN / 4u>;
 #endif
 
+#ifndef SUM_SPLITS
 // x[r, k..k + 4] (times the gate), k a multiple of 4; zero outside x unless `inside`.
 fn x_unit(r: u32, k: u32, inside: bool) -> vec4<f32> {
     let kk = params.k;
@@ -142,7 +153,15 @@ fn w_unit(n: u32, k: u32, inside: bool) -> vec4<f32> {
 #endif
 }
 
-// Adds the bias, applies the activation, adds the residual and stores outputs (r, c..c + 4).
+#endif
+
+#ifdef SPLIT
+// Where this workgroup's slice of partial sums starts in y: slice * M * N.
+var<private> slice_base: u32;
+#endif
+
+// Adds the bias, applies the activation, adds the residual and stores outputs (r, c..c + 4);
+// with SPLIT, stores the raw sums to this workgroup's slice instead.
 fn store(r: u32, c: u32, v: vec4<f32>) {
     if (r >= params.m) {
         return;
@@ -150,6 +169,9 @@ fn store(r: u32, c: u32, v: vec4<f32>) {
     for (var j = 0u; j < 4u; j++) {
         let cj = c + j;
         if (cj < params.n) {
+#ifdef SPLIT
+            y[slice_base + r * params.n + cj] = v[j];
+#else
             var o = v[j];
 #ifdef BIAS
             o += bias[cj];
@@ -159,10 +181,12 @@ fn store(r: u32, c: u32, v: vec4<f32>) {
             o += residual[r * params.n + cj];
 #endif
             y[r * params.n + cj] = o;
+#endif
         }
     }
 }
 
+#ifndef SUM_SPLITS
 @compute @workgroup_size(16, WGY)
 fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
     let row0 = wid.y * TM;
@@ -196,8 +220,16 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
     var d13 = vec4<f32>();
 #endif
 #endif
-    for (var k0 = 0u; k0 < params.k; k0 += TK) {
-        let k_in = k0 + TK <= params.k;
+#ifdef SPLIT
+    let k_begin = wid.z * params.k_slice;
+    let k_end = min(k_begin + params.k_slice, params.k);
+    slice_base = wid.z * params.m * params.n;
+#else
+    let k_begin = 0u;
+    let k_end = params.k;
+#endif
+    for (var k0 = k_begin; k0 < k_end; k0 += TK) {
+        let k_in = k0 + TK <= k_end;
         let k = k0 + uk;
         for (var r = ur; r < TM; r += 4u * WGY) {
             let v = x_unit(row0 + r, k, rows_in && k_in);
@@ -273,3 +305,29 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
 #endif
 #endif
 }
+#endif
+
+#ifdef SUM_SPLITS
+@compute @workgroup_size(64)
+fn sum_splits(
+    @builtin(local_invocation_index) lid: u32,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let quads = (params.n + 3u) / 4u;
+    let t = linear_workgroup(wid, nwg) * 64u + lid;
+    let r = t / quads;
+    let c = 4u * (t % quads);
+    if (r >= params.m) {
+        return;
+    }
+    var v = vec4<f32>();
+    let mn = params.m * params.n;
+    for (var s = 0u; s < params.splits; s++) {
+        for (var j = 0u; j < 4u && c + j < params.n; j++) {
+            v[j] += partial[s * mn + r * params.n + c + j];
+        }
+    }
+    store(r, c, v);
+}
+#endif

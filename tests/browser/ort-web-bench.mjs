@@ -17,7 +17,8 @@
 // Env: FULL (/tmp/brivl-full: brivl-q8.safetensors, onnx/{image,text}.onnx), MODEL (the brivl
 //      model file; default FULL/brivl-q8.safetensors), FEEDS (a JSON file of
 //      the text input, from `ort_peer.py feeds`), PHOTO (www/demo/album/scene-000.jpg), REPEATS (3),
-//      GPU_REPEATS (REPEATS), BRIVL_DIST (dist), CHROMIUM.
+//      GPU_REPEATS (REPEATS), BRIVL_DIST (dist), CHROMIUM, PEER (0: brivl alone, to compare two
+//      brivl builds one after the other; no ratio is printed then).
 
 import fs from "node:fs";
 import os from "node:os";
@@ -38,6 +39,7 @@ const DIST = path.resolve(ROOT, process.env.BRIVL_DIST || "dist");
 const PHOTO = path.resolve(ROOT, process.env.PHOTO || "www/demo/album/scene-000.jpg");
 const REPEATS = Number(process.env.REPEATS || 3);
 const GPU_REPEATS = Number(process.env.GPU_REPEATS || REPEATS);
+const PEER = process.env.PEER !== "0";
 const FEEDS = JSON.parse(fs.readFileSync(process.env.FEEDS || path.join(FULL, "onnx", "feeds.json"), "utf8"));
 // The app's thumbnail side (app/web/src/ui/indexer.rs): the photo is embedded as the indexer asks.
 const THUMB_SIZE = 384;
@@ -107,15 +109,15 @@ try {
   };
   if (PHASES.includes("cpu")) {
     await run("brivl cpu", () => brivl(false, REPEATS));
-    await run("ort wasm", () => peer("wasm", REPEATS));
+    if (PEER) await run("ort wasm", () => peer("wasm", REPEATS));
   }
   if (PHASES.includes("threads")) {
     await run(`brivl cpu, ${THREADS} threads`, () => brivl(false, REPEATS, true));
-    await run(`ort wasm, ${THREADS} threads`, () => peer("wasm", REPEATS, THREADS));
+    if (PEER) await run(`ort wasm, ${THREADS} threads`, () => peer("wasm", REPEATS, THREADS));
   }
   if (PHASES.includes("gpu")) {
     await run("brivl webgpu", () => brivl(true, GPU_REPEATS));
-    await run("ort webgpu", () => peer("webgpu", GPU_REPEATS));
+    if (PEER) await run("ort webgpu", () => peer("webgpu", GPU_REPEATS));
   }
   const adapter = PHASES.includes("gpu")
     ? await page.evaluate(async () => {
@@ -131,7 +133,7 @@ try {
     `crossOriginIsolated: ${await page.evaluate(() => crossOriginIsolated)}`);
   console.log(`batch 1, median of ${REPEATS} (WebGPU: ${GPU_REPEATS}) after one warm-up; ratio = brivl / onnxruntime-web (> 1: brivl slower)`);
   const ms = (r, k) => (r && !r.error ? r[k].median : NaN);
-  const cell = (v) => (Number.isFinite(v) ? `${v.toFixed(0)} ms` : "failed");
+  const cell = (v) => (Number.isFinite(v) ? `${v.toFixed(0)} ms` : PEER ? "failed" : "-");
   const rows = [
     ["cpu", "brivl cpu", "ort wasm", "CPU path vs wasm EP, 1 thread"],
     ["threads", `brivl cpu, ${THREADS} threads`, `ort wasm, ${THREADS} threads`, `CPU path vs wasm EP, ${THREADS} threads`],

@@ -48,7 +48,8 @@ pub(crate) struct ConvGeometry {
     pub out_w: usize,
     pub pad_top: usize,
     pub pad_left: usize,
-    /// Invocations of the kernel, one per output (depthwise) or per 4 output channels (conv2d).
+    /// Invocations of the kernel, one per strip of 4 outputs of a row and channel (depthwise) or
+    /// per 4 output channels of a pixel (conv2d).
     pub threads: usize,
 }
 
@@ -113,7 +114,11 @@ impl ConvGeometry {
         let (out_w, pad_left) = same_padding(in_w, kw, stride);
         let pixels = batch.saturating_mul(out_h).saturating_mul(out_w);
         let outputs = pixels.saturating_mul(cout);
-        let threads = if depthwise { outputs } else { pixels.saturating_mul(cout.div_ceil(4)) };
+        let threads = if depthwise {
+            batch.saturating_mul(out_h).saturating_mul(out_w.div_ceil(4)).saturating_mul(cout)
+        } else {
+            pixels.saturating_mul(cout.div_ceil(4))
+        };
         for (what, n) in [("elements of x", x.numel()), ("elements of the weight", w.numel()), ("outputs", outputs)] {
             ensure_u32(op, what, n)?;
         }

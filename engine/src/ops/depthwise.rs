@@ -18,8 +18,9 @@ use crate::{Pass, Result, Tensor};
 
 const KERNEL: Kernel = crate::pipelines::kernel!("depthwise", "main");
 const POOLED: Kernel = crate::pipelines::kernel!("depthwise", "pooled");
-/// Output pixels per partial sum of [`depthwise_pooled`] (`PIXEL_CHUNK` in the WGSL).
-pub(crate) const PIXEL_CHUNK: usize = 64;
+/// Output pixels per partial sum of [`depthwise_pooled`], runs within one output row
+/// (`PIXEL_CHUNK` in the WGSL).
+const PIXEL_CHUNK: usize = 64;
 
 /// The shape check of [`depthwise`] and its CPU twin.
 pub(crate) fn check(x: Meta, w: Meta, bias: Option<Meta>, stride: usize) -> Result<ConvGeometry> {
@@ -38,14 +39,14 @@ pub fn depthwise(
 ) -> Result<Tensor> {
     let g = check(x.into(), w.into(), bias.map(Meta::from), stride)?;
     let y = Tensor::uninit(pass.gpu(), &g.out_shape())?;
-    let params = g.params(act);
     let defines: &[&str] = if bias.is_some() { &["BIAS"] } else { &[] };
-    pass.dispatch_slots(&KERNEL, defines, &params, &[Some(x), Some(w), Some(&y), bias], g.workgroups());
+    let slots = [Some(x), Some(w), Some(&y), bias];
+    pass.dispatch_slots(&KERNEL, defines, &g.params(act), &slots, g.workgroups());
     Ok(y)
 }
 
-/// [`depthwise`], plus each channel's sums over chunks of [`PIXEL_CHUNK`] output pixels,
-/// `[B, chunks, C]`: squeeze-excite's pooling without a second pass over the output.
+/// [`depthwise`], plus each channel's sums over chunks of up to [`PIXEL_CHUNK`] output pixels of
+/// a row, `[B, chunks, C]`: squeeze-excite's pooling without a second pass over the output.
 pub fn depthwise_pooled(
     pass: &mut Pass,
     x: &Tensor,
@@ -55,7 +56,7 @@ pub fn depthwise_pooled(
     act: Activation,
 ) -> Result<(Tensor, Tensor)> {
     let g = check(x.into(), w.into(), bias.map(Meta::from), stride)?;
-    let chunks = (g.out_h * g.out_w).div_ceil(PIXEL_CHUNK).max(1);
+    let chunks = (g.out_h * g.out_w.div_ceil(PIXEL_CHUNK)).max(1);
     let max = crate::pass::MAX_WORKGROUPS_PER_DIM as usize;
     ensure_shape!(
         g.cin.div_ceil(64) <= max && chunks <= max && g.batch <= max,
@@ -464,28 +465,30 @@ mod tests {
         let xt = Tensor::from_f32(gpu, &x_shape, &x).unwrap();
         let wt = Tensor::from_f32(gpu, &w_shape, &w).unwrap();
         let bt = Tensor::from_f32(gpu, &[c], &b).unwrap();
-        let mut pass = Pass::new(gpu);
-        let y = depthwise(&mut pass, &xt, &wt, bias.map(|_| &bt), stride, act).unwrap();
-        let (y2, partial) = depthwise_pooled(&mut pass, &xt, &wt, bias.map(|_| &bt), stride, act).unwrap();
-        pass.submit().unwrap();
         let (oh, _) = same_padding(x_shape[1], kh, stride);
         let (ow, _) = same_padding(x_shape[2], kw, stride);
-        assert_eq!(y.shape(), [x_shape[0], oh, ow, c]);
-        let got = y.read_f32(gpu).await.unwrap();
+        let pixels = oh * ow;
         // f32 sums of KH*KW terms (|x| <= 1, |w| <= 1/k) in a different order and with fma:
         // error grows like sqrt(KH*KW) * eps. rtol covers exp in SiLU differing by ulps.
         let atol = 2e-6 * ((kh * kw) as f32).sqrt();
         let what = format!("depthwise x{x_shape:?} k{kh}x{kw} s{stride} bias={} {act:?}", bias.is_some());
+        let mut pass = Pass::new(gpu);
+        let y = depthwise(&mut pass, &xt, &wt, bias.map(|_| &bt), stride, act).unwrap();
+        let (y2, partial) = depthwise_pooled(&mut pass, &xt, &wt, bias.map(|_| &bt), stride, act).unwrap();
+        pass.submit().unwrap();
+        assert_eq!(y.shape(), [x_shape[0], oh, ow, c]);
+        let got = y.read_f32(gpu).await.unwrap();
         assert_close(&got, &want, atol, 1e-5, &what);
         // The pooled variant: the same outputs, bit for bit, and chunk sums of them.
         assert!(y2.read_f32(gpu).await.unwrap() == got, "pooled outputs differ: {what}");
-        let pixels = oh * ow;
-        let chunks = pixels.div_ceil(PIXEL_CHUNK);
+        let per_row = ow.div_ceil(PIXEL_CHUNK);
+        let chunks = oh * per_row;
         assert_eq!(partial.shape(), [x_shape[0], chunks, c]);
         let mut sums = vec![0f32; x_shape[0] * chunks * c];
         for (i, v) in want.iter().enumerate() {
             let (ch, p, b) = (i % c, (i / c) % pixels, i / (c * pixels));
-            sums[(b * chunks + p / PIXEL_CHUNK) * c + ch] += v;
+            let chunk = p / ow * per_row + p % ow / PIXEL_CHUNK;
+            sums[(b * chunks + chunk) * c + ch] += v;
         }
         let atol = atol * PIXEL_CHUNK as f32;
         assert_close(&partial.read_f32(gpu).await.unwrap(), &sums, atol, 1e-5, &format!("chunk sums of {what}"));
@@ -581,9 +584,11 @@ mod tests {
     gpu_test!(depthwise_efficientnet_shapes, |gpu| {
         // Stage 6 of B5 (1056 channels at 29x29, 5x5 stride 1), at batch 2.
         check(gpu, [2, 29, 29, 1056], 5, 5, 1, true, Activation::Silu).await;
-        // Stage 1 (96 channels at 228x228, 3x3): 5M threads, more than 65,535 workgroups, so the
-        // grid folds into y.
+        // Stage 1 (96 channels at 228x228, 3x3): four 64-pixel chunks per row, the last short.
         check(gpu, [1, 228, 228, 96], 3, 3, 1, true, Activation::Silu).await;
+        // One-pixel rows (a strip each, three of its outputs unused) of 2,050 channels: 4.2M
+        // threads, more than 65,535 workgroups, so the grid folds into y.
+        check(gpu, [1, 2048, 1, 2050], 3, 3, 1, true, Activation::None).await;
         // A stride-2 5x5 stage entry on an odd size (57 -> 29, padding 2 before, 2 after).
         check(gpu, [1, 57, 57, 40], 5, 5, 2, true, Activation::Silu).await;
     });

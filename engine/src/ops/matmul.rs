@@ -15,22 +15,43 @@ crate::uniforms::uniform_struct! {
     /// `gate_rows`: rows of x per gate row (with `GATE`).
     pub struct MatmulParams {
         pub m: u32, pub n: u32, pub k: u32, pub row_words: u32, pub act: u32, pub groups: u32, pub q8_group: u32,
-        pub gate_rows: u32,
+        pub gate_rows: u32, pub k_slice: u32, pub splits: u32,
     }
 }
 
 const KERNEL: Kernel = crate::pipelines::kernel!("matmul", "main");
+const SUM_SPLITS: Kernel = crate::pipelines::kernel!("matmul", "sum_splits");
 // A q8 weight unit (four consecutive k in one packed word) takes one scale.
 const _: () = assert!(Q8_GROUP.is_multiple_of(4));
 
 /// Bigger tiles are chosen only while the grid keeps this many workgroups: fewer would leave
 /// most of a GPU's compute units idle (an integrated GPU has a few dozen).
 const MIN_WORKGROUPS: usize = 32;
+/// The same floor on a CPU adapter (lavapipe, SwiftShader), which runs workgroups on a few
+/// cores: there the bigger register tile pays wherever each core still gets work.
+const CPU_MIN_WORKGROUPS: usize = 4;
+/// K per slice of a split at least this long, so each workgroup still runs 16 steps of the
+/// tile loop and the partial sums' extra traffic stays small against the weights'.
+const MIN_K_SLICE: usize = 256;
+/// At most this many slices of K (partial sums in memory: `SPLITS_MAX * M * N` words).
+const MAX_SPLITS: usize = 8;
+
+/// The least number of workgroups a matmul's grid should keep on `gpu`.
+pub(crate) fn min_workgroups(gpu: &crate::Gpu) -> usize {
+    if gpu.info().device_type == wgpu::DeviceType::Cpu {
+        CPU_MIN_WORKGROUPS
+    } else {
+        MIN_WORKGROUPS
+    }
+}
 
 /// Output tile of one workgroup: 32, 64 or 128 rows by 64 or 128 columns, each thread holding 4
 /// or 8 of each (a 32-row tile has half the threads). Bigger tiles read each loaded value into
 /// more products (8x8 per thread: 64 FMAs per 4 vec4 reads of workgroup memory, 16 per 2 at 4x4)
 /// at the cost of wasted work on ragged edges and fewer workgroups to spread over the GPU.
+/// K per step of the tile loop (`TK` in the WGSL).
+const TK: usize = 16;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Tiles {
     pub rows: usize,
@@ -51,24 +72,36 @@ impl Tiles {
     /// The tile for an `m x n` output. 32 rows where M <= 32 (text at batch 1: half the work of
     /// a 64-row tile). 128 rows (columns) where padding to whole 128s computes at most a quarter
     /// more than padding to whole 64s (M = 225: 256 either way; N = 40: 128 against 64, no) and
-    /// the grid keeps at least [`MIN_WORKGROUPS`]; columns are widened first. Measured on
-    /// lavapipe (`cargo bench -p brivl-engine --bench kernels`): 32 rows at M = 32 1.7x faster
-    /// than 64; 128 columns at N = 6144, 384 and 2048 1.2-1.3x; 128x128 at 12996x240 and
-    /// 225x2048 1.3-1.9x.
-    pub fn for_shape(m: usize, n: usize) -> Tiles {
+    /// the grid keeps at least `min_workgroups` ([`min_workgroups`]); columns are widened first.
+    /// Measured on lavapipe (`cargo bench -p brivl-engine --bench kernels`): 32 rows at M = 32
+    /// 1.7x faster than 64; 128 columns at N = 6144, 384 and 2048 1.2-1.3x; 128x128 at
+    /// 12996x240 and 225x2048 1.3-1.9x.
+    pub fn for_shape(m: usize, n: usize, min_workgroups: usize) -> Tiles {
         let cheap = |len: usize| len > 64 && len.div_ceil(128) * 2 * 4 <= len.div_ceil(64) * 5;
         let grid = |t: Tiles| m.div_ceil(t.rows) * n.div_ceil(t.cols);
-        if m <= 32 {
-            return Tiles { rows: 32, cols: 64 };
-        }
-        let mut t = Tiles { rows: 64, cols: 64 };
-        if cheap(n) && grid(Tiles { cols: 128, ..t }) >= MIN_WORKGROUPS {
+        let mut t = Tiles { rows: if m <= 32 { 32 } else { 64 }, cols: 64 };
+        if cheap(n) && grid(Tiles { cols: 128, ..t }) >= min_workgroups {
             t.cols = 128;
         }
-        if cheap(m) && grid(Tiles { rows: 128, ..t }) >= MIN_WORKGROUPS {
+        if t.rows == 64 && cheap(m) && grid(Tiles { rows: 128, ..t }) >= min_workgroups {
             t.rows = 128;
         }
         t
+    }
+
+    /// Slices of K for the small-M path: where M <= 64 (the transformers at batch 1) and the
+    /// tiles leave fewer than `min_workgroups` workgroups (BERT's 768-wide layers at M = 32:
+    /// 12), K is cut into slices of whole tile steps, at least [`MIN_K_SLICE`] long, that run as
+    /// workgroups of their own; a second dispatch adds the partial sums and applies the
+    /// epilogue. Returns (slices, k per slice); one slice is no split.
+    pub fn split_k(self, m: usize, n: usize, k: usize, min_workgroups: usize) -> (usize, usize) {
+        let grid = m.div_ceil(self.rows) * n.div_ceil(self.cols);
+        let want = min_workgroups.div_ceil(grid.max(1)).min(k / MIN_K_SLICE).min(MAX_SPLITS);
+        if m == 0 || m > 64 || want < 2 {
+            return (1, k);
+        }
+        let slice = k.div_ceil(want).div_ceil(TK) * TK;
+        (k.div_ceil(slice), slice)
     }
 }
 
@@ -79,8 +112,6 @@ pub(crate) struct LinearGeometry {
     pub n: usize,
     pub k: usize,
     pub out_shape: Vec<usize>,
-    /// The GPU kernel's tile for this shape.
-    pub tiles: Tiles,
 }
 
 /// The shape check of [`linear`] and its CPU twin: `w` is `[N, K]` (f32, f16 or q8) with K > 0,
@@ -104,23 +135,21 @@ pub(crate) fn check(x: Meta, w: Meta, bias: Option<Meta>) -> Result<LinearGeomet
     let m = x.numel() / k;
     ensure_u32("linear", "elements of x", x.numel())?;
     ensure_u32("linear", "outputs", m.saturating_mul(n))?;
+    // Whichever tile the device gets (32 rows by 64 columns at the least).
     let max = crate::pass::MAX_WORKGROUPS_PER_DIM as usize;
-    let tiles = Tiles::for_shape(m, n);
-    ensure_shape!(
-        m.div_ceil(tiles.rows) <= max && n.div_ceil(tiles.cols) <= max,
-        "linear: {m}x{n} outputs exceed one dispatch"
-    );
+    ensure_shape!(m.div_ceil(32) <= max && n.div_ceil(64) <= max, "linear: {m}x{n} outputs exceed one dispatch");
     let mut out_shape = x.shape.to_vec();
     if let Some(last) = out_shape.last_mut() {
         *last = n;
     }
-    Ok(LinearGeometry { m, n, k, out_shape, tiles })
+    Ok(LinearGeometry { m, n, k, out_shape })
 }
 
 /// `x [..., K] · w[N, K]ᵀ (+ bias[N]) -> act -> [..., N]`.
 pub fn linear(pass: &mut Pass, x: &Tensor, w: &Tensor, bias: Option<&Tensor>, act: Activation) -> Result<Tensor> {
     let g = check(x.into(), w.into(), bias.map(Meta::from))?;
-    record(pass, &g, g.tiles, x, w, bias, act, None, None)
+    let plan = Plan::for_device(&g, pass.gpu());
+    record(pass, &g, plan, x, w, bias, act, None, None)
 }
 
 /// The shape check of [`gated_linear`] and its CPU twin: [`check`]'s, plus `x` `[B, ..., K]` with
@@ -171,14 +200,32 @@ pub fn gated_linear(
     if g.m == 0 {
         return Tensor::uninit(pass.gpu(), &g.out_shape);
     }
-    record(pass, &g, g.tiles, x, w, bias, Activation::None, Some((gate, rows)), residual)
+    let plan = Plan::for_device(&g, pass.gpu());
+    record(pass, &g, plan, x, w, bias, Activation::None, Some((gate, rows)), residual)
+}
+
+/// How a matmul runs on the device: its tile and its slices of K ([`Tiles::split_k`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Plan {
+    pub tiles: Tiles,
+    pub splits: usize,
+    pub k_slice: usize,
+}
+
+impl Plan {
+    pub(crate) fn for_device(g: &LinearGeometry, gpu: &crate::Gpu) -> Plan {
+        let min = min_workgroups(gpu);
+        let tiles = Tiles::for_shape(g.m, g.n, min);
+        let (splits, k_slice) = tiles.split_k(g.m, g.n, g.k, min);
+        Plan { tiles, splits, k_slice }
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
 fn record(
     pass: &mut Pass,
     g: &LinearGeometry,
-    tiles: Tiles,
+    plan: Plan,
     x: &Tensor,
     w: &Tensor,
     bias: Option<&Tensor>,
@@ -186,7 +233,10 @@ fn record(
     gate: Option<(&Tensor, usize)>,
     residual: Option<&Tensor>,
 ) -> Result<Tensor> {
+    let (tiles, split) = (plan.tiles, plan.splits > 1);
     let y = Tensor::uninit(pass.gpu(), &g.out_shape)?;
+    // With slices of K, the tile kernel writes each slice's sums here, [slices, M, N].
+    let partial = split.then(|| Tensor::uninit(pass.gpu(), &[plan.splits, g.m, g.n])).transpose()?;
     let mut defines = vec![match w.dtype() {
         DType::F16 => "WF16",
         DType::Q8 => "WQ8",
@@ -198,15 +248,17 @@ fn record(
         defines.push("F16");
     }
     // Fast paths, each with the condition it needs: vec4 loads of x, gate and f32 weights where
-    // every row starts on a 16-byte boundary; bigger register tiles where `tiles` says.
+    // every row starts on a 16-byte boundary; bigger register tiles where `tiles` says; the
+    // bias, activation and residual go to the sum of the slices when K is split.
     for (on, name) in [
         (g.k.is_multiple_of(4), "VK"),
         (tiles.rows == 32, "SHORT"),
         (tiles.rows == 128, "TALL"),
         (tiles.cols == 128, "WIDE"),
-        (bias.is_some(), "BIAS"),
+        (split, "SPLIT"),
+        (bias.is_some() && !split, "BIAS"),
         (gate.is_some(), "GATE"),
-        (residual.is_some(), "RESIDUAL"),
+        (residual.is_some() && !split, "RESIDUAL"),
     ] {
         if on {
             defines.push(name);
@@ -221,15 +273,33 @@ fn record(
         groups: q8_groups(g.k) as u32,
         q8_group: Q8_GROUP as u32,
         gate_rows: gate.map_or(0, |(_, rows)| rows) as u32,
+        k_slice: plan.k_slice as u32,
+        splits: plan.splits as u32,
     };
-    let groups = [g.n.div_ceil(tiles.cols) as u32, g.m.div_ceil(tiles.rows) as u32, 1];
-    pass.dispatch_slots(
-        &KERNEL,
-        &defines,
-        &params,
-        &[Some(x), Some(w), Some(&y), bias, gate.map(|(t, _)| t), residual],
-        groups,
-    );
+    let groups = [g.n.div_ceil(tiles.cols) as u32, g.m.div_ceil(tiles.rows) as u32, plan.splits as u32];
+    let gate = gate.map(|(t, _)| t);
+    match &partial {
+        Some(partial) => {
+            pass.dispatch_slots(&KERNEL, &defines, &params, &[Some(x), Some(w), Some(partial), None, gate], groups);
+            let defines: Vec<&str> = [(true, "SUM_SPLITS"), (bias.is_some(), "BIAS"), (residual.is_some(), "RESIDUAL")]
+                .into_iter()
+                .filter_map(|(on, name)| on.then_some(name))
+                .collect();
+            // One thread per four outputs of a row.
+            let threads = g.m * g.n.div_ceil(4);
+            let grid = Pass::grid(threads.div_ceil(64) as u32);
+            pass.dispatch_slots(
+                &SUM_SPLITS,
+                &defines,
+                &params,
+                &[Some(partial), None, Some(&y), bias, None, residual],
+                grid,
+            );
+        }
+        None => {
+            pass.dispatch_slots(&KERNEL, &defines, &params, &[Some(x), Some(w), Some(&y), bias, gate, residual], groups)
+        }
+    }
     Ok(y)
 }
 
@@ -270,11 +340,22 @@ mod tests {
     use crate::Gpu;
 
     async fn check(gpu: &Gpu, m: usize, n: usize, k: usize, dtype: DType, bias: bool, act: Activation) {
-        check_tiled(gpu, m, n, k, dtype, bias, act, Tiles::for_shape(m, n)).await
+        let g = LinearGeometry { m, n, k, out_shape: vec![m, n] };
+        check_plan(gpu, m, n, k, dtype, bias, act, Plan::for_device(&g, gpu)).await
+    }
+
+    /// A plan of one tile and no split.
+    fn whole(tiles: Tiles, k: usize) -> Plan {
+        Plan { tiles, splits: 1, k_slice: k }
+    }
+
+    /// A plan that cuts K into slices of `k_slice`.
+    fn sliced(tiles: Tiles, k: usize, k_slice: usize) -> Plan {
+        Plan { tiles, splits: k.div_ceil(k_slice), k_slice }
     }
 
     #[allow(clippy::too_many_arguments)]
-    async fn check_tiled(
+    async fn check_plan(
         gpu: &Gpu,
         m: usize,
         n: usize,
@@ -282,7 +363,7 @@ mod tests {
         dtype: DType,
         bias: bool,
         act: Activation,
-        tiles: Tiles,
+        plan: Plan,
     ) {
         let x = random(m * k, 1 + m as u64, 1.0);
         // Columns of different magnitude per q8 group, so a wrongly indexed scale shows.
@@ -298,12 +379,12 @@ mod tests {
         let bt = Tensor::from_f32(gpu, &[n], &b).unwrap();
         let mut pass = Pass::new(gpu);
         let g = super::check((&xt).into(), (&wt).into(), Some((&bt).into())).unwrap();
-        let y = record(&mut pass, &g, tiles, &xt, &wt, bias.then_some(&bt), act, None, None).unwrap();
+        let y = record(&mut pass, &g, plan, &xt, &wt, bias.then_some(&bt), act, None, None).unwrap();
         pass.submit().unwrap();
         let got = y.read_f32(gpu).await.unwrap();
         // f32 sums of K terms in a different order: error grows like sqrt(K) * eps * |terms|.
         let atol = 2e-6 * (k as f32).sqrt();
-        let what = format!("linear {m}x{k} by {n}x{k} {dtype:?} bias={bias} {act:?} {tiles:?}");
+        let what = format!("linear {m}x{k} by {n}x{k} {dtype:?} bias={bias} {act:?} {plan:?}");
         assert_close(&got, &want, atol, 1e-5, &what);
     }
 
@@ -314,28 +395,64 @@ mod tests {
         for tiles in Tiles::ALL {
             for dtype in [DType::F32, DType::F16, DType::Q8] {
                 for (m, n, k) in [(300, 270, 68), (131, 133, 45)] {
-                    check_tiled(gpu, m, n, k, dtype, true, Activation::Silu, tiles).await;
+                    check_plan(gpu, m, n, k, dtype, true, Activation::Silu, whole(tiles, k)).await;
                 }
             }
+        }
+    });
+
+    gpu_test!(linear_split_k, |gpu| {
+        // Slices of K summed by a second dispatch, with the bias and activation there: K = 68 in
+        // 5 slices of 16 (the last one 4 long, vec4 loads), K = 45 in 3 (scalar loads, the last
+        // slice ending in a unit past a packed row's end); every tile, ragged M and N.
+        for tiles in Tiles::ALL {
+            for dtype in [DType::F32, DType::F16, DType::Q8] {
+                for (m, n, k) in [(37, 133, 68), (70, 65, 45)] {
+                    check_plan(gpu, m, n, k, dtype, true, Activation::Gelu, sliced(tiles, k, 16)).await;
+                }
+            }
+        }
+        // The plan the rules make for BERT's 768-wide layers on a GPU, at q8.
+        let t = Tiles::for_shape(32, 768, MIN_WORKGROUPS);
+        for k in [768, 3072] {
+            let (splits, k_slice) = t.split_k(32, 768, k, MIN_WORKGROUPS);
+            assert_eq!(splits, 3);
+            check_plan(gpu, 32, 768, k, DType::Q8, true, Activation::None, Plan { tiles: t, splits, k_slice }).await;
         }
     });
 
     #[test]
     fn tiles_follow_the_shape() {
         let t = |rows, cols| Tiles { rows, cols };
+        let shape = |m, n| Tiles::for_shape(m, n, MIN_WORKGROUPS);
         // A photo's pointwise convs at 114x114: 128 rows; 128 columns at N = 240, not 40 or 144.
-        assert_eq!(Tiles::for_shape(114 * 114, 40), t(128, 64));
-        assert_eq!(Tiles::for_shape(114 * 114, 144), t(128, 64));
-        assert_eq!(Tiles::for_shape(114 * 114, 240), t(128, 128));
-        assert_eq!(Tiles::for_shape(57 * 57, 384), t(128, 128));
+        assert_eq!(shape(114 * 114, 40), t(128, 64));
+        assert_eq!(shape(114 * 114, 144), t(128, 64));
+        assert_eq!(shape(114 * 114, 240), t(128, 128));
+        assert_eq!(shape(57 * 57, 384), t(128, 128));
         // Text at batch 1 (32 tokens); the image transformer at batch 1 (37 boxes).
-        assert_eq!(Tiles::for_shape(32, 3072), t(32, 64));
-        assert_eq!(Tiles::for_shape(37, 6144), t(64, 128));
+        assert_eq!(shape(32, 3072), t(32, 64));
+        assert_eq!(shape(37, 6144), t(64, 128));
         // The head at 15x15: 2 x 16 workgroups of 128x128.
-        assert_eq!(Tiles::for_shape(15 * 15, 2048), t(128, 128));
+        assert_eq!(shape(15 * 15, 2048), t(128, 128));
         // Text at batch 8: 256 x 768 keeps 64x64 (4 x 12 workgroups; 128 columns would leave 24).
-        assert_eq!(Tiles::for_shape(256, 768), t(64, 64));
-        assert_eq!(Tiles::for_shape(256, 3072), t(128, 128));
+        assert_eq!(shape(256, 768), t(64, 64));
+        assert_eq!(shape(256, 3072), t(128, 128));
+        // On a CPU adapter the floor is 4 workgroups: 128 columns for text at batch 1 (6) and
+        // the image's transformer (16).
+        assert_eq!(Tiles::for_shape(32, 768, CPU_MIN_WORKGROUPS), t(32, 128));
+        assert_eq!(Tiles::for_shape(37, 2048, CPU_MIN_WORKGROUPS), t(64, 128));
+        assert_eq!(Tiles::for_shape(225, 512, CPU_MIN_WORKGROUPS), t(128, 128));
+        // K is split only at M <= 64 under the floor: BERT's 768-wide layers at batch 1 (12
+        // workgroups) in 3 slices; the image's transformer (32) and a CPU adapter not at all.
+        let short = t(32, 64);
+        assert_eq!(short.split_k(32, 768, 768, MIN_WORKGROUPS), (3, 256));
+        assert_eq!(short.split_k(32, 768, 3072, MIN_WORKGROUPS), (3, 1024));
+        assert_eq!(short.split_k(32, 768, 500, MIN_WORKGROUPS), (1, 500));
+        assert_eq!(short.split_k(32, 64, 8192, MIN_WORKGROUPS), (8, 1024));
+        assert_eq!(t(64, 64).split_k(37, 2048, 2048, MIN_WORKGROUPS), (1, 2048));
+        assert_eq!(t(64, 64).split_k(65, 64, 4096, MIN_WORKGROUPS), (1, 4096));
+        assert_eq!(t(32, 128).split_k(32, 768, 768, CPU_MIN_WORKGROUPS), (1, 768));
     }
 
     gpu_test!(linear_f32_ragged_shapes, |gpu| {
@@ -479,12 +596,12 @@ mod tests {
             let (g, rows) =
                 check_gated((&xt).into(), (&gt).into(), (&wt).into(), bias.map(Meta::from), res.map(Meta::from))
                     .unwrap();
-            for tiles in &Tiles::ALL {
+            // And with K in slices of 16 (the gate on the slices, bias and residual on their sum).
+            for plan in Tiles::ALL.into_iter().flat_map(|t| [whole(t, k), sliced(t, k, 16)]) {
                 let mut pass = Pass::new(gpu);
-                let y =
-                    record(&mut pass, &g, *tiles, &xt, &wt, bias, Activation::None, Some((&gt, rows)), res).unwrap();
+                let y = record(&mut pass, &g, plan, &xt, &wt, bias, Activation::None, Some((&gt, rows)), res).unwrap();
                 pass.submit().unwrap();
-                assert_close(&y.read_f32(gpu).await.unwrap(), &want, 1e-5, 1e-5, &format!("{what} {tiles:?}"));
+                assert_close(&y.read_f32(gpu).await.unwrap(), &want, 1e-5, 1e-5, &format!("{what} {plan:?}"));
             }
         }
     });
