@@ -33,11 +33,11 @@ const CPU_MIN_WORKGROUPS: usize = 4;
 /// K per slice of a split at least this long, so each workgroup still runs 16 steps of the
 /// tile loop and the partial sums' extra traffic stays small against the weights'.
 const MIN_K_SLICE: usize = 256;
-/// At most this many slices of K (partial sums in memory: `SPLITS_MAX * M * N` words).
+/// At most this many slices of K (partial sums in memory: `MAX_SPLITS * M * N` words).
 const MAX_SPLITS: usize = 8;
 
 /// The least number of workgroups a matmul's grid should keep on `gpu`.
-pub(crate) fn min_workgroups(gpu: &crate::Gpu) -> usize {
+fn min_workgroups(gpu: &crate::Gpu) -> usize {
     if gpu.info().device_type == wgpu::DeviceType::Cpu {
         CPU_MIN_WORKGROUPS
     } else {
@@ -45,13 +45,13 @@ pub(crate) fn min_workgroups(gpu: &crate::Gpu) -> usize {
     }
 }
 
+/// K per step of the tile loop (`TK` in the WGSL).
+const TK: usize = 16;
+
 /// Output tile of one workgroup: 32, 64 or 128 rows by 64 or 128 columns, each thread holding 4
 /// or 8 of each (a 32-row tile has half the threads). Bigger tiles read each loaded value into
 /// more products (8x8 per thread: 64 FMAs per 4 vec4 reads of workgroup memory, 16 per 2 at 4x4)
 /// at the cost of wasted work on ragged edges and fewer workgroups to spread over the GPU.
-/// K per step of the tile loop (`TK` in the WGSL).
-const TK: usize = 16;
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Tiles {
     pub rows: usize,
