@@ -3,10 +3,10 @@
 //
 // 16x16 threads (16x8 in SHORT tiles), each owning RM x RN outputs (4 or 8 each way: TALL
 // doubles the rows, WIDE the columns), so a tile is 32, 64 or 128 by 64 or 128; K in steps of 16
-// through workgroup memory (at most 16 KB, the WebGPU minimum). Threads load the tiles in units of four consecutive k: one
-// packed q8 word and its one scale, two f16 words, or a vec4. Interior tiles (every row, column
-// and k in range, decided once per tile for the whole workgroup) load without bounds checks; edge
-// tiles check each unit, so any M, N, K works. Defines:
+// through workgroup memory (at most 16 KB, the WebGPU minimum). Threads load the tiles in units
+// of four consecutive k: one packed q8 word and its one scale, two f16 words, or a vec4. Interior
+// tiles (every row, column and k in range, decided once per tile for the whole workgroup) load
+// without bounds checks; edge tiles check each unit, so any M, N, K works. Defines:
 // - WF32 | WF16 | WQ8: the weight format. VK (K % 4 == 0): x, the gate and f32 weights are bound
 //   as vec4 arrays, so a unit is one load; without it, four scalar loads.
 // - F16 (with WF16, on adapters with shader-f16): the weight tile is kept in f16.
