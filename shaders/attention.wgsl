@@ -4,13 +4,13 @@
 // One workgroup of WG = 64 threads (8 with NARROW, on CPU adapters: attention.rs) per (batch,
 // head, block of QB = 4 query rows), so K and V are read once per four queries, not once per
 // query. Scores: thread t owns keys t, t + WG, ..., and for each block of WG keys K passes
-// through workgroup memory in tiles of WG keys x 16 columns (loaded coalesced, padded to 17
-// columns against bank conflicts) while the four query rows' 16 columns are broadcast from a
-// second tile; the four dot products of a key sit in one vec4. The four softmaxes share
-// max-subtracted vec4 reductions; then thread t owns output columns t, t + WG, ..., reading V
-// coalesced straight into registers (each value serves all four rows). Workgroup memory: 13.5 KB
-// (8.9 KB with NARROW). Defines: MASK binds key_mask [B, S] (u32, 0 = padding): padded keys get
-// probability exactly 0; a row with no real key gives 0s.
+// through workgroup memory in tiles of WG keys x 16 columns (loaded
+// coalesced, padded to 17 columns against bank conflicts) while the four query rows' 16 columns
+// are broadcast from a second tile; the four dot products of a key sit in one vec4. The four
+// softmaxes share max-subtracted vec4 reductions; then thread t owns output columns t, t + WG,
+// ..., reading V coalesced straight into registers (each value serves all four rows).
+// Workgroup memory: 13.5 KB (9.3 KB with NARROW). Defines: MASK binds key_mask [B, S] (u32, 0 = padding): padded
+// keys get probability exactly 0; a row with no real key gives 0s.
 
 @group(0) @binding(0) var<uniform> params: AttentionParams;
 @group(0) @binding(1) var<storage, read> qkv: array<f32>;
