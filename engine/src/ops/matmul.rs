@@ -212,10 +212,10 @@ impl Plan {
     }
 
     /// The rows kernel on a CPU adapter (lavapipe, SwiftShader) wherever its grid fits one
-    /// dispatch: on lavapipe 3.8-4.4x faster than the tiles at the transformers' small M and
-    /// 1.8-2.4x at the backbone's pointwise convolutions (`cargo bench -p brivl-engine --bench
-    /// kernels`; README, "GPU path: what is measured"). Tiles on a GPU, where an 8-thread
-    /// workgroup would leave most of a SIMD unit idle.
+    /// dispatch: faster than the tiles at every BriVL shape on lavapipe, 3-3.9x at the
+    /// transformers' small M and 1.5-2.8x at the backbone's pointwise convolutions (README, "GPU
+    /// path: what is measured"). Tiles on a GPU, where an 8-thread workgroup would leave most of
+    /// a SIMD unit idle.
     fn choose(g: &LinearGeometry, cpu_adapter: bool) -> Plan {
         if cpu_adapter && g.m.div_ceil(ROWS_TILE.0) <= crate::pass::MAX_WORKGROUPS_PER_DIM as usize {
             return Plan::Rows;
