@@ -315,11 +315,11 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
 #ifdef ROWS
 // The rows kernel, for CPU adapters (`Plan::for_device` in matmul.rs): no workgroup memory and
 // no barriers, which a CPU adapter runs by switching between groups of SIMD lanes. A workgroup
-// of 8 threads computes 16 rows by 64 columns straight from x and w in units of four k; every
-// thread owns all 16 rows of 8 columns (two runs of four, 32 apart), so each w unit it loads
-// feeds 16 rows and each x unit, the same for the whole workgroup, 8 columns.
+// of 8 threads computes 8 rows by 64 columns straight from x and w in units of four k; every
+// thread owns all 8 rows of 8 columns (two runs of four, 32 apart), so each w unit it loads
+// feeds 8 rows and each x unit, the same for the whole workgroup, 8 columns.
 const WGR: u32 = 8u;
-const RR: u32 = 16u;
+const RR: u32 = 8u;
 const RC: u32 = 8u * WGR;
 var<private> a0: vec4<f32>;
 var<private> a1: vec4<f32>;
@@ -329,14 +329,6 @@ var<private> a4: vec4<f32>;
 var<private> a5: vec4<f32>;
 var<private> a6: vec4<f32>;
 var<private> a7: vec4<f32>;
-var<private> a8: vec4<f32>;
-var<private> a9: vec4<f32>;
-var<private> a10: vec4<f32>;
-var<private> a11: vec4<f32>;
-var<private> a12: vec4<f32>;
-var<private> a13: vec4<f32>;
-var<private> a14: vec4<f32>;
-var<private> a15: vec4<f32>;
 var<private> b0: vec4<f32>;
 var<private> b1: vec4<f32>;
 var<private> b2: vec4<f32>;
@@ -345,75 +337,42 @@ var<private> b4: vec4<f32>;
 var<private> b5: vec4<f32>;
 var<private> b6: vec4<f32>;
 var<private> b7: vec4<f32>;
-var<private> b8: vec4<f32>;
-var<private> b9: vec4<f32>;
-var<private> b10: vec4<f32>;
-var<private> b11: vec4<f32>;
-var<private> b12: vec4<f32>;
-var<private> b13: vec4<f32>;
-var<private> b14: vec4<f32>;
-var<private> b15: vec4<f32>;
 
-// w units (c .. c + 4, k .. k + 4) as a matrix's columns: x_unit * it is four dot products.
+// w units (c .. c + 4, k .. k + 4) as the columns of a matrix: x_unit * it is four dot products.
 fn w_mat(c: u32, k: u32, inside: bool) -> mat4x4<f32> {
     return mat4x4<f32>(w_unit(c, k, inside), w_unit(c + 1u, k, inside), w_unit(c + 2u, k, inside),
         w_unit(c + 3u, k, inside));
 }
 
-// Adds k .. k + 4 of rows r .. r + 16 times columns c .. c + 4 (a) and c + 32 .. (b) to their
-// sums; `inside` (rows and columns all in range) skips the bounds checks.
-fn rows_step(r: u32, c: u32, k: u32, inside: bool) {
-    let wa = w_mat(c, k, inside);
-    let wb = w_mat(c + 4u * WGR, k, inside);
+// Adds k .. k + 4 of rows r .. r + 8 to the sums of columns c .. c + 4 (a) and c + 32 .. (b).
+fn rows_step(r: u32, c: u32, k: u32, rows_in: bool, cols_in: bool) {
+    let wa = w_mat(c, k, cols_in);
+    let wb = w_mat(c + 4u * WGR, k, cols_in);
     var v: vec4<f32>;
-    v = x_unit(r, k, inside);
+    v = x_unit(r + 0u, k, rows_in);
     a0 += v * wa;
     b0 += v * wb;
-    v = x_unit(r + 1u, k, inside);
+    v = x_unit(r + 1u, k, rows_in);
     a1 += v * wa;
     b1 += v * wb;
-    v = x_unit(r + 2u, k, inside);
+    v = x_unit(r + 2u, k, rows_in);
     a2 += v * wa;
     b2 += v * wb;
-    v = x_unit(r + 3u, k, inside);
+    v = x_unit(r + 3u, k, rows_in);
     a3 += v * wa;
     b3 += v * wb;
-    v = x_unit(r + 4u, k, inside);
+    v = x_unit(r + 4u, k, rows_in);
     a4 += v * wa;
     b4 += v * wb;
-    v = x_unit(r + 5u, k, inside);
+    v = x_unit(r + 5u, k, rows_in);
     a5 += v * wa;
     b5 += v * wb;
-    v = x_unit(r + 6u, k, inside);
+    v = x_unit(r + 6u, k, rows_in);
     a6 += v * wa;
     b6 += v * wb;
-    v = x_unit(r + 7u, k, inside);
+    v = x_unit(r + 7u, k, rows_in);
     a7 += v * wa;
     b7 += v * wb;
-    v = x_unit(r + 8u, k, inside);
-    a8 += v * wa;
-    b8 += v * wb;
-    v = x_unit(r + 9u, k, inside);
-    a9 += v * wa;
-    b9 += v * wb;
-    v = x_unit(r + 10u, k, inside);
-    a10 += v * wa;
-    b10 += v * wb;
-    v = x_unit(r + 11u, k, inside);
-    a11 += v * wa;
-    b11 += v * wb;
-    v = x_unit(r + 12u, k, inside);
-    a12 += v * wa;
-    b12 += v * wb;
-    v = x_unit(r + 13u, k, inside);
-    a13 += v * wa;
-    b13 += v * wb;
-    v = x_unit(r + 14u, k, inside);
-    a14 += v * wa;
-    b14 += v * wb;
-    v = x_unit(r + 15u, k, inside);
-    a15 += v * wa;
-    b15 += v * wb;
 }
 
 @compute @workgroup_size(WGR)
@@ -421,22 +380,22 @@ fn rows(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
     let r = wid.y * RR;
     let col0 = wid.x * RC;
     let c = col0 + 4u * t;
+    // Interior workgroups (decided for the whole workgroup) and whole units load unchecked.
+    let inside = r + RR <= params.m && col0 + RC <= params.n;
     let whole = params.k & ~3u;
-    // Decided for the whole workgroup, so the checks are skipped in uniform control flow.
-    if (r + RR <= params.m && col0 + RC <= params.n) {
+    if (inside) {
         for (var k = 0u; k < whole; k += 4u) {
-            rows_step(r, c, k, true);
+            rows_step(r, c, k, true, true);
         }
     } else {
         for (var k = 0u; k < whole; k += 4u) {
-            rows_step(r, c, k, false);
+            rows_step(r, c, k, false, false);
         }
     }
-    // The last unit, past a multiple of four.
     if (whole < params.k) {
-        rows_step(r, c, whole, false);
+        rows_step(r, c, whole, false, false);
     }
-    store(r, c, a0);
+    store(r + 0u, c, a0);
     store(r + 1u, c, a1);
     store(r + 2u, c, a2);
     store(r + 3u, c, a3);
@@ -444,15 +403,7 @@ fn rows(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
     store(r + 5u, c, a5);
     store(r + 6u, c, a6);
     store(r + 7u, c, a7);
-    store(r + 8u, c, a8);
-    store(r + 9u, c, a9);
-    store(r + 10u, c, a10);
-    store(r + 11u, c, a11);
-    store(r + 12u, c, a12);
-    store(r + 13u, c, a13);
-    store(r + 14u, c, a14);
-    store(r + 15u, c, a15);
-    store(r, c + 4u * WGR, b0);
+    store(r + 0u, c + 4u * WGR, b0);
     store(r + 1u, c + 4u * WGR, b1);
     store(r + 2u, c + 4u * WGR, b2);
     store(r + 3u, c + 4u * WGR, b3);
@@ -460,14 +411,6 @@ fn rows(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
     store(r + 5u, c + 4u * WGR, b5);
     store(r + 6u, c + 4u * WGR, b6);
     store(r + 7u, c + 4u * WGR, b7);
-    store(r + 8u, c + 4u * WGR, b8);
-    store(r + 9u, c + 4u * WGR, b9);
-    store(r + 10u, c + 4u * WGR, b10);
-    store(r + 11u, c + 4u * WGR, b11);
-    store(r + 12u, c + 4u * WGR, b12);
-    store(r + 13u, c + 4u * WGR, b13);
-    store(r + 14u, c + 4u * WGR, b14);
-    store(r + 15u, c + 4u * WGR, b15);
 }
 #endif
 

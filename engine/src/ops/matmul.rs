@@ -204,7 +204,7 @@ pub(crate) enum Plan {
 }
 
 /// Rows and columns of one workgroup of the rows kernel.
-const ROWS_TILE: (usize, usize) = (16, 64);
+const ROWS_TILE: (usize, usize) = (8, 64);
 
 impl Plan {
     pub(crate) fn for_device(g: &LinearGeometry, gpu: &crate::Gpu) -> Plan {
@@ -259,12 +259,13 @@ fn record(
     // Fast paths, each with the condition it needs: vec4 loads of x, gate and f32 weights where
     // every row starts on a 16-byte boundary; bigger register tiles where `tiles` says; the
     // bias, activation and residual go to the sum of the slices when K is split.
+    let (rows, cols) = tiles.map_or(ROWS_TILE, |t| (t.rows, t.cols));
     for (on, name) in [
         (g.k.is_multiple_of(4), "VK"),
         (tiles.is_none(), "ROWS"),
-        (tiles.is_some_and(|t| t.rows == 32), "SHORT"),
-        (tiles.is_some_and(|t| t.rows == 128), "TALL"),
-        (tiles.is_some_and(|t| t.cols == 128), "WIDE"),
+        (rows == 32, "SHORT"),
+        (rows == 128, "TALL"),
+        (tiles.is_some() && cols == 128, "WIDE"),
         (split, "SPLIT"),
         (bias.is_some() && !split, "BIAS"),
         (gate.is_some(), "GATE"),
@@ -286,7 +287,6 @@ fn record(
         k_slice: k_slice as u32,
         splits: splits as u32,
     };
-    let (rows, cols) = tiles.map_or(ROWS_TILE, |t| (t.rows, t.cols));
     let groups = [g.n.div_ceil(cols) as u32, g.m.div_ceil(rows) as u32, splits as u32];
     let gate = gate.map(|(t, _)| t);
     match &partial {
@@ -471,10 +471,10 @@ mod tests {
         }
         let tiled = Plan::Tiled { tiles: Tiles { rows: 32, cols: 64 }, splits: 3, k_slice: 256 };
         assert_eq!(Plan::choose(&geometry(32, 768, 768), false), tiled);
-        // Past 65535 workgroups of 16 rows (a batch of 21 photos at 228x228), tiles.
-        let max = ROWS_TILE.0 * crate::pass::MAX_WORKGROUPS_PER_DIM as usize;
-        assert_eq!(Plan::choose(&geometry(max, 24, 24), true), Plan::Rows);
-        assert!(matches!(Plan::choose(&geometry(max + 1, 24, 24), true), Plan::Tiled { .. }));
+        // Past 65535 workgroups of 8 rows (a batch of 11 photos at 228x228), tiles of 128 rows.
+        let max = crate::pass::MAX_WORKGROUPS_PER_DIM as usize;
+        assert_eq!(Plan::choose(&geometry(8 * max, 24, 24), true), Plan::Rows);
+        assert!(matches!(Plan::choose(&geometry(8 * max + 1, 24, 24), true), Plan::Tiled { .. }));
     }
 
     gpu_test!(linear_f32_ragged_shapes, |gpu| {
