@@ -1,15 +1,16 @@
 // Multi-head scaled dot-product attention over packed q|k|v rows:
 //   qkv [B, S, 3D] -> out [B, S, D], head h on columns h*dh..(h+1)*dh of each of q, k, v.
 //
-// One 64-thread workgroup per (batch, head, block of QB = 4 query rows), so K and V are read once
-// per four queries, not once per query. Scores: thread t owns keys t, t + 64, ..., and for each
-// block of 64 keys K passes through workgroup memory in tiles of 64 keys x 16 columns (loaded
-// coalesced, padded to 17 columns against bank conflicts) while the four query rows' 16 columns
-// are broadcast from a second tile; the four dot products of a key sit in one vec4. The four
-// softmaxes share max-subtracted vec4 reductions; then thread t owns output columns t, t + 64,
-// ..., reading V coalesced straight into registers (each value serves all four rows).
-// Workgroup memory: 13.5 KB. Defines: MASK binds key_mask [B, S] (u32, 0 = padding): padded
-// keys get probability exactly 0; a row with no real key gives 0s.
+// One workgroup of WG = 64 threads (8 with NARROW, on CPU adapters: attention.rs) per (batch,
+// head, block of QB = 4 query rows), so K and V are read once per four queries, not once per
+// query. Scores: thread t owns keys t, t + WG, ..., and for each block of WG keys K passes
+// through workgroup memory in tiles of WG keys x 16 columns (loaded coalesced, padded to 17
+// columns against bank conflicts) while the four query rows' 16 columns are broadcast from a
+// second tile; the four dot products of a key sit in one vec4. The four softmaxes share
+// max-subtracted vec4 reductions; then thread t owns output columns t, t + WG, ..., reading V
+// coalesced straight into registers (each value serves all four rows). Workgroup memory: 13.5 KB
+// (8.9 KB with NARROW). Defines: MASK binds key_mask [B, S] (u32, 0 = padding): padded keys get
+// probability exactly 0; a row with no real key gives 0s.
 
 @group(0) @binding(0) var<uniform> params: AttentionParams;
 @group(0) @binding(1) var<storage, read> qkv: array<f32>;
@@ -20,7 +21,11 @@
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;
 #endif
 
+#ifdef NARROW
+const WG: u32 = 8u;
+#else
 const WG: u32 = 64u;
+#endif
 const QB: u32 = 4u;
 const MAX_SEQ: u32 = 512u;
 const CK: u32 = 16u;
@@ -44,7 +49,7 @@ fn is_real_key(b: u32, j: u32) -> bool {
 
 #include workgroup_reduce
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(WG)
 fn main(
     @builtin(local_invocation_index) tid: u32,
     @builtin(workgroup_id) wid: vec3<u32>,
@@ -70,9 +75,9 @@ fn main(
         var acc = vec4<f32>();
         for (var c0 = 0u; c0 < dh; c0 += CK) {
             // Query r's column c (zero past the row or the sequence)...
-            if (tid < QB * CK) {
-                let r = tid / CK;
-                let c = tid % CK;
+            for (var e = tid; e < QB * CK; e += WG) {
+                let r = e / CK;
+                let c = e % CK;
                 var v = 0.0;
                 if (i0 + r < seq && c0 + c < dh) {
                     v = qkv[(first + i0 + r) * stride + h * dh + c0 + c];

@@ -19,6 +19,7 @@
 //   k_slice long (whole steps of TK), and stores the raw sums to y as partial[splits, M, N];
 //   sum_splits (SUM_SPLITS) then adds each output's slices and applies BIAS, the activation and
 //   RESIDUAL, one thread per four outputs of a row.
+// - ROWS: the rows kernel (entry `rows`, below) in place of the tiles, on CPU adapters.
 
 @group(0) @binding(0) var<uniform> params: MatmulParams;
 #ifdef SUM_SPLITS
@@ -79,11 +80,13 @@ const TK: u32 = 16u;
 // Tiles hold four rows (x) or columns (w) per vec4, [TK][TM / 4] and [TK][TN / 4], so the inner
 // product is vec4 FMAs on registers; accumulators are named variables, not arrays, because
 // indexed arrays spill to memory on some compilers (lavapipe).
+#ifndef ROWS
 var<workgroup> xs: array<vec4<f32>, TK * TM / 4u>;
 #ifdef F16
 var<workgroup> ws: array<vec4<f16>, TK * TN / 4u>;
 #else
 var<workgroup> ws: array<vec4<f32>, TK * TN / 4u>;
+#endif
 #endif
 
 #ifndef SUM_SPLITS
@@ -187,6 +190,7 @@ fn store(r: u32, c: u32, v: vec4<f32>) {
 }
 
 #ifndef SUM_SPLITS
+#ifndef ROWS
 @compute @workgroup_size(16, WGY)
 fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
     let row0 = wid.y * TM;
@@ -304,6 +308,111 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
     store(r0 + 4u * WGY + 3u, cl + 64u, d13);
 #endif
 #endif
+}
+#endif
+#endif
+
+#ifdef ROWS
+// The rows kernel, for CPU adapters (`Plan::for_device` in matmul.rs): no workgroup memory and
+// no barriers, which a CPU adapter runs by switching between groups of SIMD lanes. A workgroup
+// of 8 threads computes 8 rows by 64 columns straight from x and w in units of four k; every
+// thread owns all 8 rows of 8 columns (two runs of four, 32 apart), so each w unit it loads
+// feeds 8 rows and each x unit, the same for the whole workgroup, 8 columns. (16 rows ran 10-40%
+// faster on lavapipe but took SwiftShader three times as long to compile.)
+const WGR: u32 = 8u;
+const RR: u32 = 8u;
+const RC: u32 = 8u * WGR;
+var<private> a0: vec4<f32>;
+var<private> a1: vec4<f32>;
+var<private> a2: vec4<f32>;
+var<private> a3: vec4<f32>;
+var<private> a4: vec4<f32>;
+var<private> a5: vec4<f32>;
+var<private> a6: vec4<f32>;
+var<private> a7: vec4<f32>;
+var<private> b0: vec4<f32>;
+var<private> b1: vec4<f32>;
+var<private> b2: vec4<f32>;
+var<private> b3: vec4<f32>;
+var<private> b4: vec4<f32>;
+var<private> b5: vec4<f32>;
+var<private> b6: vec4<f32>;
+var<private> b7: vec4<f32>;
+
+// w units (c .. c + 4, k .. k + 4) as a matrix's columns: x_unit * it is four dot products.
+fn w_mat(c: u32, k: u32, inside: bool) -> mat4x4<f32> {
+    return mat4x4<f32>(w_unit(c, k, inside), w_unit(c + 1u, k, inside), w_unit(c + 2u, k, inside),
+        w_unit(c + 3u, k, inside));
+}
+
+// Adds k .. k + 4 of rows r .. r + 8 times columns c .. c + 4 (a) and c + 32 .. (b) to their
+// sums; `inside` (rows and columns all in range) skips the bounds checks.
+fn rows_step(r: u32, c: u32, k: u32, inside: bool) {
+    let wa = w_mat(c, k, inside);
+    let wb = w_mat(c + 4u * WGR, k, inside);
+    var v: vec4<f32>;
+    v = x_unit(r, k, inside);
+    a0 += v * wa;
+    b0 += v * wb;
+    v = x_unit(r + 1u, k, inside);
+    a1 += v * wa;
+    b1 += v * wb;
+    v = x_unit(r + 2u, k, inside);
+    a2 += v * wa;
+    b2 += v * wb;
+    v = x_unit(r + 3u, k, inside);
+    a3 += v * wa;
+    b3 += v * wb;
+    v = x_unit(r + 4u, k, inside);
+    a4 += v * wa;
+    b4 += v * wb;
+    v = x_unit(r + 5u, k, inside);
+    a5 += v * wa;
+    b5 += v * wb;
+    v = x_unit(r + 6u, k, inside);
+    a6 += v * wa;
+    b6 += v * wb;
+    v = x_unit(r + 7u, k, inside);
+    a7 += v * wa;
+    b7 += v * wb;
+}
+
+@compute @workgroup_size(WGR)
+fn rows(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec3<u32>) {
+    let r = wid.y * RR;
+    let col0 = wid.x * RC;
+    let c = col0 + 4u * t;
+    let whole = params.k & ~3u;
+    // Decided for the whole workgroup, so the checks are skipped in uniform control flow.
+    if (r + RR <= params.m && col0 + RC <= params.n) {
+        for (var k = 0u; k < whole; k += 4u) {
+            rows_step(r, c, k, true);
+        }
+    } else {
+        for (var k = 0u; k < whole; k += 4u) {
+            rows_step(r, c, k, false);
+        }
+    }
+    // The last unit, past a multiple of four.
+    if (whole < params.k) {
+        rows_step(r, c, whole, false);
+    }
+    store(r, c, a0);
+    store(r + 1u, c, a1);
+    store(r + 2u, c, a2);
+    store(r + 3u, c, a3);
+    store(r + 4u, c, a4);
+    store(r + 5u, c, a5);
+    store(r + 6u, c, a6);
+    store(r + 7u, c, a7);
+    store(r, c + 4u * WGR, b0);
+    store(r + 1u, c + 4u * WGR, b1);
+    store(r + 2u, c + 4u * WGR, b2);
+    store(r + 3u, c + 4u * WGR, b3);
+    store(r + 4u, c + 4u * WGR, b4);
+    store(r + 5u, c + 4u * WGR, b5);
+    store(r + 6u, c + 4u * WGR, b6);
+    store(r + 7u, c + 4u * WGR, b7);
 }
 #endif
 

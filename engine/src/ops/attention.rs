@@ -59,6 +59,20 @@ pub(crate) fn check(qkv: Meta, heads: usize, key_mask: Option<Meta>) -> Result<A
 /// gets zeros.
 pub fn attention(pass: &mut Pass, qkv: &Tensor, heads: usize, key_mask: Option<&Tensor>) -> Result<Tensor> {
     let g = check(qkv.into(), heads, key_mask.map(Meta::from))?;
+    // A CPU adapter (lavapipe, SwiftShader) runs a workgroup's threads as SIMD lanes and each
+    // barrier as a switch between groups of them: there 8 threads (`NARROW`) ran BriVL's
+    // attention 1.2-1.5x faster than 64 on lavapipe (README, "GPU path: what is measured").
+    let narrow = pass.gpu().info().device_type == wgpu::DeviceType::Cpu;
+    record(pass, &g, qkv, key_mask, narrow)
+}
+
+fn record(
+    pass: &mut Pass,
+    g: &AttentionGeometry,
+    qkv: &Tensor,
+    key_mask: Option<&Tensor>,
+    narrow: bool,
+) -> Result<Tensor> {
     let out = Tensor::uninit(pass.gpu(), &[g.batch, g.seq, g.d])?;
     let groups = g.batch * g.heads * g.seq.div_ceil(QUERY_BLOCK);
     if groups == 0 {
@@ -74,9 +88,13 @@ pub fn attention(pass: &mut Pass, qkv: &Tensor, heads: usize, key_mask: Option<&
         scale: 1.0 / (dh as f32).sqrt(),
     };
     let grid = Pass::grid(groups as u32);
+    let defines: Vec<&str> = [(narrow, "NARROW"), (key_mask.is_some(), "MASK")]
+        .into_iter()
+        .filter_map(|(on, name)| on.then_some(name))
+        .collect();
     match key_mask {
-        Some(m) => pass.dispatch(&KERNEL, &["MASK"], &params, &[qkv, m, &out], grid),
-        None => pass.dispatch(&KERNEL, &[], &params, &[qkv, &out], grid),
+        Some(m) => pass.dispatch(&KERNEL, &defines, &params, &[qkv, m, &out], grid),
+        None => pass.dispatch(&KERNEL, &defines, &params, &[qkv, &out], grid),
     }
     Ok(out)
 }
@@ -156,13 +174,27 @@ mod tests {
     use crate::testing::{assert_close, gpu_test, random};
     use crate::Gpu;
 
-    async fn run(gpu: &Gpu, qkv: &[f32], b: usize, s: usize, d: usize, heads: usize, mask: Option<&[u32]>) -> Vec<f32> {
+    /// The outputs of the 64-thread kernel and of the 8-thread one (`NARROW`), in that order.
+    async fn run(
+        gpu: &Gpu,
+        qkv: &[f32],
+        b: usize,
+        s: usize,
+        d: usize,
+        heads: usize,
+        mask: Option<&[u32]>,
+    ) -> [Vec<f32>; 2] {
         let qt = Tensor::from_f32(gpu, &[b, s, 3 * d], qkv).unwrap();
         let mt = mask.map(|m| Tensor::from_u32(gpu, &[b, s], m).unwrap());
-        let mut pass = Pass::new(gpu);
-        let y = attention(&mut pass, &qt, heads, mt.as_ref()).unwrap();
-        pass.submit().unwrap();
-        y.read_f32(gpu).await.unwrap()
+        let g = super::check((&qt).into(), heads, mt.as_ref().map(Meta::from)).unwrap();
+        let mut outs = [vec![], vec![]];
+        for (out, narrow) in outs.iter_mut().zip([false, true]) {
+            let mut pass = Pass::new(gpu);
+            let y = record(&mut pass, &g, &qt, mt.as_ref(), narrow).unwrap();
+            pass.submit().unwrap();
+            *out = y.read_f32(gpu).await.unwrap();
+        }
+        outs
     }
 
     fn geometry(batch: usize, seq: usize, d: usize, heads: usize) -> AttentionGeometry {
@@ -178,18 +210,14 @@ mod tests {
         let qkv = random(b * s * 3 * d, (b * s + d) as u64, scale);
         let mask = masked.then(|| padding_mask(b, s));
         let want = attention_cpu(&qkv, &geometry(b, s, d, heads), mask.as_deref());
-        let got = run(gpu, &qkv, b, s, d, heads, mask.as_deref()).await;
         // Scores are f32 dots of dh terms (|q||k| ~ dh * scale^2 / 3) in another order, so their
         // error is ~ sqrt(dh) * scale^2 * 6e-8 before the 1/sqrt(dh); outputs are convex
         // combinations of v (|v| <= scale), and exp differs from libm by a few ulp.
         let atol = 2e-6 * scale * scale.max(1.0).powi(2);
-        assert_close(
-            &got,
-            &want,
-            atol,
-            1e-5,
-            &format!("attention B={b} S={s} D={d} heads={heads} mask={masked} scale={scale}"),
-        );
+        for (got, wg) in run(gpu, &qkv, b, s, d, heads, mask.as_deref()).await.iter().zip([64, 8]) {
+            let what = format!("attention B={b} S={s} D={d} heads={heads} mask={masked} scale={scale} {wg} threads");
+            assert_close(got, &want, atol, 1e-5, &what);
+        }
     }
 
     gpu_test!(attention_matches_cpu_ragged, |gpu| {
@@ -222,13 +250,16 @@ mod tests {
                 dirty[t * 3 * d + c] = 1e3 * (1.0 + c as f32);
             }
         }
-        let clean_out = run(gpu, &qkv, b, s, d, heads, Some(&mask)).await;
-        let dirty_out = run(gpu, &dirty, b, s, d, heads, Some(&mask)).await;
-        let tail = s * d; // batch 2
-        assert_eq!(clean_out[..2 * tail], dirty_out[..2 * tail], "padded keys leaked into the output");
-        assert!(dirty_out[2 * tail..].iter().all(|&v| v == 0.0), "all-masked rows must be zeros");
         let want = attention_cpu(&dirty, &geometry(b, s, d, heads), Some(&mask));
-        assert_close(&dirty_out, &want, 2e-6, 1e-5, "masked attention vs cpu"); // as in `check`
+        let clean = run(gpu, &qkv, b, s, d, heads, Some(&mask)).await;
+        let dirty = run(gpu, &dirty, b, s, d, heads, Some(&mask)).await;
+        let tail = s * d; // batch 2
+        for (clean_out, dirty_out) in clean.iter().zip(&dirty) {
+            assert_eq!(clean_out[..2 * tail], dirty_out[..2 * tail], "padded keys leaked into the output");
+            assert!(dirty_out[2 * tail..].iter().all(|&v| v == 0.0), "all-masked rows must be zeros");
+            assert_close(dirty_out, &want, 2e-6, 1e-5, "masked attention vs cpu");
+            // as in `check`
+        }
     });
 
     gpu_test!(attention_refuses_bad_shapes_alike_on_both_backends, |gpu| {

@@ -21,29 +21,18 @@ crate::uniforms::uniform_struct! {
 
 const KERNEL: Kernel = crate::pipelines::kernel!("matmul", "main");
 const SUM_SPLITS: Kernel = crate::pipelines::kernel!("matmul", "sum_splits");
+const ROWS: Kernel = crate::pipelines::kernel!("matmul", "rows");
 // A q8 weight unit (four consecutive k in one packed word) takes one scale.
 const _: () = assert!(Q8_GROUP.is_multiple_of(4));
 
 /// Bigger tiles are chosen only while the grid keeps this many workgroups: fewer would leave
 /// most of a GPU's compute units idle (an integrated GPU has a few dozen).
 const MIN_WORKGROUPS: usize = 32;
-/// The same floor on a CPU adapter (lavapipe, SwiftShader), which runs workgroups on a few
-/// cores: there the bigger register tile pays wherever each core still gets work.
-const CPU_MIN_WORKGROUPS: usize = 4;
 /// K per slice of a split at least this long, so each workgroup still runs 16 steps of the
 /// tile loop and the partial sums' extra traffic stays small against the weights'.
 const MIN_K_SLICE: usize = 256;
 /// At most this many slices of K (partial sums in memory: `MAX_SPLITS * M * N` words).
 const MAX_SPLITS: usize = 8;
-
-/// The least number of workgroups a matmul's grid should keep on `gpu`.
-fn min_workgroups(gpu: &crate::Gpu) -> usize {
-    if gpu.info().device_type == wgpu::DeviceType::Cpu {
-        CPU_MIN_WORKGROUPS
-    } else {
-        MIN_WORKGROUPS
-    }
-}
 
 /// K per step of the tile loop (`TK` in the WGSL).
 const TK: usize = 16;
@@ -72,7 +61,7 @@ impl Tiles {
     /// The tile for an `m x n` output. 32 rows where M <= 32 (text at batch 1: half the work of
     /// a 64-row tile). 128 rows (columns) where padding to whole 128s computes at most a quarter
     /// more than padding to whole 64s (M = 225: 256 either way; N = 40: 128 against 64, no) and
-    /// the grid keeps at least `min_workgroups` ([`min_workgroups`]); columns are widened first.
+    /// the grid keeps at least `min_workgroups` ([`MIN_WORKGROUPS`]); columns are widened first.
     /// Measured on lavapipe (`cargo bench -p brivl-engine --bench kernels`): 32 rows at M = 32
     /// 1.7x faster than 64; 128 columns at N = 6144, 384 and 2048 1.2-1.3x; 128x128 at
     /// 12996x240 and 225x2048 1.3-1.9x.
@@ -204,20 +193,36 @@ pub fn gated_linear(
     record(pass, &g, plan, x, w, bias, Activation::None, Some((gate, rows)), residual)
 }
 
-/// How a matmul runs on the device: its tile and its slices of K ([`Tiles::split_k`]).
+/// How a matmul runs on the device.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Plan {
-    pub tiles: Tiles,
-    pub splits: usize,
-    pub k_slice: usize,
+pub(crate) enum Plan {
+    /// Tiles through workgroup memory, K whole (`splits` 1) or in slices ([`Tiles::split_k`]).
+    Tiled { tiles: Tiles, splits: usize, k_slice: usize },
+    /// The rows kernel (`ROWS` in the WGSL): [`ROWS_TILE`] outputs per workgroup of 8 threads
+    /// straight from global memory, no barriers.
+    Rows,
 }
+
+/// Rows and columns of one workgroup of the rows kernel.
+const ROWS_TILE: (usize, usize) = (8, 64);
 
 impl Plan {
     pub(crate) fn for_device(g: &LinearGeometry, gpu: &crate::Gpu) -> Plan {
-        let min = min_workgroups(gpu);
-        let tiles = Tiles::for_shape(g.m, g.n, min);
-        let (splits, k_slice) = tiles.split_k(g.m, g.n, g.k, min);
-        Plan { tiles, splits, k_slice }
+        Plan::choose(g, gpu.info().device_type == wgpu::DeviceType::Cpu)
+    }
+
+    /// The rows kernel on a CPU adapter (lavapipe, SwiftShader) wherever its grid fits one
+    /// dispatch: on lavapipe 3-3.9x faster than the tiles at the transformers' small M and
+    /// 1.5-2.8x at the backbone's pointwise convolutions (README, "GPU path: what is
+    /// measured"). Tiles on a GPU, where an 8-thread workgroup would leave most of a SIMD unit
+    /// idle.
+    fn choose(g: &LinearGeometry, cpu_adapter: bool) -> Plan {
+        if cpu_adapter && g.m.div_ceil(ROWS_TILE.0) <= crate::pass::MAX_WORKGROUPS_PER_DIM as usize {
+            return Plan::Rows;
+        }
+        let tiles = Tiles::for_shape(g.m, g.n, MIN_WORKGROUPS);
+        let (splits, k_slice) = tiles.split_k(g.m, g.n, g.k, MIN_WORKGROUPS);
+        Plan::Tiled { tiles, splits, k_slice }
     }
 }
 
@@ -233,10 +238,14 @@ fn record(
     gate: Option<(&Tensor, usize)>,
     residual: Option<&Tensor>,
 ) -> Result<Tensor> {
-    let (tiles, split) = (plan.tiles, plan.splits > 1);
     let y = Tensor::uninit(pass.gpu(), &g.out_shape)?;
+    let (tiles, splits, k_slice) = match plan {
+        Plan::Tiled { tiles, splits, k_slice } => (Some(tiles), splits, k_slice),
+        Plan::Rows => (None, 1, g.k),
+    };
+    let split = splits > 1;
     // With slices of K, the tile kernel writes each slice's sums here, [slices, M, N].
-    let partial = split.then(|| Tensor::uninit(pass.gpu(), &[plan.splits, g.m, g.n])).transpose()?;
+    let partial = split.then(|| Tensor::uninit(pass.gpu(), &[splits, g.m, g.n])).transpose()?;
     let mut defines = vec![match w.dtype() {
         DType::F16 => "WF16",
         DType::Q8 => "WQ8",
@@ -244,7 +253,7 @@ fn record(
         DType::F32 | DType::U32 => "WF32",
     }];
     // With shader-f16 the weight tile is kept in halves (half the workgroup memory traffic).
-    if w.dtype() == DType::F16 && pass.gpu().has_f16() {
+    if w.dtype() == DType::F16 && pass.gpu().has_f16() && tiles.is_some() {
         defines.push("F16");
     }
     // Fast paths, each with the condition it needs: vec4 loads of x, gate and f32 weights where
@@ -252,9 +261,10 @@ fn record(
     // bias, activation and residual go to the sum of the slices when K is split.
     for (on, name) in [
         (g.k.is_multiple_of(4), "VK"),
-        (tiles.rows == 32, "SHORT"),
-        (tiles.rows == 128, "TALL"),
-        (tiles.cols == 128, "WIDE"),
+        (tiles.is_none(), "ROWS"),
+        (tiles.is_some_and(|t| t.rows == 32), "SHORT"),
+        (tiles.is_some_and(|t| t.rows == 128), "TALL"),
+        (tiles.is_some_and(|t| t.cols == 128), "WIDE"),
         (split, "SPLIT"),
         (bias.is_some() && !split, "BIAS"),
         (gate.is_some(), "GATE"),
@@ -273,10 +283,11 @@ fn record(
         groups: q8_groups(g.k) as u32,
         q8_group: Q8_GROUP as u32,
         gate_rows: gate.map_or(0, |(_, rows)| rows) as u32,
-        k_slice: plan.k_slice as u32,
-        splits: plan.splits as u32,
+        k_slice: k_slice as u32,
+        splits: splits as u32,
     };
-    let groups = [g.n.div_ceil(tiles.cols) as u32, g.m.div_ceil(tiles.rows) as u32, plan.splits as u32];
+    let (rows, cols) = tiles.map_or(ROWS_TILE, |t| (t.rows, t.cols));
+    let groups = [g.n.div_ceil(cols) as u32, g.m.div_ceil(rows) as u32, splits as u32];
     let gate = gate.map(|(t, _)| t);
     match &partial {
         Some(partial) => {
@@ -297,7 +308,8 @@ fn record(
             );
         }
         None => {
-            pass.dispatch_slots(&KERNEL, &defines, &params, &[Some(x), Some(w), Some(&y), bias, gate, residual], groups)
+            let kernel = if tiles.is_some() { &KERNEL } else { &ROWS };
+            pass.dispatch_slots(kernel, &defines, &params, &[Some(x), Some(w), Some(&y), bias, gate, residual], groups)
         }
     }
     Ok(y)
@@ -346,12 +358,12 @@ mod tests {
 
     /// A plan of one tile and no split.
     fn whole(tiles: Tiles, k: usize) -> Plan {
-        Plan { tiles, splits: 1, k_slice: k }
+        Plan::Tiled { tiles, splits: 1, k_slice: k }
     }
 
     /// A plan that cuts K into slices of `k_slice`.
     fn sliced(tiles: Tiles, k: usize, k_slice: usize) -> Plan {
-        Plan { tiles, splits: k.div_ceil(k_slice), k_slice }
+        Plan::Tiled { tiles, splits: k.div_ceil(k_slice), k_slice }
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -389,13 +401,13 @@ mod tests {
     }
 
     gpu_test!(linear_every_tile_and_load_path, |gpu| {
-        // Each tile size with interior and edge tiles (M, N past a whole tile, not a multiple of
-        // it), K a multiple of 4 but not of 16 (vec4 loads, a short last step) and K odd (scalar
-        // loads, a unit past the end of a packed f16 / q8 row).
-        for tiles in Tiles::ALL {
-            for dtype in [DType::F32, DType::F16, DType::Q8] {
-                for (m, n, k) in [(300, 270, 68), (131, 133, 45)] {
-                    check_plan(gpu, m, n, k, dtype, true, Activation::Silu, whole(tiles, k)).await;
+        // Each tile size and the rows kernel with interior and edge workgroups (M, N past a
+        // whole tile, not a multiple of it), K a multiple of 4 but not of 16 (vec4 loads, a short
+        // last step) and K odd (scalar loads, a last unit past the end of a packed f16 / q8 row).
+        for dtype in [DType::F32, DType::F16, DType::Q8] {
+            for (m, n, k) in [(300, 270, 68), (131, 133, 45)] {
+                for plan in Tiles::ALL.map(|t| whole(t, k)).into_iter().chain([Plan::Rows]) {
+                    check_plan(gpu, m, n, k, dtype, true, Activation::Silu, plan).await;
                 }
             }
         }
@@ -417,7 +429,8 @@ mod tests {
         for k in [768, 3072] {
             let (splits, k_slice) = t.split_k(32, 768, k, MIN_WORKGROUPS);
             assert_eq!(splits, 3);
-            check_plan(gpu, 32, 768, k, DType::Q8, true, Activation::None, Plan { tiles: t, splits, k_slice }).await;
+            check_plan(gpu, 32, 768, k, DType::Q8, true, Activation::None, Plan::Tiled { tiles: t, splits, k_slice })
+                .await;
         }
     });
 
@@ -438,13 +451,8 @@ mod tests {
         // Text at batch 8: 256 x 768 keeps 64x64 (4 x 12 workgroups; 128 columns would leave 24).
         assert_eq!(shape(256, 768), t(64, 64));
         assert_eq!(shape(256, 3072), t(128, 128));
-        // On a CPU adapter the floor is 4 workgroups: 128 columns for text at batch 1 (6) and
-        // the image's transformer (16).
-        assert_eq!(Tiles::for_shape(32, 768, CPU_MIN_WORKGROUPS), t(32, 128));
-        assert_eq!(Tiles::for_shape(37, 2048, CPU_MIN_WORKGROUPS), t(64, 128));
-        assert_eq!(Tiles::for_shape(225, 512, CPU_MIN_WORKGROUPS), t(128, 128));
         // K is split only at M <= 64 under the floor: BERT's 768-wide layers at batch 1 (12
-        // workgroups) in 3 slices; the image's transformer (32) and a CPU adapter not at all.
+        // workgroups) in 3 slices; the image's transformer (32) not at all.
         let short = t(32, 64);
         assert_eq!(short.split_k(32, 768, 768, MIN_WORKGROUPS), (3, 256));
         assert_eq!(short.split_k(32, 768, 3072, MIN_WORKGROUPS), (3, 1024));
@@ -452,7 +460,21 @@ mod tests {
         assert_eq!(short.split_k(32, 64, 8192, MIN_WORKGROUPS), (8, 1024));
         assert_eq!(t(64, 64).split_k(37, 2048, 2048, MIN_WORKGROUPS), (1, 2048));
         assert_eq!(t(64, 64).split_k(65, 64, 4096, MIN_WORKGROUPS), (1, 4096));
-        assert_eq!(t(32, 128).split_k(32, 768, 768, CPU_MIN_WORKGROUPS), (1, 768));
+    }
+
+    #[test]
+    fn cpu_adapters_get_the_rows_kernel() {
+        let geometry = |m, n, k| LinearGeometry { m, n, k, out_shape: vec![m, n] };
+        // Every BriVL shape on a CPU adapter; a GPU keeps the tiles (and the split).
+        for (m, n, k) in [(32, 768, 768), (37, 6144, 2048), (228 * 228, 24, 24), (15 * 15, 2048, 512)] {
+            assert_eq!(Plan::choose(&geometry(m, n, k), true), Plan::Rows);
+        }
+        let tiled = Plan::Tiled { tiles: Tiles { rows: 32, cols: 64 }, splits: 3, k_slice: 256 };
+        assert_eq!(Plan::choose(&geometry(32, 768, 768), false), tiled);
+        // Past 65535 workgroups of 8 rows (a batch of 11 photos at 228x228), tiles.
+        let max = ROWS_TILE.0 * crate::pass::MAX_WORKGROUPS_PER_DIM as usize;
+        assert_eq!(Plan::choose(&geometry(max, 24, 24), true), Plan::Rows);
+        assert!(matches!(Plan::choose(&geometry(max + 1, 24, 24), true), Plan::Tiled { .. }));
     }
 
     gpu_test!(linear_f32_ragged_shapes, |gpu| {
@@ -596,8 +618,9 @@ mod tests {
             let (g, rows) =
                 check_gated((&xt).into(), (&gt).into(), (&wt).into(), bias.map(Meta::from), res.map(Meta::from))
                     .unwrap();
-            // And with K in slices of 16 (the gate on the slices, bias and residual on their sum).
-            for plan in Tiles::ALL.into_iter().flat_map(|t| [whole(t, k), sliced(t, k, 16)]) {
+            // And with K in slices of 16 (the gate on the slices, bias and residual on their sum),
+            // and in the rows kernel.
+            for plan in Tiles::ALL.into_iter().flat_map(|t| [whole(t, k), sliced(t, k, 16)]).chain([Plan::Rows]) {
                 let mut pass = Pass::new(gpu);
                 let y = record(&mut pass, &g, plan, &xt, &wt, bias, Activation::None, Some((&gt, rows)), res).unwrap();
                 pass.submit().unwrap();
