@@ -159,6 +159,12 @@ impl Gpu {
         self.f16
     }
 
+    /// The adapter runs on the CPU (lavapipe, SwiftShader, WARP): a workgroup's threads are SIMD
+    /// lanes and a barrier a switch between groups of them, so some kernels take a CPU shape.
+    pub(crate) fn is_cpu_adapter(&self) -> bool {
+        self.info.device_type == wgpu::DeviceType::Cpu
+    }
+
     /// One line naming the adapter, for logs and benchmark tables.
     pub fn describe(&self) -> String {
         // Browsers hide adapter names; say what kind of adapter it is instead.

@@ -62,7 +62,7 @@ pub fn attention(pass: &mut Pass, qkv: &Tensor, heads: usize, key_mask: Option<&
     // A CPU adapter (lavapipe, SwiftShader) runs a workgroup's threads as SIMD lanes and each
     // barrier as a switch between groups of them: there 8 threads (`NARROW`) ran BriVL's
     // attention 1.2-1.5x faster than 64 on lavapipe (README, "GPU path: what is measured").
-    let narrow = pass.gpu().info().device_type == wgpu::DeviceType::Cpu;
+    let narrow = pass.gpu().is_cpu_adapter();
     record(pass, &g, qkv, key_mask, narrow)
 }
 

@@ -208,7 +208,7 @@ const ROWS_TILE: (usize, usize) = (8, 64);
 
 impl Plan {
     pub(crate) fn for_device(g: &LinearGeometry, gpu: &crate::Gpu) -> Plan {
-        Plan::choose(g, gpu.info().device_type == wgpu::DeviceType::Cpu)
+        Plan::choose(g, gpu.is_cpu_adapter())
     }
 
     /// The rows kernel on a CPU adapter (lavapipe, SwiftShader) wherever its grid fits one
